@@ -1,2 +1,325 @@
-//! End-to-end test harness: brings up (or attaches to) the local peers and gives
-//! each test an isolated namespace and repository.
+//! End-to-end test harness: brings the local peers up once per test run (or attaches to
+//! the ones already running), builds the `berth` and `berth-agent` binaries, and gives
+//! each test its own namespace and repository so tests run in parallel and leave
+//! nothing behind.
+//!
+//! There is no skip path: a test that needs a peer fails loudly when the peer is
+//! missing, with the peer's log in the panic message.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a harness reports failure by panicking
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Endpoints and tools of the running test environment, read from the env file that
+/// `tests/env/up` writes.
+#[derive(Debug)]
+pub struct Env {
+    pub state: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub apiserver: String,
+    /// Distribution registry, plain HTTP, OCI 1.0 (no referrers API).
+    pub registry_dist: String,
+    /// Distribution registry, TLS + basic auth.
+    pub registry_dist_tls: String,
+    /// OCI 1.1 registry with the referrers API, plain HTTP.
+    pub registry_oci: String,
+    /// OCI 1.1 registry, TLS + basic auth.
+    pub registry_oci_tls: String,
+    pub registry_user: String,
+    pub registry_password: String,
+    pub ca_file: PathBuf,
+    pub cosign_v2: PathBuf,
+    pub cosign_v3: PathBuf,
+    pub flux: PathBuf,
+    pub oras: PathBuf,
+    pub kubectl: PathBuf,
+    /// An image name whose pods kwok keeps Running but never Ready.
+    pub never_ready_image: String,
+    /// File listing `name version` of every peer, as the peers report them.
+    pub peer_versions: PathBuf,
+    berth_bin: PathBuf,
+    agent_bin: PathBuf,
+    /// An empty Docker config dir, so tests never read the machine's credentials.
+    docker_config: tempfile::TempDir,
+}
+
+/// The repository root (the workspace holding `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A file under `testdata/`.
+pub fn testdata(path: impl AsRef<Path>) -> PathBuf {
+    repo_root().join("testdata").join(path)
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+
+/// The test environment, brought up on first use in this process.
+pub fn env() -> &'static Env {
+    ENV.get_or_init(bring_up)
+}
+
+fn bring_up() -> Env {
+    let root = repo_root();
+    let state = std::env::var_os("BERTH_ENV_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("tests/env/.state"));
+    fs::create_dir_all(&state).expect("create env state dir");
+
+    // Several test binaries may start at once; one of them brings the peers up while
+    // the others wait on the lock, then find them healthy and attach.
+    let lock = File::create(state.join(".harness.lock")).expect("create harness lock");
+    lock.lock().expect("lock harness");
+    let up = Command::new(root.join("tests/env/up"))
+        .env("BERTH_ENV_STATE", &state)
+        .output()
+        .expect("run tests/env/up");
+    if !up.status.success() {
+        panic!(
+            "tests/env/up failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            up.status,
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
+    let (berth_bin, agent_bin) = build_binaries();
+    lock.unlock().expect("unlock harness");
+
+    let vars = read_env_file(&state.join("env"));
+    let var = |name: &str| -> String {
+        vars.get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {}", state.join("env").display()))
+    };
+    let path = |name: &str| PathBuf::from(var(name));
+    Env {
+        kubeconfig: path("KUBECONFIG"),
+        apiserver: var("BERTH_KUBE_APISERVER"),
+        registry_dist: var("BERTH_REGISTRY_DIST"),
+        registry_dist_tls: var("BERTH_REGISTRY_DIST_TLS"),
+        registry_oci: var("BERTH_REGISTRY_OCI"),
+        registry_oci_tls: var("BERTH_REGISTRY_OCI_TLS"),
+        registry_user: var("BERTH_REGISTRY_USER"),
+        registry_password: var("BERTH_REGISTRY_PASSWORD"),
+        ca_file: path("BERTH_CA_FILE"),
+        cosign_v2: path("BERTH_COSIGN_V2"),
+        cosign_v3: path("BERTH_COSIGN_V3"),
+        flux: path("BERTH_FLUX"),
+        oras: path("BERTH_ORAS"),
+        kubectl: path("BERTH_KUBECTL"),
+        never_ready_image: var("BERTH_KWOK_NEVER_READY_IMAGE"),
+        peer_versions: path("BERTH_PEER_VERSIONS"),
+        state,
+        berth_bin,
+        agent_bin,
+        docker_config: tempfile::tempdir().expect("temp docker config"),
+    }
+}
+
+/// Reads the `export NAME=value` file by letting bash evaluate it, so quoting rules are
+/// bash's own.
+fn read_env_file(file: &Path) -> HashMap<String, String> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -a; source "$1" >/dev/null; env -0"#)
+        .arg("_")
+        .arg(file)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("source env file");
+    assert!(out.status.success(), "cannot source {}", file.display());
+    out.stdout
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Builds both binaries (a no-op when they are fresh) and returns their paths, next to
+/// this test executable's profile directory.
+fn build_binaries() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(repo_root())
+        .args(["build", "--bins", "-p", "berth", "-p", "berth-agent"]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let out = build.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build of the binaries failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (profile_dir.join("berth"), profile_dir.join("berth-agent"))
+}
+
+impl Env {
+    /// `berth` with an empty Docker config and this environment's kubeconfig.
+    pub fn berth(&self) -> Command {
+        self.tool(&self.berth_bin)
+    }
+
+    /// `berth-agent` with an empty Docker config and this environment's kubeconfig.
+    pub fn berth_agent(&self) -> Command {
+        self.tool(&self.agent_bin)
+    }
+
+    /// `kubectl` against the test API server.
+    pub fn kubectl_cmd(&self) -> Command {
+        self.tool(&self.kubectl)
+    }
+
+    /// Any program, with this environment's kubeconfig and an empty Docker config.
+    pub fn tool(&self, program: impl AsRef<Path>) -> Command {
+        let mut cmd = Command::new(program.as_ref());
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("BERTH_REGISTRY_USER")
+            .env_remove("BERTH_REGISTRY_PASSWORD")
+            .env_remove("COSIGN_PASSWORD");
+        cmd
+    }
+
+    /// A fresh namespace, deleted (without waiting) when the guard drops.
+    pub fn namespace(&'static self, prefix: &str) -> Namespace {
+        let name = unique_name(prefix, 63);
+        run_ok(self.kubectl_cmd().args(["create", "namespace", &name]));
+        Namespace { env: self, name }
+    }
+
+    /// A repository path no other test uses, e.g. `e2e/push-basic-1a2b3c`.
+    pub fn repo(&self, prefix: &str) -> String {
+        format!("e2e/{}", unique_name(prefix, 120))
+    }
+
+    /// The peers' versions as `name version` lines.
+    pub fn peer_versions(&self) -> String {
+        fs::read_to_string(&self.peer_versions).expect("read peer versions")
+    }
+}
+
+/// A namespace owned by one test.
+#[derive(Debug)]
+pub struct Namespace {
+    env: &'static Env,
+    name: String,
+}
+
+impl Namespace {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .kubectl_cmd()
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .output();
+    }
+}
+
+/// `prefix-xxxxxxxx`, lower-case, unique across processes and calls, at most `max` long.
+pub fn unique_name(prefix: &str, max: usize) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mix = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ (u64::from(n) << 48);
+    let suffix = format!("{:08x}", (mix ^ (mix >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
+    let prefix: String = prefix
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(max.saturating_sub(suffix.len() + 1))
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    /// The exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion, capturing its output.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)));
+    Output {
+        status: out.status,
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    if !out.status.success() {
+        panic!(
+            "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            describe(cmd),
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+    out.stdout
+}
+
+/// Runs a command that must fail; returns what it printed.
+pub fn run_fail(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    if out.status.success() {
+        panic!(
+            "`{}` succeeded but should have failed:\n--- stdout\n{}\n--- stderr\n{}",
+            describe(cmd),
+            out.stdout,
+            out.stderr
+        );
+    }
+    out
+}
