@@ -1,2 +1,7 @@
 //! berth: the CI-side library. It knows OCI references, artifacts, registries and
 //! cosign-compatible signatures, and nothing about Kubernetes clusters.
+
+pub mod digest;
+pub mod oci;
+pub mod reference;
+pub mod registry;

@@ -1,0 +1,789 @@
+//! The registry layer: one OCI distribution registry, reached with the user's credentials
+//! and TLS settings. Knows references, digests, manifests and blobs — nothing about
+//! Kubernetes or signatures. Built on `oci-client`; the referrers endpoint is called
+//! directly because berth must tell "no referrers API" (404) from "no referrers".
+//!
+//! Every fetch verifies the digest (and size, when known) of what it received.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use sha2::Digest as _;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use crate::digest::Digest;
+use crate::oci::{self, ImageIndex};
+use crate::reference::Reference;
+
+/// Environment variables with registry credentials, used when `--creds` is not given.
+pub const ENV_USER: &str = "BERTH_REGISTRY_USER";
+pub const ENV_PASSWORD: &str = "BERTH_REGISTRY_PASSWORD";
+
+/// How long to wait for a TCP/TLS connection before calling the registry unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a single read may stall before the transfer is abandoned.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest manifest berth accepts; distribution itself caps manifests at 4 MiB.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Tags requested per page when listing (registries may return fewer).
+const TAGS_PAGE_SIZE: usize = 1000;
+/// Upper bound on pages when listing tags, so a misbehaving registry cannot loop us forever.
+const MAX_TAG_PAGES: usize = 1000;
+/// Read buffer when streaming a blob from disk to the registry.
+const UPLOAD_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Errors talking to a registry. Each names the registry and the object involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach registry {registry}: {detail}")]
+    Unreachable { registry: String, detail: String },
+    #[error("registry {registry} refused access to {what}: {detail}")]
+    Unauthorized { registry: String, what: String, detail: String },
+    #[error("{what} not found in registry {registry}")]
+    NotFound { registry: String, what: String },
+    #[error("registry {registry} rejected {what}: {detail}")]
+    Rejected { registry: String, what: String, detail: String },
+    #[error("registry {registry} failed on {what}: {detail}")]
+    Protocol { registry: String, what: String, detail: String },
+    #[error("{what} from registry {registry} does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch { registry: String, what: String, expected: Digest, actual: Digest },
+    #[error("{what} from registry {registry} is {actual} bytes, expected {expected}")]
+    SizeMismatch { registry: String, what: String, expected: u64, actual: u64 },
+    #[error("{what} from registry {registry} exceeds the limit of {limit} bytes")]
+    TooLarge { registry: String, what: String, limit: u64 },
+    #[error("cannot read CA file {path}: {detail}")]
+    CaFile { path: PathBuf, detail: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("writing {what} failed: {source}")]
+    Write { what: String, source: std::io::Error },
+}
+
+impl RegistryError {
+    /// A short hint on what the user can do next.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RegistryError::Unreachable { .. } => {
+                "check the registry address and port; for a registry without TLS pass --insecure; for a private CA pass --ca-file"
+            }
+            RegistryError::Unauthorized { .. } => {
+                "pass --creds USER:PASSWORD, set BERTH_REGISTRY_USER/BERTH_REGISTRY_PASSWORD, or log in with a Docker credential helper"
+            }
+            RegistryError::NotFound { .. } => "check the repository, tag or digest (berth list oci://REGISTRY/REPO shows the tags)",
+            RegistryError::Rejected { .. } => "the registry refused the content; check its logs and accepted media types",
+            RegistryError::Protocol { .. } => "retry; if it persists, check the registry's logs",
+            RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => {
+                "the registry served content that does not match its digest; do not use it, and check the registry"
+            }
+            RegistryError::TooLarge { .. } => "the content is larger than berth accepts; check that the reference is a berth artifact",
+            RegistryError::CaFile { .. } => "pass a PEM file with the registry's CA certificate(s) to --ca-file",
+            RegistryError::Io { .. } | RegistryError::Write { .. } => "check the path and free space",
+        }
+    }
+
+    /// Whether the failure was the registry not knowing the object (as opposed to an outage).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+    }
+}
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Explicit `(user, password)`; when `None`, the environment and then Docker's
+    /// `config.json` (with credential helpers) are consulted, else access is anonymous.
+    pub creds: Option<(String, String)>,
+    /// Extra PEM CA certificates to trust (in addition to the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// Plain HTTP instead of HTTPS. Only when the user asked for it.
+    pub insecure: bool,
+}
+
+/// Where the bytes of a blob to push come from.
+#[derive(Debug)]
+pub enum BlobSource<'a> {
+    /// Small blobs (configs, manifests-as-blobs, signatures) held in memory.
+    Bytes(&'a [u8]),
+    /// Large blobs streamed from a file, never loaded whole.
+    File(&'a Path),
+}
+
+/// Called with the number of bytes sent so far, for progress display.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// One registry host with its client and credentials.
+pub struct Registry {
+    host: String,
+    scheme: &'static str,
+    client: oci_client::Client,
+    auth: RegistryAuth,
+    /// Plain HTTP client for the endpoints oci-client does not expose as we need them.
+    http: reqwest::Client,
+    /// Bearer token for `http`, per repository, once a challenge was answered.
+    bearer: Mutex<Option<(String, String)>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print credentials.
+        f.debug_struct("Registry").field("host", &self.host).field("scheme", &self.scheme).finish()
+    }
+}
+
+impl Registry {
+    /// A registry at `host` (`host[:port]`) reached with `options`.
+    pub fn new(host: &str, options: &RegistryOptions) -> Result<Registry, RegistryError> {
+        let mut certs = Vec::new();
+        let mut reqwest_certs = Vec::new();
+        if let Some(path) = &options.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| RegistryError::CaFile { path: path.clone(), detail: e.to_string() })?;
+            let parsed = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| RegistryError::CaFile { path: path.clone(), detail: e.to_string() })?;
+            if parsed.is_empty() {
+                return Err(RegistryError::CaFile { path: path.clone(), detail: "no PEM certificate in it".into() });
+            }
+            reqwest_certs = parsed;
+            certs.push(Certificate { encoding: CertificateEncoding::Pem, data: pem });
+        }
+        let config = ClientConfig {
+            protocol: if options.insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            extra_root_certificates: certs,
+            // One POST + one PUT per blob, streamed from disk: fewer round trips than chunks,
+            // and every registry berth targets accepts it.
+            use_monolithic_push: true,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        let client = oci_client::Client::try_from(config)
+            .map_err(|e| RegistryError::CaFile { path: options.ca_file.clone().unwrap_or_default(), detail: e.to_string() })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(reqwest_certs)
+            .build()
+            .map_err(|e| RegistryError::Unreachable { registry: host.to_string(), detail: e.to_string() })?;
+        let auth = match &options.creds {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => default_auth(host),
+        };
+        Ok(Registry {
+            host: host.to_string(),
+            scheme: if options.insecure { "http" } else { "https" },
+            client,
+            auth,
+            http,
+            bearer: Mutex::new(None),
+        })
+    }
+
+    /// A registry for the host `reference` names.
+    pub fn for_reference(reference: &Reference, options: &RegistryOptions) -> Result<Registry, RegistryError> {
+        Registry::new(reference.registry(), options)
+    }
+
+    /// `host[:port]` of this registry.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn oci_ref(&self, repo: &str, selector: Option<&str>) -> oci_client::Reference {
+        match selector {
+            Some(s) if s.contains(':') => {
+                oci_client::Reference::with_digest(self.host.clone(), repo.to_string(), s.to_string())
+            }
+            Some(tag) => oci_client::Reference::with_tag(self.host.clone(), repo.to_string(), tag.to_string()),
+            None => oci_client::Reference::with_tag(self.host.clone(), repo.to_string(), "latest".to_string()),
+        }
+    }
+
+    fn classify(&self, what: impl Into<String>, err: OciDistributionError) -> RegistryError {
+        classify(&self.host, what.into(), err)
+    }
+
+    /// The digest a tag (or digest) reference points to, with a single HEAD request.
+    pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
+        let selector = reference.manifest_selector();
+        let what = format!("manifest {reference}");
+        let Some(selector) = selector else {
+            return Err(RegistryError::NotFound { registry: self.host.clone(), what });
+        };
+        let r = self.oci_ref(reference.repository(), Some(&selector));
+        let digest = self
+            .client
+            .fetch_manifest_digest(&r, &self.auth)
+            .await
+            .map_err(|e| self.classify(what.clone(), e))?;
+        digest.parse().map_err(|_| RegistryError::Protocol {
+            registry: self.host.clone(),
+            what,
+            detail: format!("registry answered with digest '{digest}', which is not sha256"),
+        })
+    }
+
+    /// The manifest `digest` in `repo`: its bytes (verified against `digest`) and media type.
+    pub async fn fetch_manifest(&self, repo: &str, digest: &Digest) -> Result<(Vec<u8>, String), RegistryError> {
+        let (bytes, media_type, actual) = self.fetch_manifest_at(repo, &digest.to_string()).await?;
+        if &actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.host.clone(),
+                what: format!("manifest {repo}@{digest}"),
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok((bytes, media_type))
+    }
+
+    /// The manifest a tag points to, or `None` when the tag does not exist. Returns the bytes,
+    /// media type and the digest computed from the bytes.
+    pub async fn fetch_tagged_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<(Vec<u8>, String, Digest)>, RegistryError> {
+        match self.fetch_manifest_at(repo, tag).await {
+            Ok(found) => Ok(Some(found)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fetch_manifest_at(&self, repo: &str, selector: &str) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+        let what = format!("manifest {repo}{}{selector}", if selector.contains(':') { "@" } else { ":" });
+        let r = self.oci_ref(repo, Some(selector));
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&r, &self.auth, oci::ACCEPTED_MANIFEST_TYPES)
+            .await
+            .map_err(|e| self.classify(what.clone(), e))?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::TooLarge { registry: self.host.clone(), what, limit: MAX_MANIFEST_BYTES });
+        }
+        let actual = Digest::of(&bytes);
+        let media_type = oci::media_type_of(&bytes).unwrap_or_else(|| oci::MEDIA_TYPE_IMAGE_MANIFEST.to_string());
+        Ok((bytes.to_vec(), media_type, actual))
+    }
+
+    /// Stream blob `digest` of `repo` into `out`, verifying its size and digest. Stops as soon
+    /// as more than `size` bytes arrive, so a hostile registry cannot fill the disk.
+    /// On error, `out` may hold partial data: the caller discards it.
+    pub async fn fetch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        out: impl AsyncWrite + Unpin,
+    ) -> Result<(), RegistryError> {
+        self.fetch_blob_inner(repo, digest, Some(size), size, out).await
+    }
+
+    /// A small blob (config, signature payload) into memory, at most `limit` bytes.
+    pub async fn fetch_blob_bytes(&self, repo: &str, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
+        let mut buf = Vec::new();
+        self.fetch_blob_inner(repo, digest, None, limit, &mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn fetch_blob_inner(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        expected_size: Option<u64>,
+        limit: u64,
+        mut out: impl AsyncWrite + Unpin,
+    ) -> Result<(), RegistryError> {
+        let what = format!("blob {repo}@{digest}");
+        let r = self.oci_ref(repo, Some(&digest.to_string()));
+        // Authenticate first so the blob request carries credentials.
+        self.client.store_auth_if_needed(&self.host, &self.auth).await;
+        let digest_str = digest.to_string();
+        let mut stream = self
+            .client
+            .pull_blob_stream(&r, digest_str.as_str())
+            .await
+            .map_err(|e| self.classify(what.clone(), e))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut received: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Protocol {
+                registry: self.host.clone(),
+                what: what.clone(),
+                detail: e.to_string(),
+            })?;
+            received += chunk.len() as u64;
+            if received > limit {
+                return match expected_size {
+                    Some(expected) => Err(RegistryError::SizeMismatch {
+                        registry: self.host.clone(),
+                        what,
+                        expected,
+                        actual: received,
+                    }),
+                    None => Err(RegistryError::TooLarge { registry: self.host.clone(), what, limit }),
+                };
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(|source| RegistryError::Write { what: what.clone(), source })?;
+        }
+        out.flush().await.map_err(|source| RegistryError::Write { what: what.clone(), source })?;
+        if let Some(expected) = expected_size
+            && received != expected
+        {
+            return Err(RegistryError::SizeMismatch { registry: self.host.clone(), what, expected, actual: received });
+        }
+        let actual = Digest::from_hasher(hasher);
+        if &actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.host.clone(),
+                what,
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `repo` already has blob `digest`.
+    pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let r = self.oci_ref(repo, Some(&digest.to_string()));
+        self.client.store_auth_if_needed(&self.host, &self.auth).await;
+        // A blob HEAD needs the push scope on token registries when we are about to push,
+        // but pull scope is enough to ask.
+        self.client
+            .blob_exists(&r, &digest.to_string())
+            .await
+            .map_err(|e| self.classify(format!("blob {repo}@{digest}"), e))
+    }
+
+    /// Upload blob `digest` (`size` bytes) to `repo` unless the registry already has it.
+    /// Returns `true` when bytes were uploaded, `false` when the blob was already there.
+    pub async fn push_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        source: BlobSource<'_>,
+        progress: Option<Progress>,
+    ) -> Result<bool, RegistryError> {
+        let what = format!("blob {repo}@{digest}");
+        // Authenticate for push up front: token registries grant HEAD on pull scope only
+        // after a push-scope token was issued for this repository.
+        let r = self.oci_ref(repo, Some(&digest.to_string()));
+        self.client
+            .auth(&r, &self.auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| self.classify(format!("push access to {repo}"), e))?;
+        if self.blob_exists(repo, digest).await? {
+            tracing::debug!(%digest, repo, "blob already present; not uploading");
+            if let Some(p) = &progress {
+                p(size);
+            }
+            return Ok(false);
+        }
+        let digest_str = digest.to_string();
+        match source {
+            BlobSource::Bytes(bytes) => {
+                if bytes.len() as u64 != size || &Digest::of(bytes) != digest {
+                    return Err(RegistryError::DigestMismatch {
+                        registry: self.host.clone(),
+                        what,
+                        expected: digest.clone(),
+                        actual: Digest::of(bytes),
+                    });
+                }
+                self.client
+                    .push_blob(&r, bytes.to_vec(), &digest_str)
+                    .await
+                    .map_err(|e| self.classify(what.clone(), e))?;
+                if let Some(p) = &progress {
+                    p(size);
+                }
+            }
+            BlobSource::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?;
+                let mut sent: u64 = 0;
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_BUFFER_BYTES)
+                    .map_ok(move |chunk| {
+                        sent += chunk.len() as u64;
+                        if let Some(p) = &progress {
+                            p(sent);
+                        }
+                        chunk
+                    })
+                    .map_err(OciDistributionError::IoError);
+                self.client
+                    .push_blob_stream(&r, stream, &digest_str, Some(size))
+                    .await
+                    .map_err(|e| self.classify(what.clone(), e))?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Store `manifest` (of `media_type`) in `repo` under `tag_or_digest` (a tag, or the
+    /// manifest's own digest to push it untagged). Returns the manifest's digest.
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        manifest: &[u8],
+        media_type: &str,
+        tag_or_digest: &str,
+    ) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(manifest);
+        let what = format!("manifest {repo}{}{tag_or_digest}", if tag_or_digest.contains(':') { "@" } else { ":" });
+        if tag_or_digest.contains(':') && tag_or_digest != digest.to_string() {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.host.clone(),
+                what,
+                expected: tag_or_digest.parse().unwrap_or_else(|_| digest.clone()),
+                actual: digest,
+            });
+        }
+        let r = self.oci_ref(repo, Some(tag_or_digest));
+        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|e| RegistryError::Rejected {
+            registry: self.host.clone(),
+            what: what.clone(),
+            detail: format!("media type '{media_type}': {e}"),
+        })?;
+        self.client
+            .auth(&r, &self.auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| self.classify(format!("push access to {repo}"), e))?;
+        self.client
+            .push_manifest_raw(&r, manifest.to_vec(), content_type)
+            .await
+            .map_err(|e| self.classify(what, e))?;
+        Ok(digest)
+    }
+
+    /// All tags of `repo`, in the registry's order (lexical for distribution and zot).
+    pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        let r = self.oci_ref(repo, None);
+        let mut tags: Vec<String> = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let last = tags.last().cloned();
+            let page = self
+                .client
+                .list_tags(&r, &self.auth, Some(TAGS_PAGE_SIZE), last.as_deref())
+                .await
+                .map_err(|e| self.classify(format!("repository {repo}"), e))?;
+            let n = page.tags.len();
+            tags.extend(page.tags);
+            if n < TAGS_PAGE_SIZE {
+                break;
+            }
+        }
+        tags.dedup();
+        Ok(tags)
+    }
+
+    /// The referrers of manifest `digest` in `repo` through the OCI 1.1 referrers API,
+    /// filtered by `artifact_type` (also filtered here, since registries may ignore the filter).
+    /// `None` when the registry has no referrers API (it answers 404), so the caller can fall
+    /// back to the referrers tag schema (`fetch_tagged_manifest(repo, &digest.tag_form())`).
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<ImageIndex>, RegistryError> {
+        let what = format!("referrers of {repo}@{digest}");
+        let mut url = format!("{}://{}/v2/{repo}/referrers/{digest}", self.scheme, self.host);
+        if let Some(t) = artifact_type {
+            url.push_str("?artifactType=");
+            url.push_str(&urlencode(t));
+        }
+        let response = self.get_with_auth(&url, repo, oci::MEDIA_TYPE_IMAGE_INDEX, &what).await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(RegistryError::Unauthorized {
+                registry: self.host.clone(),
+                what,
+                detail: format!("HTTP {status}"),
+            });
+        }
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(RegistryError::Protocol {
+                registry: self.host.clone(),
+                what,
+                detail: format!("HTTP {status}: {}", truncate(&body)),
+            });
+        }
+        let body = read_limited(response, MAX_MANIFEST_BYTES).await.map_err(|detail| RegistryError::Protocol {
+            registry: self.host.clone(),
+            what: what.clone(),
+            detail,
+        })?;
+        let mut index: ImageIndex = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+            registry: self.host.clone(),
+            what,
+            detail: format!("invalid image index: {e}"),
+        })?;
+        if let Some(t) = artifact_type {
+            index.manifests.retain(|d| d.artifact_type.as_deref() == Some(t));
+        }
+        Ok(Some(index))
+    }
+
+    /// GET `url`, answering a 401 challenge (Bearer token or Basic) once.
+    async fn get_with_auth(
+        &self,
+        url: &str,
+        repo: &str,
+        accept: &str,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
+            registry: self.host.clone(),
+            detail: error_chain(&e),
+        };
+        let cached = self.bearer.lock().await.clone();
+        let mut request = self.http.get(url).header(reqwest::header::ACCEPT, accept);
+        if let Some((cached_repo, token)) = &cached
+            && cached_repo == repo
+        {
+            request = request.bearer_auth(token);
+        } else if let RegistryAuth::Basic(u, p) = &self.auth {
+            request = request.basic_auth(u, Some(p));
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let Some(params) = challenge.strip_prefix("Bearer ").or_else(|| challenge.strip_prefix("bearer ")) else {
+            return Ok(response);
+        };
+        let params = parse_challenge(params);
+        let Some(realm) = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()) else {
+            return Ok(response);
+        };
+        let mut query: Vec<(String, String)> = vec![("scope".into(), format!("repository:{repo}:pull"))];
+        if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+            query.push(("service".into(), service.clone()));
+        }
+        let mut token_request = self.http.get(&realm).query(&query);
+        if let RegistryAuth::Basic(u, p) = &self.auth {
+            token_request = token_request.basic_auth(u, Some(p));
+        }
+        let token_response = token_request.send().await.map_err(unreachable)?;
+        if !token_response.status().is_success() {
+            return Err(RegistryError::Unauthorized {
+                registry: self.host.clone(),
+                what: what.to_string(),
+                detail: format!("token service answered HTTP {}", token_response.status()),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = read_limited(token_response, MAX_MANIFEST_BYTES).await.map_err(|detail| {
+            RegistryError::Unauthorized { registry: self.host.clone(), what: what.to_string(), detail }
+        })?;
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| RegistryError::Unauthorized {
+            registry: self.host.clone(),
+            what: what.to_string(),
+            detail: format!("token service answer is not JSON: {e}"),
+        })?;
+        let Some(token) = answer.token.or(answer.access_token) else {
+            return Err(RegistryError::Unauthorized {
+                registry: self.host.clone(),
+                what: what.to_string(),
+                detail: "token service returned no token".into(),
+            });
+        };
+        *self.bearer.lock().await = Some((repo.to_string(), token.clone()));
+        self.http
+            .get(url)
+            .header(reqwest::header::ACCEPT, accept)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)
+    }
+}
+
+/// Credentials from the environment, else Docker's `config.json` and its credential
+/// helpers, else anonymous.
+fn default_auth(host: &str) -> RegistryAuth {
+    if let (Ok(user), Ok(password)) = (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
+        return RegistryAuth::Basic(user, password);
+    }
+    // config.json keys are written with or without a scheme depending on the tool.
+    for key in [host.to_string(), format!("https://{host}"), format!("http://{host}")] {
+        match docker_credential::get_credential(&key) {
+            Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+                return RegistryAuth::Basic(user, password);
+            }
+            Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
+                tracing::debug!(registry = host, "Docker config holds an identity token, which berth cannot use; trying anonymous");
+            }
+            Err(e) => tracing::trace!(registry = host, key, error = %e, "no Docker credential"),
+        }
+    }
+    RegistryAuth::Anonymous
+}
+
+fn classify(registry: &str, what: String, err: OciDistributionError) -> RegistryError {
+    let registry = registry.to_string();
+    match err {
+        OciDistributionError::UnauthorizedError { url } => {
+            RegistryError::Unauthorized { registry, what, detail: format!("HTTP 401 from {url}") }
+        }
+        OciDistributionError::AuthenticationFailure(detail) => RegistryError::Unauthorized { registry, what, detail },
+        OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { registry, what },
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            let detail = envelope.errors.iter().map(|e| format!("{:?}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ");
+            if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
+                RegistryError::Unauthorized { registry, what, detail }
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound
+                )
+            }) {
+                RegistryError::NotFound { registry, what }
+            } else {
+                RegistryError::Rejected { registry, what, detail }
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound { registry, what },
+        OciDistributionError::ServerError { code: 401 | 403, message, .. } => {
+            RegistryError::Unauthorized { registry, what, detail: truncate(&message) }
+        }
+        OciDistributionError::ServerError { code, message, .. } if (400..500).contains(&code) => {
+            RegistryError::Rejected { registry, what, detail: format!("HTTP {code}: {}", truncate(&message)) }
+        }
+        OciDistributionError::ServerError { code, message, .. } => {
+            RegistryError::Protocol { registry, what, detail: format!("HTTP {code}: {}", truncate(&message)) }
+        }
+        OciDistributionError::RequestError(e) => {
+            if e.is_connect() || e.is_timeout() {
+                RegistryError::Unreachable { registry, detail: error_chain(&e) }
+            } else if e.status().is_some_and(|s| s == reqwest::StatusCode::UNAUTHORIZED) {
+                RegistryError::Unauthorized { registry, what, detail: error_chain(&e) }
+            } else if e.status().is_some_and(|s| s == reqwest::StatusCode::NOT_FOUND) {
+                RegistryError::NotFound { registry, what }
+            } else {
+                RegistryError::Protocol { registry, what, detail: error_chain(&e) }
+            }
+        }
+        OciDistributionError::DigestError(e) => RegistryError::Protocol { registry, what, detail: e.to_string() },
+        other => RegistryError::Protocol { registry, what, detail: other.to_string() },
+    }
+}
+
+/// The error and its causes on one line: reqwest hides the useful part (refused, TLS) in sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Registry error bodies can be whole HTML pages; keep messages to one readable line.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 200;
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > MAX {
+        format!("{}…", one_line.chars().take(MAX).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+async fn read_limited(response: reqwest::Response, limit: u64) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| error_chain(&e))?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(format!("answer exceeds {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `key="value", key2="value2"` from a WWW-Authenticate challenge.
+fn parse_challenge(params: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else { break };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.split_once('"') {
+                Some((v, r)) => (v.to_string(), r),
+                None => (quoted.to_string(), ""),
+            }
+        } else {
+            match after.split_once(',') {
+                Some((v, r)) => (v.trim().to_string(), r),
+                None => (after.trim().to_string(), ""),
+            }
+        };
+        out.push((key, value));
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenge_parameters() {
+        let p = parse_challenge(r#"realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#);
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[1], ("service".into(), "registry.example".into()));
+        assert_eq!(p[2].1, "repository:a:pull");
+    }
+
+    #[test]
+    fn artifact_type_is_percent_encoded() {
+        assert_eq!(urlencode("application/vnd.dev.cosign+json"), "application%2Fvnd.dev.cosign%2Bjson");
+    }
+}
