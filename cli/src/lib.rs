@@ -5,3 +5,4 @@ pub mod digest;
 pub mod oci;
 pub mod reference;
 pub mod registry;
+pub mod signature;

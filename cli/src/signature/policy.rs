@@ -1,0 +1,277 @@
+//! The trust policy and the verification of an artifact digest against it: every signature
+//! attached to the digest (classic `.sig` layers and Sigstore bundle referrers) is examined,
+//! and the artifact is trusted when one of them verifies with a trusted key AND names
+//! exactly that digest. This is what the agent calls before it unpacks anything.
+
+use std::fmt;
+
+use crate::digest::Digest;
+use crate::registry::Registry;
+
+use super::keys::PublicKey;
+use super::store::{self, StoreError};
+use super::{Format, bundle, classic};
+
+/// Which keys an artifact must be signed with (any one of them suffices).
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    pub keys: Vec<PublicKey>,
+}
+
+impl TrustPolicy {
+    pub fn new(keys: Vec<PublicKey>) -> TrustPolicy {
+        TrustPolicy { keys }
+    }
+}
+
+/// A signature that verified: who signed, in which format, where it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedSignature {
+    /// The artifact digest the signature covers (always the one asked about).
+    pub digest: Digest,
+    pub format: Format,
+    /// sha256 of the signer's DER public key.
+    pub key_fingerprint: Digest,
+    /// Where the trusted key came from (file path, Secret name).
+    pub key_source: String,
+    /// Where the signature is stored: `tag sha256-….sig, layer sha256:…` or `referrer sha256:…`.
+    pub location: String,
+}
+
+impl fmt::Display for VerifiedSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} signature of {} verified with key {} ({}) at {}",
+            self.format, self.digest, self.key_fingerprint, self.key_source, self.location
+        )
+    }
+}
+
+/// One signature found for a digest and what checking it gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundSignature {
+    pub format: Format,
+    pub location: String,
+    pub status: SignatureStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// Verified with this trusted key (fingerprint, source).
+    Verified { key_fingerprint: Digest, key_source: String },
+    /// Not acceptable; the reason says why (no trusted key verifies it, wrong digest, malformed…).
+    Rejected { reason: String },
+}
+
+/// Why an artifact is not trusted. Each variant names the digest.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("trust policy for {digest} has no keys; give at least one public key")]
+    EmptyPolicy { digest: Digest },
+    #[error("{digest} has no signatures (looked for cosign tag {tag} and Sigstore bundle referrers)")]
+    Unsigned { digest: Digest, tag: String },
+    #[error("no signature of {digest} verifies with the trusted key(s) {keys}:\n  - {}", reasons.join("\n  - "))]
+    NoneVerified { digest: Digest, keys: String, reasons: Vec<String> },
+    #[error("cannot read the signatures of {digest}: {source}")]
+    Store { digest: Digest, source: StoreError },
+}
+
+impl VerifyError {
+    /// What the user can do next.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            VerifyError::EmptyPolicy { .. } => "pass --key with the signer's public key (cosign.pub)",
+            VerifyError::Unsigned { .. } => "sign it with `berth sign oci://…@sha256:… --key cosign.key` (or cosign sign)",
+            VerifyError::NoneVerified { .. } => {
+                "check that the public key matches the signing key and that the signature was made for this digest"
+            }
+            VerifyError::Store { .. } => "check registry access; the signatures could not be read",
+        }
+    }
+
+    /// Whether the failure is about trust (a verdict) rather than about reaching the registry.
+    pub fn is_verdict(&self) -> bool {
+        !matches!(self, VerifyError::Store { .. })
+    }
+}
+
+/// Check every signature of `digest` in `repo` against `policy` and report each one.
+/// Registry failures abort (the caller cannot conclude anything); bad signatures do not.
+pub async fn examine(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    policy: &TrustPolicy,
+) -> Result<Vec<FoundSignature>, VerifyError> {
+    let store_err = |source: StoreError| VerifyError::Store { digest: digest.clone(), source };
+    let mut found = Vec::new();
+
+    if let Some(manifest) = store::classic_manifest(registry, repo, digest).await.map_err(store_err)? {
+        let tag = classic::signature_tag(digest);
+        for layer in manifest.layers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
+            let location = format!("tag {tag}, layer {}", layer.digest);
+            let status = if layer.media_type != classic::SIMPLE_SIGNING_MEDIA_TYPE {
+                SignatureStatus::Rejected { reason: format!("layer media type '{}' is not a simple-signing payload", layer.media_type) }
+            } else if layer.size > classic::MAX_PAYLOAD_BYTES {
+                SignatureStatus::Rejected { reason: format!("payload of {} bytes exceeds {}", layer.size, classic::MAX_PAYLOAD_BYTES) }
+            } else {
+                let payload = registry
+                    .fetch_blob_bytes(repo, &layer.digest, classic::MAX_PAYLOAD_BYTES)
+                    .await
+                    .map_err(|e| store_err(e.into()))?;
+                classic_status(layer, &payload, digest, policy)
+            };
+            found.push(FoundSignature { format: Format::Classic, location, status });
+        }
+    }
+
+    let referrers = store::bundle_referrers(registry, repo, digest).await.map_err(store_err)?;
+    for referrer in referrers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
+        let location = format!("referrer {}", referrer.digest);
+        let status = match store::fetch_bundle(registry, repo, &referrer.digest).await {
+            Ok(blob) => bundle_status(&blob.blob, &blob.bytes, digest, policy),
+            Err(StoreError::BadReferrer { detail, .. }) => SignatureStatus::Rejected { reason: detail },
+            Err(e) => return Err(store_err(e)),
+        };
+        found.push(FoundSignature { format: Format::Bundle, location, status });
+    }
+    Ok(found)
+}
+
+fn classic_status(
+    layer: &crate::oci::Descriptor,
+    payload: &[u8],
+    digest: &Digest,
+    policy: &TrustPolicy,
+) -> SignatureStatus {
+    for key in &policy.keys {
+        match classic::check_layer(layer, payload, digest, key) {
+            Ok(classic::LayerCheck::Verified) => {
+                return SignatureStatus::Verified {
+                    key_fingerprint: key.fingerprint(),
+                    key_source: key.source().to_string(),
+                };
+            }
+            Ok(classic::LayerCheck::BadSignature) => {}
+            Err(e) => return SignatureStatus::Rejected { reason: e.to_string() },
+        }
+    }
+    SignatureStatus::Rejected { reason: "signature does not verify with any trusted key".to_string() }
+}
+
+fn bundle_status(blob: &Digest, bytes: &[u8], digest: &Digest, policy: &TrustPolicy) -> SignatureStatus {
+    match bundle::check(blob, bytes, digest) {
+        Ok(checked) => {
+            for key in &policy.keys {
+                if checked.verifies_with(key) {
+                    return SignatureStatus::Verified {
+                        key_fingerprint: key.fingerprint(),
+                        key_source: key.source().to_string(),
+                    };
+                }
+            }
+            SignatureStatus::Rejected { reason: "bundle signature does not verify with any trusted key".to_string() }
+        }
+        Err(e) => SignatureStatus::Rejected { reason: e.to_string() },
+    }
+}
+
+/// Verify that `digest` in `repo` carries a signature by a key of `policy` that covers
+/// exactly `digest`. Returns the first signature that verifies.
+pub async fn verify_artifact(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    policy: &TrustPolicy,
+) -> Result<VerifiedSignature, VerifyError> {
+    if policy.keys.is_empty() {
+        return Err(VerifyError::EmptyPolicy { digest: digest.clone() });
+    }
+    let found = examine(registry, repo, digest, policy).await?;
+    verdict(digest, policy, found)
+}
+
+/// Turn examined signatures into a verdict.
+pub fn verdict(digest: &Digest, policy: &TrustPolicy, found: Vec<FoundSignature>) -> Result<VerifiedSignature, VerifyError> {
+    if found.is_empty() {
+        return Err(VerifyError::Unsigned { digest: digest.clone(), tag: classic::signature_tag(digest) });
+    }
+    let mut reasons = Vec::new();
+    for sig in found {
+        match sig.status {
+            SignatureStatus::Verified { key_fingerprint, key_source } => {
+                return Ok(VerifiedSignature {
+                    digest: digest.clone(),
+                    format: sig.format,
+                    key_fingerprint,
+                    key_source,
+                    location: sig.location,
+                });
+            }
+            SignatureStatus::Rejected { reason } => reasons.push(format!("{} {}: {reason}", sig.format, sig.location)),
+        }
+    }
+    let keys = policy.keys.iter().map(|k| format!("{} ({})", k.fingerprint(), k.source())).collect::<Vec<_>>().join(", ");
+    Err(VerifyError::NoneVerified { digest: digest.clone(), keys, reasons })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::keys::SigningKey;
+
+    #[test]
+    fn verdict_picks_a_verified_signature_and_explains_rejections() {
+        let key = SigningKey::generate();
+        let policy = TrustPolicy::new(vec![key.public_key().clone()]);
+        let d = Digest::of(b"a");
+        let rejected = FoundSignature {
+            format: Format::Classic,
+            location: "tag x.sig, layer y".into(),
+            status: SignatureStatus::Rejected { reason: "signs sha256:other".into() },
+        };
+        let err = verdict(&d, &policy, vec![rejected.clone()]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&d.to_string()) && msg.contains("signs sha256:other"), "{msg}");
+        assert!(err.is_verdict());
+
+        let ok = FoundSignature {
+            format: Format::Bundle,
+            location: "referrer z".into(),
+            status: SignatureStatus::Verified {
+                key_fingerprint: key.public_key().fingerprint(),
+                key_source: "cosign.pub".into(),
+            },
+        };
+        let v = verdict(&d, &policy, vec![rejected, ok]).unwrap();
+        assert_eq!(v.format, Format::Bundle);
+        assert_eq!(v.key_fingerprint, key.public_key().fingerprint());
+    }
+
+    #[test]
+    fn no_signatures_is_unsigned() {
+        let d = Digest::of(b"a");
+        let err = verdict(&d, &TrustPolicy::default(), Vec::new()).unwrap_err();
+        assert!(matches!(err, VerifyError::Unsigned { .. }));
+        assert!(err.to_string().contains(&format!("sha256-{}.sig", d.hex())));
+    }
+
+    #[test]
+    fn classic_and_bundle_status_check_digest_and_key() {
+        let key = SigningKey::generate();
+        let other = SigningKey::generate();
+        let d = Digest::of(b"artifact");
+        let policy = TrustPolicy::new(vec![other.public_key().clone(), key.public_key().clone()]);
+
+        let layer = classic::SignatureLayer::sign(&key, "r/app", &d);
+        assert!(matches!(classic_status(&layer.descriptor, &layer.payload, &d, &policy), SignatureStatus::Verified { key_fingerprint, .. } if key_fingerprint == key.public_key().fingerprint()));
+        let only_other = TrustPolicy::new(vec![other.public_key().clone()]);
+        assert!(matches!(classic_status(&layer.descriptor, &layer.payload, &d, &only_other), SignatureStatus::Rejected { .. }));
+
+        let b = bundle::sign(&key, &d).unwrap();
+        assert!(matches!(bundle_status(&Digest::of(&b), &b, &d, &policy), SignatureStatus::Verified { .. }));
+        let wrong = Digest::of(b"another");
+        assert!(matches!(bundle_status(&Digest::of(&b), &b, &wrong, &policy), SignatureStatus::Rejected { reason } if reason.contains("subject")));
+    }
+}
