@@ -6,3 +6,8 @@ pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod signature;
+pub mod artifact;
+pub mod input;
+pub mod layout;
+pub mod manifests;
+pub mod transfer;

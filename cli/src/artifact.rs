@@ -1,0 +1,569 @@
+//! The berth artifact: a reproducible, Flux-compatible OCI artifact built from manifest files
+//! (one gzip'd tar layer, Flux config and content media types, OCI annotations), and the
+//! safe reading of such layers (no absolute paths, `..`, links or devices; bounded size).
+//!
+//! Reproducibility: entries sorted by name; fixed mtime (0), uid/gid (0), empty owner names,
+//! modes 0644/0755; gzip header without mtime or file name and a fixed OS byte; `created`
+//! from the caller (flag or SOURCE_DATE_EPOCH), never the wall clock.
+//! Streaming: the layer is written to a temporary file while it is hashed; only one
+//! manifest file is in memory at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::Compression;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::input::{InputError, InputFile};
+use crate::manifests::{self, DuplicateCheck, ManifestError, Rules};
+use crate::oci::{self, Descriptor, ImageManifest};
+
+/// `created` when neither `--created` nor `SOURCE_DATE_EPOCH` is given: a fixed epoch keeps
+/// artifacts reproducible by default.
+pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:00Z";
+/// Environment variable of the reproducible-builds convention for a build timestamp.
+pub const ENV_SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// The config blob: Flux's config media type with an empty JSON object; Flux and
+/// source-controller never read its content.
+pub const CONFIG_BYTES: &[u8] = b"{}";
+/// Mode of regular files in the layer.
+const FILE_MODE: u32 = 0o644;
+/// Mode of directories in the layer.
+const DIR_MODE: u32 = 0o755;
+/// gzip header OS byte: 255 = unknown, the same on every platform.
+const GZIP_OS_UNKNOWN: u8 = 255;
+
+/// Default bound on the total decompressed size of a layer when reading it.
+pub const MAX_UNPACKED_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default bound on the number of tar entries in a layer.
+pub const MAX_ENTRIES: usize = 100_000;
+/// Largest compressed layer berth downloads.
+pub const MAX_LAYER_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Errors building or reading an artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{path}: no Kubernetes objects found (the input is empty)")]
+    Empty { path: String },
+    #[error("--created '{value}' is not an RFC 3339 timestamp (e.g. 2024-05-01T12:00:00Z)")]
+    InvalidCreated { value: String },
+    #[error("SOURCE_DATE_EPOCH '{value}' is not a number of seconds since 1970")]
+    InvalidSourceDateEpoch { value: String },
+    #[error("annotation '{value}' must be KEY=VALUE")]
+    InvalidAnnotation { value: String },
+    #[error("writing the artifact to {path} failed: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("layer entry '{entry}' is unsafe: {reason}")]
+    UnsafeEntry { entry: String, reason: &'static str },
+    #[error("layer exceeds the limit of {limit} {what}")]
+    TooLarge { what: &'static str, limit: u64 },
+    #[error("layer is not a valid tar.gz: {detail}")]
+    Corrupt { detail: String },
+    #[error("artifact layer has media type '{media_type}'; berth reads {expected}")]
+    UnsupportedLayer { media_type: String, expected: &'static str },
+    #[error("artifact manifest is invalid: {detail}")]
+    InvalidManifest { detail: String },
+}
+
+impl ArtifactError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ArtifactError::Input(e) => e.hint(),
+            ArtifactError::Manifest(e) => e.hint(),
+            ArtifactError::Empty { .. } => "point berth at the rendered manifests (e.g. the output of kustomize build)",
+            ArtifactError::InvalidCreated { .. } | ArtifactError::InvalidSourceDateEpoch { .. } => {
+                "pass an RFC 3339 time, or unset SOURCE_DATE_EPOCH"
+            }
+            ArtifactError::InvalidAnnotation { .. } => "write --annotation key=value",
+            ArtifactError::Write { .. } => "check the output path and free space",
+            ArtifactError::UnsafeEntry { .. } | ArtifactError::TooLarge { .. } | ArtifactError::Corrupt { .. } => {
+                "the artifact was not produced by berth or flux; do not deploy it"
+            }
+            ArtifactError::UnsupportedLayer { .. } | ArtifactError::InvalidManifest { .. } => {
+                "check that the reference names a berth or Flux artifact"
+            }
+        }
+    }
+}
+
+/// Metadata recorded as manifest annotations.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    pub source: Option<String>,
+    pub revision: Option<String>,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Extra annotations (`--annotation K=V`).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// The manifest annotations: user ones, then the standard ones (which win).
+    pub fn to_annotations(&self) -> BTreeMap<String, String> {
+        let mut out = self.annotations.clone();
+        out.insert(oci::ANNOTATION_CREATED.to_string(), self.created.clone());
+        if let Some(s) = &self.source {
+            out.insert(oci::ANNOTATION_SOURCE.to_string(), s.clone());
+        }
+        if let Some(r) = &self.revision {
+            out.insert(oci::ANNOTATION_REVISION.to_string(), r.clone());
+        }
+        out
+    }
+}
+
+/// The `created` timestamp: `flag` if given, else `SOURCE_DATE_EPOCH`, else [`DEFAULT_CREATED`].
+pub fn created_timestamp(flag: Option<&str>) -> Result<String, ArtifactError> {
+    if let Some(value) = flag {
+        let parsed = chrono::DateTime::parse_from_rfc3339(value)
+            .map_err(|_| ArtifactError::InvalidCreated { value: value.to_string() })?;
+        return Ok(parsed.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    match std::env::var(ENV_SOURCE_DATE_EPOCH) {
+        Ok(value) if !value.trim().is_empty() => {
+            let secs: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| ArtifactError::InvalidSourceDateEpoch { value: value.clone() })?;
+            let time = chrono::DateTime::from_timestamp(secs, 0)
+                .ok_or_else(|| ArtifactError::InvalidSourceDateEpoch { value: value.clone() })?;
+            Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        }
+        _ => Ok(DEFAULT_CREATED.to_string()),
+    }
+}
+
+/// Parse `KEY=VALUE` annotation flags.
+pub fn parse_annotations(values: &[String]) -> Result<BTreeMap<String, String>, ArtifactError> {
+    let mut out = BTreeMap::new();
+    for value in values {
+        match value.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), v.to_string());
+            }
+            _ => return Err(ArtifactError::InvalidAnnotation { value: value.clone() }),
+        }
+    }
+    Ok(out)
+}
+
+/// A built artifact: the layer in a temporary file, config and manifest in memory.
+#[derive(Debug)]
+pub struct BuiltArtifact {
+    /// Holds the layer file; deleted on drop.
+    pub workdir: tempfile::TempDir,
+    pub layer_path: PathBuf,
+    pub layer: Descriptor,
+    pub config: Descriptor,
+    pub manifest: Vec<u8>,
+    /// The manifest digest: what the registry will report for the artifact.
+    pub digest: Digest,
+    /// Number of Kubernetes objects validated.
+    pub objects: usize,
+    /// Number of files in the layer.
+    pub files: usize,
+}
+
+/// Validate `files` and build the artifact. Nothing leaves the machine here.
+pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rules) -> Result<BuiltArtifact, ArtifactError> {
+    let workdir = tempfile::tempdir().map_err(|source| ArtifactError::Write { path: std::env::temp_dir(), source })?;
+    let layer_path = workdir.path().join("layer.tar.gz");
+    let write_err = |source: io::Error| ArtifactError::Write { path: layer_path.clone(), source };
+    let file = std::fs::File::create(&layer_path).map_err(write_err)?;
+    let hashing = HashingWriter::new(BufWriter::new(file));
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(GZIP_OS_UNKNOWN)
+        .write(hashing, Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+
+    let mut dirs_written = BTreeSet::new();
+    let mut duplicates = DuplicateCheck::default();
+    let mut sorted: Vec<&InputFile> = files.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for file in &sorted {
+        let bytes = file.read()?;
+        for object in manifests::parse_file(&file.name, &bytes, rules)? {
+            duplicates.add(&object)?;
+        }
+        // Parent directories first, each once, in path order.
+        let mut parent = String::new();
+        let parts: Vec<&str> = file.name.split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            parent.push_str(part);
+            parent.push('/');
+            if dirs_written.insert(parent.clone()) {
+                let mut header = fixed_header(tar::EntryType::Directory, DIR_MODE, 0);
+                tar.append_data(&mut header, &parent, io::empty()).map_err(write_err)?;
+            }
+        }
+        let mut header = fixed_header(tar::EntryType::Regular, FILE_MODE, bytes.len() as u64);
+        tar.append_data(&mut header, &file.name, bytes.as_slice()).map_err(write_err)?;
+    }
+    if duplicates.is_empty() {
+        return Err(ArtifactError::Empty { path: input_name.to_string() });
+    }
+    let gz = tar.into_inner().map_err(write_err)?;
+    let hashing = gz.finish().map_err(write_err)?;
+    let (layer_digest, layer_size, mut buffered) = hashing.finish();
+    buffered.flush().map_err(write_err)?;
+
+    let layer = Descriptor {
+        media_type: oci::MEDIA_TYPE_FLUX_CONTENT.to_string(),
+        digest: layer_digest,
+        size: layer_size,
+        artifact_type: None,
+        annotations: BTreeMap::new(),
+    };
+    let config = config_descriptor();
+    let manifest = manifest_bytes(&config, &layer, meta.to_annotations())?;
+    let digest = Digest::of(&manifest);
+    Ok(BuiltArtifact {
+        workdir,
+        layer_path,
+        layer,
+        config,
+        manifest,
+        digest,
+        objects: duplicates.len(),
+        files: sorted.len(),
+    })
+}
+
+fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    // Empty owner names; setting them cannot fail for empty strings on a GNU header.
+    let _ = header.set_username("");
+    let _ = header.set_groupname("");
+    header
+}
+
+/// Descriptor of [`CONFIG_BYTES`].
+pub fn config_descriptor() -> Descriptor {
+    Descriptor {
+        media_type: oci::MEDIA_TYPE_FLUX_CONFIG.to_string(),
+        digest: Digest::of(CONFIG_BYTES),
+        size: CONFIG_BYTES.len() as u64,
+        artifact_type: None,
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// The serialized image manifest for a config and one layer.
+pub fn manifest_bytes(
+    config: &Descriptor,
+    layer: &Descriptor,
+    annotations: BTreeMap<String, String>,
+) -> Result<Vec<u8>, ArtifactError> {
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_IMAGE_MANIFEST.to_string()),
+        artifact_type: None,
+        config: config.clone(),
+        layers: vec![layer.clone()],
+        subject: None,
+        annotations,
+    };
+    serde_json::to_vec(&manifest).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })
+}
+
+/// Parse an artifact manifest and return it with its content layer (the first gzip'd tar layer).
+pub fn content_layer(manifest: &[u8]) -> Result<(ImageManifest, Descriptor), ArtifactError> {
+    let parsed: ImageManifest =
+        serde_json::from_slice(manifest).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
+    let accepted = [oci::MEDIA_TYPE_FLUX_CONTENT, oci::MEDIA_TYPE_OCI_LAYER_GZIP, oci::MEDIA_TYPE_DOCKER_LAYER_GZIP];
+    let layer = parsed
+        .layers
+        .iter()
+        .find(|l| accepted.contains(&l.media_type.as_str()))
+        .cloned()
+        .ok_or_else(|| ArtifactError::UnsupportedLayer {
+            media_type: parsed.layers.first().map(|l| l.media_type.clone()).unwrap_or_else(|| "(no layers)".into()),
+            expected: oci::MEDIA_TYPE_FLUX_CONTENT,
+        })?;
+    Ok((parsed, layer))
+}
+
+/// Bounds applied when reading a layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: MAX_UNPACKED_BYTES, max_entries: MAX_ENTRIES }
+    }
+}
+
+/// A regular file found in a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerFile {
+    /// Normalized `/`-separated relative path.
+    pub name: String,
+    pub size: u64,
+}
+
+/// Visit every regular file of a tar.gz layer with its content reader, enforcing the safety
+/// rules and limits. Directories are checked and skipped.
+pub fn read_layer(
+    layer: impl Read,
+    limits: Limits,
+    mut visit: impl FnMut(&LayerFile, &mut dyn Read) -> Result<(), ArtifactError>,
+) -> Result<Vec<LayerFile>, ArtifactError> {
+    let corrupt = |e: io::Error| ArtifactError::Corrupt { detail: e.to_string() };
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(layer));
+    let mut files = Vec::new();
+    let mut total: u64 = 0;
+    let mut count = 0usize;
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        count += 1;
+        if count > limits.max_entries {
+            return Err(ArtifactError::TooLarge { what: "entries", limit: limits.max_entries as u64 });
+        }
+        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = safe_name(&raw_name)?;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "links are not allowed" });
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "devices and pipes are not allowed" });
+            }
+            _ => return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "unsupported entry type" }),
+        }
+        let Some(name) = name else { continue };
+        let size = entry.header().size().map_err(corrupt)?;
+        total = total.saturating_add(size);
+        if total > limits.max_bytes {
+            return Err(ArtifactError::TooLarge { what: "bytes decompressed", limit: limits.max_bytes });
+        }
+        let file = LayerFile { name, size };
+        // Bound the read by the declared size too, in case the header lies.
+        let mut bounded = (&mut entry).take(size);
+        visit(&file, &mut bounded)?;
+        files.push(file);
+    }
+    Ok(files)
+}
+
+/// A tar entry name as a safe relative path; `None` for the root (`./`).
+fn safe_name(raw: &str) -> Result<Option<String>, ArtifactError> {
+    if raw.starts_with('/') || raw.starts_with('\\') {
+        return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "absolute paths are not allowed" });
+    }
+    let mut parts = Vec::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(s) => {
+                let s = s.to_string_lossy();
+                if s.contains('\\') || s.contains('\0') {
+                    return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "invalid characters in the path" });
+                }
+                parts.push(s.into_owned());
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "'..' is not allowed" });
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "absolute paths are not allowed" });
+            }
+        }
+    }
+    Ok(if parts.is_empty() { None } else { Some(parts.join("/")) })
+}
+
+/// Unpack a tar.gz layer into `dest` (created if missing). Files get mode 0644; existing
+/// files are replaced; a symlink already in `dest` is never followed.
+pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<LayerFile>, ArtifactError> {
+    let write_err = |path: &Path, source: io::Error| ArtifactError::Write { path: path.to_path_buf(), source };
+    std::fs::create_dir_all(dest).map_err(|e| write_err(dest, e))?;
+    read_layer(layer, limits, |file, content| {
+        let mut path = dest.to_path_buf();
+        let parts: Vec<&str> = file.name.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            path.push(part);
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(ArtifactError::UnsafeEntry {
+                        entry: file.name.clone(),
+                        reason: "a parent in the destination is not a directory (refusing to follow links)",
+                    });
+                }
+                Err(_) => std::fs::create_dir(&path).map_err(|e| write_err(&path, e))?,
+            }
+        }
+        path.push(parts[parts.len() - 1]);
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if meta.is_dir() {
+                return Err(ArtifactError::UnsafeEntry { entry: file.name.clone(), reason: "a directory exists at this path" });
+            }
+            std::fs::remove_file(&path).map_err(|e| write_err(&path, e))?;
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| write_err(&path, e))?;
+        let copied = io::copy(content, &mut out).map_err(|e| ArtifactError::Corrupt { detail: e.to_string() })?;
+        if copied != file.size {
+            return Err(ArtifactError::Corrupt { detail: format!("{} is truncated", file.name) });
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(FILE_MODE)).map_err(|e| write_err(&path, e))?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_tree(root: &Path, files: &[(&str, &str)]) {
+        for (name, content) in files {
+            let path = root.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, content).unwrap();
+        }
+    }
+
+    const A: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n";
+    const B: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n  namespace: x\n";
+
+    fn meta() -> Metadata {
+        Metadata { created: DEFAULT_CREATED.into(), ..Default::default() }
+    }
+
+    fn build_dir(root: &Path) -> BuiltArtifact {
+        let files = crate::input::collect_dir(root).unwrap();
+        build(&files, "tree", &meta(), Rules::default()).unwrap()
+    }
+
+    #[test]
+    fn same_tree_written_differently_gives_the_same_digest() {
+        let one = tempfile::tempdir().unwrap();
+        write_tree(one.path(), &[("a.yaml", A), ("sub/b.yaml", B)]);
+        let two = tempfile::tempdir().unwrap();
+        // Reverse order, different permissions and mtimes.
+        write_tree(two.path(), &[("sub/b.yaml", B)]);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        write_tree(two.path(), &[("a.yaml", A)]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(two.path().join("a.yaml"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(two.path().join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let a = build_dir(one.path());
+        let b = build_dir(two.path());
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.layer.digest, b.layer.digest);
+        assert_eq!(std::fs::read(&a.layer_path).unwrap(), std::fs::read(&b.layer_path).unwrap());
+        assert_eq!(a.objects, 2);
+    }
+
+    #[test]
+    fn content_or_metadata_change_changes_the_digest() {
+        let one = tempfile::tempdir().unwrap();
+        write_tree(one.path(), &[("a.yaml", A)]);
+        let base = build_dir(one.path());
+        let files = crate::input::collect_dir(one.path()).unwrap();
+        let mut m = meta();
+        m.revision = Some("main@sha1:abc".into());
+        let other = build(&files, "tree", &m, Rules::default()).unwrap();
+        assert_ne!(base.digest, other.digest);
+        assert_eq!(base.layer.digest, other.layer.digest);
+        write_tree(one.path(), &[("a.yaml", B)]);
+        assert_ne!(build_dir(one.path()).layer.digest, base.layer.digest);
+    }
+
+    #[test]
+    fn layer_has_fixed_entry_metadata_and_round_trips() {
+        let one = tempfile::tempdir().unwrap();
+        write_tree(one.path(), &[("a.yaml", A), ("sub/b.yaml", B)]);
+        let built = build_dir(one.path());
+        let bytes = std::fs::read(&built.layer_path).unwrap();
+        // gzip header: no mtime (bytes 4..8 zero), OS byte unknown.
+        assert_eq!(&bytes[4..8], &[0, 0, 0, 0]);
+        assert_eq!(bytes[9], GZIP_OS_UNKNOWN);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let mut names = Vec::new();
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!(h.mtime().unwrap(), 0);
+            assert_eq!(h.uid().unwrap(), 0);
+            let mode = h.mode().unwrap();
+            assert!(mode == 0o644 || mode == 0o755, "mode {mode:o}");
+            names.push(String::from_utf8_lossy(&e.path_bytes()).into_owned());
+        }
+        assert_eq!(names, ["a.yaml", "sub/", "sub/b.yaml"]);
+        let out = tempfile::tempdir().unwrap();
+        unpack(bytes.as_slice(), out.path(), Limits::default()).unwrap();
+        assert_eq!(std::fs::read_to_string(out.path().join("sub/b.yaml")).unwrap(), B);
+    }
+
+    #[test]
+    fn created_comes_from_flag_then_epoch_and_never_the_clock() {
+        assert_eq!(created_timestamp(Some("2024-05-01T14:00:00+02:00")).unwrap(), "2024-05-01T12:00:00Z");
+        assert!(created_timestamp(Some("yesterday")).is_err());
+    }
+
+    fn tar_gz(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        let raw = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&raw).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        // set_path refuses '..' and absolute paths, so write the name bytes directly.
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    #[test]
+    fn hostile_layers_are_refused() {
+        let out = tempfile::tempdir().unwrap();
+        for (name, kind) in [
+            ("../evil.yaml", tar::EntryType::Regular),
+            ("/etc/evil.yaml", tar::EntryType::Regular),
+            ("link.yaml", tar::EntryType::Symlink),
+            ("hard.yaml", tar::EntryType::Link),
+            ("dev", tar::EntryType::Char),
+        ] {
+            let layer = tar_gz(|b| raw_entry(b, name, kind, b""));
+            let err = unpack(layer.as_slice(), out.path(), Limits::default()).unwrap_err();
+            assert!(matches!(err, ArtifactError::UnsafeEntry { .. }), "{name}: {err}");
+        }
+        assert!(!out.path().parent().unwrap().join("evil.yaml").exists());
+        let big = tar_gz(|b| raw_entry(b, "big.yaml", tar::EntryType::Regular, &[b'a'; 2048]));
+        let err = unpack(big.as_slice(), out.path(), Limits { max_bytes: 1024, max_entries: 10 }).unwrap_err();
+        assert!(matches!(err, ArtifactError::TooLarge { .. }), "{err}");
+    }
+}

@@ -1,0 +1,415 @@
+//! Kubernetes manifests as berth ships them: splitting YAML/JSON files into objects,
+//! identifying each object (group, kind, namespace, name) and the pack-time safety rules —
+//! well-formed documents, required fields, no duplicates, no plain-text Secrets.
+//! Every error names the file and the line the document starts on.
+//!
+//! YAML is parsed with `serde-saphyr`: pure Rust (no C or c2rust parser), maintained, and
+//! with parser budgets that bound alias expansion on hostile input. Documents are split on
+//! `---` lines first (as kubectl's YAML reader does), so each document's line is exact.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::Value;
+
+/// Largest single manifest file berth parses in memory. Rendered manifests are far smaller;
+/// anything bigger is almost certainly not a manifest.
+pub const MAX_MANIFEST_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Errors in manifest content. `file` is the path inside the artifact, `line` is 1-based.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{file}:{line}: invalid YAML: {message}")]
+    InvalidYaml { file: String, line: usize, message: String },
+    #[error("{file}:{line}: invalid JSON: {message}")]
+    InvalidJson { file: String, line: usize, message: String },
+    #[error("{file}:{line}: the document is not a Kubernetes object (expected a mapping with apiVersion, kind and metadata)")]
+    NotAnObject { file: String, line: usize },
+    #[error("{file}:{line}: {kind_hint}object has no {field}")]
+    MissingField { file: String, line: usize, field: &'static str, kind_hint: String },
+    #[error("{file}:{line}: duplicate object {id}, first defined at {first_file}:{first_line}")]
+    Duplicate { file: String, line: usize, id: ObjectId, first_file: String, first_line: usize },
+    #[error("{file}:{line}: Secret {id} holds plain-text data (data/stringData)")]
+    PlainSecret { file: String, line: usize, id: ObjectId },
+    #[error("{file}: is not valid UTF-8 text")]
+    NotText { file: String },
+}
+
+impl ManifestError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ManifestError::InvalidYaml { .. } | ManifestError::InvalidJson { .. } => "fix the syntax at that line",
+            ManifestError::NotAnObject { .. } | ManifestError::MissingField { .. } => {
+                "every document needs apiVersion, kind and metadata.name; remove empty or partial documents"
+            }
+            ManifestError::Duplicate { .. } => "each object may appear once in an artifact; remove one of the two",
+            ManifestError::PlainSecret { .. } => {
+                "encrypt it (SOPS, SealedSecret) or pass --allow-secrets if shipping it in the clear is intended"
+            }
+            ManifestError::NotText { .. } => "list it in .berthignore if it is not a manifest",
+        }
+    }
+}
+
+/// The identity Kubernetes gives an object: API group (not version), kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() {
+            write!(f, "{}", self.kind)?;
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)?;
+        }
+        match &self.namespace {
+            Some(ns) => write!(f, " {ns}/{}", self.name),
+            None => write!(f, " {}", self.name),
+        }
+    }
+}
+
+/// One Kubernetes object found in a file.
+#[derive(Debug, Clone)]
+pub struct ManifestObject {
+    pub id: ObjectId,
+    pub api_version: String,
+    /// Path of the file inside the artifact.
+    pub file: String,
+    /// 1-based line where the object's document starts.
+    pub line: usize,
+    /// The parsed object.
+    pub value: Value,
+}
+
+/// Options for the safety rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// Allow `Secret`s with plain `data`/`stringData`.
+    pub allow_secrets: bool,
+}
+
+/// File names berth treats as manifests (by extension).
+pub fn is_manifest_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json")
+}
+
+/// Parse one file into objects (`kind: List` flattened), applying the per-object rules.
+pub fn parse_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<ManifestObject>, ManifestError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText { file: file.to_string() })?;
+    let mut objects = Vec::new();
+    if file.to_ascii_lowercase().ends_with(".json") {
+        let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::InvalidJson {
+            file: file.to_string(),
+            line: e.line(),
+            message: strip_location(&e.to_string()),
+        })?;
+        collect_objects(file, 1, value, rules, &mut objects)?;
+        return Ok(objects);
+    }
+    for doc in split_documents(text) {
+        if is_blank_document(doc.text) {
+            continue;
+        }
+        let value: Value = serde_saphyr::from_str(doc.text).map_err(|e| {
+            let line = e.location().map(|l| l.line() as usize).unwrap_or(1);
+            ManifestError::InvalidYaml {
+                file: file.to_string(),
+                line: doc.first_line + line.saturating_sub(1),
+                message: first_line_of(&e.to_string()),
+            }
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        collect_objects(file, doc.content_line, value, rules, &mut objects)?;
+    }
+    Ok(objects)
+}
+
+/// A YAML document's source text and where it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Document<'a> {
+    pub text: &'a str,
+    /// 1-based line of the document's first line (after the `---`).
+    pub first_line: usize,
+    /// 1-based line of the first line with content (not blank, not a comment), for messages.
+    pub content_line: usize,
+}
+
+/// Split a YAML stream on document markers (`---` at column 0, optionally followed by
+/// a space or comment) and `...` end markers.
+pub fn split_documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end_matches(['\n', '\r']);
+        let is_marker = trimmed == "---"
+            || trimmed.starts_with("--- ")
+            || trimmed.starts_with("---\t")
+            || trimmed == "..."
+            || trimmed.starts_with("... ");
+        if is_marker {
+            docs.push(document(text, start, offset, start_line));
+            start = offset + line.len();
+            start_line = index + 2;
+            // `--- value` puts content on the marker line itself; keep it in the next document.
+            if let Some(rest) = trimmed.strip_prefix("--- ")
+                && !rest.trim().is_empty()
+                && !rest.trim_start().starts_with('#')
+            {
+                start = offset + 4;
+                start_line = index + 1;
+            }
+        }
+        offset += line.len();
+    }
+    docs.push(document(text, start, text.len(), start_line));
+    docs
+}
+
+fn document(text: &str, start: usize, end: usize, first_line: usize) -> Document<'_> {
+    let body = &text[start..end];
+    let mut content_line = first_line;
+    for (i, line) in body.lines().enumerate() {
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
+            content_line = first_line + i;
+            break;
+        }
+    }
+    Document { text: body, first_line, content_line }
+}
+
+fn is_blank_document(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#')
+    })
+}
+
+fn collect_objects(
+    file: &str,
+    line: usize,
+    value: Value,
+    rules: Rules,
+    out: &mut Vec<ManifestObject>,
+) -> Result<(), ManifestError> {
+    let Value::Object(map) = &value else {
+        return Err(ManifestError::NotAnObject { file: file.to_string(), line });
+    };
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if (kind == "List" || kind.ends_with("List"))
+        && let Some(Value::Array(items)) = map.get("items")
+    {
+        for item in items.clone() {
+            collect_objects(file, line, item, rules, out)?;
+        }
+        return Ok(());
+    }
+    let object = identify(file, line, value)?;
+    check_secret(&object, rules)?;
+    out.push(object);
+    Ok(())
+}
+
+fn identify(file: &str, line: usize, value: Value) -> Result<ManifestObject, ManifestError> {
+    let missing = |field: &'static str, kind: &str| ManifestError::MissingField {
+        file: file.to_string(),
+        line,
+        field,
+        kind_hint: if kind.is_empty() { String::new() } else { format!("{kind} ") },
+    };
+    let kind = value.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or_default().to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("apiVersion", &kind))?
+        .to_string();
+    if kind.is_empty() {
+        return Err(missing("kind", ""));
+    }
+    let metadata = value.get("metadata");
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("metadata.name", &kind))?
+        .to_string();
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let group = match api_version.split_once('/') {
+        Some((group, _)) => group.to_string(),
+        None => String::new(),
+    };
+    Ok(ManifestObject {
+        id: ObjectId { group, kind, namespace, name },
+        api_version,
+        file: file.to_string(),
+        line,
+        value,
+    })
+}
+
+fn check_secret(object: &ManifestObject, rules: Rules) -> Result<(), ManifestError> {
+    if rules.allow_secrets || object.id.kind != "Secret" || !object.id.group.is_empty() {
+        return Ok(());
+    }
+    // SOPS-encrypted files carry their metadata under a top-level `sops` key; values are ciphertext.
+    if object.value.get("sops").is_some() {
+        return Ok(());
+    }
+    let has_values = |field: &str| match object.value.get(field) {
+        Some(Value::Object(m)) => !m.is_empty(),
+        Some(Value::Null) | None => false,
+        Some(_) => true,
+    };
+    if has_values("data") || has_values("stringData") {
+        return Err(ManifestError::PlainSecret {
+            file: object.file.clone(),
+            line: object.line,
+            id: object.id.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Tracks objects across files to reject duplicates, without keeping their content.
+#[derive(Debug, Default)]
+pub struct DuplicateCheck {
+    seen: HashMap<ObjectId, (String, usize)>,
+}
+
+impl DuplicateCheck {
+    /// Record `object`; error if the same object was seen before.
+    pub fn add(&mut self, object: &ManifestObject) -> Result<(), ManifestError> {
+        if let Some((first_file, first_line)) = self.seen.get(&object.id) {
+            return Err(ManifestError::Duplicate {
+                file: object.file.clone(),
+                line: object.line,
+                id: object.id.clone(),
+                first_file: first_file.clone(),
+                first_line: *first_line,
+            });
+        }
+        self.seen.insert(object.id.clone(), (object.file.clone(), object.line));
+        Ok(())
+    }
+
+    /// Number of distinct objects seen.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+fn first_line_of(s: &str) -> String {
+    // Parser messages may include a rendered snippet of the input on later lines; a Secret's
+    // value must never reach the terminal or CI log through an error, so keep the first line.
+    s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+fn strip_location(s: &str) -> String {
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(file: &str, text: &str) -> Result<Vec<ManifestObject>, ManifestError> {
+        parse_file(file, text.as_bytes(), Rules::default())
+    }
+
+    #[test]
+    fn multi_document_yaml_gives_each_object_its_line() {
+        let text = "# header\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\n\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: b\n  namespace: prod\n";
+        let objs = parse("x.yaml", text).unwrap();
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[0].line, 2);
+        assert_eq!(objs[1].line, 9);
+        assert_eq!(objs[1].id.to_string(), "Deployment.apps prod/b");
+    }
+
+    #[test]
+    fn invalid_yaml_names_file_and_line() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n";
+        let err = parse("bad.yaml", text).unwrap_err();
+        match &err {
+            ManifestError::InvalidYaml { file, line, .. } => {
+                assert_eq!(file, "bad.yaml");
+                assert!((9..=10).contains(line), "line {line}: {err}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let err = parse("m.yaml", "kind: ConfigMap\nmetadata:\n  name: a\n").unwrap_err();
+        assert!(err.to_string().contains("apiVersion"), "{err}");
+        let err = parse("m.yaml", "apiVersion: v1\nmetadata:\n  name: a\n").unwrap_err();
+        assert!(err.to_string().contains("no kind"), "{err}");
+        let err = parse("m.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n").unwrap_err();
+        assert!(err.to_string().contains("metadata.name"), "{err}");
+        let err = parse("m.yaml", "- a\n- b\n").unwrap_err();
+        assert!(matches!(err, ManifestError::NotAnObject { line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn plain_secrets_rejected_unless_allowed_or_encrypted() {
+        let plain = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  password: hunter2\n";
+        let err = parse("s.yaml", plain).unwrap_err();
+        assert!(matches!(err, ManifestError::PlainSecret { .. }));
+        assert!(!err.to_string().contains("hunter2"));
+        assert!(parse_file("s.yaml", plain.as_bytes(), Rules { allow_secrets: true }).is_ok());
+        let sops = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  password: ENC[AES256_GCM,data:xx]\nsops:\n  version: 3.8.1\n";
+        assert!(parse("s.yaml", sops).is_ok());
+        let sealed = "apiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\nmetadata:\n  name: s\nspec:\n  encryptedData:\n    password: AgB\n";
+        assert!(parse("s.yaml", sealed).is_ok());
+        let empty = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ntype: kubernetes.io/service-account-token\n";
+        assert!(parse("s.yaml", empty).is_ok());
+    }
+
+    #[test]
+    fn lists_are_flattened_and_json_accepted() {
+        let json = r#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}},
+            {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}]}"#;
+        let objs = parse("l.json", json).unwrap();
+        assert_eq!(objs.len(), 2);
+        let err = parse("l.json", "{\n  \"apiVersion\": \"v1\",\n  oops\n}").unwrap_err();
+        assert!(matches!(err, ManifestError::InvalidJson { line: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn duplicates_name_both_places_and_ignore_version() {
+        let a = parse("a.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n").unwrap();
+        let b = parse("b.yaml", "\n\napiVersion: apps/v1beta1\nkind: Deployment\nmetadata:\n  name: web\n").unwrap();
+        let other_ns = parse("c.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: x\n").unwrap();
+        let mut check = DuplicateCheck::default();
+        check.add(&a[0]).unwrap();
+        check.add(&other_ns[0]).unwrap();
+        let err = check.add(&b[0]).unwrap_err().to_string();
+        assert!(err.contains("b.yaml:3") && err.contains("a.yaml:1"), "{err}");
+    }
+}

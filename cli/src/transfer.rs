@@ -1,0 +1,253 @@
+//! Moving artifacts between the disk and registries: pushing a built artifact or an OCI
+//! layout, pulling an artifact by digest into a directory, and copying a manifest with its
+//! blobs between repositories or registries (promote). The agent pulls through here too.
+
+use std::path::Path;
+
+use crate::artifact::{self, ArtifactError, BuiltArtifact, LayerFile, Limits};
+use crate::digest::Digest;
+use crate::layout::{self, LayoutError};
+use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
+use crate::registry::{BlobSource, Progress, Registry, RegistryError};
+
+/// Largest config blob berth reads into memory.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// How deep an index may nest when copying (index → manifest is depth 1).
+const MAX_COPY_DEPTH: usize = 2;
+
+/// Errors moving artifacts.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("manifest {digest} has media type '{media_type}', which berth cannot copy")]
+    UnsupportedManifest { digest: Digest, media_type: String },
+}
+
+impl TransferError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            TransferError::Registry(e) => e.hint(),
+            TransferError::Artifact(e) => e.hint(),
+            TransferError::Layout(e) => e.hint(),
+            TransferError::Io { .. } => "check the path and free space",
+            TransferError::UnsupportedManifest { .. } => "berth copies OCI/Docker image manifests and indexes",
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct PushOutcome {
+    pub digest: Digest,
+    /// Blobs actually uploaded (0 on a re-push of unchanged content).
+    pub uploaded_blobs: usize,
+}
+
+/// Push a built artifact to `repo` under `tag`.
+pub async fn push_built(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    built: &BuiltArtifact,
+    progress: Option<Progress>,
+) -> Result<PushOutcome, TransferError> {
+    let mut uploaded = 0;
+    if registry
+        .push_blob(repo, &built.layer.digest, built.layer.size, BlobSource::File(&built.layer_path), progress)
+        .await?
+    {
+        uploaded += 1;
+    }
+    if registry
+        .push_blob(repo, &built.config.digest, built.config.size, BlobSource::Bytes(artifact::CONFIG_BYTES), None)
+        .await?
+    {
+        uploaded += 1;
+    }
+    let digest = registry.push_manifest(repo, &built.manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag).await?;
+    Ok(PushOutcome { digest, uploaded_blobs: uploaded })
+}
+
+/// Push the single manifest of an OCI layout (as `berth pack` writes it) to `repo` under `tag`.
+/// The digest is the layout's: nothing is rebuilt.
+pub async fn push_layout(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    dir: &Path,
+    progress: Option<Progress>,
+) -> Result<PushOutcome, TransferError> {
+    let (descriptor, manifest_bytes) = layout::read_manifest(dir)?;
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| LayoutError::Invalid {
+        path: layout::blob_path(dir, &descriptor.digest),
+        detail: e.to_string(),
+    })?;
+    let mut uploaded = 0;
+    for layer in &manifest.layers {
+        let path = layout::verify_blob(dir, layer)?;
+        if registry
+            .push_blob(repo, &layer.digest, layer.size, BlobSource::File(&path), progress.clone())
+            .await?
+        {
+            uploaded += 1;
+        }
+    }
+    let config = layout::read_verified(dir, &manifest.config.digest)?;
+    if registry
+        .push_blob(repo, &manifest.config.digest, manifest.config.size, BlobSource::Bytes(&config), None)
+        .await?
+    {
+        uploaded += 1;
+    }
+    let media_type = manifest.media_type.as_deref().unwrap_or(oci::MEDIA_TYPE_IMAGE_MANIFEST);
+    let digest = registry.push_manifest(repo, &manifest_bytes, media_type, tag).await?;
+    Ok(PushOutcome { digest, uploaded_blobs: uploaded })
+}
+
+/// A fetched artifact manifest with its content layer.
+#[derive(Debug, Clone)]
+pub struct ArtifactManifest {
+    pub digest: Digest,
+    pub bytes: Vec<u8>,
+    pub manifest: ImageManifest,
+    pub layer: Descriptor,
+}
+
+/// Fetch and parse the artifact manifest `digest` of `repo`.
+pub async fn fetch_artifact_manifest(registry: &Registry, repo: &str, digest: &Digest) -> Result<ArtifactManifest, TransferError> {
+    let (bytes, _media_type) = registry.fetch_manifest(repo, digest).await?;
+    let (manifest, layer) = artifact::content_layer(&bytes)?;
+    if layer.size > artifact::MAX_LAYER_BYTES {
+        return Err(ArtifactError::TooLarge { what: "bytes (compressed layer)", limit: artifact::MAX_LAYER_BYTES }.into());
+    }
+    Ok(ArtifactManifest { digest: digest.clone(), bytes, manifest, layer })
+}
+
+/// Download the content layer of `artifact` into a temporary file (verified), returning it.
+pub async fn download_layer(
+    registry: &Registry,
+    repo: &str,
+    artifact: &ArtifactManifest,
+) -> Result<tempfile::NamedTempFile, TransferError> {
+    let tmp = tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
+    let file = tokio::fs::File::create(tmp.path())
+        .await
+        .map_err(|source| TransferError::Io { path: tmp.path().to_path_buf(), source })?;
+    let mut writer = tokio::io::BufWriter::new(file);
+    registry.fetch_blob(repo, &artifact.layer.digest, artifact.layer.size, &mut writer).await?;
+    Ok(tmp)
+}
+
+/// Pull artifact `digest` of `repo` and unpack it safely into `dest`.
+pub async fn pull(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    dest: &Path,
+    limits: Limits,
+) -> Result<(ArtifactManifest, Vec<LayerFile>), TransferError> {
+    let artifact = fetch_artifact_manifest(registry, repo, digest).await?;
+    let layer = download_layer(registry, repo, &artifact).await?;
+    let file = std::fs::File::open(layer.path()).map_err(|source| TransferError::Io { path: layer.path().to_path_buf(), source })?;
+    let files = artifact::unpack(std::io::BufReader::new(file), dest, limits)?;
+    Ok((artifact, files))
+}
+
+/// What a copy did.
+#[derive(Debug, Clone)]
+pub struct CopyOutcome {
+    pub digest: Digest,
+    pub uploaded_blobs: usize,
+}
+
+/// Copy manifest `digest` (image manifest or index, with everything it references) from
+/// `src_repo` on `src` to `dst_repo` on `dst`, then point `dst_tag` at it (or leave it
+/// untagged when `dst_tag` is `None`). The digest is preserved byte for byte.
+pub async fn copy(
+    src: &Registry,
+    src_repo: &str,
+    digest: &Digest,
+    dst: &Registry,
+    dst_repo: &str,
+    dst_tag: Option<&str>,
+) -> Result<CopyOutcome, TransferError> {
+    let mut uploaded = 0;
+    copy_manifest(src, src_repo, digest, dst, dst_repo, dst_tag, 0, &mut uploaded).await?;
+    Ok(CopyOutcome { digest: digest.clone(), uploaded_blobs: uploaded })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_manifest<'a>(
+    src: &'a Registry,
+    src_repo: &'a str,
+    digest: &'a Digest,
+    dst: &'a Registry,
+    dst_repo: &'a str,
+    dst_tag: Option<&'a str>,
+    depth: usize,
+    uploaded: &'a mut usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TransferError>> + Send + 'a>> {
+    Box::pin(async move {
+        let (bytes, media_type) = src.fetch_manifest(src_repo, digest).await?;
+        let is_index = media_type == oci::MEDIA_TYPE_IMAGE_INDEX || media_type == oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST;
+        if is_index {
+            if depth >= MAX_COPY_DEPTH {
+                return Err(TransferError::UnsupportedManifest { digest: digest.clone(), media_type });
+            }
+            let index: ImageIndex = serde_json::from_slice(&bytes)
+                .map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
+            for child in &index.manifests {
+                copy_manifest(src, src_repo, &child.digest, dst, dst_repo, None, depth + 1, uploaded).await?;
+            }
+        } else {
+            let manifest: ImageManifest = serde_json::from_slice(&bytes)
+                .map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
+            let mut blobs = vec![manifest.config.clone()];
+            blobs.extend(manifest.layers.iter().cloned());
+            for blob in blobs {
+                if copy_blob(src, src_repo, &blob, dst, dst_repo).await? {
+                    *uploaded += 1;
+                }
+            }
+        }
+        let target = match dst_tag {
+            Some(tag) => tag.to_string(),
+            None => digest.to_string(),
+        };
+        dst.push_manifest(dst_repo, &bytes, &media_type, &target).await?;
+        Ok(())
+    })
+}
+
+/// Copy one blob through a temporary file (bounded memory). Returns whether it was uploaded.
+async fn copy_blob(
+    src: &Registry,
+    src_repo: &str,
+    blob: &Descriptor,
+    dst: &Registry,
+    dst_repo: &str,
+) -> Result<bool, TransferError> {
+    if dst.blob_exists(dst_repo, &blob.digest).await? {
+        return Ok(false);
+    }
+    if blob.size <= MAX_CONFIG_BYTES {
+        let bytes = src.fetch_blob_bytes(src_repo, &blob.digest, blob.size).await?;
+        return Ok(dst.push_blob(dst_repo, &blob.digest, blob.size, BlobSource::Bytes(&bytes), None).await?);
+    }
+    let tmp = tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
+    {
+        let file = tokio::fs::File::create(tmp.path())
+            .await
+            .map_err(|source| TransferError::Io { path: tmp.path().to_path_buf(), source })?;
+        let mut writer = tokio::io::BufWriter::new(file);
+        src.fetch_blob(src_repo, &blob.digest, blob.size, &mut writer).await?;
+    }
+    Ok(dst.push_blob(dst_repo, &blob.digest, blob.size, BlobSource::File(tmp.path()), None).await?)
+}
