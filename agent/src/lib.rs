@@ -1,2 +1,17 @@
 //! berth-agent: the cluster-side library. It turns a verified berth artifact into
 //! objects in a Kubernetes cluster with server-side apply, prune and health checks.
+//!
+//! Reading order: [`source`] (the custom resource), [`reconcile`] (the phases of one
+//! reconcile), [`engine`] (plan → dry-run → apply → prune → wait over one set of manifests),
+//! then the parts it uses: [`plan`], [`apply`], [`inventory`], [`health`].
+
+pub mod apply;
+pub mod controller;
+pub mod duration;
+pub mod engine;
+pub mod fetch;
+pub mod health;
+pub mod inventory;
+pub mod plan;
+pub mod reconcile;
+pub mod source;

@@ -1,12 +1,323 @@
-//! The `berth-agent` binary: runs in the cluster and keeps it in step with signed artifacts.
+//! The `berth-agent` binary: runs in the cluster and keeps it in step with signed artifacts
+//! (`run`), or does one reconcile from a workstation (`apply`, `diff`), or prints its CRD.
+//!
+//! Exit codes: 0 success (for `diff`: no differences); 1 error (for `diff`: differences
+//! found, as `kubectl diff`); 2 usage; 3 the artifact failed verification; 4 the API server
+//! rejected objects (dry-run, conflicts, RBAC); 5 objects did not become healthy in time;
+//! 6 any other failure of `diff`.
 
-use clap::Parser;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth::reference::Reference;
+use berth::registry::{Registry, RegistryOptions};
+use berth::signature::{PublicKey, TrustPolicy};
+use berth_agent::engine::{self, Change, Clients, SyncError, SyncOptions};
+use berth_agent::fetch::{self, FetchError, Trust};
+use berth_agent::inventory::{ApplySetParent, ParentKind};
+use berth_agent::plan::{Catalog, Desired, NamespaceDefaults};
+use berth_agent::{apply, controller, duration, source};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Keep a Kubernetes cluster in step with signed berth artifacts in an OCI registry.
 #[derive(Debug, Parser)]
 #[command(name = "berth-agent", version, about)]
-struct Cli {}
+struct Cli {
+    /// Log format: human text on a terminal, JSON otherwise (for log collectors).
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the Source CustomResourceDefinition (YAML) generated from the agent's types.
+    Crd,
+    /// Apply one artifact (or a directory) once: the same engine the controller runs.
+    Apply(ApplyArgs),
+    /// Show what `apply` would change, per object, without changing anything.
+    Diff(ApplyArgs),
+    /// Run the controller: reconcile every Source in the cluster until stopped.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// Artifact to apply: oci://host/repo@sha256:… (or :tag). Omit with --dir.
+    #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+    reference: Option<String>,
+    /// Apply the manifests of a local directory instead of an artifact (no signature).
+    #[arg(long, value_name = "PATH")]
+    dir: Option<PathBuf>,
+    /// Trusted public key (cosign PEM); repeat for several. Required for oci:// unless
+    /// --insecure-skip-verify.
+    #[arg(long = "key", value_name = "FILE")]
+    keys: Vec<PathBuf>,
+    /// Apply without verifying the signature.
+    #[arg(long)]
+    insecure_skip_verify: bool,
+    /// Follow the highest tag matching this semver range instead of the reference's tag.
+    #[arg(long, value_name = "RANGE")]
+    semver: Option<String>,
+    /// Delete objects of the set that are no longer in the artifact.
+    #[arg(long)]
+    prune: bool,
+    /// Wait until every applied object is healthy (kstatus rules).
+    #[arg(long)]
+    wait: bool,
+    /// ApplySet name: the Secret that records the set (default: derived from the
+    /// repository or directory name). kubectl sees it as `--applyset=<name>`.
+    #[arg(long)]
+    name: Option<String>,
+    /// Namespace of the ApplySet Secret; also where namespaced objects without a
+    /// namespace go (default: the kubeconfig's namespace).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Namespace for namespaced objects that do not name one (overrides --namespace for them).
+    #[arg(long)]
+    target_namespace: Option<String>,
+    /// Take over fields owned by other field managers.
+    #[arg(long)]
+    force: bool,
+    /// Deadline for apply and for health checks, e.g. 90s, 5m.
+    #[arg(long, default_value = source::DEFAULT_TIMEOUT)]
+    timeout: String,
+    /// Apply as this ServiceAccount (of --namespace), by impersonation.
+    #[arg(long, value_name = "NAME")]
+    service_account: Option<String>,
+    /// Accept an artifact without objects (with --prune it deletes the whole set).
+    #[arg(long)]
+    allow_empty: bool,
+    /// Reach the registry over plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+    /// Extra CA certificates (PEM) for the registry's TLS.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Only watch Sources in this namespace (default: all namespaces).
+    #[arg(long)]
+    watch_namespace: Option<String>,
+}
+
+/// A failure with the exit code and the hint the user sees.
+struct Failure {
+    code: u8,
+    message: String,
+    hint: Option<&'static str>,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure { code, message: message.into(), hint: None }
+    }
+    fn hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Self {
+        let code = if matches!(e, FetchError::Untrusted { .. }) { 3 } else { 1 };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<SyncError> for Failure {
+    fn from(e: SyncError) -> Self {
+        let code = match &e {
+            SyncError::Apply(_) => 4,
+            SyncError::Health(_) => 5,
+            _ => 1,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            if let Some(h) = f.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Crd => {
+            let yaml = source::crd_yaml().map_err(|e| Failure::new(1, format!("cannot render the CRD: {e}")))?;
+            print!("{yaml}");
+            Ok(0)
+        }
+        Command::Apply(args) => one_shot(args, false).await,
+        Command::Diff(args) => one_shot(args, true).await,
+        Command::Run(args) => {
+            controller::run(args.watch_namespace)
+                .await
+                .map_err(|e| Failure::new(1, e.to_string()))?;
+            Ok(0)
+        }
+    }
+}
+
+/// Derived ApplySet names stay well under the 253-character object name limit and readable.
+const MAX_DERIVED_NAME_LEN: usize = 63;
+
+/// A Kubernetes object name made from free text: lowercase alphanumerics and dashes.
+fn object_name(text: &str) -> String {
+    let mut s: String = text
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    s.truncate(MAX_DERIVED_NAME_LEN);
+    let s = s.trim_matches('-').to_string();
+    if s.is_empty() { "berth".to_string() } else { s }
+}
+
+async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
+    let timeout = duration::parse(&args.timeout).map_err(|e| Failure::new(2, format!("--timeout: {e}")))?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Failure::new(1, format!("no usable kubeconfig: {e}")).hint("set KUBECONFIG or run inside a cluster"))?;
+    let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    let agent = kube::Client::try_from(config.clone()).map_err(|e| Failure::new(1, format!("cannot build the Kubernetes client: {e}")))?;
+    let applier = match &args.service_account {
+        Some(sa) => apply::impersonating(&config, &namespace, sa)
+            .map_err(|e| Failure::new(1, format!("cannot build the impersonating client: {e}")))?,
+        None => agent.clone(),
+    };
+    let clients = Clients { agent: agent.clone(), applier };
+
+    let (manifests, what, default_name): (Vec<Desired>, String, String) = match (&args.dir, &args.reference) {
+        (Some(dir), _) => {
+            let m = fetch::read_dir(dir).map_err(|e| Failure::new(1, format!("{}: {e:#}", dir.display())))?;
+            let base = dir
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "berth".into());
+            (m, dir.display().to_string(), base)
+        }
+        (None, Some(r)) => {
+            let reference: Reference = r.parse().map_err(|e| Failure::new(2, format!("{e}")))?;
+            let trust = if args.insecure_skip_verify {
+                Trust::SkipVerify
+            } else if args.keys.is_empty() {
+                return Err(Failure::new(2, "no trust policy: pass --key cosign.pub (or --insecure-skip-verify to apply unsigned content)"));
+            } else {
+                let mut keys = Vec::new();
+                for k in &args.keys {
+                    keys.push(PublicKey::load(k).map_err(|e| Failure::new(2, format!("{e}")))?);
+                }
+                Trust::Keys(TrustPolicy::new(keys))
+            };
+            let options = RegistryOptions { creds: None, ca_file: args.ca_file.clone(), insecure: args.insecure };
+            let registry = Registry::for_reference(&reference, &options)
+                .map_err(|e| Failure::new(1, e.to_string()).hint(e.hint()))?;
+            let fetched = fetch::fetch(&registry, &reference, args.semver.as_deref(), &trust).await?;
+            tracing::info!(digest = %fetched.digest, signer = %fetched.signer, objects = fetched.manifests.len(), "artifact verified");
+            let base = reference.repository().rsplit('/').next().unwrap_or("berth").to_string();
+            let at = reference.with_digest(fetched.digest.clone()).to_string();
+            eprintln!("artifact {at} ({})", fetched.signer);
+            (fetched.manifests, at, base)
+        }
+        (None, None) => return Err(Failure::new(2, "give an oci:// reference or --dir PATH")),
+    };
+
+    let parent = ApplySetParent {
+        kind: ParentKind::Secret,
+        name: args.name.clone().unwrap_or_else(|| object_name(&default_name)),
+        namespace: namespace.clone(),
+    };
+    let opts = SyncOptions {
+        namespaces: NamespaceDefaults { target: args.target_namespace.clone(), fallback: namespace },
+        force: args.force,
+        prune: args.prune,
+        wait: args.wait,
+        timeout,
+        allow_empty: args.allow_empty,
+    };
+    let mut catalog = Catalog::new(agent);
+    if diff_only {
+        let changes = engine::diff(&clients, &mut catalog, &parent, manifests, &opts)
+            .await
+            .map_err(|e| Failure { code: 6, ..Failure::from(e) })?;
+        let mut differs = false;
+        for (key, change) in &changes {
+            match change {
+                Change::Unchanged => {}
+                Change::Create => println!("+ {key} (create)"),
+                Change::Prune => println!("- {key} (prune)"),
+                Change::Update(fields) => {
+                    println!("~ {key} (update)");
+                    for f in fields {
+                        println!("    {f}");
+                    }
+                }
+            }
+            differs |= *change != Change::Unchanged;
+        }
+        let unchanged = changes.iter().filter(|(_, c)| *c == Change::Unchanged).count();
+        eprintln!("{what}: {} object(s) differ, {unchanged} unchanged", changes.len() - unchanged);
+        return Ok(u8::from(differs));
+    }
+    let report = engine::sync(&clients, &mut catalog, &parent, manifests, &opts).await?;
+    for k in &report.changed {
+        println!("applied {k}");
+    }
+    for k in &report.pruned {
+        println!("pruned {k}");
+    }
+    eprintln!(
+        "{what}: {} object(s), {} changed, {} unchanged, {} pruned (ApplySet {parent}, id {})",
+        report.total,
+        report.changed.len(),
+        report.total - report.changed.len(),
+        report.pruned.len(),
+        parent.id()
+    );
+    Ok(0)
 }

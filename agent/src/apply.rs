@@ -1,0 +1,212 @@
+//! Server-side apply of planned objects: one field manager (`berth`), bounded concurrency,
+//! dry-run and real mode, conflict handling, and the impersonating client used when a
+//! Source names a ServiceAccount.
+
+use std::fmt;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::{Client, Config};
+
+use crate::inventory::PART_OF_LABEL;
+use crate::plan::{ObjectKey, PlannedObject};
+
+/// The field manager of every object berth applies.
+pub const FIELD_MANAGER: &str = "berth";
+/// Requests in flight at once. Enough to hide round-trip latency, small enough not to trip
+/// the API server's per-client priority-and-fairness limits.
+pub const MAX_CONCURRENT_APPLIES: usize = 16;
+/// At most this many failing objects are spelled out in one error message.
+pub const MAX_FAILURES_SHOWN: usize = 5;
+
+/// Whether the API server persists the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `dryRun=All`: full admission and validation, nothing stored.
+    DryRun,
+    Apply,
+}
+
+/// How conflicts with other field managers are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConflictPolicy {
+    /// Take fields from other managers on every object (`spec.force` / `--force`).
+    pub force: bool,
+}
+
+/// The server's answer for one object.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub key: ObjectKey,
+    pub resource_version: Option<String>,
+    pub object: DynamicObject,
+}
+
+/// Why the server refused an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// 422/400: the object is invalid.
+    Invalid,
+    /// 409: fields are owned by another field manager.
+    Conflict,
+    /// 403: the identity applying lacks RBAC rights.
+    Forbidden,
+    /// 404: e.g. the namespace does not exist.
+    NotFound,
+    /// Anything else (server errors, network).
+    Other,
+}
+
+/// One object the server did not accept.
+#[derive(Debug, Clone)]
+pub struct ObjectFailure {
+    pub object: ObjectKey,
+    pub origin: String,
+    pub cause: FailureCause,
+    pub message: String,
+}
+
+impl fmt::Display for ObjectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.object, self.origin, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{} object(s) rejected by the API server's dry-run, nothing was applied: {}{}", .failures.len(), list(.failures), hint(.failures))]
+    DryRunRejected { failures: Vec<ObjectFailure> },
+    #[error("{} object(s) failed to apply: {}{}", .failures.len(), list(.failures), hint(.failures))]
+    ApplyFailed { failures: Vec<ObjectFailure> },
+}
+
+impl ApplyError {
+    pub fn failures(&self) -> &[ObjectFailure] {
+        match self {
+            ApplyError::DryRunRejected { failures } | ApplyError::ApplyFailed { failures } => failures,
+        }
+    }
+
+    /// The most telling cause: a permission problem outranks a conflict outranks the rest.
+    pub fn main_cause(&self) -> FailureCause {
+        let causes: Vec<FailureCause> = self.failures().iter().map(|f| f.cause).collect();
+        [FailureCause::Forbidden, FailureCause::Conflict, FailureCause::Invalid, FailureCause::NotFound]
+            .into_iter()
+            .find(|c| causes.contains(c))
+            .unwrap_or(FailureCause::Other)
+    }
+}
+
+fn list(failures: &[ObjectFailure]) -> String {
+    let mut s: Vec<String> = failures.iter().take(MAX_FAILURES_SHOWN).map(ToString::to_string).collect();
+    if failures.len() > MAX_FAILURES_SHOWN {
+        s.push(format!("and {} more", failures.len() - MAX_FAILURES_SHOWN));
+    }
+    s.join("; ")
+}
+
+fn hint(failures: &[ObjectFailure]) -> &'static str {
+    if failures.iter().any(|f| f.cause == FailureCause::Forbidden) {
+        " (grant the applying identity RBAC rights for these objects, or apply as another ServiceAccount)"
+    } else if failures.iter().any(|f| f.cause == FailureCause::Conflict) {
+        " (another field manager owns these fields: set force: true / --force to take them over, or remove them from the manifest)"
+    } else {
+        ""
+    }
+}
+
+/// A client that acts as `system:serviceaccount:<namespace>:<name>`. The API server adds the
+/// ServiceAccount groups itself, so RBAC sees exactly what a pod with that account would.
+pub fn impersonating(config: &Config, namespace: &str, service_account: &str) -> Result<Client, kube::Error> {
+    let mut c = config.clone();
+    c.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{service_account}"));
+    c.auth_info.impersonate_groups = None;
+    Client::try_from(c)
+}
+
+/// Applies `objects` concurrently (order within the slice does not matter: the caller passes
+/// one stage at a time). Objects that conflict only with fields berth itself lost to a manual
+/// edit (the live object is already in this ApplySet) are re-applied with force: that is drift
+/// correction, not stealing. Returns results in input order, or every failure.
+pub async fn apply_all(
+    client: &Client,
+    objects: &[&PlannedObject],
+    mode: Mode,
+    policy: ConflictPolicy,
+) -> Result<Vec<Applied>, Vec<ObjectFailure>> {
+    // Futures are built eagerly (not in a stream closure) so the resulting future stays `Send`
+    // for the controller's multi-threaded runtime.
+    let futures: Vec<_> = objects.iter().map(|o| apply_one(client, o, mode, policy)).collect();
+    let results: Vec<Result<Applied, ObjectFailure>> =
+        futures::stream::iter(futures).buffered(MAX_CONCURRENT_APPLIES).collect().await;
+    let mut ok = Vec::with_capacity(results.len());
+    let mut failed = Vec::new();
+    for r in results {
+        match r {
+            Ok(a) => ok.push(a),
+            Err(f) => failed.push(f),
+        }
+    }
+    if failed.is_empty() { Ok(ok) } else { Err(failed) }
+}
+
+fn api_for(client: &Client, o: &PlannedObject) -> Api<DynamicObject> {
+    match &o.key.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &o.resource),
+        None => Api::all_with(client.clone(), &o.resource),
+    }
+}
+
+async fn apply_one(client: &Client, o: &PlannedObject, mode: Mode, policy: ConflictPolicy) -> Result<Applied, ObjectFailure> {
+    let api = api_for(client, o);
+    let mut pp = PatchParams::apply(FIELD_MANAGER);
+    if mode == Mode::DryRun {
+        pp = pp.dry_run();
+    }
+    if policy.force {
+        pp = pp.force();
+    }
+    let first = api.patch(&o.key.name, &pp, &Patch::Apply(&o.body)).await;
+    let result = match first {
+        Err(kube::Error::Api(s)) if s.code == 409 && !policy.force && is_own_member(&api, o).await => {
+            tracing::info!(object = %o.key, "correcting drift on fields another manager took over");
+            api.patch(&o.key.name, &pp.clone().force(), &Patch::Apply(&o.body)).await
+        }
+        other => other,
+    };
+    match result {
+        Ok(obj) => Ok(Applied { key: o.key.clone(), resource_version: obj.metadata.resource_version.clone(), object: obj }),
+        Err(e) => Err(failure(o, e)),
+    }
+}
+
+/// Whether the live object already carries this set's `part-of` label, i.e. berth applied it.
+async fn is_own_member(api: &Api<DynamicObject>, o: &PlannedObject) -> bool {
+    let want = o.body.metadata.labels.as_ref().and_then(|l| l.get(PART_OF_LABEL));
+    match api.get_metadata_opt(&o.key.name).await {
+        Ok(Some(live)) => live.metadata.labels.as_ref().and_then(|l| l.get(PART_OF_LABEL)) == want && want.is_some(),
+        _ => false,
+    }
+}
+
+fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
+    let (cause, message) = match &e {
+        kube::Error::Api(s) => (
+            match s.code {
+                400 | 422 => FailureCause::Invalid,
+                403 => FailureCause::Forbidden,
+                404 => FailureCause::NotFound,
+                409 => FailureCause::Conflict,
+                _ => FailureCause::Other,
+            },
+            s.message.clone(),
+        ),
+        other => (FailureCause::Other, other.to_string()),
+    };
+    ObjectFailure { object: o.key.clone(), origin: o.origin.clone(), cause, message }
+}
+
+/// Reads the live object (for diff), `None` when it does not exist.
+pub async fn live(client: &Client, o: &PlannedObject) -> Result<Option<DynamicObject>, ObjectFailure> {
+    api_for(client, o).get_opt(&o.key.name).await.map_err(|e| failure(o, e))
+}

@@ -1,0 +1,388 @@
+//! The apply engine shared by the controller and the one-shot commands: given the manifests of
+//! one artifact and an ApplySet parent, converge the cluster — plan, dry-run gate, widen the
+//! inventory, apply stage by stage, prune, narrow the inventory, wait for health. Also the
+//! read-only `diff` of the same set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::Client;
+use serde_json::Value;
+
+use crate::apply::{self, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure};
+use crate::health::{self, HealthError};
+use crate::inventory::{self, ApplySetParent, Inventory, InventoryError};
+use crate::plan::{self, ApplyPlan, Catalog, Desired, NamespaceDefaults, ObjectKey, PlanError, PlannedObject, Stage};
+
+/// The clients one sync uses: the agent's own identity for discovery and the inventory
+/// parent, and the applying identity (possibly an impersonated ServiceAccount) for everything
+/// that touches the artifact's objects.
+#[derive(Clone)]
+pub struct Clients {
+    pub agent: Client,
+    pub applier: Client,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+/// What one sync should do.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub namespaces: NamespaceDefaults,
+    pub force: bool,
+    pub prune: bool,
+    pub wait: bool,
+    /// Deadline for apply and for health, each.
+    pub timeout: Duration,
+    /// Apply an artifact with no objects. Off by default: with prune on, an empty artifact
+    /// deletes everything the set holds.
+    pub allow_empty: bool,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub total: usize,
+    /// Objects created or changed (their resourceVersion moved).
+    pub changed: Vec<ObjectKey>,
+    pub pruned: Vec<ObjectKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("the artifact holds no objects; refusing to apply it because prune would delete everything in the set (allow empty artifacts explicitly if that is intended)")]
+    Empty,
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("health: {0}")]
+    Health(#[from] HealthError),
+    #[error("checking whether namespace {namespace} exists: {source}")]
+    NamespaceLookup { namespace: String, source: kube::Error },
+    #[error("apply did not finish within {timeout:?} (spec.timeout / --timeout); objects applied so far stay and are part of the set")]
+    Timeout { timeout: Duration },
+}
+
+impl SyncError {
+    /// A kstatus-friendly reason users can act on.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SyncError::Plan(PlanError::Discovery { .. }) => "DiscoveryFailed",
+            SyncError::Plan(_) => "InvalidManifests",
+            SyncError::Empty => "EmptyArtifact",
+            SyncError::Inventory(InventoryError::OtherTooling { .. } | InventoryError::IdMismatch { .. }) => {
+                "InventoryConflict"
+            }
+            SyncError::Inventory(InventoryError::Delete { .. } | InventoryError::List { .. }) => "PruneFailed",
+            SyncError::Inventory(_) => "InventoryFailed",
+            SyncError::Apply(e @ ApplyError::DryRunRejected { .. }) | SyncError::Apply(e @ ApplyError::ApplyFailed { .. }) => {
+                match (e, e.main_cause()) {
+                    (_, apply::FailureCause::Forbidden) => "Forbidden",
+                    (_, apply::FailureCause::Conflict) => "FieldManagerConflict",
+                    (ApplyError::DryRunRejected { .. }, _) => "DryRunFailed",
+                    _ => "ApplyFailed",
+                }
+            }
+            SyncError::Health(HealthError::Timeout { .. }) => "HealthCheckTimeout",
+            SyncError::Health(_) => "HealthCheckFailed",
+            SyncError::NamespaceLookup { .. } => "ApplyFailed",
+            SyncError::Timeout { .. } => "ApplyTimeout",
+        }
+    }
+}
+
+/// Converges the cluster to `manifests`. Nothing is applied unless the dry-run of every object
+/// that can be dry-run now passes; objects that depend on CRDs or Namespaces of the same set
+/// are dry-run right after those are applied, before any of them is applied.
+pub async fn sync(
+    clients: &Clients,
+    catalog: &mut Catalog,
+    parent: &ApplySetParent,
+    manifests: Vec<Desired>,
+    opts: &SyncOptions,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let applied = tokio::time::timeout(opts.timeout, converge(clients, catalog, parent, manifests, opts))
+        .await
+        .map_err(|_| SyncError::Timeout { timeout: opts.timeout })??;
+    let (plan, results, report) = applied;
+    if opts.wait {
+        let remaining = opts.timeout.saturating_sub(started.elapsed()).max(health::POLL_INTERVAL);
+        let pairs: Vec<(&PlannedObject, &Applied)> =
+            plan.objects.iter().filter_map(|o| results.get(&o.key).map(|a| (o, a))).collect();
+        health::wait_healthy(&clients.applier, &pairs, remaining).await?;
+    }
+    Ok(report)
+}
+
+type Converged = (ApplyPlan, BTreeMap<ObjectKey, Applied>, SyncReport);
+
+async fn converge(
+    clients: &Clients,
+    catalog: &mut Catalog,
+    parent: &ApplySetParent,
+    manifests: Vec<Desired>,
+    opts: &SyncOptions,
+) -> Result<Converged, SyncError> {
+    let id = parent.id();
+    let plan = plan::plan(manifests, catalog, &opts.namespaces, &id).await?;
+    if plan.objects.is_empty() && !opts.allow_empty {
+        return Err(SyncError::Empty);
+    }
+    let recorded = inventory::read(&clients.agent, parent).await?;
+    let policy = ConflictPolicy { force: opts.force };
+
+    // Gate: dry-run everything that can be dry-run before anything is written.
+    let deferred = deferred_objects(&clients.agent, &plan).await?;
+    let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+        plan.objects.iter().partition(|o| deferred.contains(&o.key));
+    let mut before = dry_run(&clients.applier, &now, policy).await?;
+    tracing::debug!(objects = now.len(), deferred = later.len(), "dry-run passed");
+
+    // Widen the inventory first, so a crash from here on never loses an applied object.
+    let new = Inventory { group_kinds: plan.group_kinds(), namespaces: plan.namespaces() };
+    let mut widened = recorded.union(&new);
+    widened.namespaces.insert(parent.namespace.clone());
+    inventory::write(&clients.agent, parent, &widened).await?;
+
+    let mut results: BTreeMap<ObjectKey, Applied> = BTreeMap::new();
+    let first: Vec<&PlannedObject> = now
+        .iter()
+        .copied()
+        .filter(|o| matches!(o.stage, Stage::CustomResourceDefinitions | Stage::Namespaces))
+        .collect();
+    apply_stage(&clients.applier, &first, policy, &mut results).await?;
+
+    if !later.is_empty() {
+        // The deferred objects need the CRDs just applied to be served.
+        let crds: Vec<(&PlannedObject, &Applied)> = plan
+            .objects
+            .iter()
+            .filter(|o| o.stage == Stage::CustomResourceDefinitions)
+            .filter_map(|o| results.get(&o.key).map(|a| (o, a)))
+            .collect();
+        health::wait_healthy(&clients.agent, &crds, opts.timeout).await?;
+        catalog.invalidate();
+        before.extend(dry_run(&clients.applier, &later, policy).await?);
+    }
+
+    for stage in [Stage::CustomResourceDefinitions, Stage::Namespaces, Stage::ClusterScoped, Stage::Namespaced] {
+        let batch: Vec<&PlannedObject> = plan
+            .objects
+            .iter()
+            .filter(|o| o.stage == stage && !results.contains_key(&o.key))
+            .collect();
+        apply_stage(&clients.applier, &batch, policy, &mut results).await?;
+    }
+
+    let changed: Vec<ObjectKey> = plan
+        .objects
+        .iter()
+        .filter(|o| {
+            let after = results.get(&o.key).and_then(|a| a.resource_version.as_deref());
+            let was = before.get(&o.key).map(String::as_str);
+            was.is_none() || was != after
+        })
+        .map(|o| o.key.clone())
+        .collect();
+    for k in &changed {
+        tracing::info!(object = %k, "applied");
+    }
+
+    let mut pruned = Vec::new();
+    if opts.prune {
+        pruned = inventory::prune(&clients.applier, catalog, parent, &widened, &plan.keys(), false).await?;
+        let mut narrowed = new.clone();
+        narrowed.namespaces.insert(parent.namespace.clone());
+        inventory::write(&clients.agent, parent, &narrowed).await?;
+    }
+    let report = SyncReport { total: plan.objects.len(), changed, pruned };
+    Ok((plan, results, report))
+}
+
+/// Objects that cannot be dry-run yet: their kind comes from a CRD in this set that is not
+/// served, or their namespace is created by this set and does not exist yet.
+async fn deferred_objects(client: &Client, plan: &ApplyPlan) -> Result<BTreeSet<ObjectKey>, SyncError> {
+    let planned_namespaces: BTreeSet<&str> = plan
+        .objects
+        .iter()
+        .filter(|o| o.stage == Stage::Namespaces)
+        .map(|o| o.key.name.as_str())
+        .collect();
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut missing = BTreeSet::new();
+    for ns in &planned_namespaces {
+        match api.get_metadata_opt(ns).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                missing.insert(*ns);
+            }
+            Err(source) => return Err(SyncError::NamespaceLookup { namespace: ns.to_string(), source }),
+        }
+    }
+    Ok(plan
+        .objects
+        .iter()
+        .filter(|o| o.kind_from_plan || o.key.namespace.as_deref().is_some_and(|ns| missing.contains(ns)))
+        .map(|o| o.key.clone())
+        .collect())
+}
+
+/// Dry-runs `objects`; returns each existing object's current resourceVersion (dry-run does
+/// not move it), so the real apply can tell changed objects from no-ops.
+async fn dry_run(
+    client: &Client,
+    objects: &[&PlannedObject],
+    policy: ConflictPolicy,
+) -> Result<BTreeMap<ObjectKey, String>, ApplyError> {
+    let ok = apply::apply_all(client, objects, Mode::DryRun, policy)
+        .await
+        .map_err(|failures| ApplyError::DryRunRejected { failures })?;
+    Ok(ok
+        .into_iter()
+        .filter_map(|a| a.resource_version.filter(|rv| !rv.is_empty()).map(|rv| (a.key, rv)))
+        .collect())
+}
+
+async fn apply_stage(
+    client: &Client,
+    objects: &[&PlannedObject],
+    policy: ConflictPolicy,
+    results: &mut BTreeMap<ObjectKey, Applied>,
+) -> Result<(), ApplyError> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let ok = apply::apply_all(client, objects, Mode::Apply, policy)
+        .await
+        .map_err(|failures| ApplyError::ApplyFailed { failures })?;
+    results.extend(ok.into_iter().map(|a| (a.key.clone(), a)));
+    Ok(())
+}
+
+/// What applying the set would do to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Create,
+    /// Changed fields as `path: old -> new` lines (values shortened).
+    Update(Vec<String>),
+    Unchanged,
+    Prune,
+}
+
+/// The per-object difference between the set and the cluster, computed with server-side
+/// dry-run (defaults, webhooks and field ownership included). Writes nothing.
+pub async fn diff(
+    clients: &Clients,
+    catalog: &mut Catalog,
+    parent: &ApplySetParent,
+    manifests: Vec<Desired>,
+    opts: &SyncOptions,
+) -> Result<Vec<(ObjectKey, Change)>, SyncError> {
+    let plan = plan::plan(manifests, catalog, &opts.namespaces, &parent.id()).await?;
+    let recorded = inventory::read(&clients.agent, parent).await?;
+    let deferred = deferred_objects(&clients.agent, &plan).await?;
+    let policy = ConflictPolicy { force: opts.force };
+    let mut out = Vec::new();
+    let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+        plan.objects.iter().partition(|o| deferred.contains(&o.key));
+    let dry = apply::apply_all(&clients.applier, &now, Mode::DryRun, policy)
+        .await
+        .map_err(|failures| ApplyError::DryRunRejected { failures })?;
+    for (o, d) in now.iter().zip(dry) {
+        let live = apply::live(&clients.applier, o).await.map_err(|f: ObjectFailure| ApplyError::DryRunRejected { failures: vec![f] })?;
+        let change = match live {
+            None => Change::Create,
+            Some(live) => {
+                let fields = changed_fields(&comparable(&live), &comparable(&d.object));
+                if fields.is_empty() { Change::Unchanged } else { Change::Update(fields) }
+            }
+        };
+        out.push((o.key.clone(), change));
+    }
+    out.extend(later.into_iter().map(|o| (o.key.clone(), Change::Create)));
+    if opts.prune {
+        let mut scope = recorded.union(&Inventory { group_kinds: plan.group_kinds(), namespaces: plan.namespaces() });
+        scope.namespaces.insert(parent.namespace.clone());
+        let doomed = inventory::prune(&clients.applier, catalog, parent, &scope, &plan.keys(), true).await?;
+        out.extend(doomed.into_iter().map(|k| (k, Change::Prune)));
+    }
+    Ok(out)
+}
+
+/// The object without the fields the server manages on every write.
+fn comparable(o: &kube::api::DynamicObject) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid"] {
+            meta.remove(f);
+        }
+    }
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("status");
+    }
+    v
+}
+
+/// Longest value shown in a diff line.
+const MAX_DIFF_VALUE_CHARS: usize = 80;
+
+fn short(v: Option<&Value>) -> String {
+    let s = match v {
+        None => "(absent)".to_string(),
+        Some(v) => v.to_string(),
+    };
+    if s.chars().count() > MAX_DIFF_VALUE_CHARS {
+        let cut: String = s.chars().take(MAX_DIFF_VALUE_CHARS).collect();
+        format!("{cut}…")
+    } else {
+        s
+    }
+}
+
+/// Paths (dot-separated) whose values differ between `a` and `b`.
+pub fn changed_fields(a: &Value, b: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk("", Some(a), Some(b), &mut out);
+    out
+}
+
+fn walk(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                walk(&p, x.get(k), y.get(k), out);
+            }
+        }
+        (Some(x), Some(y)) if x == y => {}
+        (x, y) => out.push(format!("{path}: {} -> {}", short(x), short(y))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diff_names_changed_added_and_removed_fields() {
+        let a = json!({"data": {"a": "1", "gone": "x"}, "metadata": {"name": "c"}});
+        let b = json!({"data": {"a": "2", "new": "y"}, "metadata": {"name": "c"}});
+        assert_eq!(
+            changed_fields(&a, &b),
+            vec!["data.a: \"1\" -> \"2\"", "data.gone: \"x\" -> (absent)", "data.new: (absent) -> \"y\""]
+        );
+        assert!(changed_fields(&a, &a).is_empty());
+    }
+}

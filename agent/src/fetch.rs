@@ -1,0 +1,205 @@
+//! Getting a trusted set of manifests out of a registry: resolve the reference to a digest,
+//! pull that digest's manifest and content layer (digest and size checked), verify its
+//! signature against the trust policy, and unpack it in memory with limits. All registry,
+//! signature and parsing work is the `berth` library's; this module only orders the phases
+//! and turns their failures into reasons the agent reports.
+
+use std::path::Path;
+
+use berth::artifact::{self, ArtifactError, Limits};
+use berth::digest::Digest;
+use berth::manifests::{self, ManifestError, Rules};
+use berth::oci;
+use berth::reference::Reference;
+use berth::registry::{Registry, RegistryError};
+use berth::signature::policy::{self, TrustPolicy, VerifyError};
+
+use crate::plan::Desired;
+
+/// Largest content layer the agent downloads. The agent keeps the layer in memory while it
+/// unpacks, and its whole memory budget is about 100 MiB.
+pub const MAX_LAYER_BYTES: u64 = 64 * 1024 * 1024;
+/// Decompressed bytes the agent accepts from one layer (a decompression bomb stops here).
+pub const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
+/// Files in one layer.
+pub const MAX_LAYER_ENTRIES: usize = 20_000;
+/// Tags listed when following a semver range.
+pub const MAX_SEMVER_TAGS: usize = 10_000;
+
+/// Who vouches for the artifact.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Any one of these keys must have signed the exact digest.
+    Keys(TrustPolicy),
+    /// Verification explicitly switched off by the user.
+    SkipVerify,
+}
+
+/// A pulled, verified, unpacked artifact.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub digest: Digest,
+    /// `org.opencontainers.image.revision`, when the artifact has one.
+    pub revision: Option<String>,
+    /// `key sha256:… (source)` of the verifying key, or `unverified`.
+    pub signer: String,
+    pub manifests: Vec<Desired>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("{reference}: no tag matches semver range {range:?} (tags looked at: {looked})")]
+    NoSemverMatch { reference: String, range: String, looked: usize },
+    #[error("semver range {range:?} is invalid: {message}")]
+    InvalidSemver { range: String, message: String },
+    #[error("{reference}: {source}")]
+    Artifact { reference: String, source: ArtifactError },
+    #[error("{reference}: content layer is {size} bytes, more than the agent's limit of {limit}")]
+    LayerTooLarge { reference: String, size: u64, limit: u64 },
+    #[error("{reference}: {source}")]
+    Manifest { reference: String, source: ManifestError },
+    #[error("{reference}: refusing to apply, {source}")]
+    Untrusted { reference: String, source: VerifyError },
+    #[error("{reference}: cannot check signatures: {source}")]
+    VerifyUnavailable { reference: String, source: VerifyError },
+}
+
+impl FetchError {
+    /// A kstatus-friendly reason users can act on.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::Registry(e) if e.is_not_found() => "ArtifactNotFound",
+            FetchError::Registry(_) | FetchError::VerifyUnavailable { .. } => "RegistryUnavailable",
+            FetchError::NoSemverMatch { .. } => "NoMatchingTag",
+            FetchError::InvalidSemver { .. } => "InvalidSpec",
+            FetchError::Artifact { .. } | FetchError::LayerTooLarge { .. } => "InvalidArtifact",
+            FetchError::Manifest { .. } => "InvalidManifests",
+            FetchError::Untrusted { .. } => "VerificationFailed",
+        }
+    }
+
+    /// Whether retrying later can help without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Registry(_) | FetchError::VerifyUnavailable { .. })
+    }
+}
+
+/// Phase 1, resolve: the digest a reference points at — the pinned digest as is, a tag with
+/// one HEAD request, a semver range by listing tags and resolving the highest match.
+pub async fn resolve(registry: &Registry, reference: &Reference, semver: Option<&str>) -> Result<(Reference, Digest), FetchError> {
+    if let Some(d) = reference.digest() {
+        return Ok((reference.clone(), d.clone()));
+    }
+    let reference = match semver {
+        Some(range) => {
+            let req = semver::VersionReq::parse(range)
+                .map_err(|e| FetchError::InvalidSemver { range: range.to_string(), message: e.to_string() })?;
+            let tags = registry.list_tags(reference.repository()).await?;
+            let looked = tags.len().min(MAX_SEMVER_TAGS);
+            let best = tags
+                .iter()
+                .take(MAX_SEMVER_TAGS)
+                .filter_map(|t| semver::Version::parse(t.strip_prefix('v').unwrap_or(t)).ok().map(|v| (v, t)))
+                .filter(|(v, _)| req.matches(v))
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| FetchError::NoSemverMatch { reference: reference.to_string(), range: range.to_string(), looked })?;
+            reference.with_tag(&best)
+        }
+        None => reference.clone(),
+    };
+    let digest = registry.resolve(&reference).await?;
+    Ok((reference, digest))
+}
+
+/// The artifact manifest and content layer of `digest`, both checked against their digests.
+#[derive(Debug)]
+pub struct Pulled {
+    pub revision: Option<String>,
+    pub layer: Vec<u8>,
+}
+
+/// Phase 2, pull: by digest only, so what is verified next is exactly what was pulled.
+pub async fn pull(registry: &Registry, reference: &Reference, digest: &Digest) -> Result<Pulled, FetchError> {
+    let at = reference.with_digest(digest.clone()).to_string();
+    let (bytes, _media_type) = registry.fetch_manifest(reference.repository(), digest).await?;
+    let (manifest, layer) =
+        artifact::content_layer(&bytes).map_err(|source| FetchError::Artifact { reference: at.clone(), source })?;
+    if layer.size > MAX_LAYER_BYTES {
+        return Err(FetchError::LayerTooLarge { reference: at, size: layer.size, limit: MAX_LAYER_BYTES });
+    }
+    let mut content = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
+    registry.fetch_blob(reference.repository(), &layer.digest, layer.size, &mut content).await?;
+    Ok(Pulled { revision: manifest.annotations.get(oci::ANNOTATION_REVISION).cloned(), layer: content })
+}
+
+/// Phase 3, verify: a signature by a trusted key over exactly `digest`.
+pub async fn verify(registry: &Registry, reference: &Reference, digest: &Digest, trust: &Trust) -> Result<String, FetchError> {
+    let keys = match trust {
+        Trust::SkipVerify => return Ok("unverified (insecureSkipVerify)".to_string()),
+        Trust::Keys(keys) => keys,
+    };
+    let at = reference.with_digest(digest.clone()).to_string();
+    match policy::verify_artifact(registry, reference.repository(), digest, keys).await {
+        Ok(sig) => Ok(format!("{} key {} ({})", sig.format, sig.key_fingerprint, sig.key_source)),
+        Err(source) if source.is_verdict() => Err(FetchError::Untrusted { reference: at, source }),
+        Err(source) => Err(FetchError::VerifyUnavailable { reference: at, source }),
+    }
+}
+
+/// Phase 4, unpack: every manifest file of the layer parsed in memory, bounded by the limits
+/// above; links, devices, absolute paths and `..` are refused by the library.
+pub fn unpack(reference: &str, layer: &[u8]) -> Result<Vec<Desired>, FetchError> {
+    let limits = Limits { max_bytes: MAX_UNPACKED_BYTES, max_entries: MAX_LAYER_ENTRIES };
+    let mut out = Vec::new();
+    let mut manifest_error: Option<ManifestError> = None;
+    artifact::read_layer(layer, limits, |file, content| {
+        if !manifests::is_manifest_name(&file.name) || manifest_error.is_some() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(file.size).unwrap_or(0));
+        std::io::Read::read_to_end(content, &mut bytes)
+            .map_err(|e| ArtifactError::Corrupt { detail: format!("{}: {e}", file.name) })?;
+        // The pack-time Secret guard is CI's job; an artifact that shipped a Secret on purpose
+        // (packed with --allow-secrets) must still apply.
+        match manifests::parse_file(&file.name, &bytes, Rules { allow_secrets: true }) {
+            Ok(objects) => out.extend(objects.into_iter().map(|o| Desired { origin: format!("{}:{}", o.file, o.line), value: o.value })),
+            Err(e) => manifest_error = Some(e),
+        }
+        Ok(())
+    })
+    .map_err(|source| FetchError::Artifact { reference: reference.to_string(), source })?;
+    if let Some(source) = manifest_error {
+        return Err(FetchError::Manifest { reference: reference.to_string(), source });
+    }
+    Ok(out)
+}
+
+/// Manifests from a local directory (for `apply --dir`), read with the same parser as pack.
+pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, anyhow::Error> {
+    let files = berth::input::collect_dir(dir)?;
+    let mut out = Vec::new();
+    for f in files {
+        if !manifests::is_manifest_name(&f.name) {
+            continue;
+        }
+        let bytes = f.read()?;
+        let objects = manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true })?;
+        out.extend(objects.into_iter().map(|o| Desired {
+            origin: format!("{}:{}", dir.join(&o.file).display(), o.line),
+            value: o.value,
+        }));
+    }
+    Ok(out)
+}
+
+/// All four phases for one reference.
+pub async fn fetch(registry: &Registry, reference: &Reference, semver: Option<&str>, trust: &Trust) -> Result<Fetched, FetchError> {
+    let (resolved, digest) = resolve(registry, reference, semver).await?;
+    let pulled = pull(registry, &resolved, &digest).await?;
+    let signer = verify(registry, &resolved, &digest, trust).await?;
+    let manifests = unpack(&resolved.with_digest(digest.clone()).to_string(), &pulled.layer)?;
+    Ok(Fetched { digest, revision: pulled.revision, signer, manifests })
+}
