@@ -121,7 +121,6 @@ impl SignCommandError {
 
 /// `berth keygen`.
 pub fn keygen(args: &KeygenArgs) -> Result<(), SignCommandError> {
-    let key_path = args.output_key_prefix.with_extension("key");
     // Refuse before asking for a password: nothing is more annoying than typing it twice
     // to be told the file exists.
     if !args.force {
@@ -135,7 +134,7 @@ pub fn keygen(args: &KeygenArgs) -> Result<(), SignCommandError> {
             }
         }
     }
-    let password = keys::read_password(true, &format!("new private key {}", key_path.display()))?;
+    let password = keys::read_password(true, &format!("new private key {}.key", args.output_key_prefix.display()))?;
     let key = SigningKey::generate();
     let (key_path, pub_path) = keys::write_key_pair(&key, password.as_bytes(), &args.output_key_prefix, args.force)?;
     eprintln!("Private key written to {}", key_path.display());
@@ -219,6 +218,9 @@ fn print_text(
     found: &[FoundSignature],
     result: &Result<signature::VerifiedSignature, VerifyError>,
 ) -> std::io::Result<()> {
+    // On failure the error lists every signature with its reason; print the list only
+    // on success so nothing is said twice.
+    let Ok(v) = result else { return Ok(()) };
     let mut out = std::io::stdout().lock();
     for sig in found {
         match &sig.status {
@@ -230,9 +232,7 @@ fn print_text(
             }
         }
     }
-    if let Ok(v) = result {
-        writeln!(out, "Verified {reference}: {} signature by key {} ({})", v.format, v.key_fingerprint, v.key_source)?;
-    }
+    writeln!(out, "Verified {reference}: {} signature by key {} ({})", v.format, v.key_fingerprint, v.key_source)?;
     Ok(())
 }
 

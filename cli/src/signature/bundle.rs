@@ -249,7 +249,9 @@ pub fn referrer_manifest(subject: &Descriptor, bundle: &[u8], created: &str) -> 
             media_type: MEDIA_TYPE_EMPTY.to_string(),
             digest: Digest::of(EMPTY_JSON),
             size: EMPTY_JSON.len() as u64,
-            artifact_type: None,
+            // cosign v3 repeats the artifact type on the config descriptor; do the same so
+            // tools that look there (older ORAS) classify the referrer alike.
+            artifact_type: Some(BUNDLE_MEDIA_TYPE_V03.to_string()),
             annotations: BTreeMap::new(),
         },
         layers: vec![Descriptor {
