@@ -29,7 +29,7 @@ pub enum ManifestError {
     MissingField { file: String, line: usize, field: &'static str, kind_hint: String },
     #[error("{file}:{line}: duplicate object {id}, first defined at {first_file}:{first_line}")]
     Duplicate { file: String, line: usize, id: ObjectId, first_file: String, first_line: usize },
-    #[error("{file}:{line}: Secret {id} holds plain-text data (data/stringData)")]
+    #[error("{file}:{line}: {id} holds plain-text data (data/stringData)")]
     PlainSecret { file: String, line: usize, id: ObjectId },
     #[error("{file}: is not valid UTF-8 text")]
     NotText { file: String },
@@ -322,7 +322,13 @@ impl DuplicateCheck {
 fn first_line_of(s: &str) -> String {
     // Parser messages may include a rendered snippet of the input on later lines; a Secret's
     // value must never reach the terminal or CI log through an error, so keep the first line.
-    s.lines().next().unwrap_or_default().trim().to_string()
+    let line = s.lines().next().unwrap_or_default().trim();
+    // The parser's own position is relative to the document; berth reports the file's line.
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_position, message)) => message.to_string(),
+        None => line.to_string(),
+    }
 }
 
 fn strip_location(s: &str) -> String {
