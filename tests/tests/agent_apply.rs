@@ -1,0 +1,313 @@
+//! `berth-agent apply --dir` / `diff` against the real API server: the apply engine (plan,
+//! dry-run gate, server-side apply, ApplySet inventory, prune, health) as a user sees it.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use berth_e2e::{Env, Output, env, run, run_fail, run_ok, testdata};
+use serde_json::Value;
+
+/// Writes `files` (name, content) into a fresh temp dir.
+fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    dir
+}
+
+/// `kubectl get KIND NAME [-n NS] -o json`, `None` when it does not exist.
+fn get(env: &Env, kind: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+    let mut cmd = env.kubectl_cmd();
+    cmd.args(["get", kind, name, "-o", "json", "--ignore-not-found"]);
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    let out = run_ok(&mut cmd);
+    if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
+}
+
+fn must_get(env: &Env, kind: &str, ns: Option<&str>, name: &str) -> Value {
+    get(env, kind, ns, name).unwrap_or_else(|| panic!("{kind} {name} in {ns:?} does not exist"))
+}
+
+fn rv(v: &Value) -> String {
+    v["metadata"]["resourceVersion"].as_str().unwrap().to_string()
+}
+
+/// Managers that own fields of `v` with server-side apply.
+fn apply_managers(v: &Value) -> Vec<String> {
+    v["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|m| m["operation"] == "Apply")
+                .map(|m| m["manager"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn agent_apply(env: &Env, dir: &Path, ns: &str, name: &str, extra: &[&str]) -> Command {
+    let mut cmd = env.berth_agent();
+    cmd.args(["apply", "--dir"]).arg(dir).args(["--namespace", ns, "--name", name, "--log-format", "text"]);
+    cmd.args(extra);
+    cmd
+}
+
+fn configmap(name: &str, data: &[(&str, &str)]) -> String {
+    let mut s = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n");
+    for (k, v) in data {
+        s.push_str(&format!("  {k}: \"{v}\"\n"));
+    }
+    s
+}
+
+fn deployment(name: &str, replicas: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: app\n          image: registry.example/app:1\n"
+    )
+}
+
+/// The ApplySet id the parent Secret carries.
+fn applyset_id(env: &Env, ns: &str, name: &str) -> String {
+    let parent = must_get(env, "secret", Some(ns), name);
+    parent["metadata"]["labels"]["applyset.kubernetes.io/id"].as_str().expect("parent has the id label").to_string()
+}
+
+fn stderr_of(out: &Output) -> String {
+    format!("{}\n{}", out.stdout, out.stderr)
+}
+
+#[test]
+fn testdata_app_is_applied_with_berth_field_manager_and_applyset_labels_then_a_reapply_writes_nothing() {
+    let env = env();
+    // testdata/app has fixed namespaces and cluster-scoped names: only this test applies it.
+    let ns = env.namespace("agent-app");
+    let dir = testdata("app");
+    let out = run_ok(&mut agent_apply(env, &dir, ns.name(), "shop", &["--wait", "--timeout", "3m"]));
+    assert!(out.contains("applied Deployment.apps shop-web/web"), "stdout: {out}");
+
+    let id = applyset_id(env, ns.name(), "shop");
+    assert!(id.starts_with("applyset-") && id.ends_with("-v1"), "id {id}");
+    let parent = must_get(env, "secret", Some(ns.name()), "shop");
+    let ann = &parent["metadata"]["annotations"];
+    assert!(ann["applyset.kubernetes.io/tooling"].as_str().unwrap().starts_with("berth/v"));
+    let gks = ann["applyset.kubernetes.io/contains-group-kinds"].as_str().unwrap();
+    for gk in ["ConfigMap", "CustomResourceDefinition.apiextensions.k8s.io", "Deployment.apps", "FeatureFlag.shop.example.com", "Namespace", "Ingress.networking.k8s.io"] {
+        assert!(gks.split(',').any(|g| g == gk), "{gk} missing from {gks}");
+    }
+    assert_eq!(ann["applyset.kubernetes.io/additional-namespaces"], "shop-api,shop-web");
+
+    let objects = [
+        ("namespace", None, "shop-web"),
+        ("namespace", None, "shop-api"),
+        ("customresourcedefinition", None, "featureflags.shop.example.com"),
+        ("clusterrole", None, "shop-viewer"),
+        ("deployment", Some("shop-web"), "web"),
+        ("service", Some("shop-web"), "web"),
+        ("ingress", Some("shop-web"), "web"),
+        ("deployment", Some("shop-api"), "api"),
+        ("configmap", Some("shop-api"), "api-config"),
+        ("featureflag", Some("shop-api"), "new-checkout"),
+    ];
+    let mut before = BTreeMap::new();
+    for (kind, ns_, name) in objects {
+        let o = must_get(env, kind, ns_, name);
+        assert_eq!(o["metadata"]["labels"]["applyset.kubernetes.io/part-of"], id.as_str(), "{kind} {name}");
+        assert!(apply_managers(&o).contains(&"berth".to_string()), "{kind} {name} managers {:?}", apply_managers(&o));
+        before.insert((kind, name), rv(&o));
+    }
+    // Health was waited for: the Deployments are rolled out.
+    let web = must_get(env, "deployment", Some("shop-web"), "web");
+    assert_eq!(web["status"]["readyReplicas"], 2);
+
+    // Same input again: no object is written, nothing reported as applied.
+    let out = run_ok(&mut agent_apply(env, &dir, ns.name(), "shop", &["--prune"]));
+    assert!(!out.contains("applied "), "a no-op re-apply reported changes: {out}");
+    for (kind, ns_, name) in objects {
+        assert_eq!(rv(&must_get(env, kind, ns_, name)), before[&(kind, name)], "{kind} {name} was written by a no-op apply");
+    }
+    assert_eq!(rv(&must_get(env, "secret", Some(ns.name()), "shop")), rv(&parent), "the parent was written by a no-op apply");
+
+    // kubectl's ApplySet support reads the parent and refuses to manage berth's set.
+    let other = manifests(&[("cm.yaml", configmap("kubectl-cm", &[("a", "1")]))]);
+    let out = run_fail(
+        env.kubectl_cmd()
+            .env("KUBECTL_APPLYSET", "true")
+            .args(["apply", "--server-side", "--prune", "--applyset=shop", "-n", ns.name(), "-f"])
+            .arg(other.path()),
+    );
+    assert!(out.stderr.contains("managed by tooling \"berth\""), "kubectl said: {}", out.stderr);
+
+    // Clean up the cluster-scoped part so other runs start fresh (prune of an emptied set).
+    let empty = tempfile::tempdir().unwrap();
+    run_ok(&mut agent_apply(env, empty.path(), ns.name(), "shop", &["--prune", "--allow-empty"]));
+    assert!(get(env, "clusterrole", None, "shop-viewer").is_none(), "prune left the ClusterRole");
+    assert!(get(env, "deployment", Some("shop-web"), "web").is_none(), "prune left the Deployment");
+}
+
+#[test]
+fn new_set_prunes_the_dropped_deployment_and_updates_the_configmap() {
+    let env = env();
+    let ns = env.namespace("agent-prune");
+    let v1 = manifests(&[
+        ("cm.yaml", configmap("settings", &[("mode", "one")])),
+        ("keep.yaml", deployment("keep", "1")),
+        ("drop.yaml", deployment("drop", "1")),
+    ]);
+    run_ok(&mut agent_apply(env, v1.path(), ns.name(), "app", &["--prune"]));
+    let keep_rv = rv(&must_get(env, "deployment", Some(ns.name()), "keep"));
+    assert!(get(env, "deployment", Some(ns.name()), "drop").is_some());
+
+    let v2 = manifests(&[("cm.yaml", configmap("settings", &[("mode", "two")])), ("keep.yaml", deployment("keep", "1"))]);
+    // diff first: it reports exactly the update and the prune, and changes nothing.
+    let out = run(env.berth_agent().args(["diff", "--dir"]).arg(v2.path()).args(["-n", ns.name(), "--name", "app", "--prune"]));
+    assert_eq!(out.code, Some(1), "diff exits 1 when there are differences: {}", stderr_of(&out));
+    assert!(out.stdout.contains(&format!("~ ConfigMap {}/settings (update)", ns.name())), "{}", out.stdout);
+    assert!(out.stdout.contains("data.mode: \"one\" -> \"two\""), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("- Deployment.apps {}/drop (prune)", ns.name())), "{}", out.stdout);
+    assert!(!out.stdout.contains("keep"), "unchanged objects are not listed: {}", out.stdout);
+    assert!(get(env, "deployment", Some(ns.name()), "drop").is_some(), "diff deleted something");
+
+    let out = run_ok(&mut agent_apply(env, v2.path(), ns.name(), "app", &["--prune"]));
+    assert!(out.contains(&format!("pruned Deployment.apps {}/drop", ns.name())), "{out}");
+    assert!(get(env, "deployment", Some(ns.name()), "drop").is_none(), "the dropped Deployment is still there");
+    assert_eq!(must_get(env, "configmap", Some(ns.name()), "settings")["data"]["mode"], "two");
+    assert_eq!(rv(&must_get(env, "deployment", Some(ns.name()), "keep")), keep_rv, "an unchanged Deployment was written");
+
+    // The inventory was narrowed to what the set now holds.
+    let parent = must_get(env, "secret", Some(ns.name()), "app");
+    assert_eq!(parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"], "ConfigMap,Deployment.apps");
+}
+
+#[test]
+fn objects_annotated_prune_disabled_survive_prune() {
+    let env = env();
+    let ns = env.namespace("agent-keep");
+    let kept = configmap("precious", &[("a", "1")]).replace("metadata:\n", "metadata:\n  annotations:\n    berth.dev/prune: disabled\n");
+    let v1 = manifests(&[("a.yaml", configmap("plain", &[("a", "1")])), ("b.yaml", kept)]);
+    run_ok(&mut agent_apply(env, v1.path(), ns.name(), "set", &[]));
+    let v2 = manifests(&[("c.yaml", configmap("other", &[("a", "1")]))]);
+    run_ok(&mut agent_apply(env, v2.path(), ns.name(), "set", &["--prune"]));
+    assert!(get(env, "configmap", Some(ns.name()), "plain").is_none());
+    assert!(get(env, "configmap", Some(ns.name()), "precious").is_some(), "an opted-out object was pruned");
+}
+
+#[test]
+fn crd_and_its_custom_resource_apply_in_one_run() {
+    let env = env();
+    let ns = env.namespace("agent-crd");
+    let group = format!("{}.e2e.example.com", ns.name());
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gadgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: Gadget, plural: gadgets, singular: gadget, listKind: GadgetList}}\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema:\n          type: object\n          properties:\n            spec:\n              type: object\n              properties:\n                size: {{type: integer}}\n"
+    );
+    let cr = format!("apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\nspec:\n  size: 3\n");
+    // The custom resource sorts first by file name: ordering is the engine's job.
+    let dir = manifests(&[("a-gadget.yaml", cr), ("z-crd.yaml", crd)]);
+    run_ok(&mut agent_apply(env, dir.path(), ns.name(), "gadgets", &["--prune"]));
+    let g = must_get(env, &format!("gadgets.{group}"), Some(ns.name()), "g1");
+    assert_eq!(g["spec"]["size"], 3);
+
+    // Dropping both prunes the custom resource before its CRD.
+    let empty = tempfile::tempdir().unwrap();
+    run_ok(&mut agent_apply(env, empty.path(), ns.name(), "gadgets", &["--prune", "--allow-empty"]));
+    assert!(get(env, "customresourcedefinition", None, &format!("gadgets.{group}")).is_none());
+}
+
+#[test]
+fn one_invalid_object_means_nothing_is_applied() {
+    let env = env();
+    let ns = env.namespace("agent-invalid");
+    let dir = manifests(&[
+        ("a.yaml", configmap("first", &[("a", "1")])),
+        ("b.yaml", deployment("broken", "\"three\"")),
+        ("c.yaml", configmap("last", &[("a", "1")])),
+    ]);
+    let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "bad", &[]));
+    assert_eq!(out.code, Some(4), "{}", stderr_of(&out));
+    assert!(out.stderr.contains(&format!("Deployment.apps {}/broken", ns.name())), "error names the object: {}", out.stderr);
+    assert!(out.stderr.contains("b.yaml:1"), "error names the file and line: {}", out.stderr);
+    assert!(out.stderr.contains("nothing was applied"), "{}", out.stderr);
+    assert!(get(env, "configmap", Some(ns.name()), "first").is_none(), "a valid object was applied anyway");
+    assert!(get(env, "configmap", Some(ns.name()), "last").is_none(), "a valid object was applied anyway");
+    assert!(get(env, "secret", Some(ns.name()), "bad").is_none(), "the inventory was written although nothing applied");
+}
+
+#[test]
+fn fields_of_another_manager_are_not_taken_without_force_but_drift_of_our_own_is_corrected() {
+    let env = env();
+    let ns = env.namespace("agent-owner");
+    run_ok(env.kubectl_cmd().args(["create", "configmap", "shared", "--from-literal=mode=theirs", "-n", ns.name()]));
+    let dir = manifests(&[("cm.yaml", configmap("shared", &[("mode", "ours")]))]);
+    let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "own", &[]));
+    assert_eq!(out.code, Some(4), "{}", stderr_of(&out));
+    assert!(out.stderr.contains("conflict"), "error explains the conflict: {}", out.stderr);
+    assert!(out.stderr.contains("--force"), "error says what to do: {}", out.stderr);
+    assert_eq!(must_get(env, "configmap", Some(ns.name()), "shared")["data"]["mode"], "theirs");
+
+    run_ok(&mut agent_apply(env, dir.path(), ns.name(), "own", &["--force"]));
+    let cm = must_get(env, "configmap", Some(ns.name()), "shared");
+    assert_eq!(cm["data"]["mode"], "ours");
+
+    // Someone edits a field berth owns; the next apply puts it back without --force,
+    // because the object is a member of berth's own set.
+    run_ok(env.kubectl_cmd().args(["patch", "configmap", "shared", "-n", ns.name(), "-p", r#"{"data":{"mode":"edited"}}"#]));
+    let out = run_ok(&mut agent_apply(env, dir.path(), ns.name(), "own", &[]));
+    assert!(out.contains(&format!("applied ConfigMap {}/shared", ns.name())), "{out}");
+    assert_eq!(must_get(env, "configmap", Some(ns.name()), "shared")["data"]["mode"], "ours");
+}
+
+#[test]
+fn a_service_account_without_rights_gets_a_clear_error_and_nothing_applied() {
+    let env = env();
+    let ns = env.namespace("agent-sa");
+    run_ok(env.kubectl_cmd().args(["create", "serviceaccount", "deployer", "-n", ns.name()]));
+    let dir = manifests(&[("cm.yaml", configmap("c", &[("a", "1")]))]);
+    let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "sa", &["--service-account", "deployer"]));
+    assert_eq!(out.code, Some(4), "{}", stderr_of(&out));
+    assert!(out.stderr.contains(&format!("system:serviceaccount:{}:deployer", ns.name())), "names the identity: {}", out.stderr);
+    assert!(out.stderr.contains("RBAC"), "says what to do: {}", out.stderr);
+    assert!(get(env, "configmap", Some(ns.name()), "c").is_none());
+
+    // With rights in the namespace the same apply goes through as that account.
+    run_ok(env.kubectl_cmd().args([
+        "create", "rolebinding", "deployer-edit", "--clusterrole=edit", &format!("--serviceaccount={}:deployer", ns.name()), "-n", ns.name(),
+    ]));
+    run_ok(&mut agent_apply(env, dir.path(), ns.name(), "sa", &["--service-account", "deployer"]));
+    assert_eq!(must_get(env, "configmap", Some(ns.name()), "c")["data"]["a"], "1");
+}
+
+#[test]
+fn berth_refuses_a_set_that_kubectl_manages() {
+    let env = env();
+    let ns = env.namespace("agent-kubectl");
+    let dir = manifests(&[("cm.yaml", configmap("from-kubectl", &[("a", "1")]))]);
+    run_ok(
+        env.kubectl_cmd()
+            .env("KUBECTL_APPLYSET", "true")
+            .args(["apply", "--server-side", "--prune", "--applyset=ks", "-n", ns.name(), "-f"])
+            .arg(dir.path()),
+    );
+    let kubectl_id = applyset_id(env, ns.name(), "ks");
+    let cm = must_get(env, "configmap", Some(ns.name()), "from-kubectl");
+    assert_eq!(cm["metadata"]["labels"]["applyset.kubernetes.io/part-of"], kubectl_id.as_str());
+
+    let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "ks", &["--prune"]));
+    assert!(out.stderr.contains("managed by tooling \"kubectl/"), "{}", out.stderr);
+    assert!(get(env, "configmap", Some(ns.name()), "from-kubectl").is_some());
+}
+
+#[test]
+fn an_empty_set_is_refused_unless_allowed() {
+    let env = env();
+    let ns = env.namespace("agent-empty");
+    let dir = manifests(&[("cm.yaml", configmap("c", &[("a", "1")]))]);
+    run_ok(&mut agent_apply(env, dir.path(), ns.name(), "e", &[]));
+    let empty = tempfile::tempdir().unwrap();
+    let out = run_fail(&mut agent_apply(env, empty.path(), ns.name(), "e", &["--prune"]));
+    assert!(out.stderr.contains("no objects"), "{}", out.stderr);
+    assert!(get(env, "configmap", Some(ns.name()), "c").is_some(), "an empty set pruned objects");
+}

@@ -1,0 +1,241 @@
+//! berth-agent with real artifacts: `apply oci://…` with signature verification, and the
+//! controller (`berth-agent run`) reconciling a `Source` against the real API server and a
+//! real registry — tag moves, drift, and artifacts that must not be applied.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_e2e::{Env, env, run, run_fail, run_ok};
+use serde_json::Value;
+
+fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    dir
+}
+
+fn get(env: &Env, kind: &str, ns: &str, name: &str) -> Option<Value> {
+    let out = run_ok(env.kubectl_cmd().args(["get", kind, name, "-n", ns, "-o", "json", "--ignore-not-found"]));
+    if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
+}
+
+fn configmap(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
+}
+
+/// A cosign key pair written by `berth keygen` (password "e2e"); returns (private, public).
+fn keypair(env: &Env, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
+/// Pushes `dir` to `oci://REGISTRY/REPO:TAG`, signed with `key` when given; returns the digest.
+fn push(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path, key: Option<&Path>) -> String {
+    let mut cmd = env.berth();
+    cmd.env("COSIGN_PASSWORD", "e2e")
+        .args(["push", &format!("oci://{registry}/{repo}:{tag}")])
+        .arg(dir)
+        .args(["--insecure", "--output", "json", "--revision", &format!("main@sha1:{tag}")]);
+    if let Some(k) = key {
+        cmd.arg("--sign-key").arg(k);
+    }
+    let out: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    out["digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_signed_artifact_applies_by_digest_and_the_next_one_prunes() {
+    let env = env();
+    let ns = env.namespace("agent-oci");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(env, keys.path(), "signer");
+    let repo = env.repo("agent-oci");
+    let v1 = manifests(&[("a.yaml", configmap("alpha", "1")), ("b.yaml", configmap("beta", "1"))]);
+    let d1 = push(env, &env.registry_dist, &repo, "v1", v1.path(), Some(&key));
+
+    let at = format!("oci://{}/{repo}@{d1}", env.registry_dist);
+    let apply = |at: &str| {
+        let mut cmd = env.berth_agent();
+        cmd.args(["apply", at, "--insecure", "--prune", "-n", ns.name(), "--name", "app", "--key"]).arg(&public);
+        run(&mut cmd)
+    };
+    let out = apply(&at);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains(&d1), "reports the digest it applied: {}", out.stderr);
+    assert_eq!(get(env, "configmap", ns.name(), "alpha").unwrap()["data"]["value"], "1");
+
+    let v2 = manifests(&[("a.yaml", configmap("alpha", "2"))]);
+    let d2 = push(env, &env.registry_dist, &repo, "v2", v2.path(), Some(&key));
+    let out = apply(&format!("oci://{}/{repo}@{d2}", env.registry_dist));
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(get(env, "configmap", ns.name(), "alpha").unwrap()["data"]["value"], "2");
+    assert!(get(env, "configmap", ns.name(), "beta").is_none(), "beta left the artifact but was not pruned");
+}
+
+#[test]
+fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
+    let env = env();
+    let ns = env.namespace("agent-untrusted");
+    let keys = tempfile::tempdir().unwrap();
+    let (key_a, _) = keypair(env, keys.path(), "a");
+    let (_, public_b) = keypair(env, keys.path(), "b");
+    let repo = env.repo("agent-untrusted");
+    let dir = manifests(&[("a.yaml", configmap("never", "1"))]);
+
+    let unsigned = push(env, &env.registry_oci, &repo, "unsigned", dir.path(), None);
+    let mut cmd = env.berth_agent();
+    cmd.args(["apply", &format!("oci://{}/{repo}@{unsigned}", env.registry_oci), "--insecure", "-n", ns.name(), "--key"])
+        .arg(&public_b);
+    let out = run_fail(&mut cmd);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("no signatures"), "{}", out.stderr);
+
+    let wrong = push(env, &env.registry_oci, &repo, "wrong", dir.path(), Some(&key_a));
+    let mut cmd = env.berth_agent();
+    cmd.args(["apply", &format!("oci://{}/{repo}@{wrong}", env.registry_oci), "--insecure", "-n", ns.name(), "--key"])
+        .arg(&public_b);
+    let out = run_fail(&mut cmd);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains(&wrong), "names the digest: {}", out.stderr);
+    assert!(get(env, "configmap", ns.name(), "never").is_none(), "an untrusted artifact was applied");
+}
+
+/// `berth-agent run` for one namespace, killed when dropped.
+struct Agent(Child, PathBuf);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Agent {
+    fn start(env: &Env, ns: &str) -> Agent {
+        let log = std::env::temp_dir().join(format!("berth-agent-{ns}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = env
+            .berth_agent()
+            .args(["run", "--watch-namespace", ns, "--log-format", "json"])
+            .env("RUST_LOG", "info,berth_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Agent(child, log)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+fn install_crd(env: &Env) {
+    let crd = run_ok(env.berth_agent().arg("crd"));
+    let dir = manifests(&[("crd.yaml", crd)]);
+    run_ok(env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")));
+    run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=30s"]));
+}
+
+fn wait_until(what: &str, timeout: Duration, agent: &Agent, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}\n--- agent log\n{}", agent.log());
+}
+
+fn source_status(env: &Env, ns: &str, name: &str) -> Value {
+    get(env, "sources.berth.dev", ns, name).map(|s| s["status"].clone()).unwrap_or(Value::Null)
+}
+
+fn ready(status: &Value) -> Option<(String, String)> {
+    status["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready").map(|c| {
+        (c["status"].as_str().unwrap_or("").to_string(), c["reason"].as_str().unwrap_or("").to_string())
+    })
+}
+
+#[test]
+fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_unsigned_content() {
+    let env = env();
+    install_crd(env);
+    let ns = env.namespace("agent-ctl");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(env, keys.path(), "ci");
+    run_ok(env.kubectl_cmd().args(["create", "secret", "generic", "trusted", "-n", ns.name()]).arg(format!("--from-file=cosign.pub={}", public.display())));
+    let repo = env.repo("agent-ctl");
+    let v1 = manifests(&[("a.yaml", configmap("app", "one")), ("b.yaml", configmap("extra", "x"))]);
+    let d1 = push(env, &env.registry_dist, &repo, "prod", v1.path(), Some(&key));
+
+    let source = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata:\n  name: shop\n  namespace: {ns}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{tag: prod}}\n  interval: 5s\n  timeout: 1m\n  insecure: true\n  verify:\n    keys:\n      - secretRef: {{name: trusted}}\n",
+        ns = ns.name(),
+        reg = env.registry_dist
+    );
+    let sdir = manifests(&[("source.yaml", source)]);
+    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(sdir.path().join("source.yaml")));
+    let agent = Agent::start(env, ns.name());
+
+    wait_until("Ready=True with the first digest", Duration::from_secs(90), &agent, || {
+        let s = source_status(env, ns.name(), "shop");
+        ready(&s) == Some(("True".into(), "Succeeded".into())) && s["lastAppliedDigest"] == d1.as_str()
+    });
+    let s = source_status(env, ns.name(), "shop");
+    assert_eq!(s["lastAppliedRevision"], "main@sha1:prod");
+    assert!(s["signer"].as_str().unwrap().contains("sha256:"), "signer: {}", s["signer"]);
+    // kubectl wait works on the condition, and the printer columns show the digest.
+    run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Ready", "source/shop", "-n", ns.name(), "--timeout=10s"]));
+    let table = run_ok(env.kubectl_cmd().args(["get", "bsrc", "-n", ns.name()]));
+    assert!(table.contains("DIGEST") && table.contains(&d1), "{table}");
+    let app = get(env, "configmap", ns.name(), "app").unwrap();
+    let parent = get(env, "sources.berth.dev", ns.name(), "shop").unwrap();
+    assert_eq!(
+        app["metadata"]["labels"]["applyset.kubernetes.io/part-of"],
+        parent["metadata"]["labels"]["applyset.kubernetes.io/id"],
+        "members are labelled with the Source's ApplySet id"
+    );
+
+    // A quiet interval writes nothing.
+    let rv = app["metadata"]["resourceVersion"].clone();
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(get(env, "configmap", ns.name(), "app").unwrap()["metadata"]["resourceVersion"], rv, "a no-op interval wrote the object");
+
+    // Drift: an edit is put back within an interval.
+    run_ok(env.kubectl_cmd().args(["patch", "configmap", "app", "-n", ns.name(), "-p", r#"{"data":{"value":"edited"}}"#]));
+    wait_until("drift corrected", Duration::from_secs(30), &agent, || {
+        get(env, "configmap", ns.name(), "app").unwrap()["data"]["value"] == "one"
+    });
+
+    // The tag moves: the new digest is applied and what left the artifact is pruned.
+    let v2 = manifests(&[("a.yaml", configmap("app", "two"))]);
+    let d2 = push(env, &env.registry_dist, &repo, "prod", v2.path(), Some(&key));
+    wait_until("the moved tag applied", Duration::from_secs(60), &agent, || {
+        source_status(env, ns.name(), "shop")["lastAppliedDigest"] == d2.as_str()
+    });
+    assert_eq!(get(env, "configmap", ns.name(), "app").unwrap()["data"]["value"], "two");
+    assert!(get(env, "configmap", ns.name(), "extra").is_none(), "extra was not pruned");
+
+    // An unsigned artifact under the tag: nothing applied, the condition says why.
+    let v3 = manifests(&[("a.yaml", configmap("app", "three"))]);
+    let d3 = push(env, &env.registry_dist, &repo, "prod", v3.path(), None);
+    wait_until("VerificationFailed", Duration::from_secs(60), &agent, || {
+        let s = source_status(env, ns.name(), "shop");
+        ready(&s) == Some(("False".into(), "VerificationFailed".into())) && s["lastAttemptedDigest"] == d3.as_str()
+    });
+    let s = source_status(env, ns.name(), "shop");
+    assert_eq!(s["lastAppliedDigest"], d2.as_str(), "the last good digest stays recorded");
+    assert_eq!(get(env, "configmap", ns.name(), "app").unwrap()["data"]["value"], "two", "previous state intact");
+
+    // No secret value and no password in the agent's log.
+    let log = agent.log();
+    assert!(!log.contains("PUBLIC KEY-----\n"), "key material in the log");
+    drop(agent);
+}
