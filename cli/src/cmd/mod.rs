@@ -8,6 +8,7 @@ mod pack;
 mod promote;
 mod pull;
 mod push;
+mod sign;
 pub mod signing;
 
 use std::io::IsTerminal;
@@ -89,6 +90,12 @@ pub enum Command {
     List(list::ListArgs),
     /// Copy an artifact by digest to another repository or registry and tag it there.
     Promote(promote::PromoteArgs),
+    /// Write a cosign-compatible key pair (encrypted PREFIX.key, PEM PREFIX.pub).
+    Keygen(sign::KeygenArgs),
+    /// Sign an artifact digest, cosign-compatible (classic .sig tag or Sigstore bundle referrer).
+    Sign(sign::SignArgs),
+    /// Verify an artifact's cosign signatures (both formats) against public keys.
+    Verify(sign::VerifyArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -108,6 +115,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Diff(args) => diff::run(&global, args).await,
         Command::List(args) => list::run(&global, args).await,
         Command::Promote(args) => promote::run(&global, args).await,
+        Command::Keygen(args) => sign::keygen(&global, args),
+        Command::Sign(args) => sign::sign(&global, args).await,
+        Command::Verify(args) => sign::verify(&global, args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             Ok(())

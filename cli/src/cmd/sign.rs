@@ -1,26 +1,20 @@
 //! `berth keygen`, `berth sign` and `berth verify`: the command-line face of
 //! `berth::signature`. Flags are defined here with their help; the library does the work.
 
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
 
 use berth::digest::Digest;
-use berth::reference::{Reference, ReferenceError};
-use berth::registry::{Registry, RegistryError, RegistryOptions};
+use berth::registry::Registry;
 use berth::signature::{
-    self, FoundSignature, FormatChoice, KeyError, PublicKey, SignError, SignatureStatus, SigningKey, TrustPolicy,
-    VerifyError, keys,
+    self, FoundSignature, FormatChoice, KeyError, PublicKey, SignError, SignatureStatus, SigningKey, StoreError,
+    TrustPolicy, VerifiedSignature, VerifyError, keys,
 };
 
-/// Exit code when no signature verifies (also used by `inspect --key` and `promote --key`).
-pub const EXIT_VERIFY_FAILED: u8 = 7;
-/// Exit code for a reference or flag the user must fix.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code for every other failure (key file, registry, I/O).
-pub const EXIT_FAILURE: u8 = 1;
+use super::{Exit, Failure, Global, parse_reference, print_json};
 
-/// Write a cosign-compatible key pair.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// Path prefix of the files to write: PREFIX.key (encrypted private key) and PREFIX.pub.
     #[arg(long, default_value = "cosign", value_name = "PREFIX")]
@@ -30,232 +24,235 @@ pub struct KeygenArgs {
     pub force: bool,
 }
 
-/// Sign an artifact by digest, cosign-compatible.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 pub struct SignArgs {
-    /// The artifact: oci://REGISTRY/REPO@sha256:DIGEST (a tag needs --resolve).
-    #[arg(value_name = "REFERENCE")]
+    /// The artifact: oci://REGISTRY/REPOSITORY@sha256:DIGEST (a tag needs --resolve).
     pub reference: String,
     /// cosign private key file (password from COSIGN_PASSWORD or a prompt).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    /// classic: cosign v2 `.sig` tag; bundle: cosign v3 Sigstore bundle referrer;
-    /// auto: bundle where the registry has the OCI 1.1 referrers API, classic elsewhere.
-    #[arg(long, default_value = "auto", value_parser = parse_format)]
+    /// classic: cosign v2 `sha256-<hex>.sig` tag; bundle: cosign v3 Sigstore bundle attached
+    /// as an OCI 1.1 referrer; auto: bundle where the registry has the referrers API, else classic.
+    #[arg(long, value_name = "FORMAT", default_value = "auto", value_parser = parse_format)]
     pub format: FormatChoice,
     /// Accept a tag and sign the digest it points to now. Without it a tag is refused,
     /// because the tag may move between your check and the signature.
     #[arg(long)]
     pub resolve: bool,
-    /// Print the result as JSON.
-    #[arg(long, value_enum, default_value = "text")]
-    pub output: OutputFormat,
 }
 
-/// Verify an artifact's signature against public keys.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The artifact: oci://REGISTRY/REPO:TAG or @sha256:DIGEST (a tag is resolved once).
-    #[arg(value_name = "REFERENCE")]
+    /// The artifact: oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST (a tag is resolved once).
     pub reference: String,
-    /// Trusted public key (cosign.pub); repeat to trust any of several keys.
+    /// Trusted cosign public key (cosign.pub); repeat to trust any of several keys.
     #[arg(long, value_name = "FILE", required = true)]
     pub key: Vec<PathBuf>,
-    /// Print the result as JSON.
-    #[arg(long, value_enum, default_value = "text")]
-    pub output: OutputFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
 }
 
 fn parse_format(s: &str) -> Result<FormatChoice, String> {
     s.parse()
 }
 
-/// Why a signature command failed; `exit_code` and `hint` are for the binary's error report.
-#[derive(Debug, thiserror::Error)]
-pub enum SignCommandError {
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    #[error("{reference} is a tag; signatures are made for a digest. Pass oci://…@sha256:… or add --resolve to sign what the tag points to now")]
-    TagNeedsResolve { reference: String },
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Sign(#[from] SignError),
-    #[error(transparent)]
-    Verify(#[from] VerifyError),
-    #[error("cannot write output: {0}")]
-    Output(#[from] std::io::Error),
+impl From<KeyError> for Failure {
+    fn from(e: KeyError) -> Failure {
+        let (exit, hint) = match &e {
+            KeyError::WrongPassword { .. } => (Exit::Auth, "set COSIGN_PASSWORD to the password the key was created with"),
+            KeyError::Exists { .. } => (Exit::Usage, "choose another --output-key-prefix, or pass --force to replace the pair"),
+            KeyError::NoPassword | KeyError::PasswordMismatch => {
+                (Exit::Usage, "set COSIGN_PASSWORD (it may be empty) or run on a terminal to be prompted")
+            }
+            KeyError::Read { .. } | KeyError::Write { .. } | KeyError::Prompt(_) | KeyError::Kdf(_) => {
+                (Exit::Generic, "check the path and its permissions")
+            }
+            _ => (Exit::InvalidInput, "pass a key written by `berth keygen` or `cosign generate-key-pair`"),
+        };
+        Failure::new(exit, e.to_string(), hint)
+    }
 }
 
-impl SignCommandError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            SignCommandError::Reference(_) | SignCommandError::TagNeedsResolve { .. } => EXIT_USAGE,
-            SignCommandError::Verify(e) if e.is_verdict() => EXIT_VERIFY_FAILED,
-            _ => EXIT_FAILURE,
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        match e {
+            StoreError::Registry(e) => e.into(),
+            other => Failure::new(
+                Exit::Registry,
+                other.to_string(),
+                "the registry holds a malformed signature object; inspect it with `oras manifest fetch`",
+            ),
         }
     }
+}
 
-    pub fn hint(&self) -> &'static str {
-        match self {
-            SignCommandError::Reference(_) => "write references as oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:DIGEST",
-            SignCommandError::TagNeedsResolve { .. } => "sign the digest `berth push --output json` printed",
-            SignCommandError::Key(KeyError::WrongPassword { .. }) => "set COSIGN_PASSWORD to the password the key was created with",
-            SignCommandError::Key(KeyError::Exists { .. }) => "choose another --output-key-prefix or pass --force",
-            SignCommandError::Key(_) => "pass a key written by `berth keygen` or `cosign generate-key-pair`",
-            SignCommandError::Registry(e) => e.hint(),
-            SignCommandError::Sign(e) => e.hint(),
-            SignCommandError::Verify(e) => e.hint(),
-            SignCommandError::Output(_) => "check that stdout is writable",
+impl From<SignError> for Failure {
+    fn from(e: SignError) -> Failure {
+        match e {
+            SignError::Store { digest, source: StoreError::Registry(r) } => {
+                let mut f = Failure::from(r);
+                f.message = format!("cannot sign {digest}: {}", f.message);
+                f
+            }
+            SignError::Store { source, .. } => source.into(),
+            other => Failure::new(Exit::Generic, other.to_string(), other.hint()),
+        }
+    }
+}
+
+impl From<VerifyError> for Failure {
+    fn from(e: VerifyError) -> Failure {
+        match e {
+            VerifyError::Store { source, .. } => source.into(),
+            verdict => {
+                let hint = verdict.hint();
+                Failure::new(Exit::Verification, verdict.to_string(), hint)
+            }
         }
     }
 }
 
 /// `berth keygen`.
-pub fn keygen(args: &KeygenArgs) -> Result<(), SignCommandError> {
-    // Refuse before asking for a password: nothing is more annoying than typing it twice
-    // to be told the file exists.
+pub fn keygen(global: &Global, args: KeygenArgs) -> Result<(), Failure> {
+    let prefix = &args.output_key_prefix;
+    // Refuse before asking for a password: typing it twice to be told the file exists is
+    // no fun.
     if !args.force {
         for ext in ["key", "pub"] {
-            let mut p = args.output_key_prefix.as_os_str().to_owned();
-            p.push(".");
-            p.push(ext);
-            let p = PathBuf::from(p);
-            if p.exists() {
-                return Err(KeyError::Exists { path: p }.into());
+            let path = with_suffix(prefix, ext);
+            if path.exists() {
+                return Err(KeyError::Exists { path }.into());
             }
         }
     }
-    let password = keys::read_password(true, &format!("new private key {}.key", args.output_key_prefix.display()))?;
+    let password = keys::read_password(true, &format!("new private key {}", with_suffix(prefix, "key").display()))?;
     let key = SigningKey::generate();
-    let (key_path, pub_path) = keys::write_key_pair(&key, password.as_bytes(), &args.output_key_prefix, args.force)?;
-    eprintln!("Private key written to {}", key_path.display());
-    eprintln!("Public key written to {}", pub_path.display());
-    println!("{}", key.public_key().fingerprint());
+    let (key_path, pub_path) = keys::write_key_pair(&key, password.as_bytes(), prefix, args.force)?;
+    let fingerprint = key.public_key().fingerprint();
+    if global.json() {
+        print_json(&serde_json::json!({
+            "privateKey": key_path.display().to_string(),
+            "publicKey": pub_path.display().to_string(),
+            "fingerprint": fingerprint.to_string(),
+        }))?;
+    } else {
+        eprintln!("Private key written to {}", key_path.display());
+        eprintln!("Public key written to {}", pub_path.display());
+        println!("{fingerprint}");
+    }
     Ok(())
+}
+
+fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// Load a private key, asking for its password the cosign way.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, Failure> {
+    let password = keys::read_password(false, &format!("private key {}", path.display()))?;
+    Ok(SigningKey::load(path, password.as_bytes())?)
 }
 
 /// `berth sign`.
-pub async fn sign(args: &SignArgs, options: &RegistryOptions) -> Result<(), SignCommandError> {
-    let reference: Reference = args.reference.parse()?;
+pub async fn sign(global: &Global, args: SignArgs) -> Result<(), Failure> {
+    let reference = parse_reference(&args.reference)?;
     reference.require_tag_or_digest()?;
+    if reference.digest().is_none() && !args.resolve {
+        return Err(Failure::usage(
+            format!("{reference} names a tag; a signature is made for a digest, and a tag can move"),
+            format!("sign {}@sha256:… (the digest `berth push` printed), or pass --resolve", reference.repository_only()),
+        ));
+    }
     // Load the key first: a wrong password must fail before anything touches the registry.
-    let password = keys::read_password(false, &format!("private key {}", args.key.display()))?;
-    let key = SigningKey::load(&args.key, password.as_bytes())?;
-    let registry = Registry::for_reference(&reference, options)?;
-    let digest = target_digest(&registry, &reference, args.resolve).await?;
-    let signed =
-        signature::sign_artifact(&registry, reference.repository(), &digest, &key, args.format).await?;
+    let key = load_signing_key(&args.key)?;
+    let registry = global.registry(&reference)?;
+    let digest = match reference.digest() {
+        Some(d) => d.clone(),
+        None => registry.resolve(&reference).await?,
+    };
+    let signed = signature::sign_artifact(&registry, reference.repository(), &digest, &key, args.format).await?;
     let canonical = reference.with_digest(digest.clone());
-    match args.output {
-        OutputFormat::Text => {
-            println!(
-                "Signed {} ({} format, key {}) at {}",
-                canonical, signed.format, signed.key_fingerprint, signed.location
-            );
-        }
-        OutputFormat::Json => {
-            let value = serde_json::json!({
-                "reference": canonical.to_string(),
-                "digest": digest.to_string(),
-                "format": signed.format.to_string(),
-                "key": signed.key_fingerprint.to_string(),
-                "location": signed.location,
-            });
-            println!("{value}");
-        }
+    if global.json() {
+        print_json(&serde_json::json!({
+            "reference": canonical.to_string(),
+            "digest": digest.to_string(),
+            "format": signed.format.to_string(),
+            "key": signed.key_fingerprint.to_string(),
+            "location": signed.location,
+        }))?;
+    } else {
+        println!("Signed {canonical} ({} format, key {}) at {}", signed.format, signed.key_fingerprint, signed.location);
     }
     Ok(())
 }
 
-async fn target_digest(registry: &Registry, reference: &Reference, resolve: bool) -> Result<Digest, SignCommandError> {
-    if let Some(d) = reference.digest() {
-        return Ok(d.clone());
-    }
-    if !resolve {
-        return Err(SignCommandError::TagNeedsResolve { reference: reference.to_string() });
-    }
-    Ok(registry.resolve(reference).await?)
-}
-
-/// Load `--key` files into a trust policy.
-pub fn load_policy(paths: &[PathBuf]) -> Result<TrustPolicy, KeyError> {
+/// Load `--key` public key files into a trust policy.
+pub fn load_policy(paths: &[PathBuf]) -> Result<TrustPolicy, Failure> {
     let keys = paths.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>()?;
     Ok(TrustPolicy::new(keys))
 }
 
 /// `berth verify`.
-pub async fn verify(args: &VerifyArgs, options: &RegistryOptions) -> Result<(), SignCommandError> {
-    let reference: Reference = args.reference.parse()?;
+pub async fn verify(global: &Global, args: VerifyArgs) -> Result<(), Failure> {
+    let reference = parse_reference(&args.reference)?;
     reference.require_tag_or_digest()?;
     let policy = load_policy(&args.key)?;
-    let registry = Registry::for_reference(&reference, options)?;
+    let registry = global.registry(&reference)?;
     // A tag is resolved once; everything after is about that digest.
     let digest = match reference.digest() {
         Some(d) => d.clone(),
         None => registry.resolve(&reference).await?,
     };
-    let found = signature::examine(&registry, reference.repository(), &digest, &policy).await?;
-    let result = signature::policy::verdict(&digest, &policy, found.clone());
+    let (found, result) = examine(&registry, reference.repository(), &digest, &policy).await?;
     let canonical = reference.with_digest(digest.clone());
-    match args.output {
-        OutputFormat::Text => print_text(&canonical, &found, &result)?,
-        OutputFormat::Json => print_json(&canonical, &digest, &found, &result)?,
-    }
-    result.map(|_| ()).map_err(SignCommandError::from)
-}
-
-fn print_text(
-    reference: &Reference,
-    found: &[FoundSignature],
-    result: &Result<signature::VerifiedSignature, VerifyError>,
-) -> std::io::Result<()> {
-    // On failure the error lists every signature with its reason; print the list only
-    // on success so nothing is said twice.
-    let Ok(v) = result else { return Ok(()) };
-    let mut out = std::io::stdout().lock();
-    for sig in found {
-        match &sig.status {
-            SignatureStatus::Verified { key_fingerprint, key_source } => {
-                writeln!(out, "OK    {} {}: verified with key {key_fingerprint} ({key_source})", sig.format, sig.location)?;
-            }
-            SignatureStatus::Rejected { reason } => {
-                writeln!(out, "FAIL  {} {}: {reason}", sig.format, sig.location)?;
-            }
+    if global.json() {
+        print_json(&serde_json::json!({
+            "reference": canonical.to_string(),
+            "digest": digest.to_string(),
+            "verified": result.is_ok(),
+            "signer": result.as_ref().ok().map(verified_json),
+            "signatures": found.iter().map(signature_json).collect::<Vec<_>>(),
+        }))?;
+    } else if let Ok(v) = &result {
+        // On failure the error lists every signature with its reason; list them here only
+        // on success so nothing is said twice.
+        for line in found.iter().map(signature_line) {
+            println!("{line}");
         }
+        println!("Verified {canonical}: {} signature by key {} ({})", v.format, v.key_fingerprint, v.key_source);
     }
-    writeln!(out, "Verified {reference}: {} signature by key {} ({})", v.format, v.key_fingerprint, v.key_source)?;
-    Ok(())
+    result.map(|_| ()).map_err(Failure::from)
 }
 
-fn print_json(
-    reference: &Reference,
+/// Every signature of `digest` with its status, and the verdict.
+async fn examine(
+    registry: &Registry,
+    repo: &str,
     digest: &Digest,
-    found: &[FoundSignature],
-    result: &Result<signature::VerifiedSignature, VerifyError>,
-) -> std::io::Result<()> {
-    let signatures: Vec<serde_json::Value> = found.iter().map(signature_json).collect();
-    let value = serde_json::json!({
-        "reference": reference.to_string(),
-        "digest": digest.to_string(),
-        "verified": result.is_ok(),
-        "signer": result.as_ref().ok().map(|v| serde_json::json!({
-            "format": v.format.to_string(),
-            "key": v.key_fingerprint.to_string(),
-            "keySource": v.key_source,
-            "location": v.location,
-        })),
-        "signatures": signatures,
-    });
-    writeln!(std::io::stdout().lock(), "{value}")
+    policy: &TrustPolicy,
+) -> Result<(Vec<FoundSignature>, Result<VerifiedSignature, VerifyError>), Failure> {
+    let found = signature::examine(registry, repo, digest, policy).await?;
+    let result = signature::policy::verdict(digest, policy, found.clone());
+    Ok((found, result))
+}
+
+fn signature_line(sig: &FoundSignature) -> String {
+    match &sig.status {
+        SignatureStatus::Verified { key_fingerprint, key_source } => {
+            format!("OK    {} {}: verified with key {key_fingerprint} ({key_source})", sig.format, sig.location)
+        }
+        SignatureStatus::Rejected { reason } => format!("FAIL  {} {}: {reason}", sig.format, sig.location),
+    }
+}
+
+fn verified_json(v: &VerifiedSignature) -> serde_json::Value {
+    serde_json::json!({
+        "format": v.format.to_string(),
+        "key": v.key_fingerprint.to_string(),
+        "keySource": v.key_source,
+        "location": v.location,
+    })
 }
 
 /// One examined signature as JSON (also used by `inspect --key`).
@@ -275,4 +272,44 @@ pub fn signature_json(sig: &FoundSignature) -> serde_json::Value {
             "reason": reason,
         }),
     }
+}
+
+/// `berth inspect`'s signature section: every signature found, and with a key whether it
+/// verifies. Text mode gets one line per signature.
+pub async fn inspect_section(
+    global: &Global,
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    key: Option<&Path>,
+) -> Result<serde_json::Value, Failure> {
+    let policy = match key {
+        Some(path) => load_policy(&[path.to_path_buf()])?,
+        None => TrustPolicy::default(),
+    };
+    let found = signature::examine(registry, repo, digest, &policy).await?;
+    if global.json() {
+        return Ok(serde_json::Value::Array(
+            found
+                .iter()
+                .map(|sig| match key {
+                    Some(_) => signature_json(sig),
+                    // Without a key nothing was checked; say only what is there.
+                    None => serde_json::json!({"format": sig.format.to_string(), "location": sig.location}),
+                })
+                .collect(),
+        ));
+    }
+    if found.is_empty() {
+        return Ok(serde_json::json!(["none"]));
+    }
+    let lines = found
+        .iter()
+        .map(|sig| match (&sig.status, key) {
+            (_, None) => format!("{} {}", sig.format, sig.location),
+            _ => signature_line(sig),
+        })
+        .map(serde_json::Value::String)
+        .collect();
+    Ok(serde_json::Value::Array(lines))
 }

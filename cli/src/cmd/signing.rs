@@ -5,60 +5,70 @@ use std::path::Path;
 
 use berth::digest::Digest;
 use berth::registry::Registry;
+use berth::signature::{self, FormatChoice};
 
-use super::{Exit, Failure, Global};
+use super::sign::{inspect_section, load_policy, load_signing_key};
+use super::{Failure, Global};
 
 /// Sign `digest` in `repo` right after `berth push --sign-key KEY`.
 pub async fn sign_after_push(
-    _global: &Global,
-    _registry: &Registry,
-    _repo: &str,
-    _digest: &Digest,
+    global: &Global,
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
     key: &Path,
-    _format: &str,
+    format: &str,
 ) -> Result<(), Failure> {
-    Err(Failure::new(
-        Exit::Generic,
-        format!("--sign-key {}: signing during push is not wired yet; the artifact was pushed unsigned", key.display()),
-        "sign it with `berth sign oci://…@DIGEST --key KEY`",
-    ))
+    let choice: FormatChoice = format
+        .parse()
+        .map_err(|e: String| Failure::usage(format!("--sign-format: {e}"), "use classic, bundle or auto"))?;
+    let key = load_signing_key(key).map_err(|mut f| {
+        f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
+        f
+    })?;
+    let signed = signature::sign_artifact(registry, repo, digest, &key, choice).await?;
+    if !global.json() {
+        eprintln!("signed {digest} ({} format, key {}) at {}", signed.format, signed.key_fingerprint, signed.location);
+    }
+    Ok(())
 }
 
-/// Lines describing the signatures of `digest` for `berth inspect` (empty: section omitted).
+/// The signatures of `digest` for `berth inspect`: each one found, and with `--key` whether
+/// it verifies. `None` omits the section.
 pub async fn inspect_signatures(
-    _global: &Global,
-    _registry: &Registry,
-    _repo: &str,
-    _digest: &Digest,
-    _key: Option<&Path>,
+    global: &Global,
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    key: Option<&Path>,
 ) -> Result<Option<serde_json::Value>, Failure> {
-    Ok(None)
+    inspect_section(global, registry, repo, digest, key).await.map(Some)
 }
 
 /// Verify `digest` against `key` before `berth promote --key KEY` copies it.
 pub async fn verify_before_promote(
     _global: &Global,
-    _registry: &Registry,
-    _repo: &str,
-    _digest: &Digest,
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
     key: &Path,
 ) -> Result<(), Failure> {
-    Err(Failure::new(
-        Exit::Verification,
-        format!("--key {}: verification during promote is not wired yet", key.display()),
-        "run `berth verify` first, then promote without --key",
-    ))
+    let policy = load_policy(&[key.to_path_buf()])?;
+    let verified = signature::verify_artifact(registry, repo, digest, &policy).await?;
+    tracing::info!(%digest, signer = %verified.key_fingerprint, format = %verified.format, "verified before promote");
+    Ok(())
 }
 
 /// Copy the signatures of `digest` (both formats) after `berth promote` copied the artifact.
 /// Returns how many signature objects were copied.
 pub async fn copy_signatures_after_promote(
     _global: &Global,
-    _src: &Registry,
-    _src_repo: &str,
-    _dst: &Registry,
-    _dst_repo: &str,
-    _digest: &Digest,
+    src: &Registry,
+    src_repo: &str,
+    dst: &Registry,
+    dst_repo: &str,
+    digest: &Digest,
 ) -> Result<usize, Failure> {
-    Ok(0)
+    let copied = signature::copy_signatures(src, src_repo, dst, dst_repo, digest).await?;
+    Ok(copied.classic + copied.bundles)
 }

@@ -1,0 +1,441 @@
+//! Signatures, both ways, against the real tools: what berth signs, real `cosign verify`
+//! (v2 for the classic scheme, v3 for bundles) accepts — and rejects once the tag points at
+//! a tampered manifest; what real `cosign sign` (v2 classic, v3 bundle) makes, `berth verify`
+//! accepts; and `berth verify` refuses every forgery a registry writer could attempt.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_e2e::{Env, env, run, run_fail, run_ok};
+
+/// Exit code berth documents for "no signature verifies".
+const EXIT_VERIFY_FAILED: i32 = 7;
+const PASSWORD: &str = "correct horse battery staple";
+
+/// One of the harness registries and how each tool is told to reach it.
+#[derive(Clone, Copy)]
+struct Registry<'a> {
+    env: &'a Env,
+    host: &'a str,
+    tls: bool,
+}
+
+impl<'a> Registry<'a> {
+    fn dist(env: &'a Env) -> Self {
+        Registry { env, host: &env.registry_dist, tls: false }
+    }
+    fn dist_tls(env: &'a Env) -> Self {
+        Registry { env, host: &env.registry_dist_tls, tls: true }
+    }
+    fn oci(env: &'a Env) -> Self {
+        Registry { env, host: &env.registry_oci, tls: false }
+    }
+    fn oci_tls(env: &'a Env) -> Self {
+        Registry { env, host: &env.registry_oci_tls, tls: true }
+    }
+
+    fn berth(&self) -> Command {
+        let mut cmd = self.env.berth();
+        if self.tls {
+            cmd.arg("--ca-file").arg(&self.env.ca_file);
+            cmd.arg("--creds").arg(format!("{}:{}", self.env.registry_user, self.env.registry_password));
+        } else {
+            cmd.arg("--insecure");
+        }
+        cmd
+    }
+
+    fn oras(&self, sub: &[&str]) -> Command {
+        let mut cmd = self.env.tool(&self.env.oras);
+        cmd.args(sub);
+        if self.tls {
+            cmd.arg("--ca-file").arg(&self.env.ca_file);
+            cmd.args(["-u", &self.env.registry_user, "-p", &self.env.registry_password]);
+        } else {
+            cmd.arg("--plain-http");
+        }
+        cmd
+    }
+
+    fn cosign(&self, bin: &Path, sub: &[&str]) -> Command {
+        let mut cmd = self.env.tool(bin);
+        cmd.args(sub);
+        if self.tls {
+            cmd.arg("--registry-cacert").arg(&self.env.ca_file);
+            cmd.args(["--registry-username", &self.env.registry_user]);
+            cmd.args(["--registry-password", &self.env.registry_password]);
+        } else {
+            cmd.arg("--allow-http-registry");
+        }
+        cmd.env("COSIGN_PASSWORD", PASSWORD);
+        cmd
+    }
+
+    /// `host/repo` as cosign and oras spell it.
+    fn name(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.host)
+    }
+
+    fn oci_url(&self, repo: &str, selector: &str) -> String {
+        format!("oci://{}/{repo}{selector}", self.host)
+    }
+
+    /// Push a small Flux-shaped artifact with real oras; returns its manifest digest.
+    fn push_artifact(&self, dir: &Path, repo: &str, tag: &str, content: &str) -> String {
+        let file = dir.join(format!("{tag}.yaml"));
+        std::fs::write(&file, content).unwrap();
+        let target = format!("{}:{tag}", self.name(repo));
+        let mut cmd = self.oras(&[
+            "push",
+            &target,
+            "--artifact-type",
+            "application/vnd.cncf.flux.config.v1+json",
+            "--format",
+            "json",
+            &format!("{tag}.yaml:application/vnd.cncf.flux.content.v1.tar+gzip"),
+        ]);
+        cmd.current_dir(dir);
+        let out = run_ok(&mut cmd);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("oras push json: {e}: {out}"));
+        v["digest"].as_str().expect("oras push prints the digest").to_string()
+    }
+
+    /// Point `tag` at manifest `digest` (real oras).
+    fn retag(&self, repo: &str, digest: &str, tag: &str) {
+        run_ok(&mut self.oras(&["tag", &format!("{}@{digest}", self.name(repo)), tag]));
+    }
+
+    fn manifest(&self, repo: &str, selector: &str) -> serde_json::Value {
+        let reference = if selector.starts_with("sha256:") {
+            format!("{}@{selector}", self.name(repo))
+        } else {
+            format!("{}:{selector}", self.name(repo))
+        };
+        let out = run_ok(&mut self.oras(&["manifest", "fetch", &reference]));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("manifest {reference}: {e}: {out}"))
+    }
+
+    /// Push raw manifest JSON under `tag_or_digest`; returns the manifest digest.
+    fn put_manifest(&self, dir: &Path, repo: &str, tag_or_digest: &str, manifest: &serde_json::Value) -> String {
+        let bytes = serde_json::to_vec(manifest).unwrap();
+        let file = dir.join(format!("manifest-{}.json", berth_e2e::unique_name("m", 20)));
+        std::fs::write(&file, &bytes).unwrap();
+        let reference = if tag_or_digest.starts_with("sha256:") {
+            format!("{}@{tag_or_digest}", self.name(repo))
+        } else {
+            format!("{}:{tag_or_digest}", self.name(repo))
+        };
+        let mut cmd = self.oras(&["manifest", "push", &reference, file.to_str().unwrap()]);
+        cmd.args(["--media-type", "application/vnd.oci.image.manifest.v1+json"]);
+        run_ok(&mut cmd);
+        format!("sha256:{}", sha256_hex(&bytes))
+    }
+
+    fn tags(&self, repo: &str) -> Vec<String> {
+        let out = run(&mut self.oras(&["repo", "tags", &self.name(repo)]));
+        out.stdout.lines().map(str::to_string).collect()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    // The e2e crate has no hashing dependency; sha256sum is in coreutils.
+    use std::io::Write as _;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+/// A key pair written by `berth keygen` into `dir` (prefix `name`).
+fn berth_keygen(env: &Env, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    run_ok(env.berth().args(["keygen", "--output-key-prefix"]).arg(&prefix).env("COSIGN_PASSWORD", PASSWORD));
+    (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")))
+}
+
+/// A key pair written by real `cosign generate-key-pair` (v3) into `dir`.
+fn cosign_keygen(env: &Env, dir: &Path) -> (PathBuf, PathBuf) {
+    let mut cmd = env.tool(&env.cosign_v3);
+    cmd.arg("generate-key-pair").current_dir(dir).env("COSIGN_PASSWORD", PASSWORD);
+    run_ok(&mut cmd);
+    (dir.join("cosign.key"), dir.join("cosign.pub"))
+}
+
+fn berth_sign(reg: Registry<'_>, repo: &str, digest: &str, key: &Path, format: &str) -> serde_json::Value {
+    let mut cmd = reg.berth();
+    cmd.args(["sign", &reg.oci_url(repo, &format!("@{digest}")), "--format", format, "--output", "json", "--key"])
+        .arg(key)
+        .env("COSIGN_PASSWORD", PASSWORD);
+    let out = run_ok(&mut cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("berth sign --output json: {e}: {out}"))
+}
+
+fn berth_verify(reg: Registry<'_>, repo: &str, selector: &str, key: &Path) -> berth_e2e::Output {
+    let mut cmd = reg.berth();
+    cmd.args(["verify", &reg.oci_url(repo, selector), "--output", "json", "--key"]).arg(key);
+    run(&mut cmd)
+}
+
+/// `cosign verify --key` the way an offline user runs it (no transparency log).
+fn cosign_verify(reg: Registry<'_>, bin: &Path, repo: &str, selector: &str, key: &Path) -> berth_e2e::Output {
+    let reference = format!("{}{selector}", reg.name(repo));
+    let mut cmd = reg.cosign(bin, &["verify", "--insecure-ignore-tlog", "--key", key.to_str().unwrap(), &reference]);
+    run(&mut cmd)
+}
+
+fn cosign_sign(reg: Registry<'_>, bin: &Path, v3: bool, repo: &str, digest: &str, key: &Path) {
+    let reference = format!("{}@{digest}", reg.name(repo));
+    let mut args = vec!["sign", "--key", key.to_str().unwrap(), "--tlog-upload=false", "-y"];
+    if v3 {
+        // Offline: no TUF signing config (it would be fetched from the internet).
+        args.push("--use-signing-config=false");
+    }
+    args.push(&reference);
+    run_ok(&mut reg.cosign(bin, &args));
+}
+
+fn assert_verified(out: &berth_e2e::Output, format: &str) -> serde_json::Value {
+    assert_eq!(out.code, Some(0), "berth verify should succeed:\n{}\n{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+    assert!(
+        v["signatures"].as_array().unwrap().iter().any(|s| s["verified"] == true && s["format"] == format),
+        "expected a verified {format} signature: {v}"
+    );
+    v
+}
+
+fn assert_rejected(out: &berth_e2e::Output, why: &str) {
+    assert_eq!(
+        out.code,
+        Some(EXIT_VERIFY_FAILED),
+        "berth verify should fail with exit {EXIT_VERIFY_FAILED}:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stderr.contains(why), "error should mention '{why}':\n{}", out.stderr);
+}
+
+#[test]
+fn cosign_v2_and_v3_accept_berth_classic_signature_until_the_tag_is_moved() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    for reg in [Registry::dist(env), Registry::dist_tls(env)] {
+        let repo = env.repo("sign-classic");
+        let good = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+        let (key, public) = berth_keygen(env, dir.path(), &berth_e2e::unique_name("k", 20));
+        let signed = berth_sign(reg, &repo, &good, &key, "classic");
+        assert_eq!(signed["format"], "classic");
+        assert!(reg.tags(&repo).contains(&format!("{}.sig", good.replace(':', "-"))));
+
+        for cosign in [&env.cosign_v2, &env.cosign_v3] {
+            let out = cosign_verify(reg, cosign, &repo, ":v1", &public);
+            assert!(out.status.success(), "{} verify of berth's signature failed:\n{}", cosign.display(), out.stderr);
+            assert!(out.stdout.contains(&good), "cosign printed the verified payload: {}", out.stdout);
+        }
+
+        // Someone with push access moves the tag to other content: nothing verifies it.
+        let tampered = reg.push_artifact(dir.path(), &repo, "evil", "kind: Secret\n");
+        reg.retag(&repo, &tampered, "v1");
+        for cosign in [&env.cosign_v2, &env.cosign_v3] {
+            let out = cosign_verify(reg, cosign, &repo, ":v1", &public);
+            assert!(!out.status.success(), "{} accepted a tampered tag:\n{}", cosign.display(), out.stdout);
+        }
+        assert_rejected(&berth_verify(reg, &repo, ":v1", &public), &tampered);
+        // The signed digest itself still verifies.
+        assert_verified(&berth_verify(reg, &repo, &format!("@{good}"), &public), "classic");
+    }
+}
+
+#[test]
+fn cosign_v3_accepts_berth_bundle_as_referrer_until_the_tag_is_moved() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    for reg in [Registry::oci(env), Registry::oci_tls(env)] {
+        let repo = env.repo("sign-bundle");
+        let good = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+        let (key, public) = berth_keygen(env, dir.path(), &berth_e2e::unique_name("k", 20));
+        // auto picks the bundle where the registry has the referrers API.
+        let signed = berth_sign(reg, &repo, &good, &key, "auto");
+        assert_eq!(signed["format"], "bundle", "{signed}");
+
+        // The referrer is found through the real referrers API (oras discover).
+        let discovered = run_ok(&mut reg.oras(&["discover", "--format", "json", &format!("{}@{good}", reg.name(&repo))]));
+        assert!(discovered.contains("application/vnd.dev.sigstore.bundle.v0.3+json"), "{discovered}");
+
+        let out = cosign_verify(reg, &env.cosign_v3, &repo, ":v1", &public);
+        assert!(out.status.success(), "cosign v3 verify of berth's bundle failed:\n{}\n{}", out.stdout, out.stderr);
+
+        let tampered = reg.push_artifact(dir.path(), &repo, "evil", "kind: Secret\n");
+        reg.retag(&repo, &tampered, "v1");
+        let out = cosign_verify(reg, &env.cosign_v3, &repo, ":v1", &public);
+        assert!(!out.status.success(), "cosign v3 accepted a tampered tag:\n{}", out.stdout);
+        assert_rejected(&berth_verify(reg, &repo, ":v1", &public), "no signatures");
+    }
+}
+
+#[test]
+fn bundle_on_a_registry_without_referrers_api_uses_the_tag_schema() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::dist(env);
+    let repo = env.repo("sign-fallback");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    let (key, public) = berth_keygen(env, dir.path(), "fallback");
+    let signed = berth_sign(reg, &repo, &digest, &key, "bundle");
+    assert_eq!(signed["format"], "bundle");
+    // The referrers tag schema: an index tagged sha256-<hex> lists the referrer.
+    let index = reg.manifest(&repo, &digest.replace(':', "-"));
+    assert_eq!(index["manifests"][0]["artifactType"], "application/vnd.dev.sigstore.bundle.v0.3+json", "{index}");
+
+    let out = cosign_verify(reg, &env.cosign_v3, &repo, ":v1", &public);
+    assert!(out.status.success(), "cosign v3 did not find berth's bundle via the tag schema:\n{}", out.stderr);
+    assert_verified(&berth_verify(reg, &repo, ":v1", &public), "bundle");
+}
+
+#[test]
+fn berth_verifies_what_real_cosign_signs() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = cosign_keygen(env, dir.path());
+
+    // cosign v2: classic `.sig` tag.
+    let reg = Registry::dist_tls(env);
+    let repo = env.repo("cosign-v2");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    cosign_sign(reg, &env.cosign_v2, false, &repo, &digest, &key);
+    let v = assert_verified(&berth_verify(reg, &repo, ":v1", &public), "classic");
+    assert_eq!(v["digest"], digest);
+
+    // cosign v3: Sigstore bundle through the referrers API.
+    let reg = Registry::oci(env);
+    let repo = env.repo("cosign-v3");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    cosign_sign(reg, &env.cosign_v3, true, &repo, &digest, &key);
+    let v = assert_verified(&berth_verify(reg, &repo, &format!("@{digest}"), &public), "bundle");
+    assert_eq!(v["signer"]["format"], "bundle");
+
+    // cosign v3 on a registry without the API (it writes the tag schema).
+    let reg = Registry::dist(env);
+    let repo = env.repo("cosign-v3-fallback");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    cosign_sign(reg, &env.cosign_v3, true, &repo, &digest, &key);
+    assert_verified(&berth_verify(reg, &repo, ":v1", &public), "bundle");
+
+    // A berth key pair works in cosign too.
+    let (berth_key, berth_pub) = berth_keygen(env, dir.path(), "berth-made");
+    let repo = env.repo("berth-key-in-cosign");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    cosign_sign(reg, &env.cosign_v2, false, &repo, &digest, &berth_key);
+    assert_verified(&berth_verify(reg, &repo, ":v1", &berth_pub), "classic");
+}
+
+#[test]
+fn berth_verify_rejects_other_keys_copied_corrupted_and_misdirected_signatures() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = berth_keygen(env, dir.path(), "signer");
+    let (_, stranger) = berth_keygen(env, dir.path(), "stranger");
+
+    // Classic, on the registry without referrers.
+    let reg = Registry::dist(env);
+    let repo = env.repo("forgeries-classic");
+    let a = reg.push_artifact(dir.path(), &repo, "a", "kind: ConfigMap\nname: a\n");
+    let b = reg.push_artifact(dir.path(), &repo, "b", "kind: ConfigMap\nname: b\n");
+    berth_sign(reg, &repo, &a, &key, "classic");
+
+    // A different key.
+    assert_rejected(&berth_verify(reg, &repo, ":a", &stranger), "does not verify");
+    // Unsigned.
+    assert_rejected(&berth_verify(reg, &repo, ":b", &public), "no signatures");
+    // A's signature copied onto B: it names A's digest, so it is refused.
+    let a_sig = format!("{}.sig", a.replace(':', "-"));
+    let b_sig = format!("{}.sig", b.replace(':', "-"));
+    reg.retag(&repo, &reg.put_manifest(dir.path(), &repo, &a_sig, &reg.manifest(&repo, &a_sig)), &b_sig);
+    assert_rejected(&berth_verify(reg, &repo, ":b", &public), &a);
+    // A corrupted signature annotation on A.
+    let mut manifest = reg.manifest(&repo, &a_sig);
+    let sig = manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap().to_string();
+    let mut bytes: Vec<char> = sig.chars().collect();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == 'A' { 'B' } else { 'A' };
+    manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] = bytes.into_iter().collect::<String>().into();
+    reg.put_manifest(dir.path(), &repo, &a_sig, &manifest);
+    assert_rejected(&berth_verify(reg, &repo, ":a", &public), "does not verify");
+
+    // Bundle, on the OCI 1.1 registry: A's bundle attached to B (subject B, statement A).
+    let reg = Registry::oci(env);
+    let repo = env.repo("forgeries-bundle");
+    let a = reg.push_artifact(dir.path(), &repo, "a", "kind: ConfigMap\nname: a\n");
+    let b = reg.push_artifact(dir.path(), &repo, "b", "kind: ConfigMap\nname: b\n");
+    let signed = berth_sign(reg, &repo, &a, &key, "bundle");
+    let referrer = signed["location"].as_str().unwrap().trim_start_matches("referrer ").to_string();
+    let mut manifest = reg.manifest(&repo, &referrer);
+    let b_descriptor = run_ok(&mut reg.oras(&["manifest", "fetch", "--descriptor", &format!("{}@{b}", reg.name(&repo))]));
+    let b_descriptor: serde_json::Value = serde_json::from_str(&b_descriptor).unwrap();
+    manifest["subject"]["digest"] = b.clone().into();
+    manifest["subject"]["size"] = b_descriptor["size"].clone();
+    let moved = reg.put_manifest(dir.path(), &repo, "moved-bundle", &manifest);
+    let discovered = run_ok(&mut reg.oras(&["discover", "--format", "json", &format!("{}@{b}", reg.name(&repo))]));
+    assert!(discovered.contains(&moved), "the forged referrer is listed for B: {discovered}");
+    assert_rejected(&berth_verify(reg, &repo, ":b", &public), "its subject is another artifact");
+    // ... while A still verifies with its genuine bundle.
+    assert_verified(&berth_verify(reg, &repo, ":a", &public), "bundle");
+}
+
+#[test]
+fn sign_with_a_wrong_password_fails_before_touching_the_registry() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::dist(env);
+    let repo = env.repo("sign-wrong-password");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    let (key, _) = berth_keygen(env, dir.path(), "pw");
+    let mut cmd = reg.berth();
+    cmd.args(["sign", &reg.oci_url(&repo, &format!("@{digest}")), "--key"])
+        .arg(&key)
+        .env("COSIGN_PASSWORD", "not the password");
+    let out = run_fail(&mut cmd);
+    assert!(out.stderr.contains("wrong password") && out.stderr.contains(key.to_str().unwrap()), "{}", out.stderr);
+    assert_eq!(reg.tags(&repo), vec!["v1".to_string()], "nothing was pushed");
+
+    // A tag is refused without --resolve, and nothing is pushed either.
+    let mut cmd = reg.berth();
+    cmd.args(["sign", &reg.oci_url(&repo, ":v1"), "--key"]).arg(&key).env("COSIGN_PASSWORD", PASSWORD);
+    let out = run_fail(&mut cmd);
+    assert!(out.stderr.contains("--resolve"), "{}", out.stderr);
+    assert_eq!(reg.tags(&repo), vec!["v1".to_string()]);
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_and_signing_appends() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let (key1, pub1) = berth_keygen(env, dir.path(), "team");
+    let before = std::fs::read(&key1).unwrap();
+    let mut cmd = env.berth();
+    cmd.args(["keygen", "--output-key-prefix"]).arg(dir.path().join("team")).env("COSIGN_PASSWORD", PASSWORD);
+    let out = run_fail(&mut cmd);
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&key1).unwrap(), before, "the existing key is untouched");
+
+    // Two signers on one artifact: the second classic signature is appended, both verify.
+    let (key2, pub2) = berth_keygen(env, dir.path(), "other-team");
+    let reg = Registry::dist(env);
+    let repo = env.repo("sign-append");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    berth_sign(reg, &repo, &digest, &key1, "classic");
+    berth_sign(reg, &repo, &digest, &key2, "classic");
+    let manifest = reg.manifest(&repo, &format!("{}.sig", digest.replace(':', "-")));
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2, "{manifest}");
+    assert_verified(&berth_verify(reg, &repo, ":v1", &pub1), "classic");
+    assert_verified(&berth_verify(reg, &repo, ":v1", &pub2), "classic");
+    for cosign in [&env.cosign_v2, &env.cosign_v3] {
+        assert!(cosign_verify(reg, cosign, &repo, ":v1", &pub2).status.success());
+    }
+}
