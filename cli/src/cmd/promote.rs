@@ -21,6 +21,32 @@ pub struct PromoteArgs {
     /// Verify the source's signature with this cosign public key before promoting.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Credentials USER:PASSWORD for the destination registry (default: the same as the source).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub dest_creds: Option<String>,
+    /// CA file for the destination registry (default: --ca-file).
+    #[arg(long, value_name = "FILE")]
+    pub dest_ca_file: Option<PathBuf>,
+    /// Plain HTTP for the destination registry: true or false (default: --insecure).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub dest_insecure: Option<bool>,
+}
+
+impl PromoteArgs {
+    /// The global flags with the destination overrides applied.
+    fn destination_global(&self, global: &Global) -> Global {
+        let mut dest = global.clone();
+        if let Some(creds) = &self.dest_creds {
+            dest.creds = Some(creds.clone());
+        }
+        if let Some(ca) = &self.dest_ca_file {
+            dest.ca_file = Some(ca.clone());
+        }
+        if let Some(insecure) = self.dest_insecure {
+            dest.insecure = insecure;
+        }
+        dest
+    }
 }
 
 pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
@@ -50,7 +76,7 @@ pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
     if let Some(key) = &args.key {
         signing::verify_before_promote(global, &src, source.repository(), &digest, key).await?;
     }
-    let dst = global.registry(&destination)?;
+    let dst = args.destination_global(global).registry(&destination)?;
     let outcome =
         transfer::copy(&src, source.repository(), &digest, &dst, destination.repository(), destination.tag()).await?;
     let signatures =
