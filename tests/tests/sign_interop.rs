@@ -181,10 +181,23 @@ fn berth_verify(reg: Registry<'_>, repo: &str, selector: &str, key: &Path) -> be
     run(&mut cmd)
 }
 
+/// An empty Sigstore trusted root. Key-based verification needs no CA or log keys, and
+/// passing a local root stops cosign from fetching the public one over the network
+/// (cosign v2 also insists on a trusted root before it reads bundles).
+fn empty_trusted_root() -> PathBuf {
+    let path = std::env::temp_dir().join("berth-e2e-empty-trusted-root.json");
+    std::fs::write(&path, br#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#).unwrap();
+    path
+}
+
 /// `cosign verify --key` the way an offline user runs it (no transparency log).
 fn cosign_verify(reg: Registry<'_>, bin: &Path, repo: &str, selector: &str, key: &Path) -> berth_e2e::Output {
     let reference = format!("{}{selector}", reg.name(repo));
-    let mut cmd = reg.cosign(bin, &["verify", "--insecure-ignore-tlog", "--key", key.to_str().unwrap(), &reference]);
+    let root = empty_trusted_root();
+    let mut cmd = reg.cosign(
+        bin,
+        &["verify", "--insecure-ignore-tlog", "--trusted-root", root.to_str().unwrap(), "--key", key.to_str().unwrap(), &reference],
+    );
     run(&mut cmd)
 }
 
@@ -268,13 +281,18 @@ fn cosign_v3_accepts_berth_bundle_as_referrer_until_the_tag_is_moved() {
         let discovered = run_ok(&mut reg.oras(&["discover", "--format", "json", &format!("{}@{good}", reg.name(&repo))]));
         assert!(discovered.contains("application/vnd.dev.sigstore.bundle.v0.3+json"), "{discovered}");
 
-        let out = cosign_verify(reg, &env.cosign_v3, &repo, ":v1", &public);
-        assert!(out.status.success(), "cosign v3 verify of berth's bundle failed:\n{}\n{}", out.stdout, out.stderr);
+        // cosign v3 reads bundles by default; v2.6 does too once given a trusted root.
+        for cosign in [&env.cosign_v3, &env.cosign_v2] {
+            let out = cosign_verify(reg, cosign, &repo, ":v1", &public);
+            assert!(out.status.success(), "{} verify of berth's bundle failed:\n{}\n{}", cosign.display(), out.stdout, out.stderr);
+        }
 
         let tampered = reg.push_artifact(dir.path(), &repo, "evil", "kind: Secret\n");
         reg.retag(&repo, &tampered, "v1");
-        let out = cosign_verify(reg, &env.cosign_v3, &repo, ":v1", &public);
-        assert!(!out.status.success(), "cosign v3 accepted a tampered tag:\n{}", out.stdout);
+        for cosign in [&env.cosign_v3, &env.cosign_v2] {
+            let out = cosign_verify(reg, cosign, &repo, ":v1", &public);
+            assert!(!out.status.success(), "{} accepted a tampered tag:\n{}", cosign.display(), out.stdout);
+        }
         assert_rejected(&berth_verify(reg, &repo, ":v1", &public), "no signatures");
     }
 }
@@ -438,4 +456,57 @@ fn keygen_refuses_to_overwrite_and_signing_appends() {
     for cosign in [&env.cosign_v2, &env.cosign_v3] {
         assert!(cosign_verify(reg, cosign, &repo, ":v1", &pub2).status.success());
     }
+}
+
+#[test]
+fn push_signs_and_promote_carries_both_formats_across_registries() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = berth_keygen(env, dir.path(), "release");
+    // Both TLS with the harness CA and credentials: berth's registry flags apply to both ends.
+    let src = Registry::oci_tls(env);
+    let dst = Registry::dist_tls(env);
+    let src_repo = env.repo("promote-src");
+    let dst_repo = env.repo("promote-dst");
+
+    // CI: push and sign in one step (bundle, since this registry has the referrers API) …
+    let mut cmd = src.berth();
+    cmd.args(["--output", "json", "push", &src.oci_url(&src_repo, ":build-1")])
+        .arg(berth_e2e::testdata("app"))
+        .arg("--sign-key")
+        .arg(&key)
+        .env("COSIGN_PASSWORD", PASSWORD);
+    let pushed: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    let digest = pushed["digest"].as_str().unwrap().to_string();
+    assert_verified(&berth_verify(src, &src_repo, &format!("@{digest}"), &public), "bundle");
+    // … and a classic signature too, for consumers still on the tag scheme.
+    berth_sign(src, &src_repo, &digest, &key, "classic");
+
+    // Release manager: promote to the other registry, verifying first.
+    let mut cmd = src.berth();
+    cmd.args(["--output", "json", "promote", &src.oci_url(&src_repo, &format!("@{digest}")), &dst.oci_url(&dst_repo, ":production")])
+        .arg("--key")
+        .arg(&public);
+    let promoted: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    assert_eq!(promoted["digest"], digest.as_str());
+    assert_eq!(promoted["signatures"], 2, "{promoted}");
+
+    // Both formats arrived: berth sees them, and real cosign accepts the destination.
+    let out = berth_verify(dst, &dst_repo, ":production", &public);
+    assert_verified(&out, "classic");
+    assert_verified(&out, "bundle");
+    for cosign in [&env.cosign_v2, &env.cosign_v3] {
+        let out = cosign_verify(dst, cosign, &dst_repo, ":production", &public);
+        assert!(out.status.success(), "{} rejected the promoted artifact:\n{}", cosign.display(), out.stderr);
+    }
+
+    // Promote --key refuses an artifact the key did not sign, and copies nothing.
+    let (_, stranger) = berth_keygen(env, dir.path(), "stranger");
+    let mut cmd = src.berth();
+    cmd.args(["promote", &src.oci_url(&src_repo, &format!("@{digest}")), &src.oci_url(&dst_repo, ":refused")])
+        .arg("--key")
+        .arg(&stranger);
+    let out = run_fail(&mut cmd);
+    assert_eq!(out.code, Some(EXIT_VERIFY_FAILED), "{}", out.stderr);
+    assert!(!src.tags(&dst_repo).contains(&"refused".to_string()));
 }
