@@ -11,9 +11,12 @@ use serde_json::Value;
 use crate::apply::{Applied, MAX_CONCURRENT_APPLIES};
 use crate::plan::{ObjectKey, PlannedObject};
 
-/// Pause between health polls: short enough to report quickly, long enough not to load the
-/// API server with GETs of slow rollouts.
+/// Longest pause between health polls: long enough not to load the API server with GETs of
+/// slow rollouts.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// First pause: CRDs are usually Established within a few hundred milliseconds, and a
+/// reconcile waiting on them should not sleep for the full interval.
+pub const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this many unhealthy objects are named in a timeout message.
 pub const MAX_PENDING_SHOWN: usize = 5;
 
@@ -182,6 +185,7 @@ pub async fn wait_healthy(client: &Client, applied: &[(&PlannedObject, &Applied)
             Health::InProgress(reason) => pending.push((o, reason)),
         }
     }
+    let mut pause = FIRST_POLL_INTERVAL;
     while !pending.is_empty() {
         if Instant::now() >= deadline {
             return Err(HealthError::Timeout {
@@ -189,7 +193,8 @@ pub async fn wait_healthy(client: &Client, applied: &[(&PlannedObject, &Applied)
                 pending: pending.into_iter().map(|(o, r)| (o.key.clone(), r)).collect(),
             });
         }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(POLL_INTERVAL);
         let futures: Vec<_> = pending.iter().map(|(o, _)| poll_one(client, o)).collect();
         let verdicts: Vec<Result<(&PlannedObject, Health), HealthError>> =
             futures::stream::iter(futures).buffered(MAX_CONCURRENT_APPLIES).collect().await;

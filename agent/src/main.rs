@@ -150,6 +150,9 @@ impl From<SyncError> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // Two TLS crypto providers are linked (kube's and the registry client's); rustls needs
+    // one chosen explicitly. An error only means one was installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -171,7 +174,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,kube_client=off,tower=warn,hyper=warn"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
