@@ -11,7 +11,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log_level)
+    // TLS failures are reported once, as berth's own error with a hint; the TLS stack's own
+    // log line would say the same thing twice unless the user asked for detail.
+    let quiet_tls = matches!(cli.global.log_level.as_str(), "error" | "warn");
+    let directives = if quiet_tls { format!("{},rustls=off", cli.global.log_level) } else { cli.global.log_level.clone() };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
