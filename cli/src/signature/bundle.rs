@@ -284,6 +284,7 @@ pub fn is_bundle_referrer(descriptor: &Descriptor) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
 mod tests {
     use super::*;
 

@@ -246,6 +246,7 @@ struct RootFs {
 struct Empty {}
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
 mod tests {
     use super::*;
 

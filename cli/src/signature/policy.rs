@@ -217,6 +217,7 @@ pub fn verdict(digest: &Digest, policy: &TrustPolicy, found: Vec<FoundSignature>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
 mod tests {
     use super::*;
     use crate::signature::keys::SigningKey;

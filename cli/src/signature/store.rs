@@ -312,6 +312,7 @@ fn rfc3339(secs: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
 mod tests {
     use super::*;
 
