@@ -45,6 +45,12 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
     let repo = reference.repository().to_string();
     // Validate and build everything before the first byte goes to the registry.
     let input = input::collect(&args.path)?;
+    // Unlock the signing key up front too: a wrong password must stop the push, not leave
+    // an unsigned artifact behind.
+    let signer = match &args.sign_key {
+        Some(key) => Some(signing::prepare_push_signing(key, &args.sign_format)?),
+        None => None,
+    };
     let registry = global.registry(&reference)?;
     let outcome = match input {
         Input::Layout(dir) => {
@@ -75,8 +81,8 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
     };
     let pinned = reference.with_tag(&tag);
     let url = format!("{pinned}@{}", outcome.digest);
-    if let Some(key) = &args.sign_key {
-        signing::sign_after_push(global, &registry, &repo, &outcome.digest, key, &args.sign_format).await?;
+    if let Some(signer) = &signer {
+        signing::sign_after_push(global, &registry, &repo, &outcome.digest, signer).await?;
     }
     if global.json() {
         print_json(&serde_json::json!({

@@ -5,10 +5,29 @@ use std::path::Path;
 
 use berth::digest::Digest;
 use berth::registry::Registry;
-use berth::signature::{self, FormatChoice};
+use berth::signature::{self, FormatChoice, SigningKey};
 
 use super::sign::{inspect_section, load_policy, load_signing_key};
 use super::{Failure, Global};
+
+/// The key and format `berth push --sign-key` signs with, unlocked before anything is pushed.
+#[derive(Debug)]
+pub struct PushSigner {
+    key: SigningKey,
+    format: FormatChoice,
+}
+
+/// Parse `--sign-format` and unlock `--sign-key` (password from COSIGN_PASSWORD or a prompt).
+pub fn prepare_push_signing(key: &Path, format: &str) -> Result<PushSigner, Failure> {
+    let format: FormatChoice = format
+        .parse()
+        .map_err(|e: String| Failure::usage(format!("--sign-format: {e}"), "use classic, bundle or auto"))?;
+    let key = load_signing_key(key).map_err(|mut f| {
+        f.message = format!("{} (nothing was pushed)", f.message);
+        f
+    })?;
+    Ok(PushSigner { key, format })
+}
 
 /// Sign `digest` in `repo` right after `berth push --sign-key KEY`.
 pub async fn sign_after_push(
@@ -16,17 +35,15 @@ pub async fn sign_after_push(
     registry: &Registry,
     repo: &str,
     digest: &Digest,
-    key: &Path,
-    format: &str,
+    signer: &PushSigner,
 ) -> Result<(), Failure> {
-    let choice: FormatChoice = format
-        .parse()
-        .map_err(|e: String| Failure::usage(format!("--sign-format: {e}"), "use classic, bundle or auto"))?;
-    let key = load_signing_key(key).map_err(|mut f| {
-        f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
-        f
-    })?;
-    let signed = signature::sign_artifact(registry, repo, digest, &key, choice).await?;
+    let signed = signature::sign_artifact(registry, repo, digest, &signer.key, signer.format)
+        .await
+        .map_err(|e| {
+            let mut f = Failure::from(e);
+            f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
+            f
+        })?;
     if !global.json() {
         eprintln!("signed {digest} ({} format, key {}) at {}", signed.format, signed.key_fingerprint, signed.location);
     }
