@@ -428,6 +428,18 @@ fn sign_with_a_wrong_password_fails_before_touching_the_registry() {
     let out = run_fail(&mut cmd);
     assert!(out.stderr.contains("--resolve"), "{}", out.stderr);
     assert_eq!(reg.tags(&repo), vec!["v1".to_string()]);
+
+    // push --sign-key with a wrong password pushes nothing at all.
+    let fresh = env.repo("push-wrong-password");
+    let mut cmd = reg.berth();
+    cmd.args(["push", &reg.oci_url(&fresh, ":v1")])
+        .arg(berth_e2e::testdata("app"))
+        .arg("--sign-key")
+        .arg(&key)
+        .env("COSIGN_PASSWORD", "not the password");
+    let out = run_fail(&mut cmd);
+    assert!(out.stderr.contains("wrong password") && out.stderr.contains("nothing was pushed"), "{}", out.stderr);
+    assert!(reg.tags(&fresh).is_empty(), "the repository stays empty: {:?}", reg.tags(&fresh));
 }
 
 #[test]
