@@ -437,6 +437,7 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<Layer
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

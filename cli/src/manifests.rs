@@ -28,9 +28,9 @@ pub enum ManifestError {
     #[error("{file}:{line}: {kind_hint}object has no {field}")]
     MissingField { file: String, line: usize, field: &'static str, kind_hint: String },
     #[error("{file}:{line}: duplicate object {id}, first defined at {first_file}:{first_line}")]
-    Duplicate { file: String, line: usize, id: ObjectId, first_file: String, first_line: usize },
+    Duplicate { file: String, line: usize, id: Box<ObjectId>, first_file: String, first_line: usize },
     #[error("{file}:{line}: {id} holds plain-text data (data/stringData)")]
-    PlainSecret { file: String, line: usize, id: ObjectId },
+    PlainSecret { file: String, line: usize, id: Box<ObjectId> },
     #[error("{file}: is not valid UTF-8 text")]
     NotText { file: String },
 }
@@ -281,7 +281,7 @@ fn check_secret(object: &ManifestObject, rules: Rules) -> Result<(), ManifestErr
         return Err(ManifestError::PlainSecret {
             file: object.file.clone(),
             line: object.line,
-            id: object.id.clone(),
+            id: Box::new(object.id.clone()),
         });
     }
     Ok(())
@@ -300,7 +300,7 @@ impl DuplicateCheck {
             return Err(ManifestError::Duplicate {
                 file: object.file.clone(),
                 line: object.line,
-                id: object.id.clone(),
+                id: Box::new(object.id.clone()),
                 first_file: first_file.clone(),
                 first_line: *first_line,
             });
@@ -339,6 +339,7 @@ fn strip_location(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

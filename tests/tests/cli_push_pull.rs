@@ -39,7 +39,7 @@ fn push_pull_round_trip(reg: Reg) {
     }
 
     // Re-push of unchanged content: same digest, no blob uploaded.
-    let again = run(&mut reg.berth(&["push", &reg.oci_ref(&repo, "v1-again"), app_path]).args(meta));
+    let again = run(reg.berth(&["push", &reg.oci_ref(&repo, "v1-again"), app_path]).args(meta));
     assert!(again.status.success(), "{}", again.stderr);
     assert!(again.stdout.contains(&digest), "{}", again.stdout);
     assert!(again.stderr.contains("(0 blobs uploaded)"), "re-push uploaded blobs: {}", again.stderr);

@@ -48,7 +48,7 @@ pub async fn run(global: &Global, args: ListArgs) -> Result<(), Failure> {
         return print_json(&serde_json::Value::Array(items));
     }
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(3).max(3);
-    println!("{:width$}  {:71}  {:20}  {}  {}", "TAG", "DIGEST", "CREATED", "SOURCE", "REVISION");
+    println!("{:width$}  {:71}  {:20}  SOURCE  REVISION", "TAG", "DIGEST", "CREATED");
     for (tag, digest, created, source, revision) in &rows {
         let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
         println!("{tag:width$}  {digest:71}  {:20}  {}  {}", dash(created), dash(source), dash(revision));
