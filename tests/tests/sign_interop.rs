@@ -345,6 +345,13 @@ fn berth_verifies_what_real_cosign_signs() {
     cosign_sign(reg, &env.cosign_v3, true, &repo, &digest, &key);
     assert_verified(&berth_verify(reg, &repo, ":v1", &public), "bundle");
 
+    // A cosign key pair works in berth: berth signs with cosign.key, cosign verifies.
+    let repo = env.repo("cosign-key-in-berth");
+    let digest = reg.push_artifact(dir.path(), &repo, "v1", "kind: ConfigMap\n");
+    berth_sign(reg, &repo, &digest, &key, "classic");
+    let out = cosign_verify(reg, &env.cosign_v2, &repo, ":v1", &public);
+    assert!(out.status.success(), "cosign rejected berth's signature made with cosign's key:\n{}", out.stderr);
+
     // A berth key pair works in cosign too.
     let (berth_key, berth_pub) = berth_keygen(env, dir.path(), "berth-made");
     let repo = env.repo("berth-key-in-cosign");
