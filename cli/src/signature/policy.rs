@@ -107,7 +107,21 @@ pub async fn examine(
     let store_err = |source: StoreError| VerifyError::Store { digest: digest.clone(), source };
     let mut found = Vec::new();
 
-    if let Some(manifest) = store::classic_manifest(registry, repo, digest).await.map_err(store_err)? {
+    // A malformed signature object is a rejected signature, not a reason to stop looking:
+    // whoever can push garbage to the `.sig` tag must not be able to hide a valid bundle.
+    let classic_manifest = match store::classic_manifest(registry, repo, digest).await {
+        Ok(m) => m,
+        Err(StoreError::BadSignatureManifest { tag, detail, .. }) => {
+            found.push(FoundSignature {
+                format: Format::Classic,
+                location: format!("tag {tag}"),
+                status: SignatureStatus::Rejected { reason: format!("malformed signature manifest: {detail}") },
+            });
+            None
+        }
+        Err(e) => return Err(store_err(e)),
+    };
+    if let Some(manifest) = classic_manifest {
         let tag = classic::signature_tag(digest);
         for layer in manifest.layers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
             let location = format!("tag {tag}, layer {}", layer.digest);
@@ -126,7 +140,18 @@ pub async fn examine(
         }
     }
 
-    let referrers = store::bundle_referrers(registry, repo, digest).await.map_err(store_err)?;
+    let referrers = match store::bundle_referrers(registry, repo, digest).await {
+        Ok(r) => r,
+        Err(StoreError::BadReferrersIndex { tag, detail, .. }) => {
+            found.push(FoundSignature {
+                format: Format::Bundle,
+                location: format!("tag {tag}"),
+                status: SignatureStatus::Rejected { reason: format!("malformed referrers index: {detail}") },
+            });
+            Vec::new()
+        }
+        Err(e) => return Err(store_err(e)),
+    };
     for referrer in referrers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
         let location = format!("referrer {}", referrer.digest);
         let status = match store::fetch_bundle(registry, repo, &referrer.digest).await {
