@@ -369,6 +369,12 @@ fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, rea
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
+/// kstatus' abnormal-true conditions (`Reconciling`, `Stalled`) are removed rather than set
+/// to False, as kstatus and Flux do.
+fn clear_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
 /// Writes `status` with server-side apply unless nothing but the reconcile time changed
 /// (a no-op interval then writes nothing at all).
 async fn write_status(src: &Source, ctx: &Context, mut status: SourceStatus) -> Result<(), ReconcileError> {
@@ -414,8 +420,8 @@ async fn record_success(src: &Source, ctx: &Context, report: &SyncReport, applie
     let revision = applied.revision.clone().unwrap_or_else(|| "(no revision)".into());
     let msg = format!("applied revision {revision} ({}): {} objects", applied.digest, report.total);
     set_condition(&mut status.conditions, "Ready", "True", "Succeeded", &msg, generation);
-    set_condition(&mut status.conditions, "Reconciling", "False", "Succeeded", &msg, generation);
-    set_condition(&mut status.conditions, "Stalled", "False", "Succeeded", "", generation);
+    clear_condition(&mut status.conditions, "Reconciling");
+    clear_condition(&mut status.conditions, "Stalled");
     let digest_changed = status.last_applied_digest.as_deref() != Some(applied.digest.to_string().as_str());
     status.observed_generation = generation;
     status.last_applied_digest = Some(applied.digest.to_string());
@@ -424,9 +430,9 @@ async fn record_success(src: &Source, ctx: &Context, report: &SyncReport, applie
     status.signer = Some(applied.signer.clone());
     if digest_changed || !report.changed.is_empty() || !report.pruned.is_empty() {
         status.objects = Some(ObjectCounts {
-            total: u32::try_from(report.total).unwrap_or(u32::MAX),
-            changed: u32::try_from(report.changed.len()).unwrap_or(u32::MAX),
-            pruned: u32::try_from(report.pruned.len()).unwrap_or(u32::MAX),
+            total: i64::try_from(report.total).unwrap_or(i64::MAX),
+            changed: i64::try_from(report.changed.len()).unwrap_or(i64::MAX),
+            pruned: i64::try_from(report.pruned.len()).unwrap_or(i64::MAX),
         });
     }
     write_status(src, ctx, status).await?;
@@ -447,11 +453,11 @@ async fn record_failure(src: &Source, ctx: &Context, e: &ReconcileError, attempt
     let generation = src.metadata.generation;
     let msg = e.to_string();
     set_condition(&mut status.conditions, "Ready", "False", e.reason(), &msg, generation);
-    set_condition(&mut status.conditions, "Reconciling", "False", e.reason(), &msg, generation);
+    clear_condition(&mut status.conditions, "Reconciling");
     if e.is_stalled() {
         set_condition(&mut status.conditions, "Stalled", "True", e.reason(), &msg, generation);
     } else {
-        set_condition(&mut status.conditions, "Stalled", "False", e.reason(), "", generation);
+        clear_condition(&mut status.conditions, "Stalled");
     }
     status.observed_generation = generation;
     if let Some(d) = attempted {

@@ -177,11 +177,12 @@ pub struct SourceStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ObjectCounts {
     /// Objects in the artifact.
-    pub total: u32,
+    // i64: the CRD schema format the API server knows (int64); u32 would be "uint32".
+    pub total: i64,
     /// Objects created or changed by the last reconcile.
-    pub changed: u32,
+    pub changed: i64,
     /// Objects deleted by prune in the last reconcile.
-    pub pruned: u32,
+    pub pruned: i64,
 }
 
 /// A kstatus condition (same shape as `metav1.Condition`).
