@@ -24,9 +24,8 @@ use crate::oci::{self, Descriptor, ImageManifest};
 pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:00Z";
 /// Environment variable of the reproducible-builds convention for a build timestamp.
 pub const ENV_SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
-/// The config blob: Flux's config media type with an empty JSON object; Flux and
-/// source-controller never read its content.
-pub const CONFIG_BYTES: &[u8] = b"{}";
+/// `rootfs.type` of the image config, as go-containerregistry (and so Flux) writes it.
+const ROOTFS_TYPE: &str = "layers";
 /// Mode of regular files in the layer.
 const FILE_MODE: u32 = 0o644;
 /// Mode of directories in the layer.
@@ -160,6 +159,8 @@ pub struct BuiltArtifact {
     pub layer_path: PathBuf,
     pub layer: Descriptor,
     pub config: Descriptor,
+    /// The config blob (small: an image config naming the layer's uncompressed digest).
+    pub config_bytes: Vec<u8>,
     pub manifest: Vec<u8>,
     /// The manifest digest: what the registry will report for the artifact.
     pub digest: Digest,
@@ -180,7 +181,8 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
         .mtime(0)
         .operating_system(GZIP_OS_UNKNOWN)
         .write(hashing, Compression::default());
-    let mut tar = tar::Builder::new(gz);
+    // The uncompressed tar's digest is the layer's diff_id in the config.
+    let mut tar = tar::Builder::new(HashingWriter::new(gz));
     tar.mode(tar::HeaderMode::Deterministic);
 
     let mut dirs_written = BTreeSet::new();
@@ -209,7 +211,8 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
     if duplicates.is_empty() {
         return Err(ArtifactError::Empty { path: input_name.to_string() });
     }
-    let gz = tar.into_inner().map_err(write_err)?;
+    let uncompressed = tar.into_inner().map_err(write_err)?;
+    let (diff_id, _, gz) = uncompressed.finish();
     let hashing = gz.finish().map_err(write_err)?;
     let (layer_digest, layer_size, mut buffered) = hashing.finish();
     buffered.flush().map_err(write_err)?;
@@ -221,7 +224,14 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
         artifact_type: None,
         annotations: BTreeMap::new(),
     };
-    let config = config_descriptor();
+    let config_bytes = config_bytes(&meta.created, &diff_id)?;
+    let config = Descriptor {
+        media_type: oci::MEDIA_TYPE_FLUX_CONFIG.to_string(),
+        digest: Digest::of(&config_bytes),
+        size: config_bytes.len() as u64,
+        artifact_type: None,
+        annotations: BTreeMap::new(),
+    };
     let manifest = manifest_bytes(&config, &layer, meta.to_annotations())?;
     let digest = Digest::of(&manifest);
     Ok(BuiltArtifact {
@@ -229,6 +239,7 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
         layer_path,
         layer,
         config,
+        config_bytes,
         manifest,
         digest,
         objects: duplicates.len(),
@@ -250,15 +261,32 @@ fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     header
 }
 
-/// Descriptor of [`CONFIG_BYTES`].
-pub fn config_descriptor() -> Descriptor {
-    Descriptor {
-        media_type: oci::MEDIA_TYPE_FLUX_CONFIG.to_string(),
-        digest: Digest::of(CONFIG_BYTES),
-        size: CONFIG_BYTES.len() as u64,
-        artifact_type: None,
-        annotations: BTreeMap::new(),
+/// The config blob, shaped as `flux push artifact` writes it (go-containerregistry's image
+/// config: field order architecture, created, os, rootfs, config), so tools that validate
+/// image configs against layers accept berth artifacts too.
+pub fn config_bytes(created: &str, diff_id: &Digest) -> Result<Vec<u8>, ArtifactError> {
+    #[derive(serde::Serialize)]
+    struct RootFs<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        diff_ids: [String; 1],
     }
+    #[derive(serde::Serialize)]
+    struct ImageConfig<'a> {
+        architecture: &'a str,
+        created: &'a str,
+        os: &'a str,
+        rootfs: RootFs<'a>,
+        config: serde_json::Map<String, serde_json::Value>,
+    }
+    let config = ImageConfig {
+        architecture: "",
+        created,
+        os: "",
+        rootfs: RootFs { kind: ROOTFS_TYPE, diff_ids: [diff_id.to_string()] },
+        config: serde_json::Map::new(),
+    };
+    serde_json::to_vec(&config).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })
 }
 
 /// The serialized image manifest for a config and one layer.
@@ -520,6 +548,21 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         unpack(bytes.as_slice(), out.path(), Limits::default()).unwrap();
         assert_eq!(std::fs::read_to_string(out.path().join("sub/b.yaml")).unwrap(), B);
+    }
+
+    #[test]
+    fn config_names_the_uncompressed_layer_like_flux() {
+        let one = tempfile::tempdir().unwrap();
+        write_tree(one.path(), &[("a.yaml", A)]);
+        let built = build_dir(one.path());
+        let mut tar_bytes = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&built.layer_path).unwrap()).read_to_end(&mut tar_bytes).unwrap();
+        let expected = format!(
+            r#"{{"architecture":"","created":"1970-01-01T00:00:00Z","os":"","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{}}}}"#,
+            Digest::of(&tar_bytes)
+        );
+        assert_eq!(String::from_utf8(built.config_bytes.clone()).unwrap(), expected);
+        assert_eq!(built.config.digest, Digest::of(expected.as_bytes()));
     }
 
     #[test]

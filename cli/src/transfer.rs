@@ -66,7 +66,7 @@ pub async fn push_built(
         uploaded += 1;
     }
     if registry
-        .push_blob(repo, &built.config.digest, built.config.size, BlobSource::Bytes(artifact::CONFIG_BYTES), None)
+        .push_blob(repo, &built.config.digest, built.config.size, BlobSource::Bytes(&built.config_bytes), None)
         .await?
     {
         uploaded += 1;

@@ -84,7 +84,7 @@ pub async fn run(global: &Global, args: PackArgs) -> Result<(), Failure> {
     let descriptor = layout::write(
         &args.output_dir,
         &built.manifest,
-        (&built.config, artifact::CONFIG_BYTES),
+        (&built.config, &built.config_bytes),
         (&built.layer, &built.layer_path),
     )?;
     if global.json() {
