@@ -194,6 +194,8 @@ fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
         kube::Error::Api(s) => (
             match s.code {
                 400 | 422 => FailureCause::Invalid,
+                // The namespace lifecycle admission also answers 403; that is not RBAC.
+                403 if s.message.contains("being terminated") => FailureCause::Other,
                 403 => FailureCause::Forbidden,
                 404 => FailureCause::NotFound,
                 409 => FailureCause::Conflict,

@@ -43,6 +43,10 @@ pub struct SyncOptions {
     /// Apply an artifact with no objects. Off by default: with prune on, an empty artifact
     /// deletes everything the set holds.
     pub allow_empty: bool,
+    /// Server-side dry-run of the whole set before anything is written. Always on for new
+    /// content; the controller skips it when re-applying a digest that already passed it
+    /// (drift correction), which halves the requests of a quiet interval.
+    pub dry_run_gate: bool,
 }
 
 /// What a sync did.
@@ -140,18 +144,31 @@ async fn converge(
     }
     let recorded = inventory::read(&clients.agent, parent).await?;
     let policy = ConflictPolicy { force: opts.force };
-
-    // Gate: dry-run everything that can be dry-run before anything is written.
-    let deferred = deferred_objects(&clients.agent, &plan).await?;
-    let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
-        plan.objects.iter().partition(|o| deferred.contains(&o.key));
-    let mut before = dry_run(&clients.applier, &now, policy).await?;
-    tracing::debug!(objects = now.len(), deferred = later.len(), "dry-run passed");
-
-    // Widen the inventory first, so a crash from here on never loses an applied object.
     let new = Inventory { group_kinds: plan.group_kinds(), namespaces: plan.namespaces() };
     let mut widened = recorded.union(&new);
     widened.namespaces.insert(parent.namespace.clone());
+
+    // What the set holds now: resourceVersions tell changed objects from no-ops afterwards,
+    // and the members missing from the plan are what prune deletes. Listing is read-only
+    // and done as the agent, so a ServiceAccount needs rights only for what it applies.
+    let members = inventory::list_members(&clients.agent, catalog, parent, &widened).await?;
+    let before: BTreeMap<ObjectKey, String> =
+        members.iter().filter_map(|m| m.resource_version.clone().map(|rv| (m.key.clone(), rv))).collect();
+
+    // Gate: dry-run everything that can be dry-run before anything is written.
+    let deferred = if opts.dry_run_gate {
+        deferred_objects(&clients.agent, &plan).await?
+    } else {
+        plan.objects.iter().filter(|o| o.kind_from_plan).map(|o| o.key.clone()).collect()
+    };
+    let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+        plan.objects.iter().partition(|o| deferred.contains(&o.key));
+    if opts.dry_run_gate {
+        dry_run(&clients.applier, &now, policy).await?;
+        tracing::debug!(objects = now.len(), deferred = later.len(), "dry-run passed");
+    }
+
+    // Widen the inventory first, so a crash from here on never loses an applied object.
     inventory::write(&clients.agent, parent, &widened).await?;
 
     let mut results: BTreeMap<ObjectKey, Applied> = BTreeMap::new();
@@ -172,7 +189,9 @@ async fn converge(
             .collect();
         health::wait_healthy(&clients.agent, &crds, opts.timeout).await?;
         catalog.invalidate();
-        before.extend(dry_run(&clients.applier, &later, policy).await?);
+        if opts.dry_run_gate {
+            dry_run(&clients.applier, &later, policy).await?;
+        }
     }
 
     for stage in [Stage::CustomResourceDefinitions, Stage::Namespaces, Stage::ClusterScoped, Stage::Namespaced] {
@@ -200,7 +219,8 @@ async fn converge(
 
     let mut pruned = Vec::new();
     if opts.prune {
-        pruned = inventory::prune(&clients.applier, catalog, parent, &widened, &plan.keys(), false).await?;
+        let doomed = inventory::prune_candidates(&members, &plan.keys());
+        pruned = inventory::delete_members(&clients.applier, &doomed).await?;
         let mut narrowed = new.clone();
         narrowed.namespaces.insert(parent.namespace.clone());
         inventory::write(&clients.agent, parent, &narrowed).await?;
@@ -237,20 +257,12 @@ async fn deferred_objects(client: &Client, plan: &ApplyPlan) -> Result<BTreeSet<
         .collect())
 }
 
-/// Dry-runs `objects`; returns each existing object's current resourceVersion (dry-run does
-/// not move it), so the real apply can tell changed objects from no-ops.
-async fn dry_run(
-    client: &Client,
-    objects: &[&PlannedObject],
-    policy: ConflictPolicy,
-) -> Result<BTreeMap<ObjectKey, String>, ApplyError> {
-    let ok = apply::apply_all(client, objects, Mode::DryRun, policy)
+/// Dry-runs `objects` (`dryRun=All`: admission, validation and field ownership, nothing stored).
+async fn dry_run(client: &Client, objects: &[&PlannedObject], policy: ConflictPolicy) -> Result<(), ApplyError> {
+    apply::apply_all(client, objects, Mode::DryRun, policy)
         .await
-        .map_err(|failures| ApplyError::DryRunRejected { failures })?;
-    Ok(ok
-        .into_iter()
-        .filter_map(|a| a.resource_version.filter(|rv| !rv.is_empty()).map(|rv| (a.key, rv)))
-        .collect())
+        .map(|_| ())
+        .map_err(|failures| ApplyError::DryRunRejected { failures })
 }
 
 async fn apply_stage(
@@ -313,8 +325,8 @@ pub async fn diff(
     if opts.prune {
         let mut scope = recorded.union(&Inventory { group_kinds: plan.group_kinds(), namespaces: plan.namespaces() });
         scope.namespaces.insert(parent.namespace.clone());
-        let doomed = inventory::prune(&clients.applier, catalog, parent, &scope, &plan.keys(), true).await?;
-        out.extend(doomed.into_iter().map(|k| (k, Change::Prune)));
+        let members = inventory::list_members(&clients.agent, catalog, parent, &scope).await?;
+        out.extend(inventory::prune_candidates(&members, &plan.keys()).into_iter().map(|m| (m.key, Change::Prune)));
     }
     Ok(out)
 }

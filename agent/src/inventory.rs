@@ -204,37 +204,36 @@ pub async fn write(client: &Client, parent: &ApplySetParent, inv: &Inventory) ->
         .map_err(|source| InventoryError::Parent { action: "updating", parent: parent.to_string(), source })
 }
 
-/// A live member found by listing.
+/// A live member of the set, found by listing with the `part-of` label.
 #[derive(Debug, Clone)]
-struct Member {
-    key: ObjectKey,
-    resource: ApiResource,
-    stage: Stage,
+pub struct Member {
+    pub key: ObjectKey,
+    pub resource: ApiResource,
+    pub stage: Stage,
+    pub resource_version: Option<String>,
+    /// Annotated `berth.dev/prune: disabled`.
+    pub keep: bool,
 }
 
-/// Deletes members of the recorded set that are not in `keep`, namespaced objects first and
-/// CRDs last, with background propagation. Objects annotated `berth.dev/prune: disabled` stay.
-/// Returns what was deleted. With `dry_run` it only lists what would be deleted.
-pub async fn prune(
+/// Every live member in the group-kinds and namespaces of `scope` (metadata only, paged).
+/// Kinds no longer served are skipped: no objects of them can exist.
+pub async fn list_members(
     client: &Client,
     catalog: &mut Catalog,
     parent: &ApplySetParent,
-    recorded: &Inventory,
-    keep: &BTreeSet<ObjectKey>,
-    dry_run: bool,
-) -> Result<Vec<ObjectKey>, InventoryError> {
+    scope: &Inventory,
+) -> Result<Vec<Member>, InventoryError> {
     let selector = format!("{PART_OF_LABEL}={}", parent.id());
-    let mut doomed: Vec<Member> = Vec::new();
-    for gk in &recorded.group_kinds {
+    let mut members = Vec::new();
+    for gk in &scope.group_kinds {
         let (kind, group) = gk.split_once('.').unwrap_or((gk.as_str(), ""));
         let Some((resource, namespaced)) = catalog.resolve_group_kind(group, kind).await? else {
-            // Kind no longer served (its CRD is gone): no objects of it can exist.
-            tracing::debug!(group_kind = %gk, "recorded kind is not served any more; nothing to prune");
+            tracing::debug!(group_kind = %gk, "kind is not served; it has no members");
             continue;
         };
-        let scopes: Vec<Option<&String>> =
-            if namespaced { recorded.namespaces.iter().map(Some).collect() } else { vec![None] };
-        for ns in scopes {
+        let namespaces: Vec<Option<&String>> =
+            if namespaced { scope.namespaces.iter().map(Some).collect() } else { vec![None] };
+        for ns in namespaces {
             let api: Api<DynamicObject> = match ns {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                 None => Api::all_with(client.clone(), &resource),
@@ -245,24 +244,26 @@ pub async fn prune(
                     .list_metadata(&lp)
                     .await
                     .map_err(|source| InventoryError::List { group_kind: gk.clone(), source })?;
-                for item in &page.items {
-                    let Some(name) = item.metadata.name.clone() else { continue };
-                    let key = ObjectKey {
-                        group: group.to_string(),
-                        kind: kind.to_string(),
-                        namespace: item.metadata.namespace.clone(),
-                        name,
-                    };
-                    let opted_out = item
+                for item in page.items {
+                    let Some(name) = item.metadata.name else { continue };
+                    let keep = item
                         .metadata
                         .annotations
                         .as_ref()
                         .and_then(|a| a.get(PRUNE_ANNOTATION))
                         .is_some_and(|v| v == PRUNE_DISABLED);
-                    if keep.contains(&key) || opted_out {
-                        continue;
-                    }
-                    doomed.push(Member { stage: stage_of(group, kind, namespaced), key, resource: resource.clone() });
+                    members.push(Member {
+                        key: ObjectKey {
+                            group: group.to_string(),
+                            kind: kind.to_string(),
+                            namespace: item.metadata.namespace,
+                            name,
+                        },
+                        resource: resource.clone(),
+                        stage: stage_of(group, kind, namespaced),
+                        resource_version: item.metadata.resource_version,
+                        keep,
+                    });
                 }
                 match page.metadata.continue_.as_deref() {
                     Some(token) if !token.is_empty() => lp = lp.continue_token(token),
@@ -271,11 +272,20 @@ pub async fn prune(
             }
         }
     }
-    // Reverse apply order: workloads before their namespaces, custom resources before CRDs.
+    Ok(members)
+}
+
+/// Members that prune would delete: not in `keep` and not opted out, in delete order
+/// (workloads before their namespaces, custom resources before CRDs).
+pub fn prune_candidates(members: &[Member], keep: &BTreeSet<ObjectKey>) -> Vec<Member> {
+    let mut doomed: Vec<Member> = members.iter().filter(|m| !m.keep && !keep.contains(&m.key)).cloned().collect();
     doomed.sort_by(|a, b| b.stage.cmp(&a.stage).then_with(|| a.key.cmp(&b.key)));
-    if dry_run {
-        return Ok(doomed.into_iter().map(|m| m.key).collect());
-    }
+    doomed
+}
+
+/// Deletes `doomed` stage by stage (namespaced objects first, CRDs last) with background
+/// propagation. Returns what was deleted (or was already gone).
+pub async fn delete_members(client: &Client, doomed: &[Member]) -> Result<Vec<ObjectKey>, InventoryError> {
     let mut pruned = Vec::with_capacity(doomed.len());
     for stage in [Stage::Namespaced, Stage::ClusterScoped, Stage::Namespaces, Stage::CustomResourceDefinitions] {
         let futures: Vec<_> = doomed.iter().filter(|m| m.stage == stage).map(|m| delete(client, m)).collect();

@@ -282,6 +282,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
         wait: args.wait,
         timeout,
         allow_empty: args.allow_empty,
+        dry_run_gate: true,
     };
     let mut catalog = Catalog::new(agent);
     if diff_only {

@@ -183,6 +183,7 @@ async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), 
 
     let key = key_of(src);
     let cached = ctx.cache.lock().ok().and_then(|c| c.get(&key).cloned()).filter(|c| c.digest == digest);
+    let drift_check = cached.is_some();
     let artifact = match cached {
         Some(c) => {
             tracing::debug!("digest unchanged; checking for drift");
@@ -215,6 +216,7 @@ async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), 
         wait: src.spec.wait,
         timeout: src.spec.timeout().map_err(|e| with_digest(e.into()))?,
         allow_empty: false,
+        dry_run_gate: !drift_check,
     };
     let mut catalog = Catalog::new(ctx.client.clone());
     let report = engine::sync(&clients, &mut catalog, &parent, artifact.manifests.clone(), &opts)

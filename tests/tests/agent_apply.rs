@@ -311,3 +311,39 @@ fn an_empty_set_is_refused_unless_allowed() {
     assert!(out.stderr.contains("no objects"), "{}", out.stderr);
     assert!(get(env, "configmap", Some(ns.name()), "c").is_some(), "an empty set pruned objects");
 }
+
+#[test]
+fn killed_mid_apply_the_next_run_still_prunes_what_the_first_one_created() {
+    let env = env();
+    let ns = env.namespace("agent-kill");
+    // Enough objects that the apply is still running when it is killed.
+    const OBJECTS: usize = 400;
+    let many: Vec<(String, String)> =
+        (0..OBJECTS).map(|i| (format!("cm-{i:04}.yaml"), configmap(&format!("cm-{i:04}"), &[("i", &i.to_string())]))).collect();
+    let refs: Vec<(&str, String)> = many.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let v1 = manifests(&refs);
+    let mut child = agent_apply(env, v1.path(), ns.name(), "crash", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL) as soon as the first objects exist.
+    let start = std::time::Instant::now();
+    loop {
+        let out = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
+        if out.lines().count() > 0 || start.elapsed() > std::time::Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let created = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
+    assert!(!created.trim().is_empty(), "nothing was applied before the kill");
+
+    // A new, small set with prune: everything the killed run created is found and removed.
+    let v2 = manifests(&[("only.yaml", configmap("only", &[("a", "1")]))]);
+    run_ok(&mut agent_apply(env, v2.path(), ns.name(), "crash", &["--prune"]));
+    let left = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
+    assert_eq!(left.trim(), "configmap/only", "objects of the killed run were forgotten");
+}
