@@ -24,8 +24,11 @@ use crate::oci::{self, Descriptor, ImageManifest};
 pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:00Z";
 /// Environment variable of the reproducible-builds convention for a build timestamp.
 pub const ENV_SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
-/// `rootfs.type` of the image config, as go-containerregistry (and so Flux) writes it.
-const ROOTFS_TYPE: &str = "layers";
+/// The config blob, byte for byte what `flux push artifact` (v2.9) writes: the empty image
+/// config of go-containerregistry. Nothing reads it; matching it keeps berth and Flux
+/// artifacts of the same files as alike as their tarballs allow.
+pub const CONFIG_BYTES: &[u8] =
+    br#"{"architecture":"","created":"0001-01-01T00:00:00Z","os":"","rootfs":{"type":"layers","diff_ids":null},"config":{}}"#;
 /// Mode of regular files in the layer.
 const FILE_MODE: u32 = 0o644;
 /// Mode of directories in the layer.
@@ -159,7 +162,7 @@ pub struct BuiltArtifact {
     pub layer_path: PathBuf,
     pub layer: Descriptor,
     pub config: Descriptor,
-    /// The config blob (small: an image config naming the layer's uncompressed digest).
+    /// The config blob ([`CONFIG_BYTES`]).
     pub config_bytes: Vec<u8>,
     pub manifest: Vec<u8>,
     /// The manifest digest: what the registry will report for the artifact.
@@ -181,8 +184,7 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
         .mtime(0)
         .operating_system(GZIP_OS_UNKNOWN)
         .write(hashing, Compression::default());
-    // The uncompressed tar's digest is the layer's diff_id in the config.
-    let mut tar = tar::Builder::new(HashingWriter::new(gz));
+    let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
 
     let mut dirs_written = BTreeSet::new();
@@ -211,8 +213,7 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
     if duplicates.is_empty() {
         return Err(ArtifactError::Empty { path: input_name.to_string() });
     }
-    let uncompressed = tar.into_inner().map_err(write_err)?;
-    let (diff_id, _, gz) = uncompressed.finish();
+    let gz = tar.into_inner().map_err(write_err)?;
     let hashing = gz.finish().map_err(write_err)?;
     let (layer_digest, layer_size, mut buffered) = hashing.finish();
     buffered.flush().map_err(write_err)?;
@@ -224,7 +225,7 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
         artifact_type: None,
         annotations: BTreeMap::new(),
     };
-    let config_bytes = config_bytes(&meta.created, &diff_id)?;
+    let config_bytes = CONFIG_BYTES.to_vec();
     let config = Descriptor {
         media_type: oci::MEDIA_TYPE_FLUX_CONFIG.to_string(),
         digest: Digest::of(&config_bytes),
@@ -259,34 +260,6 @@ fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let _ = header.set_username("");
     let _ = header.set_groupname("");
     header
-}
-
-/// The config blob, shaped as `flux push artifact` writes it (go-containerregistry's image
-/// config: field order architecture, created, os, rootfs, config), so tools that validate
-/// image configs against layers accept berth artifacts too.
-pub fn config_bytes(created: &str, diff_id: &Digest) -> Result<Vec<u8>, ArtifactError> {
-    #[derive(serde::Serialize)]
-    struct RootFs<'a> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        diff_ids: [String; 1],
-    }
-    #[derive(serde::Serialize)]
-    struct ImageConfig<'a> {
-        architecture: &'a str,
-        created: &'a str,
-        os: &'a str,
-        rootfs: RootFs<'a>,
-        config: serde_json::Map<String, serde_json::Value>,
-    }
-    let config = ImageConfig {
-        architecture: "",
-        created,
-        os: "",
-        rootfs: RootFs { kind: ROOTFS_TYPE, diff_ids: [diff_id.to_string()] },
-        config: serde_json::Map::new(),
-    };
-    serde_json::to_vec(&config).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })
 }
 
 /// The serialized image manifest for a config and one layer.
@@ -551,18 +524,17 @@ mod tests {
     }
 
     #[test]
-    fn config_names_the_uncompressed_layer_like_flux() {
+    fn config_is_the_one_flux_writes() {
         let one = tempfile::tempdir().unwrap();
         write_tree(one.path(), &[("a.yaml", A)]);
         let built = build_dir(one.path());
-        let mut tar_bytes = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(&built.layer_path).unwrap()).read_to_end(&mut tar_bytes).unwrap();
-        let expected = format!(
-            r#"{{"architecture":"","created":"1970-01-01T00:00:00Z","os":"","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{}}}}"#,
-            Digest::of(&tar_bytes)
+        assert_eq!(built.config.media_type, oci::MEDIA_TYPE_FLUX_CONFIG);
+        assert_eq!(built.config.size, 115);
+        assert_eq!(
+            built.config.digest.to_string(),
+            "sha256:5b943e2b943f6c81dbbd4e2eca5121f4fcc39139e3d1219d6d89bd925b77d9fe",
+            "digest of the config `flux push artifact` v2.9.5 uploads"
         );
-        assert_eq!(String::from_utf8(built.config_bytes.clone()).unwrap(), expected);
-        assert_eq!(built.config.digest, Digest::of(expected.as_bytes()));
     }
 
     #[test]

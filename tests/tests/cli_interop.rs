@@ -9,13 +9,16 @@ use std::process::Command;
 use berth_e2e::{env, run, run_ok};
 use cli_common::{Reg, app, assert_same_tree, json};
 
-/// `flux` with credentials and the test CA (Go reads SSL_CERT_FILE) for TLS registries.
+/// `flux` with credentials and the test CA (Go reads SSL_CERT_FILE) for TLS registries,
+/// `--insecure-registry` for plain ones.
 fn flux(reg: &Reg, args: &[&str]) -> Command {
     let env = env();
     let mut cmd = env.tool(&env.flux);
     cmd.args(args).env("SSL_CERT_FILE", &env.ca_file);
     if reg.tls {
         cmd.args(["--creds", &format!("{}:{}", env.registry_user, env.registry_password)]);
+    } else {
+        cmd.arg("--insecure-registry");
     }
     cmd
 }
@@ -64,6 +67,21 @@ fn berth_pulls_flux_artifact(reg: Reg) {
     assert_same_tree(&app, out.path());
     let inspected = json(&run_ok(&mut reg.berth(&["inspect", &reference, "--output", "json"])));
     assert_eq!(inspected["annotations"]["org.opencontainers.image.revision"], "main@sha1:def");
+}
+
+/// berth's config blob is the very one Flux uploads, so the two artifacts differ only in
+/// their tarball.
+#[test]
+fn berth_and_flux_artifacts_share_the_config_blob() {
+    let reg = Reg::dist();
+    let repo = env().repo("interop-config");
+    let flux_ref = reg.oci_ref(&repo, "flux");
+    let berth_ref = reg.oci_ref(&repo, "berth");
+    let app = app();
+    run_ok(&mut flux(&reg, &["push", "artifact", &flux_ref, &format!("--path={}", app.display()), "--source=s", "--revision=r", "--reproducible"]));
+    run_ok(&mut reg.berth(&["push", &berth_ref, app.to_str().unwrap(), "--source=s", "--revision=r"]));
+    let config = |r: &str| json(&run_ok(&mut reg.berth(&["inspect", r, "--output", "json"])))["config"].clone();
+    assert_eq!(config(&flux_ref), config(&berth_ref));
 }
 
 #[test]
