@@ -59,7 +59,7 @@ pub struct ImageManifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
     pub config: Descriptor,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub layers: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
@@ -74,7 +74,7 @@ pub struct ImageIndex {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub manifests: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -100,4 +100,25 @@ pub fn media_type_of(manifest: &[u8]) -> Option<String> {
         media_type: Option<String>,
     }
     serde_json::from_slice::<Probe>(manifest).ok().and_then(|p| p.media_type)
+}
+
+/// Some registries (olareg) answer an empty referrers list as `"manifests": null`; Go's
+/// encoding/json writes nil slices that way. Read `null` as an empty list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Descriptor>, D::Error> {
+    Ok(Option::<Vec<Descriptor>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests report failure by panicking
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_referrers_list_written_as_null_parses_as_empty() {
+        let index: ImageIndex = serde_json::from_str(
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#,
+        )
+        .unwrap();
+        assert!(index.manifests.is_empty());
+    }
 }
