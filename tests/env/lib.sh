@@ -54,7 +54,16 @@ start_peer() { # peer binary args...
     local log
     log=$(log_file "$peer")
     echo "=== $(date -u +%FT%TZ) starting: $bin $*" >>"$log"
-    setsid "$bin" "$@" >>"$log" 2>&1 </dev/null &
+    # Close every inherited descriptor above stderr first: a peer holding our
+    # lock file or a caller's pipe would block the next `up` or keep a
+    # `up | tee` pipeline open forever.
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+        done
+        exec setsid "$bin" "$@"
+    ) >>"$log" 2>&1 </dev/null &
     local pid=$!
     # Record the start time with the pid so a recycled pid is never mistaken
     # for ours.
