@@ -19,7 +19,7 @@ fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
 }
 
 fn get(env: &Env, kind: &str, ns: &str, name: &str) -> Option<Value> {
-    let out = run_ok(env.kubectl_cmd().args(["get", kind, name, "-n", ns, "-o", "json", "--ignore-not-found"]));
+    let out = run_ok(env.kubectl_cmd().args(["get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields", "--ignore-not-found"]));
     if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
 }
 
