@@ -11,6 +11,12 @@ readonly STOP_GRACE_S=10
 # Poll interval of every wait (seconds).
 readonly POLL_S=0.2
 
+# Running and not merely a zombie waiting for its (foreign) parent to reap it.
+pid_running() { # pid
+    local st
+    st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [[ -n "$st" && "$st" != Z ]]
+}
 pid_file() { echo "$STATE/pids/$1.pid"; }
 # A process's start time in clock ticks since boot (field 22 of
 # /proc/<pid>/stat; the command name before it may contain spaces).
@@ -31,7 +37,7 @@ peer_alive() { # peer
     f=$(pid_file "$1")
     [[ -f "$f" ]] || return 1
     read -r pid started <"$f" || return 1
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    [[ -n "$pid" ]] && pid_running "$pid" || return 1
     [[ "$(proc_start "$pid")" == "$started" ]]
 }
 
@@ -112,7 +118,7 @@ stop_peer() { # peer
         # The peer leads its own process group (setsid): signal all of it.
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
         local deadline=$((SECONDS + STOP_GRACE_S))
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep "$POLL_S"; done
+        while pid_running "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
         kill -KILL -- "-$pid" 2>/dev/null || true
         kill -KILL "$pid" 2>/dev/null || true
     fi
