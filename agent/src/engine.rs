@@ -310,8 +310,24 @@ pub async fn diff(
     let dry = apply::apply_all(&clients.applier, &now, Mode::DryRun, policy)
         .await
         .map_err(|failures| ApplyError::DryRunRejected { failures })?;
-    for (o, d) in now.iter().zip(dry) {
-        let live = apply::live(&clients.applier, o).await.map_err(|f: ObjectFailure| ApplyError::DryRunRejected { failures: vec![f] })?;
+    for (o, mut d) in now.iter().zip(dry) {
+        let rejected = |f: ObjectFailure| ApplyError::DryRunRejected { failures: vec![f] };
+        let mut live = apply::live(&clients.applier, o).await.map_err(rejected)?;
+        // Controllers write objects all the time (a Deployment's revision annotation right
+        // after creation): compare a dry-run and a read of the same resourceVersion.
+        for _ in 1..MAX_DIFF_ATTEMPTS {
+            let live_rv = live.as_ref().and_then(|l| l.metadata.resource_version.clone());
+            if live_rv.is_none() || live_rv == d.resource_version {
+                break;
+            }
+            let mut again = apply::apply_all(&clients.applier, &[*o], Mode::DryRun, policy)
+                .await
+                .map_err(|failures| ApplyError::DryRunRejected { failures })?;
+            if let Some(a) = again.pop() {
+                d = a;
+            }
+            live = apply::live(&clients.applier, o).await.map_err(rejected)?;
+        }
         let change = match live {
             None => Change::Create,
             Some(live) => {
@@ -330,6 +346,9 @@ pub async fn diff(
     }
     Ok(out)
 }
+
+/// Reads and dry-runs of one object tried before a diff is shown as is.
+const MAX_DIFF_ATTEMPTS: usize = 3;
 
 /// The object without the fields the server manages on every write.
 fn comparable(o: &kube::api::DynamicObject) -> Value {
