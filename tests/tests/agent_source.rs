@@ -239,3 +239,39 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     assert!(!log.contains("PUBLIC KEY-----\n"), "key material in the log");
     drop(agent);
 }
+
+#[test]
+fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
+    let env = env();
+    install_crd(env);
+    let ns = env.namespace("agent-pin");
+    let repo = env.repo("agent-pin");
+    let v1 = manifests(&[("a.yaml", configmap("pinned", "one"))]);
+    let d1 = push(env, &env.registry_oci, &repo, "live", v1.path(), None);
+    // Nothing listens on port 9 of loopback (discard): the registry is "down".
+    let sources = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: pinned, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{digest: \"{d1}\"}}\n  interval: 5s\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n---\napiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: down, namespace: {ns}}}\nspec:\n  url: oci://127.0.0.1:9/{repo}\n  ref: {{tag: live}}\n  interval: 5s\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n",
+        ns = ns.name(),
+        reg = env.registry_oci
+    );
+    let sdir = manifests(&[("sources.yaml", sources)]);
+    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(sdir.path().join("sources.yaml")));
+    let agent = Agent::start(env, ns.name());
+
+    wait_until("the pinned digest applied", Duration::from_secs(60), &agent, || {
+        source_status(env, ns.name(), "pinned")["lastAppliedDigest"] == d1.as_str()
+    });
+    wait_until("the unreachable registry reported", Duration::from_secs(60), &agent, || {
+        ready(&source_status(env, ns.name(), "down")) == Some(("False".into(), "RegistryUnavailable".into()))
+    });
+    let down = source_status(env, ns.name(), "down");
+    let message = down["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["message"].clone();
+    assert!(message.as_str().unwrap().contains("127.0.0.1:9"), "the condition names the registry: {message}");
+
+    // The tag moves; the pinned Source stays on its digest.
+    let v2 = manifests(&[("a.yaml", configmap("pinned", "two"))]);
+    push(env, &env.registry_oci, &repo, "live", v2.path(), None);
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(source_status(env, ns.name(), "pinned")["lastAppliedDigest"], d1.as_str());
+    assert_eq!(get(env, "configmap", ns.name(), "pinned").unwrap()["data"]["value"], "one", "a tag move changed a pinned Source");
+}
