@@ -37,7 +37,9 @@ pub async fn run(watch_namespace: Option<String>) -> Result<(), ControllerError>
 
     let reporter = Reporter { controller: "berth-agent".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client, config, recorder));
+    let ctx = Arc::new(
+        Context::new(client, config, recorder).map_err(|e| ControllerError::Config(format!("creating a private temp dir: {e}")))?,
+    );
 
     tracing::info!(namespace = watch_namespace.as_deref().unwrap_or("(all)"), "controller started");
     // Status and inventory writes also wake the controller; the reconcile they trigger finds

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use berth::artifact::{self, ArtifactError, Limits};
 use berth::digest::Digest;
+use berth::input::InputError;
 use berth::manifests::{self, ManifestError, Rules};
 use berth::oci;
 use berth::reference::Reference;
@@ -64,6 +65,8 @@ pub enum FetchError {
     Untrusted { reference: String, source: VerifyError },
     #[error("{reference}: cannot check signatures: {source}")]
     VerifyUnavailable { reference: String, source: VerifyError },
+    #[error("{0}")]
+    Input(#[from] InputError),
 }
 
 impl FetchError {
@@ -75,7 +78,7 @@ impl FetchError {
             FetchError::NoSemverMatch { .. } => "NoMatchingTag",
             FetchError::InvalidSemver { .. } => "InvalidSpec",
             FetchError::Artifact { .. } | FetchError::LayerTooLarge { .. } => "InvalidArtifact",
-            FetchError::Manifest { .. } => "InvalidManifests",
+            FetchError::Manifest { .. } | FetchError::Input(_) => "InvalidManifests",
             FetchError::Untrusted { .. } => "VerificationFailed",
         }
     }
@@ -178,7 +181,7 @@ pub fn unpack(reference: &str, layer: &[u8]) -> Result<Vec<Desired>, FetchError>
 }
 
 /// Manifests from a local directory (for `apply --dir`), read with the same parser as pack.
-pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, anyhow::Error> {
+pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, FetchError> {
     let files = berth::input::collect_dir(dir)?;
     let mut out = Vec::new();
     for f in files {
@@ -186,7 +189,8 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, anyhow::Error> {
             continue;
         }
         let bytes = f.read()?;
-        let objects = manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true })?;
+        let objects = manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true })
+            .map_err(|source| FetchError::Manifest { reference: dir.display().to_string(), source })?;
         out.extend(objects.into_iter().map(|o| Desired {
             origin: format!("{}:{}", dir.join(&o.file).display(), o.line),
             value: o.value,

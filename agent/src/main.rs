@@ -236,7 +236,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
 
     let (manifests, what, default_name): (Vec<Desired>, String, String) = match (&args.dir, &args.reference) {
         (Some(dir), _) => {
-            let m = fetch::read_dir(dir).map_err(|e| Failure::new(1, format!("{}: {e:#}", dir.display())))?;
+            let m = fetch::read_dir(dir).map_err(|e| Failure::new(1, e.to_string()))?;
             let base = dir
                 .canonicalize()
                 .ok()

@@ -52,6 +52,8 @@ pub struct Context {
     pub recorder: Recorder,
     cache: Mutex<HashMap<String, Cached>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Private (0700) directory for registry CA bundles read from Secrets.
+    scratch: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Context {
@@ -61,8 +63,9 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, recorder: Recorder) -> Self {
-        Context { client, config, recorder, cache: Mutex::default(), failures: Mutex::default() }
+    pub fn new(client: Client, config: Config, recorder: Recorder) -> std::io::Result<Self> {
+        let scratch = tempfile::Builder::new().prefix("berth-agent-").tempdir()?;
+        Ok(Context { client, config, recorder, cache: Mutex::default(), failures: Mutex::default(), scratch })
     }
 }
 
@@ -271,8 +274,8 @@ async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Res
             .get("ca.crt")
             .map(|b| b.0.clone())
             .ok_or_else(|| ReconcileError::Access { what: what.clone(), message: "has no ca.crt entry".into() })?;
-        // The registry layer reads CAs from a file; a private per-Source file in the temp dir.
-        let path = std::env::temp_dir().join(format!("berth-ca-{}-{}.pem", namespace, src.name_any()));
+        // The registry layer reads CAs from a file: one per Source in the agent's private dir.
+        let path = ctx.scratch.path().join(format!("ca-{}-{}.pem", namespace, src.name_any()));
         std::fs::write(&path, ca).map_err(|e| ReconcileError::Access { what, message: format!("writing {}: {e}", path.display()) })?;
         options.ca_file = Some(path);
     }
