@@ -519,6 +519,14 @@ fn push_signs_and_promote_carries_both_formats_across_registries() {
         assert!(out.status.success(), "{} rejected the promoted artifact:\n{}", cosign.display(), out.stderr);
     }
 
+    // inspect --key lists both signatures and says each verifies.
+    let mut cmd = dst.berth();
+    cmd.args(["--output", "json", "inspect", &dst.oci_url(&dst_repo, ":production"), "--key"]).arg(&public);
+    let inspected: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    let sigs = inspected["signatures"].as_array().unwrap_or_else(|| panic!("no signatures: {inspected}"));
+    assert_eq!(sigs.len(), 2, "{inspected}");
+    assert!(sigs.iter().all(|s| s["verified"] == true), "{inspected}");
+
     // Promote --key refuses an artifact the key did not sign, and copies nothing.
     let (_, stranger) = berth_keygen(env, dir.path(), "stranger");
     let mut cmd = src.berth();
