@@ -275,3 +275,41 @@ fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
     assert_eq!(source_status(env, ns.name(), "pinned")["lastAppliedDigest"], d1.as_str());
     assert_eq!(get(env, "configmap", ns.name(), "pinned").unwrap()["data"]["value"], "one", "a tag move changed a pinned Source");
 }
+
+#[test]
+fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is_reported() {
+    let env = env();
+    install_crd(env);
+    let ns = env.namespace("agent-semver");
+    let repo = env.repo("agent-semver");
+    let mut digests = std::collections::BTreeMap::new();
+    for tag in ["1.0.0", "1.2.0", "2.0.0", "v1.1.0"] {
+        let dir = manifests(&[("a.yaml", configmap("versioned", tag))]);
+        digests.insert(tag, push(env, &env.registry_dist, &repo, tag, dir.path(), None));
+    }
+    run_ok(env.kubectl_cmd().args(["create", "serviceaccount", "nobody", "-n", ns.name()]));
+    let sources = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: ranged, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{semver: \">=1.0.0, <2.0.0\"}}\n  interval: 5s\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n---\napiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: powerless, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{tag: \"1.0.0\"}}\n  interval: 5s\n  insecure: true\n  serviceAccountName: nobody\n  targetNamespace: {ns}\n  verify: {{insecureSkipVerify: true}}\n",
+        ns = ns.name(),
+        reg = env.registry_dist
+    );
+    let sdir = manifests(&[("sources.yaml", sources)]);
+    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(sdir.path().join("sources.yaml")));
+    let agent = Agent::start(env, ns.name());
+
+    wait_until("the highest 1.x applied", Duration::from_secs(60), &agent, || {
+        source_status(env, ns.name(), "ranged")["lastAppliedDigest"] == digests["1.2.0"].as_str()
+    });
+    assert_eq!(get(env, "configmap", ns.name(), "versioned").unwrap()["data"]["value"], "1.2.0");
+
+    wait_until("Forbidden reported", Duration::from_secs(60), &agent, || {
+        ready(&source_status(env, ns.name(), "powerless")) == Some(("False".into(), "Forbidden".into()))
+    });
+    let s = source_status(env, ns.name(), "powerless");
+    let message = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains(&format!("system:serviceaccount:{}:nobody", ns.name())),
+        "the condition names the identity: {message}"
+    );
+    assert!(s["lastAppliedDigest"].is_null(), "nothing was applied as the powerless account");
+}
