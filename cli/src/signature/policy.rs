@@ -301,3 +301,56 @@ mod tests {
         assert!(matches!(bundle_status(&Digest::of(&b), &b, &wrong, &policy), SignatureStatus::Rejected { reason } if reason.contains("subject")));
     }
 }
+
+/// berth reading what the real cosign wrote (fixtures in testdata/signatures, see its README).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
+mod cosign_fixtures {
+    use super::*;
+    use crate::signature::keys::SigningKey;
+
+    const SIGNED: &str = "sha256:aaead6d06e9a0ff201d39f8f5f2410c940ae4856b7f4aa19cc1f1af5985ad9a5";
+    const PUBLIC: &str = include_str!("../../../testdata/signatures/cosign.pub");
+    const PRIVATE: &str = include_str!("../../../testdata/signatures/cosign.key");
+    const CLASSIC_MANIFEST: &[u8] = include_bytes!("../../../testdata/signatures/cosign-v2-classic.manifest.json");
+    const CLASSIC_PAYLOAD: &[u8] = include_bytes!("../../../testdata/signatures/cosign-v2-classic.payload.json");
+    const BUNDLE: &[u8] = include_bytes!("../../../testdata/signatures/cosign-v3.bundle.json");
+
+    fn policy() -> TrustPolicy {
+        TrustPolicy::new(vec![PublicKey::from_pem(PUBLIC, "cosign.pub").unwrap()])
+    }
+
+    #[test]
+    fn cosign_encrypted_key_loads_and_matches_its_public_key() {
+        let key = SigningKey::from_encrypted_pem(PRIVATE, b"pw", "cosign.key").unwrap();
+        assert_eq!(key.public_key().fingerprint(), policy().keys[0].fingerprint());
+        let err = SigningKey::from_encrypted_pem(PRIVATE, b"not-pw", "cosign.key").unwrap_err();
+        assert!(err.to_string().contains("wrong password for private key cosign.key"), "{err}");
+    }
+
+    #[test]
+    fn cosign_v2_classic_signature_verifies_for_its_digest_only() {
+        let manifest = classic::parse_signature_manifest(CLASSIC_MANIFEST, "fixture").unwrap();
+        let layer = &manifest.layers[0];
+        assert_eq!(layer.digest, Digest::of(CLASSIC_PAYLOAD));
+        let signed: Digest = SIGNED.parse().unwrap();
+        assert!(matches!(classic_status(layer, CLASSIC_PAYLOAD, &signed, &policy()), SignatureStatus::Verified { .. }));
+        let other = Digest::of(b"other");
+        assert!(
+            matches!(classic_status(layer, CLASSIC_PAYLOAD, &other, &policy()), SignatureStatus::Rejected { reason } if reason.contains(SIGNED))
+        );
+    }
+
+    #[test]
+    fn cosign_v3_bundle_verifies_for_its_digest_only() {
+        let signed: Digest = SIGNED.parse().unwrap();
+        let blob = Digest::of(BUNDLE);
+        assert!(matches!(bundle_status(&blob, BUNDLE, &signed, &policy()), SignatureStatus::Verified { .. }));
+        let checked = bundle::check(&blob, BUNDLE, &signed).unwrap();
+        // cosign's key hint is the one berth computes for the same key.
+        assert_eq!(checked.hint.as_deref(), Some(policy().keys[0].bundle_hint().as_str()));
+        let stranger = TrustPolicy::new(vec![SigningKey::generate().public_key().clone()]);
+        assert!(matches!(bundle_status(&blob, BUNDLE, &signed, &stranger), SignatureStatus::Rejected { .. }));
+        assert!(matches!(bundle_status(&blob, BUNDLE, &Digest::of(b"other"), &policy()), SignatureStatus::Rejected { .. }));
+    }
+}
