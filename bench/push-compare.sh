@@ -26,7 +26,7 @@ python3 - "$tree" <<'PY'
 import os, sys, random
 root = sys.argv[1]
 random.seed(42)
-filler = "x" * 3000  # ~4 KB per object -> ~20 MB for 5,000 objects
+filler = "x" * 3900  # ~4 KB per object -> ~20 MB for 5,000 objects
 for i in range(5000):
     d = os.path.join(root, f"team-{i % 50:02d}")
     os.makedirs(d, exist_ok=True)

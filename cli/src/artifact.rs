@@ -40,6 +40,8 @@ const GZIP_OS_UNKNOWN: u8 = 255;
 pub const MAX_UNPACKED_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default bound on the number of tar entries in a layer.
 pub const MAX_ENTRIES: usize = 100_000;
+/// Files queued between the validating and the compressing thread while building.
+const BUILD_QUEUE_FILES: usize = 8;
 /// Largest compressed layer berth downloads.
 pub const MAX_LAYER_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -177,46 +179,38 @@ pub struct BuiltArtifact {
 pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rules) -> Result<BuiltArtifact, ArtifactError> {
     let workdir = tempfile::tempdir().map_err(|source| ArtifactError::Write { path: std::env::temp_dir(), source })?;
     let layer_path = workdir.path().join("layer.tar.gz");
-    let write_err = |source: io::Error| ArtifactError::Write { path: layer_path.clone(), source };
-    let file = std::fs::File::create(&layer_path).map_err(write_err)?;
-    let hashing = HashingWriter::new(BufWriter::new(file));
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(GZIP_OS_UNKNOWN)
-        .write(hashing, Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-
-    let mut dirs_written = BTreeSet::new();
-    let mut duplicates = DuplicateCheck::default();
     let mut sorted: Vec<&InputFile> = files.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for file in &sorted {
-        let bytes = file.read()?;
-        for object in manifests::parse_file(&file.name, &bytes, rules)? {
-            duplicates.add(&object)?;
-        }
-        // Parent directories first, each once, in path order.
-        let mut parent = String::new();
-        let parts: Vec<&str> = file.name.split('/').collect();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            parent.push_str(part);
-            parent.push('/');
-            if dirs_written.insert(parent.clone()) {
-                let mut header = fixed_header(tar::EntryType::Directory, DIR_MODE, 0);
-                tar.append_data(&mut header, &parent, io::empty()).map_err(write_err)?;
+
+    // Validation (parsing) and compression each take about half the time: run them on two
+    // threads, handing files over through a small bounded queue so memory stays bounded.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(BUILD_QUEUE_FILES);
+    let writer_path = layer_path.clone();
+    let writer = std::thread::spawn(move || write_layer(&writer_path, receiver));
+    let mut duplicates = DuplicateCheck::default();
+    let validated = (|| -> Result<(), ArtifactError> {
+        for file in &sorted {
+            let bytes = file.read()?;
+            for object in manifests::parse_file(&file.name, &bytes, rules)? {
+                duplicates.add(&object)?;
+            }
+            if sender.send((file.name.clone(), bytes)).is_err() {
+                // The writer stopped early; its own error is reported below.
+                break;
             }
         }
-        let mut header = fixed_header(tar::EntryType::Regular, FILE_MODE, bytes.len() as u64);
-        tar.append_data(&mut header, &file.name, bytes.as_slice()).map_err(write_err)?;
-    }
+        Ok(())
+    })();
+    drop(sender);
+    let written = writer.join().map_err(|_| ArtifactError::Write {
+        path: layer_path.clone(),
+        source: io::Error::other("the layer writer thread panicked"),
+    })?;
+    validated?;
+    let (layer_digest, layer_size) = written?;
     if duplicates.is_empty() {
         return Err(ArtifactError::Empty { path: input_name.to_string() });
     }
-    let gz = tar.into_inner().map_err(write_err)?;
-    let hashing = gz.finish().map_err(write_err)?;
-    let (layer_digest, layer_size, mut buffered) = hashing.finish();
-    buffered.flush().map_err(write_err)?;
 
     let layer = Descriptor {
         media_type: oci::MEDIA_TYPE_FLUX_CONTENT.to_string(),
@@ -246,6 +240,41 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
         objects: duplicates.len(),
         files: sorted.len(),
     })
+}
+
+/// Write the files arriving on `files` (in name order) as a reproducible tar.gz at `path`;
+/// return its digest and size.
+fn write_layer(path: &Path, files: std::sync::mpsc::Receiver<(String, Vec<u8>)>) -> Result<(Digest, u64), ArtifactError> {
+    let write_err = |source: io::Error| ArtifactError::Write { path: path.to_path_buf(), source };
+    let file = std::fs::File::create(path).map_err(write_err)?;
+    let hashing = HashingWriter::new(BufWriter::new(file));
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(GZIP_OS_UNKNOWN)
+        .write(hashing, Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut dirs_written = BTreeSet::new();
+    for (name, bytes) in files {
+        // Parent directories first, each once, in path order.
+        let mut parent = String::new();
+        let parts: Vec<&str> = name.split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            parent.push_str(part);
+            parent.push('/');
+            if dirs_written.insert(parent.clone()) {
+                let mut header = fixed_header(tar::EntryType::Directory, DIR_MODE, 0);
+                tar.append_data(&mut header, &parent, io::empty()).map_err(write_err)?;
+            }
+        }
+        let mut header = fixed_header(tar::EntryType::Regular, FILE_MODE, bytes.len() as u64);
+        tar.append_data(&mut header, &name, bytes.as_slice()).map_err(write_err)?;
+    }
+    let gz = tar.into_inner().map_err(write_err)?;
+    let hashing = gz.finish().map_err(write_err)?;
+    let (digest, size, mut buffered) = hashing.finish();
+    buffered.flush().map_err(write_err)?;
+    Ok((digest, size))
 }
 
 fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

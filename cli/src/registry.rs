@@ -123,8 +123,11 @@ pub struct Registry {
     scheme: &'static str,
     client: oci_client::Client,
     auth: RegistryAuth,
-    /// Plain HTTP client for the endpoints oci-client does not expose as we need them.
-    http: reqwest::Client,
+    /// Plain HTTP client for the endpoints oci-client does not expose as we need them;
+    /// built on first use, since loading the system roots costs ~10 ms per client.
+    http: std::sync::OnceLock<reqwest::Client>,
+    /// Extra CA certificates for `http`.
+    extra_certs: Vec<reqwest::Certificate>,
     /// Bearer token for `http`, per repository, once a challenge was answered.
     bearer: Mutex<Option<(String, String)>>,
 }
@@ -165,13 +168,6 @@ impl Registry {
         };
         let client = oci_client::Client::try_from(config)
             .map_err(|e| RegistryError::CaFile { path: options.ca_file.clone().unwrap_or_default(), detail: e.to_string() })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .tls_certs_merge(reqwest_certs)
-            .build()
-            .map_err(|e| RegistryError::Unreachable { registry: host.to_string(), detail: e.to_string() })?;
         let auth = match &options.creds {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
             None => default_auth(host),
@@ -181,7 +177,8 @@ impl Registry {
             scheme: if options.insecure { "http" } else { "https" },
             client,
             auth,
-            http,
+            http: std::sync::OnceLock::new(),
+            extra_certs: reqwest_certs,
             bearer: Mutex::new(None),
         })
     }
@@ -541,6 +538,20 @@ impl Registry {
         Ok(Some(index))
     }
 
+    fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(self.extra_certs.clone())
+            .build()
+            .map_err(|e| RegistryError::Unreachable { registry: self.host.clone(), detail: error_chain(&e) })?;
+        Ok(self.http.get_or_init(|| client))
+    }
+
     /// GET `url`, answering a 401 challenge (Bearer token or Basic) once.
     async fn get_with_auth(
         &self,
@@ -553,8 +564,9 @@ impl Registry {
             registry: self.host.clone(),
             detail: error_chain(&e),
         };
+        let http = self.http()?;
         let cached = self.bearer.lock().await.clone();
-        let mut request = self.http.get(url).header(reqwest::header::ACCEPT, accept);
+        let mut request = http.get(url).header(reqwest::header::ACCEPT, accept);
         if let Some((cached_repo, token)) = &cached
             && cached_repo == repo
         {
@@ -583,7 +595,7 @@ impl Registry {
         if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
             query.push(("service".into(), service.clone()));
         }
-        let mut token_request = self.http.get(&realm).query(&query);
+        let mut token_request = http.get(&realm).query(&query);
         if let RegistryAuth::Basic(u, p) = &self.auth {
             token_request = token_request.basic_auth(u, Some(p));
         }
@@ -616,8 +628,7 @@ impl Registry {
             });
         };
         *self.bearer.lock().await = Some((repo.to_string(), token.clone()));
-        self.http
-            .get(url)
+        http.get(url)
             .header(reqwest::header::ACCEPT, accept)
             .bearer_auth(token)
             .send()
