@@ -186,7 +186,10 @@ async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), 
 
     let key = key_of(src);
     let cached = ctx.cache.lock().ok().and_then(|c| c.get(&key).cloned()).filter(|c| c.digest == digest);
-    let drift_check = cached.is_some();
+    // A spec change (namespace, force, identity…) changes the plan even for the same digest:
+    // it goes through the dry-run gate again.
+    let spec_unchanged = src.status.as_ref().and_then(|s| s.observed_generation) == src.metadata.generation;
+    let drift_check = cached.is_some() && spec_unchanged;
     let artifact = match cached {
         Some(c) => {
             tracing::debug!("digest unchanged; checking for drift");

@@ -383,3 +383,15 @@ fn killed_mid_apply_the_next_run_still_prunes_what_the_first_one_created() {
     let left = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
     assert_eq!(left.trim(), "configmap/only", "objects of the killed run were forgotten");
 }
+
+#[test]
+fn a_rollout_that_never_becomes_ready_fails_the_wait_naming_the_deployment() {
+    let env = env();
+    let ns = env.namespace("agent-health");
+    let stuck = deployment("stuck", "1").replace("registry.example/app:1", &env.never_ready_image);
+    let dir = manifests(&[("stuck.yaml", stuck), ("cm.yaml", configmap("fine", &[("a", "1")]))]);
+    let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "health", &["--wait", "--timeout", "15s"]));
+    assert_eq!(out.code, Some(5), "{}", stderr_of(&out));
+    assert!(out.stderr.contains(&format!("Deployment.apps {}/stuck", ns.name())), "names the workload: {}", out.stderr);
+    assert!(out.stderr.contains("0/1 replicas ready"), "says what is missing: {}", out.stderr);
+}
