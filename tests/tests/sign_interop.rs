@@ -461,6 +461,13 @@ fn keygen_refuses_to_overwrite_and_signing_appends() {
     assert!(out.stderr.contains("--force"), "{}", out.stderr);
     assert_eq!(std::fs::read(&key1).unwrap(), before, "the existing key is untouched");
 
+    // cosign decrypts berth's private key and derives the same public key berth wrote.
+    for cosign in [&env.cosign_v2, &env.cosign_v3] {
+        let mut cmd = env.tool(cosign);
+        cmd.args(["public-key", "--key"]).arg(&key1).env("COSIGN_PASSWORD", PASSWORD);
+        assert_eq!(run_ok(&mut cmd), std::fs::read_to_string(&pub1).unwrap(), "{}", cosign.display());
+    }
+
     // Two signers on one artifact: the second classic signature is appended, both verify.
     let (key2, pub2) = berth_keygen(env, dir.path(), "other-team");
     let reg = Registry::dist(env);
