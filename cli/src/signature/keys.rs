@@ -336,8 +336,7 @@ pub fn read_password(confirm: bool, what: &str) -> Result<Zeroizing<String>, Key
     if let Ok(value) = std::env::var(PASSWORD_ENV) {
         return Ok(Zeroizing::new(value));
     }
-    use std::io::IsTerminal as _;
-    if !std::io::stdin().is_terminal() {
+    if !has_terminal() {
         return Err(KeyError::NoPassword);
     }
     let first = Zeroizing::new(
@@ -353,6 +352,19 @@ pub fn read_password(confirm: bool, what: &str) -> Result<Zeroizing<String>, Key
         }
     }
     Ok(first)
+}
+
+/// Whether a prompt can be shown. The prompt talks to the controlling terminal, not stdin,
+/// so `kustomize build | berth push - --sign-key …` can still ask for the password.
+#[cfg(unix)]
+fn has_terminal() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
+}
+
+#[cfg(not(unix))]
+fn has_terminal() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdin().is_terminal()
 }
 
 fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
