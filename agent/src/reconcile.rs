@@ -18,6 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Config, Resource, ResourceExt};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 use tracing::Instrument;
 
 use crate::engine::{self, Clients, SyncError, SyncOptions, SyncReport};
@@ -54,6 +55,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Private (0700) directory for registry CA bundles read from Secrets.
     scratch: tempfile::TempDir,
+    /// Registry client per Source, with a hash of the settings it was built from.
+    registries: Mutex<HashMap<String, (String, Arc<Registry>)>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -65,7 +68,15 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub fn new(client: Client, config: Config, recorder: Recorder) -> std::io::Result<Self> {
         let scratch = tempfile::Builder::new().prefix("berth-agent-").tempdir()?;
-        Ok(Context { client, config, recorder, cache: Mutex::default(), failures: Mutex::default(), scratch })
+        Ok(Context {
+            client,
+            config,
+            recorder,
+            cache: Mutex::default(),
+            failures: Mutex::default(),
+            scratch,
+            registries: Mutex::default(),
+        })
     }
 }
 
@@ -253,10 +264,14 @@ fn reference_of(src: &Source) -> Result<Reference, ReconcileError> {
 }
 
 /// Registry access from `secretRef` (docker config JSON), `caSecretRef` and `insecure`.
-async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Result<Registry, ReconcileError> {
+/// The registry client for a Source, reused while its access settings stay the same so a
+/// quiet interval costs one request (the client keeps its bearer token between intervals).
+async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Result<Arc<Registry>, ReconcileError> {
     let namespace = src.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut options = RegistryOptions { creds: None, ca_file: None, insecure: src.spec.insecure };
+    let mut fingerprint = Sha256::new();
+    fingerprint.update(format!("{}\0{}\0", reference.registry(), src.spec.insecure));
     if let Some(r) = &src.spec.secret_ref {
         let what = format!("spec.secretRef Secret {namespace}/{}", r.name);
         let s = secrets.get(&r.name).await.map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
@@ -267,6 +282,7 @@ async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Res
             .ok_or_else(|| ReconcileError::Access { what: what.clone(), message: "has no .dockerconfigjson entry".into() })?;
         options.creds = docker_credentials(&config.0, reference.registry())
             .map_err(|message| ReconcileError::Access { what: what.clone(), message })?;
+        fingerprint.update(&config.0);
     }
     if let Some(r) = &src.spec.ca_secret_ref {
         let what = format!("spec.caSecretRef Secret {namespace}/{}", r.name);
@@ -279,11 +295,26 @@ async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Res
             .ok_or_else(|| ReconcileError::Access { what: what.clone(), message: "has no ca.crt entry".into() })?;
         // The registry layer reads CAs from a file: one per Source in the agent's private dir.
         let path = ctx.scratch.path().join(format!("ca-{}-{}.pem", namespace, src.name_any()));
+        fingerprint.update(&ca);
         std::fs::write(&path, ca).map_err(|e| ReconcileError::Access { what, message: format!("writing {}: {e}", path.display()) })?;
         options.ca_file = Some(path);
     }
-    Registry::for_reference(reference, &options)
-        .map_err(|e| ReconcileError::Access { what: format!("registry {}", reference.registry()), message: e.to_string() })
+    // Only a hash of the settings is kept as the key: no credential stays in a map.
+    let fingerprint = format!("{:x}", fingerprint.finalize());
+    let key = key_of(src);
+    if let Some((fp, r)) = ctx.registries.lock().ok().and_then(|m| m.get(&key).cloned())
+        && fp == fingerprint
+    {
+        return Ok(r);
+    }
+    let registry = Arc::new(
+        Registry::for_reference(reference, &options)
+            .map_err(|e| ReconcileError::Access { what: format!("registry {}", reference.registry()), message: e.to_string() })?,
+    );
+    if let Ok(mut m) = ctx.registries.lock() {
+        m.insert(key, (fingerprint, registry.clone()));
+    }
+    Ok(registry)
 }
 
 /// `(user, password)` for `host` from a docker config JSON, never logged.
@@ -407,6 +438,13 @@ async fn write_status(src: &Source, ctx: &Context, mut status: SourceStatus) -> 
 
 async fn set_reconciling(src: &Source, ctx: &Context, digest: &Digest) -> Result<(), ReconcileError> {
     let mut status = src.status.clone().unwrap_or_default();
+    // A retry of the digest that just failed keeps the failure visible instead of flapping
+    // between Unknown and False on every backoff step.
+    if status.last_attempted_digest.as_deref() == Some(digest.to_string().as_str())
+        && status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False")
+    {
+        return Ok(());
+    }
     let generation = src.metadata.generation;
     let msg = format!("applying {digest}");
     set_condition(&mut status.conditions, "Reconciling", "True", "Progressing", &msg, generation);

@@ -302,10 +302,11 @@ fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is
     });
     assert_eq!(get(env, "configmap", ns.name(), "versioned").unwrap()["data"]["value"], "1.2.0");
 
+    let mut s = Value::Null;
     wait_until("Forbidden reported", Duration::from_secs(60), &agent, || {
-        ready(&source_status(env, ns.name(), "powerless")) == Some(("False".into(), "Forbidden".into()))
+        s = source_status(env, ns.name(), "powerless");
+        ready(&s) == Some(("False".into(), "Forbidden".into()))
     });
-    let s = source_status(env, ns.name(), "powerless");
     let message = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["message"].clone();
     assert!(
         message.as_str().unwrap().contains(&format!("system:serviceaccount:{}:nobody", ns.name())),
