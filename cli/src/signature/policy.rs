@@ -104,6 +104,18 @@ pub async fn examine(
     digest: &Digest,
     policy: &TrustPolicy,
 ) -> Result<Vec<FoundSignature>, VerifyError> {
+    let mut found = examine_classic(registry, repo, digest, policy).await?;
+    found.extend(examine_bundles(registry, repo, digest, policy).await?);
+    Ok(found)
+}
+
+/// The classic `.sig` signatures of `digest`.
+async fn examine_classic(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    policy: &TrustPolicy,
+) -> Result<Vec<FoundSignature>, VerifyError> {
     let store_err = |source: StoreError| VerifyError::Store { digest: digest.clone(), source };
     let mut found = Vec::new();
 
@@ -140,6 +152,18 @@ pub async fn examine(
         }
     }
 
+    Ok(found)
+}
+
+/// The Sigstore bundle referrers of `digest`.
+async fn examine_bundles(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    policy: &TrustPolicy,
+) -> Result<Vec<FoundSignature>, VerifyError> {
+    let store_err = |source: StoreError| VerifyError::Store { digest: digest.clone(), source };
+    let mut found = Vec::new();
     let referrers = match store::bundle_referrers(registry, repo, digest).await {
         Ok(r) => r,
         Err(StoreError::BadReferrersIndex { tag, detail, .. }) => {
@@ -213,7 +237,12 @@ pub async fn verify_artifact(
     if policy.keys.is_empty() {
         return Err(VerifyError::EmptyPolicy { digest: digest.clone() });
     }
-    let found = examine(registry, repo, digest, policy).await?;
+    // Classic first: one tag lookup, and when it verifies the referrers are not needed —
+    // the agent pays for this on every new digest.
+    let mut found = examine_classic(registry, repo, digest, policy).await?;
+    if !found.iter().any(|f| matches!(f.status, SignatureStatus::Verified { .. })) {
+        found.extend(examine_bundles(registry, repo, digest, policy).await?);
+    }
     verdict(digest, policy, found)
 }
 
