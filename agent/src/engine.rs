@@ -331,7 +331,10 @@ pub async fn diff(
         let change = match live {
             None => Change::Create,
             Some(live) => {
-                let fields = changed_fields(&comparable(&live), &comparable(&d.object));
+                let mut fields = changed_fields(&comparable(&live), &comparable(&d.object));
+                if o.key.group.is_empty() && o.key.kind == "Secret" {
+                    fields = fields.into_iter().map(|f| hide_secret_value(&f)).collect();
+                }
                 if fields.is_empty() { Change::Unchanged } else { Change::Update(fields) }
             }
         };
@@ -380,6 +383,14 @@ fn short(v: Option<&Value>) -> String {
     }
 }
 
+/// A diff line of a Secret without its values (they never reach a terminal or a log).
+fn hide_secret_value(line: &str) -> String {
+    match line.split_once(": ") {
+        Some((path, _)) if path.starts_with("data") || path.starts_with("stringData") => format!("{path}: (value hidden)"),
+        _ => line.to_string(),
+    }
+}
+
 /// Paths (dot-separated) whose values differ between `a` and `b`.
 pub fn changed_fields(a: &Value, b: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -415,5 +426,12 @@ mod tests {
             vec!["data.a: \"1\" -> \"2\"", "data.gone: \"x\" -> (absent)", "data.new: (absent) -> \"y\""]
         );
         assert!(changed_fields(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn secret_values_are_hidden_in_diffs() {
+        assert_eq!(hide_secret_value("data.password: \"czNjcjN0\" -> \"b3RoZXI=\""), "data.password: (value hidden)");
+        assert_eq!(hide_secret_value("data: {\"a\":\"b\"} -> (absent)"), "data: (value hidden)");
+        assert_eq!(hide_secret_value("metadata.labels.x: \"1\" -> \"2\""), "metadata.labels.x: \"1\" -> \"2\"");
     }
 }
