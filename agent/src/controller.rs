@@ -1,17 +1,23 @@
 //! `berth-agent run`: the kube-runtime controller over `Source` objects — watches Sources,
 //! runs [`crate::reconcile::reconcile`], requeues after each Source's interval and backs off
-//! on errors, until SIGTERM/ctrl-c.
+//! on errors, until SIGTERM/ctrl-c; with leader election only while this replica holds the
+//! Lease.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
+use tokio::sync::watch;
 
-use crate::reconcile::{self, Context};
+use crate::leader::{self, Election, ElectionConfig, LeaderError};
+use crate::metrics::MetricsError;
+use crate::reconcile::{self, Context, ReconcileError};
 use crate::source::Source;
 
 /// Sources reconciled at the same time: bounds memory (each holds one artifact) and API load.
@@ -23,38 +29,171 @@ pub enum ControllerError {
     Config(String),
     #[error("the Source CRD is not installed or not readable ({0}); install it: berth-agent crd | kubectl apply -f -")]
     CrdMissing(kube::Error),
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+/// How `berth-agent run` runs: scope, leader election, metrics, shutdown.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Only watch Sources in this namespace (default: all namespaces).
+    pub watch_namespace: Option<String>,
+    /// Leader election on a Lease; `None` reconciles unconditionally (a single replica).
+    pub election: Option<LeaseOptions>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Time in-flight reconciles get to finish after SIGTERM before they are abandoned.
+    pub shutdown_grace: Duration,
+}
+
+/// The Lease the replicas compete for.
+#[derive(Debug, Clone)]
+pub struct LeaseOptions {
+    pub name: String,
+    /// Default: `POD_NAMESPACE`, else the kubeconfig's namespace.
+    pub namespace: Option<String>,
+    pub duration: Duration,
+    /// Default: [`leader::default_identity`].
+    pub identity: Option<String>,
+}
+
+/// Why one leadership term of the controller ended.
+#[derive(Debug, PartialEq, Eq)]
+enum TermEnd {
+    Shutdown,
+    LostLease,
 }
 
 /// Runs until a shutdown signal.
-pub async fn run(watch_namespace: Option<String>) -> Result<(), ControllerError> {
+pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
     let config = Config::infer().await.map_err(|e| ControllerError::Config(e.to_string()))?;
     let client = Client::try_from(config.clone()).map_err(|e| ControllerError::Config(e.to_string()))?;
-    let sources: Api<Source> = match &watch_namespace {
+    let sources: Api<Source> = match &opts.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     sources.list(&ListParams::default().limit(1)).await.map_err(ControllerError::CrdMissing)?;
+    let metrics = crate::metrics::global();
+    if let Some(addr) = opts.metrics_addr {
+        crate::metrics::serve(addr, client.clone()).await?;
+    }
 
     let reporter = Reporter { controller: "berth-agent".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(
-        Context::new(client, config, recorder).map_err(|e| ControllerError::Config(format!("creating a private temp dir: {e}")))?,
+        Context::new(client.clone(), config.clone(), recorder)
+            .map_err(|e| ControllerError::Config(format!("creating a private temp dir: {e}")))?,
     );
+    let mut shutdown = crate::shutdown::on_signal();
+    let election = match opts.election {
+        Some(l) => {
+            let namespace = l
+                .namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+                .unwrap_or_else(|| config.default_namespace.clone());
+            let identity = l.identity.unwrap_or_else(leader::default_identity);
+            tracing::info!(lease = %l.name, namespace = %namespace, identity = %identity, "leader election on");
+            let cfg = ElectionConfig { lease_name: l.name, namespace, identity, lease_duration: l.duration };
+            Some(Election::start(client.clone(), cfg).await?)
+        }
+        None => None,
+    };
+    metrics.set_started();
 
-    tracing::info!(namespace = watch_namespace.as_deref().unwrap_or("(all)"), "controller started");
+    tracing::info!(namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"), "controller started");
+    match &election {
+        None => {
+            metrics.set_leader(true);
+            run_term(sources, ctx, shutdown, None, opts.shutdown_grace).await;
+        }
+        Some(election) => loop {
+            metrics.set_leader(false);
+            let mut leading = election.subscribe();
+            let became_leader = tokio::select! {
+                r = async { leading.wait_for(|l| *l).await.is_ok() } => r,
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => false,
+            };
+            if !became_leader {
+                break;
+            }
+            metrics.set_leader(true);
+            if run_term(sources.clone(), ctx.clone(), shutdown.clone(), Some(leading), opts.shutdown_grace).await
+                == TermEnd::Shutdown
+            {
+                break;
+            }
+        },
+    }
+    metrics.set_leader(false);
+    if let Some(election) = election {
+        election.release().await;
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// Runs the controller while this replica may (for ever without election). Losing the Lease
+/// drops the controller at once, which cancels the reconciles in flight at their next API
+/// request: a former leader must not apply next to the new one. SIGTERM instead stops new
+/// work and gives the in-flight reconciles `grace` to finish.
+async fn run_term(
+    sources: Api<Source>,
+    ctx: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+    leading: Option<watch::Receiver<bool>>,
+    grace: Duration,
+) -> TermEnd {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Status and inventory writes also wake the controller; the reconcile they trigger finds
     // the digest unchanged and nothing drifted, writes nothing, and so the chain ends there.
-    Controller::new(sources, watcher::Config::default())
+    let controller = Controller::new(sources, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(MAX_CONCURRENT_RECONCILES))
-        .shutdown_on_signal()
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .graceful_shutdown_on(async move {
+            let _ = stop_rx.await;
+        })
+        .run(measured_reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(source = %obj.name, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile ended with an error"),
             }
-        })
-        .await;
-    tracing::info!("controller stopped");
-    Ok(())
+        });
+    tokio::pin!(controller);
+    let lost = async {
+        match leading {
+            Some(mut l) => {
+                let _ = l.wait_for(|v| !*v).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = &mut controller => return TermEnd::Shutdown,
+        _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {}
+        _ = lost => {
+            tracing::warn!("no longer the leader: abandoning in-flight reconciles");
+            return TermEnd::LostLease;
+        }
+    }
+    tracing::info!(grace = ?grace, "shutting down: no new reconciles, waiting for those in flight");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(grace, &mut controller).await.is_err() {
+        tracing::warn!("in-flight reconciles abandoned after the grace period; the next leader redoes them");
+    }
+    TermEnd::Shutdown
+}
+
+/// [`reconcile::reconcile`] with its duration and outcome recorded in the metrics.
+async fn measured_reconcile(src: Arc<Source>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any());
+    let started = Instant::now();
+    let result = reconcile::reconcile(src, ctx).await;
+    let reason = match &result {
+        Ok(_) => "Succeeded",
+        Err(e) => e.reason(),
+    };
+    crate::metrics::global().reconciled(&key, result.is_ok(), reason, started.elapsed());
+    result
 }

@@ -110,6 +110,30 @@ struct RunArgs {
     /// Only watch Sources in this namespace (default: all namespaces).
     #[arg(long)]
     watch_namespace: Option<String>,
+    /// Run several replicas: only the holder of a coordination.k8s.io Lease reconciles.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Name of the Lease replicas compete for.
+    #[arg(long, default_value = "berth-agent", requires = "leader_elect")]
+    lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the kubeconfig's namespace).
+    #[arg(long, requires = "leader_elect")]
+    lease_namespace: Option<String>,
+    /// How long a Lease stays valid without renewal; a follower takes over within this time
+    /// after the leader dies, e.g. 15s.
+    #[arg(long, default_value = "15s", requires = "leader_elect")]
+    lease_duration: String,
+    /// This replica's name in the Lease (default: $POD_NAME, else hostname-pid).
+    #[arg(long, requires = "leader_elect")]
+    identity: Option<String>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. 0.0.0.0:8080
+    /// in a cluster; port 0 picks a free port (logged). Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// After SIGTERM, how long reconciles in flight may finish before they are abandoned
+    /// (keep it below the pod's terminationGracePeriodSeconds), e.g. 20s.
+    #[arg(long, default_value = "20s")]
+    shutdown_grace: String,
 }
 
 /// A failure with the exit code and the hint the user sees.
@@ -198,7 +222,23 @@ async fn run(command: Command) -> Result<u8, Failure> {
         Command::Apply(args) => one_shot(args, false).await,
         Command::Diff(args) => one_shot(args, true).await,
         Command::Run(args) => {
-            controller::run(args.watch_namespace)
+            let lease_duration =
+                duration::parse(&args.lease_duration).map_err(|e| Failure::new(2, format!("--lease-duration: {e}")))?;
+            let shutdown_grace =
+                duration::parse(&args.shutdown_grace).map_err(|e| Failure::new(2, format!("--shutdown-grace: {e}")))?;
+            let election = args.leader_elect.then(|| controller::LeaseOptions {
+                name: args.lease_name.clone(),
+                namespace: args.lease_namespace.clone(),
+                duration: lease_duration,
+                identity: args.identity.clone(),
+            });
+            let opts = controller::RunOptions {
+                watch_namespace: args.watch_namespace,
+                election,
+                metrics_addr: args.metrics_addr,
+                shutdown_grace,
+            };
+            controller::run(opts)
                 .await
                 .map_err(|e| Failure::new(1, e.to_string()))?;
             Ok(0)

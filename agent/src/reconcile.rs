@@ -190,8 +190,9 @@ async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), 
     let registry = registry_for(src, ctx, &reference).await.map_err(no_digest)?;
 
     // Resolve: one HEAD request (or a tag list for semver).
-    let (resolved, digest) =
-        fetch::resolve(&registry, &reference, semver.as_deref()).await.map_err(|e| no_digest(e.into()))?;
+    let resolution = fetch::resolve(&registry, &reference, semver.as_deref()).await;
+    crate::metrics::global().registry_request("resolve", resolution.is_ok());
+    let (resolved, digest) = resolution.map_err(|e| no_digest(e.into()))?;
     tracing::Span::current().record("digest", tracing::field::display(&digest));
     let with_digest = |e: ReconcileError| (e, Some(digest.clone()));
 
@@ -209,8 +210,12 @@ async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), 
         None => {
             set_reconciling(src, ctx, &digest).await.map_err(with_digest)?;
             let trust = trust_of(src, ctx).await.map_err(with_digest)?;
-            let pulled = fetch::pull(&registry, &resolved, &digest).await.map_err(|e| with_digest(e.into()))?;
-            let signer = fetch::verify(&registry, &resolved, &digest, &trust).await.map_err(|e| with_digest(e.into()))?;
+            let pulled = fetch::pull(&registry, &resolved, &digest).await;
+            crate::metrics::global().registry_request("pull", pulled.is_ok());
+            let pulled = pulled.map_err(|e| with_digest(e.into()))?;
+            let signer = fetch::verify(&registry, &resolved, &digest, &trust).await;
+            crate::metrics::global().registry_request("verify", signer.is_ok());
+            let signer = signer.map_err(|e| with_digest(e.into()))?;
             let at = resolved.with_digest(digest.clone()).to_string();
             let manifests = fetch::unpack(&at, &pulled.layer).map_err(|e| with_digest(e.into()))?;
             tracing::info!(signer = %signer, objects = manifests.len(), "artifact verified");
@@ -482,7 +487,15 @@ async fn record_success(src: &Source, ctx: &Context, report: &SyncReport, applie
         });
     }
     write_status(src, ctx, status).await?;
+    crate::metrics::global().applied(
+        &key_of(src),
+        &applied.digest.to_string(),
+        applied.revision.as_deref(),
+        report.changed.len(),
+        report.pruned.len(),
+    );
     if digest_changed {
+        tracing::info!(digest = %applied.digest, objects = report.total, "applied a new digest");
         publish(ctx, src, EventType::Normal, "Applied", "Apply", msg).await;
     } else if !report.changed.is_empty() {
         let names: Vec<String> = report.changed.iter().take(5).map(ToString::to_string).collect();
