@@ -1,0 +1,193 @@
+//! Installing berth from `deploy/` on an empty cluster (a second kube-apiserver, so the
+//! shipped `berth-system` namespace and a cluster without the CRD are this test's alone):
+//! the agent refuses to start without its CRD and says how to install it; every rendering of
+//! `deploy/` passes server-side dry-run and Pod Security "restricted"; the shipped CRD is what
+//! the agent generates; after `kubectl apply -k deploy/base` the agent starts with a token of
+//! the shipped ServiceAccount, takes the leader Lease, and has no access it should not have.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
+
+mod deploy_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use berth_e2e::{env, run, run_ok};
+use deploy_common::{FreshCluster, Process, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until};
+use serde_json::Value;
+
+/// Every kustomization in `deploy/` a user applies, rendered; the tenant one through an
+/// overlay that names a namespace, as its instructions say.
+fn renderings(env: &berth_e2e::Env, scratch: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for dir in ["base", "overlays/daemonset", "overlays/simple"] {
+        out.push((dir.to_string(), kustomize(env, &deploy_dir().join(dir))));
+    }
+    let tenant = scratch.join("tenant");
+    std::fs::create_dir_all(&tenant).unwrap();
+    std::fs::write(
+        tenant.join("kustomization.yaml"),
+        format!("namespace: team-a\nresources:\n  - {}\n", relative(&tenant, &deploy_dir().join("tenant"))),
+    )
+    .unwrap();
+    out.push(("tenant (namespace team-a)".to_string(), kustomize(env, &tenant)));
+    out
+}
+
+/// The pod template of every Deployment/DaemonSet meets the hardening the README promises.
+fn assert_hardened(name: &str, docs: &[Value]) {
+    let workloads: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet").collect();
+    if name.starts_with("tenant") {
+        assert!(workloads.is_empty(), "{name}: the tenant kustomization runs nothing");
+        return;
+    }
+    assert_eq!(workloads.len(), 1, "{name}: exactly one agent workload");
+    for w in workloads {
+        let pod = &w["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}: runAsNonRoot");
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}: seccomp");
+        assert_eq!(pod["automountServiceAccountToken"], true, "{name}: the agent needs its token");
+        for c in pod["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}: read-only root fs");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}: no privilege escalation");
+            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}: drop ALL");
+            assert!(c["resources"]["requests"]["memory"].is_string(), "{name}: memory request");
+            assert!(c["resources"]["limits"]["memory"].is_string(), "{name}: memory limit");
+        }
+    }
+    let sa = find(docs, "ServiceAccount", "berth-agent");
+    assert_eq!(sa["automountServiceAccountToken"], false, "{name}: no token for other pods of the account");
+}
+
+#[test]
+fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_privilege_account() {
+    let env = env();
+    let fresh = FreshCluster::start(env);
+    let scratch = tempfile::tempdir().unwrap();
+    let kubectl = || fresh.kubectl(env);
+
+    // 1. The agent started before its CRD is installed stops at once and says what to do —
+    //    not a silent crash loop.
+    let mut agent = Process::spawn(
+        env.berth_agent().env("KUBECONFIG", &fresh.kubeconfig).args(["run", "--log-format", "text"]),
+        scratch.path().join("no-crd.log"),
+    );
+    let status = agent.wait_exit(Duration::from_secs(60));
+    let log = agent.log();
+    let status = status.unwrap_or_else(|| panic!("the agent kept running without its CRD:\n{log}"));
+    assert!(!status.success(), "exit status without the CRD: {status}\n{log}");
+    assert!(log.contains("CRD") && log.contains("berth-agent crd"), "names the CRD and how to install it:\n{log}");
+    drop(agent);
+
+    // 2. The CRD shipped in deploy/ is exactly what the agent generates.
+    let generated = run_ok(env.berth_agent().arg("crd"));
+    let shipped = std::fs::read_to_string(deploy_dir().join("base/crd.yaml")).unwrap();
+    assert!(
+        generated == shipped,
+        "deploy/base/crd.yaml differs from `berth-agent crd`; regenerate it: target/debug/berth-agent crd > deploy/base/crd.yaml"
+    );
+
+    // 3. Every rendering passes server-side dry-run and Pod Security "restricted". Dry-run
+    //    needs the namespace to exist: create it from the base rendering (for real).
+    let all = renderings(env, scratch.path());
+    let base_docs = documents(&all[0].1);
+    let ns = find(&base_docs, "Namespace", "berth-system");
+    assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    let ns_file = scratch.path().join("namespace.json");
+    std::fs::write(&ns_file, ns.to_string()).unwrap();
+    run_ok(kubectl().args(["apply", "--server-side", "-f"]).arg(&ns_file));
+    run_ok(kubectl().args(["create", "namespace", "team-a"]));
+    for (name, yaml) in &all {
+        let docs = documents(yaml);
+        assert_hardened(name, &docs);
+        if !name.starts_with("tenant") {
+            let crd = find(&docs, "CustomResourceDefinition", "sources.berth.dev");
+            let generated_crd = documents(&generated).remove(0);
+            assert_eq!(crd["spec"], generated_crd["spec"], "{name}: the rendered CRD's spec is the generated one");
+        }
+        let file = scratch.path().join(format!("{}.yaml", name.replace(['/', ' ', '(', ')'], "_")));
+        std::fs::write(&file, yaml).unwrap();
+        let out = run(kubectl().args(["apply", "--server-side", "--dry-run=server", "-f"]).arg(&file));
+        assert!(out.status.success(), "{name}: server-side dry-run failed:\n{}\n{}", out.stdout, out.stderr);
+        assert!(!out.stderr.contains("PodSecurity"), "{name}: violates Pod Security restricted:\n{}", out.stderr);
+        let applied = out.stdout.lines().filter(|l| l.contains("(server dry run)")).count();
+        assert_eq!(applied, docs.len(), "{name}: every object dry-run:\n{}", out.stdout);
+    }
+
+    // 4. Install for real, as the README says.
+    run_ok(kubectl().args(["apply", "--server-side", "-k"]).arg(deploy_dir().join("base")));
+    run_ok(kubectl().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=60s"]));
+
+    // 5. The agent with a token of the shipped ServiceAccount (TokenRequest API), started the
+    //    way the Deployment starts it, takes the Lease and serves; no other identity involved.
+    let token = run_ok(kubectl().args(["create", "token", "berth-agent", "-n", "berth-system", "--duration=1h"]));
+    let sa_kubeconfig = token_kubeconfig(scratch.path(), &fresh.server, &env.ca_file, token.trim(), "berth-system");
+    let deployment = find(&base_docs, "Deployment", "berth-agent");
+    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            // Same flag, but a free loopback port: tests run side by side on one machine.
+            if a.starts_with("--metrics-addr") { "--metrics-addr=127.0.0.1:0".to_string() } else { a.to_string() }
+        })
+        .collect();
+    let mut agent = Process::spawn(
+        env.berth_agent()
+            .env("KUBECONFIG", &sa_kubeconfig)
+            .env("POD_NAME", "berth-agent-e2e-0")
+            .env("POD_NAMESPACE", "berth-system")
+            .args(&args),
+        scratch.path().join("agent.log"),
+    );
+    if args.iter().any(|a| a == "--leader-elect") {
+        wait_until(
+            "the agent to hold the Lease berth-system/berth-agent",
+            Duration::from_secs(60),
+            || format!("--- agent log\n{}", agent_log(scratch.path())),
+            || {
+                let out = run(kubectl().args(["get", "lease", "berth-agent", "-n", "berth-system", "-o", "jsonpath={.spec.holderIdentity}"]));
+                out.stdout.trim() == "berth-agent-e2e-0"
+            },
+        );
+    }
+    wait_until("the controller to start", Duration::from_secs(60), || agent.log(), || agent.log().contains("controller started"));
+    assert!(agent.running(), "the agent exited:\n{}", agent.log());
+
+    // 6. What the shipped account may not do (TokenRequest token, checked by trying).
+    let as_agent = || {
+        let mut cmd = env.kubectl_cmd();
+        cmd.env("KUBECONFIG", &sa_kubeconfig);
+        cmd
+    };
+    let out = run(as_agent().args(["get", "secrets", "-n", "team-a"]));
+    assert!(!out.status.success() && out.stderr.contains("forbidden"), "reads Secrets of a namespace that did not opt in: {}{}", out.stdout, out.stderr);
+    let out = run(as_agent().args(["get", "secrets", "-n", "berth-system"]));
+    assert!(!out.status.success() && out.stderr.contains("forbidden"), "reads Secrets in its own namespace: {}{}", out.stdout, out.stderr);
+    for (verb, resource, ns) in [
+        ("create", "clusterrolebindings", None),
+        ("create", "deployments", Some("team-a")),
+        ("impersonate", "serviceaccounts", Some("team-a")),
+        ("delete", "sources.berth.dev", Some("team-a")),
+        ("update", "leases", Some("kube-system")),
+    ] {
+        let mut cmd = as_agent();
+        cmd.args(["auth", "can-i", verb, resource]);
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.stdout.trim(), "no", "the agent may {verb} {resource} in {ns:?}");
+    }
+    // …and what it needs, so the checks above can tell "no" from a broken token.
+    let out = run(as_agent().args(["auth", "can-i", "watch", "sources.berth.dev", "--all-namespaces"]));
+    assert_eq!(out.stdout.trim(), "yes", "the agent must watch Sources: {}", out.stderr);
+    assert!(agent.running(), "the agent exited:\n{}", agent.log());
+    drop(agent);
+    drop(fresh);
+}
+
+fn agent_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+}
