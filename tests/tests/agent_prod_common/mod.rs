@@ -1,0 +1,192 @@
+//! Shared by the `agent_prod_*` tests: agents run as child processes against the real API
+//! server, their JSON logs, the Source CRD, pushes and small HTTP requests.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_e2e::{Env, run_ok};
+use serde_json::Value;
+
+pub fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    dir
+}
+
+pub fn configmap(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
+}
+
+pub fn get(env: &Env, kind: &str, ns: &str, name: &str) -> Option<Value> {
+    let out = run_ok(env.kubectl_cmd().args(["get", kind, name, "-n", ns, "-o", "json", "--ignore-not-found"]));
+    if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
+}
+
+pub fn configmap_value(env: &Env, ns: &str, name: &str) -> Option<String> {
+    get(env, "configmap", ns, name).and_then(|c| c["data"]["value"].as_str().map(String::from))
+}
+
+pub fn install_crd(env: &Env) {
+    let crd = run_ok(env.berth_agent().arg("crd"));
+    let dir = manifests(&[("crd.yaml", crd)]);
+    run_ok(env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")));
+    run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=30s"]));
+}
+
+pub fn kubectl_apply(env: &Env, yaml: String) {
+    let dir = manifests(&[("x.yaml", yaml)]);
+    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(dir.path().join("x.yaml")));
+}
+
+/// Pushes `dir` unsigned to `oci://REGISTRY/REPO:TAG`; returns the digest.
+pub fn push(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path) -> String {
+    let out = run_ok(
+        env.berth()
+            .args(["push", &format!("oci://{registry}/{repo}:{tag}")])
+            .arg(dir)
+            .args(["--insecure", "--output", "json", "--revision", &format!("main@sha1:{tag}")]),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["digest"].as_str().unwrap().to_string()
+}
+
+/// A Source following `tag` of `repo` on the plain-HTTP distribution registry, unsigned.
+pub fn source_yaml(env: &Env, ns: &str, name: &str, repo: &str, tag: &str, interval: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{tag: {tag}}}\n  interval: {interval}\n  timeout: 1m\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n{extra}",
+        reg = env.registry_dist
+    )
+}
+
+/// `berth-agent run` as a child process with a JSON log file; SIGKILLed when dropped.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Agent {
+    pub fn start(env: &Env, name: &str, ns: &str, extra: &[&str]) -> Agent {
+        let log = std::env::temp_dir().join(format!("berth-agent-{ns}-{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = env
+            .berth_agent()
+            .args(["run", "--watch-namespace", ns, "--log-format", "json"])
+            .args(extra)
+            .env("RUST_LOG", "info,berth_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Agent { child: Some(child), log, name: name.to_string() }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to release anything, as when a node dies.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, as the kubelet sends; returns the exit code after it stopped.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let mut c = self.child.take().unwrap();
+        run_ok(std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]));
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            if start.elapsed() > within {
+                let _ = c.kill();
+                panic!("agent {} did not stop within {within:?} of SIGTERM\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How many times this agent applied `digest` (its "applied a new digest" log lines).
+    pub fn applied_count(&self, digest: &str) -> usize {
+        self.log().lines().filter(|l| l.contains("applied a new digest") && l.contains(digest)).count()
+    }
+
+    /// The address the agent's metrics server logged (`--metrics-addr 127.0.0.1:0`).
+    pub fn metrics_addr(&self, timeout: Duration) -> String {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            for line in self.log().lines() {
+                if line.contains("serving /metrics")
+                    && let Ok(v) = serde_json::from_str::<Value>(line)
+                    && let Some(a) = v["fields"]["addr"].as_str()
+                {
+                    return a.to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("agent {} never logged its metrics address\n{}", self.name, self.log());
+    }
+}
+
+pub fn logs(agents: &[&Agent]) -> String {
+    agents.iter().map(|a| format!("--- agent {}\n{}", a.name, a.log())).collect()
+}
+
+/// Polls `check` every 200 ms; panics with the agents' logs after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, agents: &[&Agent], mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}\n{}", logs(agents));
+}
+
+/// Who holds the Lease `name` in `ns` (None when free or absent).
+pub fn lease_holder(env: &Env, ns: &str, name: &str) -> Option<String> {
+    get(env, "lease", ns, name).and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from)).filter(|h| !h.is_empty())
+}
+
+/// A minimal HTTP/1.1 request; returns (status, body).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
