@@ -255,5 +255,15 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     assert!(access_review(env, &sar_dir, &agent_user, "get", "", "secrets", Some(tenant.name())), "agent must read the team's trust keys");
     assert!(access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(tenant.name())), "the applier must write in its namespace");
     assert!(!access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(other.name())), "the applier may write in another namespace");
+
+    // Uninstalling deletes Sources (with the CRD); what they applied stays, still labelled as
+    // a member of its ApplySet, so removing it is a deliberate, separate step.
+    let source = run_ok(env.kubectl_cmd().args(["get", "sources.berth.dev", "app", "-n", tenant.name(), "-o", "json"]));
+    let source: Value = serde_json::from_str(&source).unwrap();
+    let set_id = source["metadata"]["labels"]["applyset.kubernetes.io/id"].as_str().expect("ApplySet id label").to_string();
+    run_ok(env.kubectl_cmd().args(["delete", "sources.berth.dev", "app", "-n", tenant.name(), "--wait=true", "--timeout=60s"]));
+    std::thread::sleep(Duration::from_secs(3)); // a reconcile in flight would have finished by now
+    let left = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", tenant.name(), "-l", &format!("applyset.kubernetes.io/part-of={set_id}"), "-o", "name"]));
+    assert_eq!(left.trim(), "configmap/app-config", "the applied objects outlive their Source");
     drop(agent);
 }
