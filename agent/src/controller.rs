@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::leader::{self, Election, ElectionConfig, LeaderError};
 use crate::metrics::MetricsError;
+use crate::receiver::{ReceiverConfig, ReceiverError, Triggers};
 use crate::reconcile::{self, Context, ReconcileError};
 use crate::source::Source;
 
@@ -33,6 +34,8 @@ pub enum ControllerError {
     Leader(#[from] LeaderError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Receiver(#[from] ReceiverError),
 }
 
 /// How `berth-agent run` runs: scope, leader election, metrics, shutdown.
@@ -46,6 +49,8 @@ pub struct RunOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Time in-flight reconciles get to finish after SIGTERM before they are abandoned.
     pub shutdown_grace: Duration,
+    /// Push-triggered reconciles over HTTP.
+    pub receiver: Option<ReceiverConfig>,
 }
 
 /// The Lease the replicas compete for.
@@ -79,6 +84,10 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
     if let Some(addr) = opts.metrics_addr {
         crate::metrics::serve(addr, client.clone()).await?;
     }
+    let triggers = Triggers::default();
+    if let Some(r) = opts.receiver {
+        crate::receiver::serve(client.clone(), r, triggers.clone()).await?;
+    }
 
     let reporter = Reporter { controller: "berth-agent".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
@@ -106,7 +115,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
     match &election {
         None => {
             metrics.set_leader(true);
-            run_term(sources, ctx, shutdown, None, opts.shutdown_grace).await;
+            run_term(sources, ctx, &triggers, shutdown, None, opts.shutdown_grace).await;
         }
         Some(election) => loop {
             metrics.set_leader(false);
@@ -119,7 +128,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
                 break;
             }
             metrics.set_leader(true);
-            if run_term(sources.clone(), ctx.clone(), shutdown.clone(), Some(leading), opts.shutdown_grace).await
+            if run_term(sources.clone(), ctx.clone(), &triggers, shutdown.clone(), Some(leading), opts.shutdown_grace).await
                 == TermEnd::Shutdown
             {
                 break;
@@ -141,6 +150,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
 async fn run_term(
     sources: Api<Source>,
     ctx: Arc<Context>,
+    triggers: &Triggers,
     mut shutdown: watch::Receiver<bool>,
     leading: Option<watch::Receiver<bool>>,
     grace: Duration,
@@ -150,6 +160,7 @@ async fn run_term(
     // the digest unchanged and nothing drifted, writes nothing, and so the chain ends there.
     let controller = Controller::new(sources, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(MAX_CONCURRENT_RECONCILES))
+        .reconcile_on(triggers.stream())
         .graceful_shutdown_on(async move {
             let _ = stop_rx.await;
         })

@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod receiver;
 pub mod reconcile;
 pub mod shutdown;
 pub mod source;

@@ -134,6 +134,13 @@ struct RunArgs {
     /// (keep it below the pod's terminationGracePeriodSeconds), e.g. 20s.
     #[arg(long, default_value = "20s")]
     shutdown_grace: String,
+    /// Accept push notifications (distribution registry envelope on /hook/registry, or
+    /// POST /hook/sources/NAMESPACE/NAME) on this address and reconcile at once.
+    #[arg(long, value_name = "ADDR", requires = "receiver_secret")]
+    receiver_addr: Option<std::net::SocketAddr>,
+    /// Secret (NAMESPACE/NAME) with the receiver's `token` (Bearer) and/or `hmac-key`.
+    #[arg(long, value_name = "NAMESPACE/NAME", requires = "receiver_addr")]
+    receiver_secret: Option<String>,
 }
 
 /// A failure with the exit code and the hint the user sees.
@@ -232,11 +239,19 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 duration: lease_duration,
                 identity: args.identity.clone(),
             });
+            let receiver = match (args.receiver_addr, &args.receiver_secret) {
+                (Some(addr), Some(secret)) => Some(
+                    berth_agent::receiver::ReceiverConfig::new(addr, secret, args.watch_namespace.clone())
+                        .map_err(|e| Failure::new(2, e.to_string()))?,
+                ),
+                _ => None,
+            };
             let opts = controller::RunOptions {
                 watch_namespace: args.watch_namespace,
                 election,
                 metrics_addr: args.metrics_addr,
                 shutdown_grace,
+                receiver,
             };
             controller::run(opts)
                 .await

@@ -168,6 +168,11 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// 1 while leading (or running without election), else 0.
+    pub fn leader_value(&self) -> i64 {
+        self.leader.get()
+    }
+
     pub fn set_started(&self) {
         self.started.store(true, Ordering::Release);
     }
