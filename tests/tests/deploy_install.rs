@@ -184,6 +184,39 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     let out = run(as_agent().args(["auth", "can-i", "watch", "sources.berth.dev", "--all-namespaces"]));
     assert_eq!(out.stdout.trim(), "yes", "the agent must watch Sources: {}", out.stderr);
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
+
+    // 7. One team owns this cluster: overlays/simple on top. A Source in berth-system naming
+    //    berth-applier may apply cluster-scoped objects and other namespaces; the running
+    //    agent (same token) picks up its new rights without a restart.
+    run_ok(kubectl().args(["apply", "--server-side", "-k"]).arg(deploy_dir().join("overlays/simple")));
+    let keys = scratch.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(keys.join("ci")));
+    run_ok(kubectl().args(["create", "secret", "generic", "signing-key", "-n", "berth-system"]).arg(format!("--from-file=cosign.pub={}", keys.join("ci.pub").display())));
+    let app = scratch.path().join("platform");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("platform.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: platform}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: platform-reader}\nrules: [{apiGroups: [\"\"], resources: [configmaps], verbs: [get]}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: platform}\ndata: {tier: gold}\n",
+    )
+    .unwrap();
+    let url = format!("oci://{}/{}", env.registry_dist, env.repo("deploy-simple"));
+    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").args(["push", &format!("{url}:v1")]).arg(&app).args(["--insecure", "--sign-key"]).arg(keys.join("ci.key")));
+    let source = scratch.path().join("source.yaml");
+    std::fs::write(
+        &source,
+        format!("apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: platform, namespace: berth-system}}\nspec:\n  url: {url}\n  ref: {{tag: v1}}\n  interval: 5s\n  timeout: 1m\n  insecure: true\n  serviceAccountName: berth-applier\n  verify:\n    keys:\n      - secretRef: {{name: signing-key}}\n"),
+    )
+    .unwrap();
+    run_ok(kubectl().args(["apply", "-f"]).arg(&source));
+    let waited = run(kubectl().args(["wait", "--for=condition=Ready", "source/platform", "-n", "berth-system", "--timeout=120s"]));
+    if !waited.status.success() {
+        let status = run(kubectl().args(["get", "source", "platform", "-n", "berth-system", "-o", "yaml"]));
+        panic!("the platform Source did not become Ready:\n{}\n--- agent log\n{}", status.stdout, agent.log());
+    }
+    assert_eq!(run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])), "gold");
+    run_ok(kubectl().args(["get", "clusterrole", "platform-reader"]));
+    assert!(agent.running(), "the agent exited:\n{}", agent.log());
     drop(agent);
     drop(fresh);
 }
