@@ -44,7 +44,7 @@ echo "tree: $count files, $size bytes" >&2
 stamp=$(date +%s)
 measure() { # name run command...
   local name=$1 run=$2; shift 2
-  if ! /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err"; then
+  if ! /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >/dev/null 2>"$work/err"; then
     echo "$name run $run failed:" >&2; cat "$work/err" >&2; exit 1
   fi
   echo "$name $(tail -1 "$work/time")" >> "$work/results"
@@ -62,17 +62,20 @@ import sys, statistics, collections
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     parts = line.split()
-    if len(parts) == 3:
-        rows[parts[0]].append((float(parts[1]), int(parts[2])))
+    if len(parts) == 5:
+        rows[parts[0]].append((float(parts[1]), int(parts[2]), float(parts[3]) + float(parts[4])))
 count, size, runs, repush = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-med = {k: (statistics.median(t for t, _ in v), max(m for _, m in v) / 1024) for k, v in rows.items()}
+med = {
+    k: (statistics.median(t for t, _, _ in v), max(m for _, m, _ in v) / 1024, statistics.median(c for _, _, c in v))
+    for k, v in rows.items()
+}
 print(f"Tree: {count} files, {size / 1e6:.1f} MB; {runs} runs per tool, fresh repository per run.\n")
-print("| tool | median wall time (s) | peak RSS (MiB) | time vs flux | RSS vs flux |")
-print("|------|---------------------:|---------------:|-------------:|------------:|")
+print("| tool | median wall time (s) | median CPU time (s) | peak RSS (MiB) | wall vs flux | CPU vs flux | RSS vs flux |")
+print("|------|------:|------:|------:|------:|------:|------:|")
 for k in ("berth", "flux", "oras"):
     if k in med:
-        t, m = med[k]
-        ft, fm = med.get("flux", (t, m))
-        print(f"| {k} | {t:.2f} | {m:.1f} | {t / ft:.2f}x | {m / fm:.2f}x |")
+        t, m, c = med[k]
+        ft, fm, fc = med.get("flux", (t, m, c))
+        print(f"| {k} | {t:.2f} | {c:.2f} | {m:.1f} | {t / ft:.2f}x | {c / fc:.2f}x | {m / fm:.2f}x |")
 print(f"\nberth re-push of unchanged content: `{repush}`")
 PY
