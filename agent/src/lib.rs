@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod plan;
 pub mod receiver;
 pub mod reconcile;
+pub mod rollback;
 pub mod shutdown;
 pub mod source;

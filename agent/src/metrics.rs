@@ -73,6 +73,7 @@ pub struct Metrics {
     info: Family<InfoLabels, Gauge>,
     registry_requests: Family<RequestLabels, Counter>,
     leader: Gauge,
+    rollbacks: Family<SourceLabel, Counter>,
     /// The info series currently exported per source, so a new digest replaces the old one.
     current_info: Mutex<HashMap<String, InfoLabels>>,
     /// Sources listed and the controller started (or following, waiting for the Lease).
@@ -107,6 +108,8 @@ impl Metrics {
         registry.register("source_info", "The digest and revision a Source has applied (value 1)", info.clone());
         let registry_requests = Family::<RequestLabels, Counter>::default();
         registry.register("registry_requests", "Registry operations (resolve, pull, verify) by result", registry_requests.clone());
+        let rollbacks = Family::<SourceLabel, Counter>::default();
+        registry.register("rollbacks", "Automatic rollbacks to the last applied digest after a failed health check", rollbacks.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the Lease (or runs without leader election)", leader.clone());
         Metrics {
@@ -119,6 +122,7 @@ impl Metrics {
             info,
             registry_requests,
             leader,
+            rollbacks,
             current_info: Mutex::default(),
             started: AtomicBool::new(false),
         }
@@ -162,6 +166,10 @@ impl Metrics {
         self.registry_requests
             .get_or_create(&RequestLabels { operation: operation.into(), result: result.into() })
             .inc();
+    }
+
+    pub fn rolled_back(&self, source: &str) {
+        self.rollbacks.get_or_create(&SourceLabel { source: source.to_string() }).inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

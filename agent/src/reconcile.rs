@@ -114,7 +114,7 @@ impl ReconcileError {
     }
 }
 
-fn key_of(src: &Source) -> String {
+pub(crate) fn key_of(src: &Source) -> String {
     format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any())
 }
 
@@ -129,16 +129,27 @@ async fn reconcile_inner(src: Arc<Source>, ctx: Arc<Context>) -> Result<Action, 
         tracing::info!("suspended; nothing to do");
         return Ok(Action::await_change());
     }
-    let outcome = converge(&src, &ctx).await;
+    // With spec.rollback, a digest that failed its health check is not applied again while
+    // the ref still points at it: the last good one is kept instead (rollback.rs).
+    let hold = crate::rollback::Hold::of(&src);
+    let outcome = converge(&src, &ctx, hold.as_ref()).await;
     match outcome {
         Ok((report, fetched)) => {
             if let Ok(mut f) = ctx.failures.lock() {
                 f.remove(&key_of(&src));
             }
-            record_success(&src, &ctx, &report, &fetched).await?;
+            match &hold {
+                Some(h) if fetched.held => crate::rollback::record_held(&src, &ctx, h, &fetched).await?,
+                _ => record_success(&src, &ctx, &report, &fetched).await?,
+            }
             Ok(Action::requeue(src.spec.interval().unwrap_or(Duration::from_secs(300))))
         }
         Err((e, attempted)) => {
+            match crate::rollback::after_failure(&src, &ctx, &e, attempted.as_ref()).await {
+                Some(crate::rollback::Outcome::Done(result)) => return result,
+                Some(crate::rollback::Outcome::Recorded) => return Err(e),
+                None => {}
+            }
             tracing::warn!(reason = e.reason(), error = %e, "reconcile failed");
             record_failure(&src, &ctx, &e, attempted.as_ref()).await?;
             Err(e)
@@ -172,13 +183,21 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 }
 
 /// The artifact applied in this reconcile.
-struct Applied {
-    digest: Digest,
-    revision: Option<String>,
-    signer: String,
+pub(crate) struct Applied {
+    pub(crate) digest: Digest,
+    pub(crate) revision: Option<String>,
+    pub(crate) signer: String,
+    /// The ref resolved to a rolled-back digest and the held one was applied instead.
+    pub(crate) held: bool,
 }
 
-async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), (ReconcileError, Option<Digest>)> {
+/// Resolve, fetch and apply. With `hold`, a ref that resolves to the failed digest applies
+/// the held (last good) digest instead.
+pub(crate) async fn converge(
+    src: &Source,
+    ctx: &Context,
+    hold: Option<&crate::rollback::Hold>,
+) -> Result<(SyncReport, Applied), (ReconcileError, Option<Digest>)> {
     let no_digest = |e: ReconcileError| (e, None);
     src.spec.validate().map_err(|e| no_digest(e.into()))?;
     let namespace = src.namespace().unwrap_or_default();
@@ -192,7 +211,16 @@ async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), 
     // Resolve: one HEAD request (or a tag list for semver).
     let resolution = fetch::resolve(&registry, &reference, semver.as_deref()).await;
     crate::metrics::global().registry_request("resolve", resolution.is_ok());
-    let (resolved, digest) = resolution.map_err(|e| no_digest(e.into()))?;
+    let (mut resolved, mut digest) = resolution.map_err(|e| no_digest(e.into()))?;
+    let mut held = false;
+    if let Some(h) = hold
+        && digest == h.failed
+    {
+        tracing::debug!(failed = %h.failed, "the ref still points at the digest that was rolled back; keeping the last good one");
+        resolved = resolved.with_digest(h.good.clone());
+        digest = h.good.clone();
+        held = true;
+    }
     tracing::Span::current().record("digest", tracing::field::display(&digest));
     let with_digest = |e: ReconcileError| (e, Some(digest.clone()));
 
@@ -244,14 +272,19 @@ async fn converge(src: &Source, ctx: &Context) -> Result<(SyncReport, Applied), 
     let report = engine::sync(&clients, &mut catalog, &parent, artifact.manifests.clone(), &opts)
         .await
         .map_err(|e| with_digest(e.into()))?;
-    let applied = Applied { digest: artifact.digest.clone(), revision: artifact.revision.clone(), signer: artifact.signer.clone() };
+    let applied = Applied {
+        digest: artifact.digest.clone(),
+        revision: artifact.revision.clone(),
+        signer: artifact.signer.clone(),
+        held,
+    };
     if let Ok(mut c) = ctx.cache.lock() {
         c.insert(key, artifact);
     }
     Ok((report, applied))
 }
 
-fn reference_of(src: &Source) -> Result<Reference, ReconcileError> {
+pub(crate) fn reference_of(src: &Source) -> Result<Reference, ReconcileError> {
     let url = src.spec.url.trim_end_matches('/');
     let bad = |message: String| ReconcileError::Url { url: src.spec.url.clone(), message };
     let repo: Reference = url.parse().map_err(|e| bad(format!("{e}")))?;
@@ -271,7 +304,7 @@ fn reference_of(src: &Source) -> Result<Reference, ReconcileError> {
 /// Registry access from `secretRef` (docker config JSON), `caSecretRef` and `insecure`.
 /// The registry client for a Source, reused while its access settings stay the same so a
 /// quiet interval costs one request (the client keeps its bearer token between intervals).
-async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Result<Arc<Registry>, ReconcileError> {
+pub(crate) async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Result<Arc<Registry>, ReconcileError> {
     let namespace = src.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut options = RegistryOptions { creds: None, ca_file: None, insecure: src.spec.insecure };
@@ -343,7 +376,7 @@ fn docker_credentials(config: &[u8], host: &str) -> Result<Option<(String, Strin
 }
 
 /// The trust policy: public keys from the Secrets/ConfigMaps `spec.verify.keys` names.
-async fn trust_of(src: &Source, ctx: &Context) -> Result<Trust, ReconcileError> {
+pub(crate) async fn trust_of(src: &Source, ctx: &Context) -> Result<Trust, ReconcileError> {
     if src.spec.verify.insecure_skip_verify {
         return Ok(Trust::SkipVerify);
     }
@@ -395,7 +428,7 @@ fn now() -> String {
 }
 
 /// `conditions` with `type_` set; the transition time moves only when the status does.
-fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) {
+pub(crate) fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) {
     let time = conditions
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -415,13 +448,13 @@ fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, rea
 
 /// kstatus' abnormal-true conditions (`Reconciling`, `Stalled`) are removed rather than set
 /// to False, as kstatus and Flux do.
-fn clear_condition(conditions: &mut Vec<Condition>, type_: &str) {
+pub(crate) fn clear_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
 }
 
 /// Writes `status` with server-side apply unless nothing but the reconcile time changed
 /// (a no-op interval then writes nothing at all).
-async fn write_status(src: &Source, ctx: &Context, mut status: SourceStatus) -> Result<(), ReconcileError> {
+pub(crate) async fn write_status(src: &Source, ctx: &Context, mut status: SourceStatus) -> Result<(), ReconcileError> {
     let old = src.status.clone().unwrap_or_default();
     let mut compare = status.clone();
     compare.last_reconcile_time = old.last_reconcile_time.clone();
@@ -458,14 +491,14 @@ async fn set_reconciling(src: &Source, ctx: &Context, digest: &Digest) -> Result
     write_status(src, ctx, status).await
 }
 
-async fn publish(ctx: &Context, src: &Source, type_: EventType, reason: &str, action: &str, note: String) {
+pub(crate) async fn publish(ctx: &Context, src: &Source, type_: EventType, reason: &str, action: &str, note: String) {
     let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&ev, &src.object_ref(&())).await {
         tracing::warn!(error = %e, "could not record an Event");
     }
 }
 
-async fn record_success(src: &Source, ctx: &Context, report: &SyncReport, applied: &Applied) -> Result<(), ReconcileError> {
+pub(crate) async fn record_success(src: &Source, ctx: &Context, report: &SyncReport, applied: &Applied) -> Result<(), ReconcileError> {
     let mut status = src.status.clone().unwrap_or_default();
     let generation = src.metadata.generation;
     let revision = applied.revision.clone().unwrap_or_else(|| "(no revision)".into());
@@ -473,6 +506,10 @@ async fn record_success(src: &Source, ctx: &Context, report: &SyncReport, applie
     set_condition(&mut status.conditions, "Ready", "True", "Succeeded", &msg, generation);
     clear_condition(&mut status.conditions, "Reconciling");
     clear_condition(&mut status.conditions, "Stalled");
+    // A digest that applied cleanly ends any rollback hold.
+    clear_condition(&mut status.conditions, crate::rollback::CONDITION);
+    status.failed_digest = None;
+    status.last_handled_retry = crate::rollback::retry_value(src);
     let digest_changed = status.last_applied_digest.as_deref() != Some(applied.digest.to_string().as_str());
     status.observed_generation = generation;
     status.last_applied_digest = Some(applied.digest.to_string());

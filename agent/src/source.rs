@@ -85,6 +85,19 @@ pub struct SourceSpec {
     /// Take ownership of fields other field managers own (server-side apply force).
     #[serde(default)]
     pub force: bool,
+    /// `onHealthFailure`: when a new digest fails its health wait, re-apply the last applied
+    /// digest (verified again first) and hold there until the ref moves or the annotation
+    /// `berth.dev/retry` changes. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackPolicy>,
+}
+
+// When the agent returns to the last applied digest on its own (documented on the field).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RollbackPolicy {
+    /// The new digest's objects did not become healthy within `timeout`.
+    OnHealthFailure,
 }
 
 /// Exactly one of `tag`, `digest` or `semver`.
@@ -170,6 +183,13 @@ pub struct SourceStatus {
     /// RFC 3339 time the last reconcile finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reconcile_time: Option<String>,
+    /// Digest that failed its health check and was rolled back from; not applied again until
+    /// the ref points elsewhere or the `berth.dev/retry` annotation changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_digest: Option<String>,
+    /// Value of the `berth.dev/retry` annotation the agent last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_retry: Option<String>,
 }
 
 /// How many objects the last reconcile touched.

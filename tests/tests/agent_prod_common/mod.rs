@@ -190,3 +190,64 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A cosign key pair written by `berth keygen` (password "e2e"); returns (private, public).
+pub fn keypair(env: &Env, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
+/// Pushes `dir` signed with `key` (password "e2e"); returns the digest.
+pub fn push_signed(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path, key: &Path) -> String {
+    let out = run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", "e2e")
+            .args(["push", &format!("oci://{registry}/{repo}:{tag}")])
+            .arg(dir)
+            .args(["--insecure", "--output", "json", "--revision", &format!("main@sha1:{tag}")])
+            .arg("--sign-key")
+            .arg(key),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["digest"].as_str().unwrap().to_string()
+}
+
+/// The condition `type_` of a Source's status, as (status, reason, message).
+pub fn condition(env: &Env, ns: &str, source: &str, type_: &str) -> Option<(String, String, String)> {
+    let s = get(env, "sources.berth.dev", ns, source)?;
+    s["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        let f = |k: &str| c[k].as_str().unwrap_or("").to_string();
+        (f("status"), f("reason"), f("message"))
+    })
+}
+
+pub fn source_status(env: &Env, ns: &str, name: &str) -> Value {
+    get(env, "sources.berth.dev", ns, name).map(|s| s["status"].clone()).unwrap_or(Value::Null)
+}
+
+/// Reasons of the Events recorded about objects in `ns`.
+pub fn event_reasons(env: &Env, ns: &str) -> Vec<(String, String)> {
+    let out = run_ok(env.kubectl_cmd().args(["get", "events", "-n", ns, "-o", "json"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| (e["reason"].as_str().unwrap_or("").to_string(), e["message"].as_str().or(e["note"].as_str()).unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn deployment(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
+    )
+}
+
+pub fn deployment_image(env: &Env, ns: &str, name: &str) -> Option<String> {
+    get(env, "deployment", ns, name)
+        .and_then(|d| d["spec"]["template"]["spec"]["containers"][0]["image"].as_str().map(String::from))
+}
