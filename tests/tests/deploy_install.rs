@@ -9,10 +9,11 @@
 mod deploy_common;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use berth_e2e::{env, run, run_ok};
-use deploy_common::{FreshCluster, Process, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until};
+use deploy_common::{FreshCluster, Process, agent_args, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until};
 use serde_json::Value;
 
 /// Every kustomization in `deploy/` a user applies, rendered; the tenant one through an
@@ -123,16 +124,7 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     let token = run_ok(kubectl().args(["create", "token", "berth-agent", "-n", "berth-system", "--duration=1h"]));
     let sa_kubeconfig = token_kubeconfig(scratch.path(), &fresh.server, &env.ca_file, token.trim(), "berth-system");
     let deployment = find(&base_docs, "Deployment", "berth-agent");
-    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let a = a.as_str().unwrap();
-            // Same flag, but a free loopback port: tests run side by side on one machine.
-            if a.starts_with("--metrics-addr") { "--metrics-addr=127.0.0.1:0".to_string() } else { a.to_string() }
-        })
-        .collect();
+    let args = agent_args(deployment);
     let mut agent = Process::spawn(
         env.berth_agent()
             .env("KUBECONFIG", &sa_kubeconfig)
@@ -180,7 +172,11 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
         let out = run(&mut cmd);
         assert_eq!(out.stdout.trim(), "no", "the agent may {verb} {resource} in {ns:?}");
     }
+    let out = run(as_agent().args(["auth", "can-i", "get", "secrets/signing-key", "-n", "berth-system"]));
+    assert_eq!(out.stdout.trim(), "no", "the agent may read any Secret of its namespace");
     // …and what it needs, so the checks above can tell "no" from a broken token.
+    let out = run(as_agent().args(["auth", "can-i", "get", "secrets/berth-receiver", "-n", "berth-system"]));
+    assert_eq!(out.stdout.trim(), "yes", "the agent must read its receiver Secret: {}", out.stderr);
     let out = run(as_agent().args(["auth", "can-i", "watch", "sources.berth.dev", "--all-namespaces"]));
     assert_eq!(out.stdout.trim(), "yes", "the agent must watch Sources: {}", out.stderr);
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
@@ -216,9 +212,35 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     }
     assert_eq!(run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])), "gold");
     run_ok(kubectl().args(["get", "clusterrole", "platform-reader"]));
+
+    // 8. The push receiver works with the shipped RBAC once its Secret exists, and refuses
+    //    anyone without the token.
+    if let Some(addr) = receiver_addr(&agent.log()) {
+        run_ok(kubectl().args(["create", "secret", "generic", "berth-receiver", "-n", "berth-system", "--from-literal=token=e2e-receiver-token"]));
+        let post = |token: &str| {
+            let out = run_ok(Command::new("curl").args([
+                "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--max-time", "10",
+                "-H", &format!("Authorization: Bearer {token}"),
+                &format!("http://{addr}/hook/sources/berth-system/platform"),
+            ]));
+            out.trim().to_string()
+        };
+        assert_eq!(post("wrong-token"), "401", "a wrong token is refused");
+        assert_eq!(post("e2e-receiver-token"), "202", "the leader accepts a trigger\n{}", agent.log());
+    } else {
+        assert!(!args.iter().any(|a| a.starts_with("--receiver-addr")), "the receiver did not log its address:\n{}", agent.log());
+    }
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
     drop(agent);
     drop(fresh);
+}
+
+/// The address the receiver logged it listens on (JSON log line).
+fn receiver_addr(log: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| l.contains("receiving push notifications"))
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
 }
 
 fn agent_log(dir: &Path) -> String {

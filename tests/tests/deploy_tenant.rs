@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_e2e::{Env, env, run, run_ok, unique_name};
-use deploy_common::{Process, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until};
+use deploy_common::{Process, agent_args, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until};
 use serde_json::Value;
 
 /// Deletes the cluster-scoped objects this test installed (namespaces go with their guards).
@@ -173,13 +173,7 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     let token = run_ok(env.kubectl_cmd().args(["create", "token", &format!("{prefix}berth-agent"), "-n", system.name(), "--duration=1h"]));
     let kubeconfig = token_kubeconfig(scratch.path(), &env.apiserver, &env.ca_file, token.trim(), system.name());
     let deployment = find(&docs, "Deployment", &deployment_name);
-    let mut args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .map(|a| if a.starts_with("--metrics-addr") { "--metrics-addr=127.0.0.1:0".into() } else { a })
-        .collect();
+    let mut args = agent_args(deployment);
     args.extend(["--watch-namespace".to_string(), tenant.name().to_string()]);
     let agent = Process::spawn(
         env.berth_agent()

@@ -51,6 +51,21 @@ pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name} in the rendering"))
 }
 
+/// The agent's container arguments from a rendered Deployment/DaemonSet, with every listen
+/// address moved to a free loopback port (tests run side by side on one machine).
+pub fn agent_args(workload: &Value) -> Vec<String> {
+    workload["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("the agent container has args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .map(|a| match a.split_once('=') {
+            Some((flag @ ("--metrics-addr" | "--receiver-addr"), _)) => format!("{flag}=127.0.0.1:0"),
+            _ => a,
+        })
+        .collect()
+}
+
 /// A path to `target` relative to `from` (kustomize refuses absolute resource paths).
 pub fn relative(from: &Path, target: &Path) -> String {
     let from = from.canonicalize().unwrap();
