@@ -64,6 +64,8 @@ pub enum ArtifactError {
     Write { path: PathBuf, source: io::Error },
     #[error("layer entry '{entry}' is unsafe: {reason}")]
     UnsafeEntry { entry: String, reason: &'static str },
+    #[error("{path}: {reason}; refusing to write '{entry}' through it")]
+    UnsafeDestination { path: PathBuf, entry: String, reason: &'static str },
     #[error("layer exceeds the limit of {limit} {what}")]
     TooLarge { what: &'static str, limit: u64 },
     #[error("layer is not a valid tar.gz: {detail}")]
@@ -88,6 +90,7 @@ impl ArtifactError {
             ArtifactError::UnsafeEntry { .. } | ArtifactError::TooLarge { .. } | ArtifactError::Corrupt { .. } => {
                 "the artifact was not produced by berth or flux; do not deploy it"
             }
+            ArtifactError::UnsafeDestination { .. } => "remove it from the destination, or pull into a new directory",
             ArtifactError::UnsupportedLayer { .. } | ArtifactError::InvalidManifest { .. } => {
                 "check that the reference names a berth or Flux artifact"
             }
@@ -433,9 +436,10 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<Layer
             match std::fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
-                    return Err(ArtifactError::UnsafeEntry {
+                    return Err(ArtifactError::UnsafeDestination {
+                        path: path.clone(),
                         entry: file.name.clone(),
-                        reason: "a parent in the destination is not a directory (refusing to follow links)",
+                        reason: "exists in the destination and is not a directory (links are never followed)",
                     });
                 }
                 Err(_) => std::fs::create_dir(&path).map_err(|e| write_err(&path, e))?,
@@ -444,7 +448,11 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<Layer
         path.push(parts[parts.len() - 1]);
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
             if meta.is_dir() {
-                return Err(ArtifactError::UnsafeEntry { entry: file.name.clone(), reason: "a directory exists at this path" });
+                return Err(ArtifactError::UnsafeDestination {
+                    path: path.clone(),
+                    entry: file.name.clone(),
+                    reason: "is a directory in the destination",
+                });
             }
             std::fs::remove_file(&path).map_err(|e| write_err(&path, e))?;
         }
@@ -564,6 +572,20 @@ mod tests {
             "sha256:5b943e2b943f6c81dbbd4e2eca5121f4fcc39139e3d1219d6d89bd925b77d9fe",
             "digest of the config `flux push artifact` v2.9.5 uploads"
         );
+    }
+
+    #[test]
+    fn unpack_never_writes_through_a_link_in_the_destination() {
+        let one = tempfile::tempdir().unwrap();
+        write_tree(one.path(), &[("sub/b.yaml", B)]);
+        let built = build_dir(one.path());
+        let outside = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dest.path().join("sub")).unwrap();
+        let layer = std::fs::File::open(&built.layer_path).unwrap();
+        let err = unpack(layer, dest.path(), Limits::default()).unwrap_err();
+        assert!(matches!(err, ArtifactError::UnsafeDestination { .. }), "{err}");
+        assert!(!outside.path().join("b.yaml").exists());
     }
 
     #[test]

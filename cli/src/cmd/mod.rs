@@ -183,6 +183,7 @@ impl From<ArtifactError> for Failure {
                 Exit::Verification
             }
             ArtifactError::InvalidCreated { .. } | ArtifactError::InvalidAnnotation { .. } => Exit::Usage,
+            ArtifactError::UnsafeDestination { .. } => Exit::Generic,
             _ => Exit::InvalidInput,
         };
         Failure::new(exit, e.to_string(), e.hint())
