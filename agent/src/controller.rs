@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
     /// Push-triggered reconciles over HTTP.
     pub receiver: Option<ReceiverConfig>,
+    /// Tenant lockdown rules applied to every Source.
+    pub lockdown: crate::lockdown::Lockdown,
 }
 
 /// The Lease the replicas compete for.
@@ -91,10 +93,13 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
 
     let reporter = Reporter { controller: "berth-agent".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(
-        Context::new(client.clone(), config.clone(), recorder)
-            .map_err(|e| ControllerError::Config(format!("creating a private temp dir: {e}")))?,
-    );
+    let mut ctx = Context::new(client.clone(), config.clone(), recorder)
+        .map_err(|e| ControllerError::Config(format!("creating a private temp dir: {e}")))?;
+    if !opts.lockdown.is_empty() {
+        tracing::info!(rules = ?opts.lockdown, "tenant lockdown on");
+    }
+    ctx.lockdown = opts.lockdown;
+    let ctx = Arc::new(ctx);
     let mut shutdown = crate::shutdown::on_signal();
     let election = match opts.election {
         Some(l) => {

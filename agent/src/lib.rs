@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod health;
 pub mod inventory;
 pub mod leader;
+pub mod lockdown;
 pub mod metrics;
 pub mod plan;
 pub mod receiver;

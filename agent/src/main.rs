@@ -17,7 +17,7 @@ use berth_agent::engine::{self, Change, Clients, SyncError, SyncOptions};
 use berth_agent::fetch::{self, FetchError, Trust};
 use berth_agent::inventory::{ApplySetParent, ParentKind};
 use berth_agent::plan::{Catalog, Desired, NamespaceDefaults};
-use berth_agent::{apply, controller, duration, source};
+use berth_agent::{apply, controller, duration, lockdown, source};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Keep a Kubernetes cluster in step with signed berth artifacts in an OCI registry.
@@ -141,6 +141,29 @@ struct RunArgs {
     /// Secret (NAMESPACE/NAME) with the receiver's `token` (Bearer) and/or `hmac-key`.
     #[arg(long, value_name = "NAMESPACE/NAME", requires = "receiver_addr")]
     receiver_secret: Option<String>,
+    /// Tenant lockdown: refuse Sources without spec.serviceAccountName (no applying with the
+    /// agent's own rights), unless --default-service-account names one.
+    #[arg(long)]
+    enforce_impersonation: bool,
+    /// ServiceAccount (of the Source's namespace) to impersonate for Sources that name none.
+    #[arg(long, value_name = "NAME")]
+    default_service_account: Option<String>,
+    /// Kinds no artifact may contain, comma-separated, as Kind or Kind.group
+    /// (e.g. ClusterRoleBinding.rbac.authorization.k8s.io). The whole artifact is refused.
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    deny_kinds: Vec<String>,
+    /// Only these kinds may be applied (Kind or Kind.group, comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    allow_kinds: Vec<String>,
+    /// Namespaces no object may be applied to (names or prefixes ending in *).
+    #[arg(long, value_delimiter = ',', value_name = "NAMESPACES")]
+    deny_namespaces: Vec<String>,
+    /// Only these namespaces may receive objects (names or prefixes ending in *).
+    #[arg(long, value_delimiter = ',', value_name = "NAMESPACES")]
+    allow_namespaces: Vec<String>,
+    /// Namespaced objects only in their Source's own namespace; no Namespace objects.
+    #[arg(long)]
+    source_namespace_only: bool,
 }
 
 /// A failure with the exit code and the hint the user sees.
@@ -246,12 +269,14 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 ),
                 _ => None,
             };
+            let lockdown = lockdown_of(&args).map_err(|e| Failure::new(2, e.to_string()))?;
             let opts = controller::RunOptions {
                 watch_namespace: args.watch_namespace,
                 election,
                 metrics_addr: args.metrics_addr,
                 shutdown_grace,
                 receiver,
+                lockdown,
             };
             controller::run(opts)
                 .await
@@ -259,6 +284,25 @@ async fn run(command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// The tenant lockdown rules from `run`'s flags.
+fn lockdown_of(args: &RunArgs) -> Result<lockdown::Lockdown, lockdown::LockdownError> {
+    let kinds = |flag: &'static str, v: &[String]| -> Result<Vec<lockdown::KindRule>, lockdown::LockdownError> {
+        v.iter().filter(|s| !s.trim().is_empty()).map(|s| lockdown::KindRule::parse(flag, s)).collect()
+    };
+    let namespaces = |flag: &'static str, v: &[String]| -> Result<Vec<lockdown::NamespaceRule>, lockdown::LockdownError> {
+        v.iter().filter(|s| !s.trim().is_empty()).map(|s| lockdown::NamespaceRule::parse(flag, s)).collect()
+    };
+    Ok(lockdown::Lockdown {
+        enforce_impersonation: args.enforce_impersonation,
+        default_service_account: args.default_service_account.clone(),
+        allow_kinds: kinds("--allow-kinds", &args.allow_kinds)?,
+        deny_kinds: kinds("--deny-kinds", &args.deny_kinds)?,
+        allow_namespaces: namespaces("--allow-namespaces", &args.allow_namespaces)?,
+        deny_namespaces: namespaces("--deny-namespaces", &args.deny_namespaces)?,
+        source_namespace_only: args.source_namespace_only,
+    })
 }
 
 /// Derived ApplySet names stay well under the 253-character object name limit and readable.

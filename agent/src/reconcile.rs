@@ -57,6 +57,8 @@ pub struct Context {
     scratch: tempfile::TempDir,
     /// Registry client per Source, with a hash of the settings it was built from.
     registries: Mutex<HashMap<String, (String, Arc<Registry>)>>,
+    /// Tenant lockdown rules of `berth-agent run` (empty: none).
+    pub lockdown: crate::lockdown::Lockdown,
 }
 
 impl std::fmt::Debug for Context {
@@ -76,6 +78,7 @@ impl Context {
             failures: Mutex::default(),
             scratch,
             registries: Mutex::default(),
+            lockdown: crate::lockdown::Lockdown::default(),
         })
     }
 }
@@ -94,6 +97,8 @@ pub enum ReconcileError {
     Sync(#[from] SyncError),
     #[error("writing the status of the Source: {0}")]
     Status(kube::Error),
+    #[error(transparent)]
+    Lockdown(#[from] crate::lockdown::LockdownError),
 }
 
 impl ReconcileError {
@@ -105,12 +110,18 @@ impl ReconcileError {
             ReconcileError::Fetch(e) => e.reason(),
             ReconcileError::Sync(e) => e.reason(),
             ReconcileError::Status(_) => "StatusWriteFailed",
+            ReconcileError::Lockdown(_) => "LockdownViolation",
         }
     }
 
     /// Errors only a change to the Source can fix (kstatus `Stalled`).
     fn is_stalled(&self) -> bool {
-        matches!(self, ReconcileError::Spec(_) | ReconcileError::Url { .. })
+        matches!(
+            self,
+            ReconcileError::Spec(_)
+                | ReconcileError::Url { .. }
+                | ReconcileError::Lockdown(crate::lockdown::LockdownError::ServiceAccountRequired { .. })
+        )
     }
 }
 
@@ -200,6 +211,7 @@ pub(crate) async fn converge(
 ) -> Result<(SyncReport, Applied), (ReconcileError, Option<Digest>)> {
     let no_digest = |e: ReconcileError| (e, None);
     src.spec.validate().map_err(|e| no_digest(e.into()))?;
+    let service_account = ctx.lockdown.service_account(src).map_err(|e| no_digest(e.into()))?;
     let namespace = src.namespace().unwrap_or_default();
     let reference = reference_of(src).map_err(no_digest)?;
     let semver = match src.spec.reference.kind() {
@@ -251,7 +263,7 @@ pub(crate) async fn converge(
         }
     };
 
-    let applier = match &src.spec.service_account_name {
+    let applier = match &service_account {
         Some(sa) => crate::apply::impersonating(&ctx.config, &namespace, sa).map_err(|e| {
             with_digest(ReconcileError::Access { what: format!("ServiceAccount {namespace}/{sa}"), message: e.to_string() })
         })?,
@@ -269,6 +281,14 @@ pub(crate) async fn converge(
         dry_run_gate: !drift_check,
     };
     let mut catalog = Catalog::new(ctx.client.clone());
+    if !ctx.lockdown.is_empty() {
+        // The same plan the engine builds (discovery is cached in the catalog), checked whole
+        // before the engine dry-runs or applies any of it.
+        let plan = crate::plan::plan(artifact.manifests.clone(), &mut catalog, &opts.namespaces, &parent.id())
+            .await
+            .map_err(|e| with_digest(ReconcileError::Sync(e.into())))?;
+        ctx.lockdown.check(&plan, &parent.namespace).map_err(|e| with_digest(e.into()))?;
+    }
     let report = engine::sync(&clients, &mut catalog, &parent, artifact.manifests.clone(), &opts)
         .await
         .map_err(|e| with_digest(e.into()))?;

@@ -1,0 +1,210 @@
+//! Tenant lockdown: agent-wide rules an operator sets with flags so that one team's artifact
+//! cannot reach beyond what the operator allows, whatever the artifact or the Source says —
+//! impersonation of the Source's ServiceAccount (required, or a default), allow/deny lists of
+//! kinds and of namespaces, and optionally "only the Source's own namespace". The whole
+//! planned set is checked before anything is dry-run or applied; one violation refuses all.
+
+use crate::plan::{ApplyPlan, ObjectKey};
+use crate::source::Source;
+
+/// Violations listed in one error message; the rest are counted.
+pub const MAX_LISTED_VIOLATIONS: usize = 10;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LockdownError {
+    #[error("the agent runs with --enforce-impersonation: set spec.serviceAccountName to a ServiceAccount of namespace {namespace} that may apply this Source's objects")]
+    ServiceAccountRequired { namespace: String },
+    #[error("artifact refused whole by the agent's lockdown rules, nothing was applied: {}{}", .violations.join("; "), more(.total, .violations.len()))]
+    Refused { violations: Vec<String>, total: usize },
+    #[error("{flag} {value:?}: {problem}")]
+    BadRule { flag: &'static str, value: String, problem: &'static str },
+}
+
+fn more(total: &usize, listed: usize) -> String {
+    if *total > listed { format!(" (and {} more)", total - listed) } else { String::new() }
+}
+
+/// `Kind` or `Kind.group` (core group: `Kind` alone, or `Kind.` to mean only the core group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindRule {
+    kind: String,
+    group: Option<String>,
+}
+
+impl KindRule {
+    pub fn parse(flag: &'static str, text: &str) -> Result<KindRule, LockdownError> {
+        let text = text.trim();
+        let bad = |problem| LockdownError::BadRule { flag, value: text.to_string(), problem };
+        let (kind, group) = match text.split_once('.') {
+            Some((k, g)) => (k, Some(g.to_string())),
+            None => (text, None),
+        };
+        if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(bad("expected Kind or Kind.group, e.g. ClusterRoleBinding.rbac.authorization.k8s.io"));
+        }
+        Ok(KindRule { kind: kind.to_string(), group })
+    }
+
+    fn matches(&self, key: &ObjectKey) -> bool {
+        self.kind == key.kind && self.group.as_ref().is_none_or(|g| *g == key.group)
+    }
+}
+
+/// A namespace name, or a prefix ending in `*` (`team-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceRule(String);
+
+impl NamespaceRule {
+    pub fn parse(flag: &'static str, text: &str) -> Result<NamespaceRule, LockdownError> {
+        let text = text.trim();
+        let name = text.strip_suffix('*').unwrap_or(text);
+        if (name.is_empty() && text != "*") || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return Err(LockdownError::BadRule { flag, value: text.to_string(), problem: "expected a namespace name or a prefix ending in *" });
+        }
+        Ok(NamespaceRule(text.to_string()))
+    }
+
+    fn matches(&self, ns: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => ns.starts_with(prefix),
+            None => self.0 == ns,
+        }
+    }
+}
+
+/// The rules, from `berth-agent run` flags. Empty allow lists allow everything.
+#[derive(Debug, Clone, Default)]
+pub struct Lockdown {
+    pub enforce_impersonation: bool,
+    pub default_service_account: Option<String>,
+    pub allow_kinds: Vec<KindRule>,
+    pub deny_kinds: Vec<KindRule>,
+    pub allow_namespaces: Vec<NamespaceRule>,
+    pub deny_namespaces: Vec<NamespaceRule>,
+    /// Namespaced objects only in the Source's namespace, and no Namespace objects.
+    pub source_namespace_only: bool,
+}
+
+impl Lockdown {
+    /// True when no rule is set: the agent behaves as without lockdown.
+    pub fn is_empty(&self) -> bool {
+        !self.enforce_impersonation
+            && self.default_service_account.is_none()
+            && self.allow_kinds.is_empty()
+            && self.deny_kinds.is_empty()
+            && self.allow_namespaces.is_empty()
+            && self.deny_namespaces.is_empty()
+            && !self.source_namespace_only
+    }
+
+    /// The ServiceAccount the Source's objects are applied as: its own, else the default,
+    /// else none (the agent's identity) unless impersonation is enforced.
+    pub fn service_account(&self, src: &Source) -> Result<Option<String>, LockdownError> {
+        match src.spec.service_account_name.clone().or_else(|| self.default_service_account.clone()) {
+            Some(sa) => Ok(Some(sa)),
+            None if self.enforce_impersonation => {
+                Err(LockdownError::ServiceAccountRequired { namespace: src.metadata.namespace.clone().unwrap_or_default() })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every object of the plan against every rule; all violations at once, so one fix round
+    /// is enough.
+    pub fn check(&self, plan: &ApplyPlan, source_namespace: &str) -> Result<(), LockdownError> {
+        let mut violations = Vec::new();
+        for o in &plan.objects {
+            if let Some(why) = self.violation(&o.key, source_namespace) {
+                violations.push(format!("{} ({}): {why}", o.key, o.origin));
+            }
+        }
+        if violations.is_empty() {
+            return Ok(());
+        }
+        let total = violations.len();
+        violations.truncate(MAX_LISTED_VIOLATIONS);
+        Err(LockdownError::Refused { violations, total })
+    }
+
+    fn violation(&self, key: &ObjectKey, source_namespace: &str) -> Option<String> {
+        if self.deny_kinds.iter().any(|r| r.matches(key)) {
+            return Some(format!("kind {} is denied (--deny-kinds)", key.group_kind()));
+        }
+        if !self.allow_kinds.is_empty() && !self.allow_kinds.iter().any(|r| r.matches(key)) {
+            return Some(format!("kind {} is not allowed (--allow-kinds)", key.group_kind()));
+        }
+        // The namespace an object lives in, or the one a Namespace object creates.
+        let namespace = match (&key.namespace, key.group.as_str(), key.kind.as_str()) {
+            (Some(ns), _, _) => Some(ns.as_str()),
+            (None, "", "Namespace") => {
+                if self.source_namespace_only {
+                    return Some("creating namespaces is not allowed (--source-namespace-only)".into());
+                }
+                Some(key.name.as_str())
+            }
+            _ => None,
+        }?;
+        if self.source_namespace_only && namespace != source_namespace {
+            return Some(format!("namespace {namespace} is not the Source's namespace {source_namespace} (--source-namespace-only)"));
+        }
+        if self.deny_namespaces.iter().any(|r| r.matches(namespace)) {
+            return Some(format!("namespace {namespace} is denied (--deny-namespaces)"));
+        }
+        if !self.allow_namespaces.is_empty() && !self.allow_namespaces.iter().any(|r| r.matches(namespace)) {
+            return Some(format!("namespace {namespace} is not allowed (--allow-namespaces)"));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(group: &str, kind: &str, ns: Option<&str>, name: &str) -> ObjectKey {
+        ObjectKey { group: group.into(), kind: kind.into(), namespace: ns.map(String::from), name: name.into() }
+    }
+
+    fn rules() -> Lockdown {
+        Lockdown {
+            deny_kinds: vec![KindRule::parse("--deny-kinds", "ClusterRoleBinding.rbac.authorization.k8s.io").unwrap_or_else(|e| panic!("{e}"))],
+            deny_namespaces: vec![NamespaceRule::parse("--deny-namespaces", "kube-*").unwrap_or_else(|e| panic!("{e}"))],
+            ..Lockdown::default()
+        }
+    }
+
+    #[test]
+    fn denied_kinds_and_namespaces_are_violations() {
+        let l = rules();
+        assert!(l.violation(&key("rbac.authorization.k8s.io", "ClusterRoleBinding", None, "x"), "a").is_some());
+        assert!(l.violation(&key("rbac.authorization.k8s.io", "RoleBinding", Some("a"), "x"), "a").is_none());
+        assert!(l.violation(&key("", "ConfigMap", Some("kube-system"), "x"), "a").is_some());
+        assert!(l.violation(&key("", "Namespace", None, "kube-public"), "a").is_some(), "creating a denied namespace");
+        assert!(l.violation(&key("", "ConfigMap", Some("team-a"), "x"), "a").is_none());
+    }
+
+    #[test]
+    fn source_namespace_only_keeps_objects_home() {
+        let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
+        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), "a").is_none());
+        assert!(l.violation(&key("", "ConfigMap", Some("b"), "x"), "a").is_some());
+        assert!(l.violation(&key("", "Namespace", None, "a"), "a").is_some());
+    }
+
+    #[test]
+    fn allow_lists_are_exclusive_when_set() {
+        let l = Lockdown {
+            allow_kinds: vec![KindRule::parse("--allow-kinds", "ConfigMap").unwrap_or_else(|e| panic!("{e}"))],
+            ..Lockdown::default()
+        };
+        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), "a").is_none());
+        assert!(l.violation(&key("", "Secret", Some("a"), "x"), "a").is_some());
+    }
+
+    #[test]
+    fn bad_rules_are_refused() {
+        assert!(KindRule::parse("--deny-kinds", "").is_err());
+        assert!(KindRule::parse("--deny-kinds", "cluster role").is_err());
+        assert!(NamespaceRule::parse("--deny-namespaces", "Kube_System").is_err());
+    }
+}
