@@ -204,7 +204,22 @@ impl Registry {
     }
 
     fn classify(&self, what: impl Into<String>, err: OciDistributionError) -> RegistryError {
-        classify(&self.host, what.into(), err)
+        let error = classify(&self.host, what.into(), err);
+        // A TLS registry answers plain HTTP with a bare 400; say what that means.
+        let plain_http_refused = self.scheme == "http"
+            && match &error {
+                RegistryError::Protocol { detail, .. } | RegistryError::Rejected { detail, .. } => {
+                    detail.contains("400 Bad Request") || detail.contains("HTTP request to an HTTPS server")
+                }
+                _ => false,
+            };
+        if plain_http_refused {
+            return RegistryError::Unreachable {
+                registry: self.host.clone(),
+                detail: "the registry refused plain HTTP (HTTP 400); it probably speaks TLS: drop --insecure".into(),
+            };
+        }
+        error
     }
 
     /// The digest a tag (or digest) reference points to, with a single HEAD request.

@@ -84,3 +84,12 @@ fn bad_references_are_usage_errors() {
         assert!(out.stderr.contains(bad), "error must name the input: {}", out.stderr);
     }
 }
+
+#[test]
+fn plain_http_against_a_tls_registry_says_to_drop_insecure() {
+    let reg = Reg::dist_tls();
+    let repo = env().repo("insecure-vs-tls");
+    let out = run(env().berth().args(["push", &reg.oci_ref(&repo, "v1"), app().to_str().unwrap(), "--insecure"]));
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(out.stderr.contains("drop --insecure"), "{}", out.stderr);
+}
