@@ -38,11 +38,17 @@ fn push_pull_round_trip(reg: Reg) {
         assert_same_tree(&app, out.path());
     }
 
-    // Re-push of unchanged content: same digest, no blob uploaded.
+    // Re-push of unchanged content: same digest, no blob uploaded — per berth, and per the
+    // registry's own access log where it keeps one.
+    let uploads_before = reg.logged_uploads(&repo);
+    if let Some(n) = uploads_before {
+        assert!(n >= 2, "{}: the registry log shows {n} uploads for the first push", reg.name);
+    }
     let again = run(reg.berth(&["push", &reg.oci_ref(&repo, "v1-again"), app_path]).args(meta));
     assert!(again.status.success(), "{}", again.stderr);
     assert!(again.stdout.contains(&digest), "{}", again.stdout);
     assert!(again.stderr.contains("(0 blobs uploaded)"), "re-push uploaded blobs: {}", again.stderr);
+    assert_eq!(reg.logged_uploads(&repo), uploads_before, "{}: the registry logged uploads for a re-push", reg.name);
 
     // list shows both tags with the metadata.
     let listed = json(&run_ok(&mut reg.berth(&["list", &format!("oci://{}/{repo}", reg.host), "--output", "json"])));

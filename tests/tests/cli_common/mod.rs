@@ -88,6 +88,19 @@ impl Reg {
         out.stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
     }
 
+    /// Blob upload sessions the registry logged for `repo` (`POST /v2/<repo>/blobs/uploads/`),
+    /// read from the registry's own access log; `None` for a registry that logs no requests.
+    pub fn logged_uploads(&self, repo: &str) -> Option<usize> {
+        let log = match self.name {
+            "distribution" => "registry-dist.log",
+            "distribution-tls-auth" => "registry-dist-tls.log",
+            "oci11-tls-auth" => "registry-oci-tls.log",
+            _ => return None,
+        };
+        let text = std::fs::read_to_string(env().state.join("logs").join(log)).ok()?;
+        Some(text.matches(&format!("\"POST /v2/{repo}/blobs/uploads/")).count())
+    }
+
     /// The digest a tag points to, asked through oras.
     pub fn oras_digest(&self, repo: &str, tag: &str) -> String {
         let env = env();
