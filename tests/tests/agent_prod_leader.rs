@@ -120,3 +120,127 @@ fn sigterm_releases_the_lease_so_a_follower_takes_over_at_once() {
         configmap_value(env, ns.name(), "app").as_deref() == Some("two")
     });
 }
+
+/// A TCP relay to the API server that can be cut: while cut, open connections are closed and
+/// new ones are dropped at once, as when a node loses its route to the control plane.
+struct Relay {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: &str) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::net::TcpStream>::new()));
+        let (up2, conns2, upstream) = (up.clone(), conns.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let mut list = conns2.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { addr, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_next_to_the_new_leader() {
+    let env = env();
+    install_crd(env);
+    let ns = env.namespace("prod-cutoff");
+    let repo = env.repo("prod-cutoff");
+    let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
+    push(env, &env.registry_dist, &repo, "live", v1.path());
+    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+
+    // The first replica reaches the API server through the relay; the second directly.
+    let relay = Relay::start(env.apiserver.trim_start_matches("https://"));
+    let kubeconfig = std::fs::read_to_string(&env.kubeconfig).unwrap().replace(&env.apiserver, &format!("https://{}", relay.addr));
+    let dir = tempfile::tempdir().unwrap();
+    let relayed = dir.path().join("kubeconfig");
+    std::fs::write(&relayed, kubeconfig).unwrap();
+    let flags = |name: &'static str| -> Vec<String> {
+        ["--leader-elect", "--lease-name", "agents", "--lease-namespace", ns.name(), "--lease-duration", "6s", "--identity", name, "--metrics-addr", "127.0.0.1:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let start = |name: &'static str, kubeconfig: Option<&std::path::Path>| {
+        let f = flags(name);
+        let args: Vec<&str> = f.iter().map(String::as_str).collect();
+        let log = std::env::temp_dir().join(format!("berth-agent-{}-{name}.log", ns.name()));
+        let mut cmd = env.berth_agent();
+        cmd.args(["run", "--watch-namespace", ns.name(), "--log-format", "json"]).args(&args).env("RUST_LOG", "info,berth_agent=debug");
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let child = cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        Agent { child: Some(child), log, name: name.to_string() }
+    };
+    let cut_off = start("cut-off", Some(&relayed));
+    wait_until("the relayed replica leads and applies", Duration::from_secs(90), &[&cut_off], || {
+        lease_holder(env, ns.name(), "agents").as_deref() == Some("cut-off") && configmap_value(env, ns.name(), "app").as_deref() == Some("one")
+    });
+    let mut direct = start("direct", None);
+    let metrics = cut_off.metrics_addr(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lease_holder(env, ns.name(), "agents").as_deref(), Some("cut-off"));
+
+    relay.cut();
+    let cut_at = Instant::now();
+    let v2 = manifests(&[("a.yaml", configmap("app", "two"))]);
+    let d2 = push(env, &env.registry_dist, &repo, "live", v2.path());
+    wait_until("the cut-off leader steps down", LEASE, &[&cut_off, &direct], || {
+        http(&metrics, "GET", "/metrics", &[], b"").1.contains("berth_leader 0")
+    });
+    assert!(cut_off.log().contains("stepping down"), "{}", cut_off.log());
+    wait_until("the direct replica takes over and applies v2", Duration::from_secs(60), &[&cut_off, &direct], || {
+        lease_holder(env, ns.name(), "agents").as_deref() == Some("direct") && configmap_value(env, ns.name(), "app").as_deref() == Some("two")
+    });
+    let remaining = Duration::from_secs(30).saturating_sub(cut_at.elapsed());
+    std::thread::sleep(remaining);
+    relay.restore();
+    // Back online, the old leader finds the Lease taken and stays a follower.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(lease_holder(env, ns.name(), "agents").as_deref(), Some("direct"));
+    assert_eq!(cut_off.applied_count(&d2), 0, "the cut-off replica applied next to the leader\n{}", cut_off.log());
+    assert_eq!(direct.applied_count(&d2), 1);
+    assert!(http(&metrics, "GET", "/metrics", &[], b"").1.contains("berth_leader 0"));
+
+    // It resumes: when the other replica dies, it takes over again and applies.
+    direct.kill9();
+    let v3 = manifests(&[("a.yaml", configmap("app", "three"))]);
+    let d3 = push(env, &env.registry_dist, &repo, "live", v3.path());
+    wait_until("the recovered replica leads and applies v3", Duration::from_secs(60), &[&cut_off], || {
+        configmap_value(env, ns.name(), "app").as_deref() == Some("three")
+    });
+    assert_eq!(cut_off.applied_count(&d3), 1);
+}
