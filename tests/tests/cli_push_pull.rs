@@ -153,3 +153,24 @@ fn inspect_and_diff_describe_the_artifact() {
     assert!(out.stdout.contains("~ changed  Deployment.apps shop-api/api"), "{}", out.stdout);
     assert!(out.stdout.contains("-  replicas: 2") && out.stdout.contains("+  replicas: 7"), "{}", out.stdout);
 }
+
+#[test]
+fn diff_never_prints_secret_values() {
+    let reg = Reg::dist();
+    let repo = env().repo("diff-secret");
+    let reference = reg.oci_ref(&repo, "v1");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |value: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: shop\nstringData:\n  password: {value}\n")
+    };
+    std::fs::write(dir.path().join("secret.yaml"), secret("old-value-1234")).unwrap();
+    run_ok(&mut reg.berth(&["push", &reference, dir.path().to_str().unwrap(), "--allow-secrets"]));
+    std::fs::write(dir.path().join("secret.yaml"), secret("new-value-5678")).unwrap();
+    let out = run(&mut reg.berth(&["diff", &reference, dir.path().to_str().unwrap(), "--allow-secrets"]));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("~ changed  Secret shop/db"), "{}", out.stdout);
+    assert!(out.stdout.contains("Secret content not shown"), "{}", out.stdout);
+    for value in ["old-value-1234", "new-value-5678"] {
+        assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "secret value printed: {}", out.stdout);
+    }
+}
