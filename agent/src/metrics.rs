@@ -150,12 +150,11 @@ impl Metrics {
             digest: digest.to_string(),
             revision: revision.unwrap_or("").to_string(),
         };
-        if let Ok(mut current) = self.current_info.lock() {
-            if let Some(old) = current.insert(source.to_string(), info.clone())
-                && old != info
-            {
-                self.info.remove(&old);
-            }
+        if let Ok(mut current) = self.current_info.lock()
+            && let Some(old) = current.insert(source.to_string(), info.clone())
+            && old != info
+        {
+            self.info.remove(&old);
         }
         self.info.get_or_create(&info).set(1);
     }

@@ -120,9 +120,11 @@ struct Receiver {
     client: Client,
     config: ReceiverConfig,
     triggers: Triggers,
-    /// Signatures seen recently, oldest first, with their timestamps.
-    seen: Mutex<(VecDeque<(u64, String)>, HashMap<String, u64>)>,
+    seen: Mutex<SeenSignatures>,
 }
+
+/// Signatures seen recently: oldest first (to expire them), and as a set (to look them up).
+type SeenSignatures = (VecDeque<(u64, String)>, HashMap<String, u64>);
 
 /// Binds now (a taken port fails the start) and serves in the background.
 pub async fn serve(client: Client, config: ReceiverConfig, triggers: Triggers) -> Result<SocketAddr, ReceiverError> {
