@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Process bookkeeping shared by tests/env/up and tests/env/down: starting a
 # peer in its own session with a pid file and log, waiting for it with a
 # deadline, reporting its failure, and stopping it with its children.
@@ -64,7 +65,7 @@ start_peer() { # peer binary args...
     # lock file or a caller's pipe would block the next `up` or keep a
     # `up | tee` pipeline open forever.
     (
-        for fd in /proc/$BASHPID/fd/*; do
+        for fd in "/proc/$BASHPID/fd/"*; do
             fd=${fd##*/}
             ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
         done
