@@ -155,6 +155,24 @@ async fn converge(
     let before: BTreeMap<ObjectKey, String> =
         members.iter().filter_map(|m| m.resource_version.clone().map(|rv| (m.key.clone(), rv))).collect();
 
+    // Members whose live state already holds every desired field and value need no request at
+    // all: an apply would be a no-op. Anything else (a missing or different field, a
+    // normalised quantity, another API version) is sent, and the server decides.
+    let live: BTreeMap<&ObjectKey, &kube::api::DynamicObject> = members.iter().map(|m| (&m.key, &m.live)).collect();
+    let mut results: BTreeMap<ObjectKey, Applied> = BTreeMap::new();
+    for o in &plan.objects {
+        let Some(l) = live.get(&o.key) else { continue };
+        let (Ok(desired), Ok(current)) = (serde_json::to_value(&o.body), serde_json::to_value(l)) else { continue };
+        if contained(&desired, &current) {
+            results.insert(
+                o.key.clone(),
+                Applied { key: o.key.clone(), resource_version: l.metadata.resource_version.clone(), object: (*l).clone() },
+            );
+        }
+    }
+    let unchanged = results.len();
+    tracing::debug!(unchanged, "objects already as desired");
+
     // Gate: dry-run everything that can be dry-run before anything is written.
     let deferred = if opts.dry_run_gate {
         deferred_objects(&clients.agent, &plan).await?
@@ -162,7 +180,7 @@ async fn converge(
         plan.objects.iter().filter(|o| o.kind_from_plan).map(|o| o.key.clone()).collect()
     };
     let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
-        plan.objects.iter().partition(|o| deferred.contains(&o.key));
+        plan.objects.iter().filter(|o| !results.contains_key(&o.key)).partition(|o| deferred.contains(&o.key));
     if opts.dry_run_gate {
         dry_run(&clients.applier, &now, policy).await?;
         tracing::debug!(objects = now.len(), deferred = later.len(), "dry-run passed");
@@ -171,7 +189,6 @@ async fn converge(
     // Widen the inventory first, so a crash from here on never loses an applied object.
     inventory::write(&clients.agent, parent, &widened).await?;
 
-    let mut results: BTreeMap<ObjectKey, Applied> = BTreeMap::new();
     let first: Vec<&PlannedObject> = now
         .iter()
         .copied()
@@ -255,6 +272,16 @@ async fn deferred_objects(client: &Client, plan: &ApplyPlan) -> Result<BTreeSet<
         .filter(|o| o.kind_from_plan || o.key.namespace.as_deref().is_some_and(|ns| missing.contains(ns)))
         .map(|o| o.key.clone())
         .collect())
+}
+
+/// Whether every field and value of `desired` is present and equal in `live` (lists
+/// element by element, same length). True means applying `desired` cannot change `live`.
+pub fn contained(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| l.get(k).is_some_and(|lv| contained(v, lv))),
+        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| contained(a, b)),
+        (a, b) => a == b,
+    }
 }
 
 /// Dry-runs `objects` (`dryRun=All`: admission, validation and field ownership, nothing stored).
@@ -426,6 +453,17 @@ mod tests {
             vec!["data.a: \"1\" -> \"2\"", "data.gone: \"x\" -> (absent)", "data.new: (absent) -> \"y\""]
         );
         assert!(changed_fields(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn containment_requires_every_desired_field_and_equal_lists() {
+        let live = json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}, "resourceVersion": "7"},
+                          "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "replicas": 2}});
+        assert!(contained(&json!({"metadata": {"labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}]}}), &live));
+        assert!(!contained(&json!({"spec": {"replicas": 3}}), &live), "a changed value");
+        assert!(!contained(&json!({"metadata": {"labels": {"z": "1"}}}), &live), "a missing field");
+        assert!(!contained(&json!({"spec": {"ports": []}}), &live), "a shorter list");
+        assert!(!contained(&json!({"metadata": {"annotations": null}}), &live), "null asks for removal");
     }
 
     #[test]

@@ -213,9 +213,12 @@ pub struct Member {
     pub resource_version: Option<String>,
     /// Annotated `berth.dev/prune: disabled`.
     pub keep: bool,
+    /// The live object as listed (lets the engine skip objects already as desired).
+    pub live: DynamicObject,
 }
 
-/// Every live member in the group-kinds and namespaces of `scope` (metadata only, paged).
+/// Every live member in the group-kinds and namespaces of `scope` (whole objects, paged: one
+/// list per kind and namespace instead of one read per object).
 /// Kinds no longer served are skipped: no objects of them can exist.
 pub async fn list_members(
     client: &Client,
@@ -241,11 +244,11 @@ pub async fn list_members(
             let mut lp = ListParams::default().labels(&selector).limit(LIST_PAGE_SIZE);
             loop {
                 let page = api
-                    .list_metadata(&lp)
+                    .list(&lp)
                     .await
                     .map_err(|source| InventoryError::List { group_kind: gk.clone(), source })?;
                 for item in page.items {
-                    let Some(name) = item.metadata.name else { continue };
+                    let Some(name) = item.metadata.name.clone() else { continue };
                     let keep = item
                         .metadata
                         .annotations
@@ -256,13 +259,14 @@ pub async fn list_members(
                         key: ObjectKey {
                             group: group.to_string(),
                             kind: kind.to_string(),
-                            namespace: item.metadata.namespace,
+                            namespace: item.metadata.namespace.clone(),
                             name,
                         },
                         resource: resource.clone(),
                         stage: stage_of(group, kind, namespaced),
-                        resource_version: item.metadata.resource_version,
+                        resource_version: item.metadata.resource_version.clone(),
                         keep,
+                        live: item,
                     });
                 }
                 match page.metadata.continue_.as_deref() {
