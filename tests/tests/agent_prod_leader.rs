@@ -244,3 +244,37 @@ fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_nex
     });
     assert_eq!(cut_off.applied_count(&d3), 1);
 }
+
+#[test]
+fn losing_the_lease_mid_rollout_abandons_the_in_flight_reconcile() {
+    let env = env();
+    install_crd(env);
+    let ns = env.namespace("prod-lose");
+    let repo = env.repo("prod-lose");
+    // A rollout that never becomes ready keeps the reconcile in flight (health wait, 1m).
+    let v1 = manifests(&[("web.yaml", deployment("web", &env.never_ready_image))]);
+    push(env, &env.registry_dist, &repo, "live", v1.path());
+    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    let agent = Agent::start(
+        env,
+        "loser",
+        ns.name(),
+        &["--leader-elect", "--lease-name", "agents", "--lease-namespace", ns.name(), "--lease-duration", "6s", "--identity", "loser", "--metrics-addr", "127.0.0.1:0"],
+    );
+    wait_until("the rollout is in flight", Duration::from_secs(90), &[&agent], || get(env, "deployment", ns.name(), "web").is_some());
+    let metrics = agent.metrics_addr(Duration::from_secs(10));
+    // Another replica (here: kubectl) takes the Lease, as after a partition.
+    let now = berth_e2e::run_ok(std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"]));
+    let patch = format!(r#"{{"spec":{{"holderIdentity":"intruder","renewTime":"{}","leaseDurationSeconds":600}}}}"#, now.trim());
+    berth_e2e::run_ok(env.kubectl_cmd().args(["patch", "lease", "agents", "-n", ns.name(), "--type", "merge", "-p", &patch]));
+    wait_until("the in-flight reconcile abandoned", Duration::from_secs(10), &[&agent], || {
+        agent.log().contains("abandoning in-flight reconciles")
+    });
+    assert!(http(&metrics, "GET", "/metrics", &[], b"").1.contains("berth_leader 0"));
+    // It stays off: no reconcile runs while another replica holds the Lease.
+    let reconciles = |log: &str| log.lines().filter(|l| l.contains("\"reconcile\"")).count();
+    let before = reconciles(&agent.log());
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(reconciles(&agent.log()), before, "a follower reconciled\n{}", agent.log());
+    assert_eq!(lease_holder(env, ns.name(), "agents").as_deref(), Some("intruder"));
+}
