@@ -83,9 +83,11 @@ fn push(env: &Env, dir: &Path, key: &Path, name: &str) -> String {
     url
 }
 
-fn source(name: &str, ns: &str, url: &str, service_account: &str) -> String {
+/// A Source of `url:v1`; `service_account` None leaves the choice to the agent's default.
+fn source(name: &str, ns: &str, url: &str, service_account: Option<&str>) -> String {
+    let sa = service_account.map(|sa| format!("  serviceAccountName: {sa}\n")).unwrap_or_default();
     format!(
-        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: {url}\n  ref: {{tag: v1}}\n  interval: 5s\n  timeout: 1m\n  insecure: true\n  serviceAccountName: {service_account}\n  verify:\n    keys:\n      - secretRef: {{name: signing-key}}\n---\n"
+        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: {url}\n  ref: {{tag: v1}}\n  interval: 5s\n  timeout: 1m\n  insecure: true\n{sa}  verify:\n    keys:\n      - secretRef: {{name: signing-key}}\n---\n"
     )
 }
 
@@ -157,12 +159,17 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
             t = tenant.name()
         ),
     );
+    let plain_dir = scratch.path().join("plain");
+    write(&plain_dir, "config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain-config}\ndata: {greeting: hi}\n");
     let app_url = push(env, &app_dir, &key, "deploy-tenant-app");
     let esc_url = push(env, &esc_dir, &key, "deploy-tenant-escalate");
+    let plain_url = push(env, &plain_dir, &key, "deploy-tenant-plain");
     let sources = [
-        source("app", tenant.name(), &app_url, "berth-applier"),
-        source("escalate", tenant.name(), &esc_url, "berth-applier"),
-        source("ghost", tenant.name(), &app_url, "ghost"),
+        source("app", tenant.name(), &app_url, Some("berth-applier")),
+        source("escalate", tenant.name(), &esc_url, Some("berth-applier")),
+        source("ghost", tenant.name(), &app_url, Some("ghost")),
+        // Names no account: the shipped --default-service-account applies it as berth-applier.
+        source("plain", tenant.name(), &plain_url, None),
     ]
     .concat();
     let sources_file = write(scratch.path(), "sources.yaml", &sources);
@@ -200,6 +207,11 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     });
     let cm = run_ok(env.kubectl_cmd().args(["get", "configmap", "app-config", "-n", tenant.name(), "-o", "jsonpath={.data.greeting}"]));
     assert_eq!(cm, "hello");
+    wait_until("Source plain Ready=True", Duration::from_secs(90), context("plain"), || {
+        ready(env, tenant.name(), "plain").is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    });
+    let managers = run_ok(env.kubectl_cmd().args(["get", "configmap", "plain-config", "-n", tenant.name(), "-o", "json", "--show-managed-fields"]));
+    assert!(managers.contains("\"berth\""), "applied by berth: {managers}");
 
     // A Source naming a ServiceAccount that is not the team's applier (here: one that does not
     // exist) is refused, and the condition names the account.
