@@ -13,40 +13,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_e2e::{Env, env, run, run_ok, unique_name};
-use deploy_common::{Process, agent_args, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until};
+use deploy_common::{ClusterScoped, Process, agent_args, deploy_dir, prefixed_install, documents, find, kustomize, relative, token_kubeconfig, wait_until};
 use serde_json::Value;
 
-/// Deletes the cluster-scoped objects this test installed (namespaces go with their guards).
-struct ClusterScoped<'a> {
-    env: &'a Env,
-    label: String,
-}
-
-impl Drop for ClusterScoped<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .env
-            .kubectl_cmd()
-            .args(["delete", "clusterroles,clusterrolebindings", "-l", &self.label, "--ignore-not-found", "--wait=false"])
-            .output();
-    }
-}
-
-/// `deploy/base` (without the CRD, which is shared and installed as is) in `system`, every
-/// name prefixed with `prefix`, and `deploy/tenant` for `tenant` pointed at that agent.
+/// `deploy/base` in `system` under `prefix` (see [`prefixed_install`]) and `deploy/tenant`
+/// for `tenant`, its bindings pointed at that agent.
 fn write_install(dir: &Path, prefix: &str, system: &str, tenant: &str, run_label: &str) -> PathBuf {
-    let sys = dir.join("system");
+    let sys_dir = dir.join("agent");
+    prefixed_install(&sys_dir, "base", prefix, system, run_label);
     let team = dir.join("tenant");
-    std::fs::create_dir_all(&sys).unwrap();
     std::fs::create_dir_all(&team).unwrap();
-    std::fs::write(
-        sys.join("kustomization.yaml"),
-        format!(
-            "namespace: {system}\nnamePrefix: {prefix}\nresources:\n  - {base}\npatches:\n  - patch: |-\n      $patch: delete\n      apiVersion: apiextensions.k8s.io/v1\n      kind: CustomResourceDefinition\n      metadata:\n        name: sources.berth.dev\n",
-            base = relative(&sys, &deploy_dir().join("base"))
-        ),
-    )
-    .unwrap();
     let agent = format!("{{kind: ServiceAccount, name: {prefix}berth-agent, namespace: {system}}}");
     std::fs::write(
         team.join("kustomization.yaml"),
@@ -58,7 +34,7 @@ fn write_install(dir: &Path, prefix: &str, system: &str, tenant: &str, run_label
     .unwrap();
     std::fs::write(
         dir.join("kustomization.yaml"),
-        format!("labels:\n  - pairs: {{berth-e2e-run: {run_label}}}\nresources:\n  - system\n  - tenant\n"),
+        format!("labels:\n  - pairs: {{berth-e2e-run: {run_label}}}\nresources:\n  - agent\n  - tenant\n"),
     )
     .unwrap();
     dir.to_path_buf()

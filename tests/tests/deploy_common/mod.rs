@@ -66,6 +66,46 @@ pub fn agent_args(workload: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A kustomization in `dir` that installs `deploy/<overlay>` into namespace `system` with
+/// every name prefixed by `prefix` and every object labelled `berth-e2e-run=<run_label>`,
+/// leaving out the CRD (shared by all tests, installed as is), so tests can install the
+/// shipped manifests side by side on one cluster.
+pub fn prefixed_install(dir: &Path, overlay: &str, prefix: &str, system: &str, run_label: &str) -> PathBuf {
+    let sys = dir.join("system");
+    fs::create_dir_all(&sys).unwrap();
+    fs::write(
+        sys.join("kustomization.yaml"),
+        format!(
+            "namespace: {system}\nnamePrefix: {prefix}\nresources:\n  - {base}\npatches:\n  - patch: |-\n      $patch: delete\n      apiVersion: apiextensions.k8s.io/v1\n      kind: CustomResourceDefinition\n      metadata:\n        name: sources.berth.dev\n",
+            base = relative(&sys, &deploy_dir().join(overlay))
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("kustomization.yaml"),
+        format!("labels:\n  - pairs: {{berth-e2e-run: {run_label}}}\nresources:\n  - system\n"),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+/// Deletes the cluster-scoped objects labelled `label` when dropped (namespaces go with
+/// their own guards).
+pub struct ClusterScoped<'a> {
+    pub env: &'a Env,
+    pub label: String,
+}
+
+impl Drop for ClusterScoped<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .kubectl_cmd()
+            .args(["delete", "clusterroles,clusterrolebindings", "-l", &self.label, "--ignore-not-found", "--wait=false"])
+            .output();
+    }
+}
+
 /// A path to `target` relative to `from` (kustomize refuses absolute resource paths).
 pub fn relative(from: &Path, target: &Path) -> String {
     let from = from.canonicalize().unwrap();
