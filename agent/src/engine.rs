@@ -158,11 +158,19 @@ async fn converge(
     // Members whose live state already holds every desired field and value need no request at
     // all: an apply would be a no-op. Anything else (a missing or different field, a
     // normalised quantity, another API version) is sent, and the server decides.
-    let live: BTreeMap<&ObjectKey, &kube::api::DynamicObject> = members.iter().map(|m| (&m.key, &m.live)).collect();
+    let live: BTreeMap<&ObjectKey, &inventory::Member> = members.iter().map(|m| (&m.key, m)).collect();
     let mut results: BTreeMap<ObjectKey, Applied> = BTreeMap::new();
     for o in &plan.objects {
-        let Some(l) = live.get(&o.key) else { continue };
-        let (Ok(desired), Ok(current)) = (serde_json::to_value(&o.body), serde_json::to_value(l)) else { continue };
+        // Only compare in the same API version: fields differ between versions.
+        let Some(l) = live.get(&o.key).filter(|m| m.resource.api_version == o.resource.api_version).map(|m| &m.live) else {
+            continue;
+        };
+        let (Ok(mut desired), Ok(current)) = (serde_json::to_value(&o.body), serde_json::to_value(l)) else { continue };
+        // List items carry no apiVersion/kind; the version was matched above.
+        if let Some(d) = desired.as_object_mut() {
+            d.remove("apiVersion");
+            d.remove("kind");
+        }
         if contained(&desired, &current) {
             results.insert(
                 o.key.clone(),
