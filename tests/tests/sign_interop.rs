@@ -184,10 +184,19 @@ fn berth_verify(reg: Registry<'_>, repo: &str, selector: &str, key: &Path) -> be
 /// An empty Sigstore trusted root. Key-based verification needs no CA or log keys, and
 /// passing a local root stops cosign from fetching the public one over the network
 /// (cosign v2 also insists on a trusted root before it reads bundles).
+/// Written once per process, by rename, so a test never reads it half-written while
+/// another test (running in parallel) writes it.
 fn empty_trusted_root() -> PathBuf {
-    let path = std::env::temp_dir().join("berth-e2e-empty-trusted-root.json");
-    std::fs::write(&path, br#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#).unwrap();
-    path
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = std::env::temp_dir();
+        let path = dir.join("berth-e2e-empty-trusted-root.json");
+        let partial = dir.join(format!("berth-e2e-empty-trusted-root.{}.tmp", std::process::id()));
+        std::fs::write(&partial, br#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+        path
+    })
+    .clone()
 }
 
 /// `cosign verify --key` the way an offline user runs it (no transparency log).
