@@ -183,6 +183,13 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     });
     let cm = run_ok(env.kubectl_cmd().args(["get", "configmap", "app-config", "-n", tenant.name(), "-o", "jsonpath={.data.greeting}"]));
     assert_eq!(cm, "hello");
+    // The shipped RBAC lets the agent record Events on the Source.
+    wait_until("an Applied Event on Source app", Duration::from_secs(30), context("app"), || {
+        let events = run_ok(env.kubectl_cmd().args([
+            "get", "events.events.k8s.io", "-n", tenant.name(), "--field-selector", "regarding.name=app", "-o", "jsonpath={.items[*].reason}",
+        ]));
+        events.split_whitespace().any(|r| r == "Applied")
+    });
     wait_until("Source plain Ready=True", Duration::from_secs(90), context("plain"), || {
         ready(env, tenant.name(), "plain").is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
     });
