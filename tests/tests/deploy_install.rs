@@ -232,6 +232,16 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     }
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
     drop(agent);
+
+    // 9. Uninstall as the README says: the agent, its RBAC, the CRD and every Source go; what
+    //    the Sources applied stays, still labelled as members of their ApplySet.
+    run_ok(kubectl().args(["delete", "--wait=false", "-k"]).arg(deploy_dir().join("overlays/simple")));
+    run_ok(kubectl().args(["wait", "--for=delete", "crd/sources.berth.dev", "--timeout=60s"]));
+    let gone = run(kubectl().args(["get", "clusterrole", "berth-agent"]));
+    assert!(!gone.status.success(), "ClusterRole berth-agent survived the uninstall");
+    assert_eq!(run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])), "gold");
+    let members = run_ok(kubectl().args(["get", "clusterrole", "platform-reader", "-o", "jsonpath={.metadata.labels}"]));
+    assert!(members.contains("applyset.kubernetes.io/part-of"), "still labelled as an ApplySet member: {members}");
     drop(fresh);
 }
 
