@@ -3,7 +3,9 @@
 //! the agent refuses to start without its CRD and says how to install it; every rendering of
 //! `deploy/` passes server-side dry-run and Pod Security "restricted"; the shipped CRD is what
 //! the agent generates; after `kubectl apply -k deploy/base` the agent starts with a token of
-//! the shipped ServiceAccount, takes the leader Lease, and has no access it should not have.
+//! the shipped ServiceAccount, takes the leader Lease, and has no access it should not have;
+//! with `overlays/simple` on top it applies cluster-scoped objects; its push receiver works
+//! with the shipped RBAC; `kubectl delete -k` uninstalls and leaves applied objects in place.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
 
 mod deploy_common;
