@@ -163,7 +163,29 @@ async fn run_term(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Status and inventory writes also wake the controller; the reconcile they trigger finds
     // the digest unchanged and nothing drifted, writes nothing, and so the chain ends there.
-    let controller = Controller::new(sources, watcher::Config::default())
+    let controller = Controller::new(sources, watcher::Config::default());
+    // /readyz of a leader waits for the Source cache of this term to be filled.
+    let store = controller.store();
+    crate::metrics::global().set_synced(false);
+    let synced = tokio::spawn(async move {
+        // Polled again every half second: the store's readiness is a oneshot channel that
+        // wakes only its last poller, and kube-runtime's own scheduler waits on it too.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    tracing::debug!("Source cache synced");
+                    crate::metrics::global().set_synced(true);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "Source cache never synced");
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    let controller = controller
         .with_config(ControllerConfig::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .reconcile_on(triggers.stream())
         .graceful_shutdown_on(async move {
@@ -177,6 +199,8 @@ async fn run_term(
             }
         });
     tokio::pin!(controller);
+    // The task only waits on the store; it must not outlive the term.
+    let _abort_sync_wait = AbortOnDrop(synced);
     let lost = async {
         match leading {
             Some(mut l) => {
@@ -199,6 +223,15 @@ async fn run_term(
         tracing::warn!("in-flight reconciles abandoned after the grace period; the next leader redoes them");
     }
     TermEnd::Shutdown
+}
+
+/// Aborts a background task when the term that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// [`reconcile::reconcile`] with its duration and outcome recorded in the metrics.

@@ -78,6 +78,8 @@ pub struct Metrics {
     current_info: Mutex<HashMap<String, InfoLabels>>,
     /// Sources listed and the controller started (or following, waiting for the Lease).
     started: AtomicBool,
+    /// The leader's Source cache holds the initial list (kube-runtime store ready).
+    synced: AtomicBool,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -125,6 +127,7 @@ impl Metrics {
             rollbacks,
             current_info: Mutex::default(),
             started: AtomicBool::new(false),
+            synced: AtomicBool::new(false),
         }
     }
 
@@ -180,6 +183,10 @@ impl Metrics {
         self.leader.get()
     }
 
+    pub fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Release);
+    }
+
     pub fn set_started(&self) {
         self.started.store(true, Ordering::Release);
     }
@@ -228,6 +235,9 @@ async fn route(req: Request<Incoming>, client: &kube::Client) -> Response<Full<B
             // A follower is ready: it has nothing to reach until it leads. A leader (or a
             // lone agent) needs the API server.
             if global().leader.get() == 1 {
+                if !global().synced.load(Ordering::Acquire) {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "leader: Source cache not synced yet\n");
+                }
                 match tokio::time::timeout(READY_PROBE_TIMEOUT, client.apiserver_version()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("API server unreachable: {e}\n")),
