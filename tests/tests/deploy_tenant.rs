@@ -126,6 +126,12 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     let escalation = format!("{id}-escalate");
     let app_dir = scratch.path().join("app");
     write(&app_dir, "config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config}\ndata: {greeting: hello}\n");
+    // A workload too: Ready waits for it to be available, read with the agent's tenant rights.
+    write(
+        &app_dir,
+        "web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: registry.example.com/web:1}]\n",
+    );
     let esc_dir = scratch.path().join("escalate");
     write(
         &esc_dir,
@@ -183,6 +189,8 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     });
     let cm = run_ok(env.kubectl_cmd().args(["get", "configmap", "app-config", "-n", tenant.name(), "-o", "jsonpath={.data.greeting}"]));
     assert_eq!(cm, "hello");
+    let available = run_ok(env.kubectl_cmd().args(["get", "deployment", "web", "-n", tenant.name(), "-o", "jsonpath={.status.availableReplicas}"]));
+    assert_eq!(available, "1", "Ready=True only once the Deployment is available");
     // The shipped RBAC lets the agent record Events on the Source.
     wait_until("an Applied Event on Source app", Duration::from_secs(30), context("app"), || {
         let events = run_ok(env.kubectl_cmd().args([
