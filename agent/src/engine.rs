@@ -86,6 +86,7 @@ impl SyncError {
             SyncError::Inventory(InventoryError::OtherTooling { .. } | InventoryError::IdMismatch { .. }) => {
                 "InventoryConflict"
             }
+            SyncError::Inventory(e) if e.is_forbidden() => "Forbidden",
             SyncError::Inventory(InventoryError::Delete { .. } | InventoryError::List { .. }) => "PruneFailed",
             SyncError::Inventory(_) => "InventoryFailed",
             SyncError::Apply(e @ ApplyError::DryRunRejected { .. }) | SyncError::Apply(e @ ApplyError::ApplyFailed { .. }) => {

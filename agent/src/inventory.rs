@@ -121,12 +121,34 @@ pub enum InventoryError {
     IdMismatch { parent: String, found: String, expected: String },
     #[error("{action} ApplySet parent {parent}: {source}")]
     Parent { action: &'static str, parent: String, source: kube::Error },
-    #[error("listing members of kind {group_kind} for prune: {source}")]
+    #[error("listing members of kind {group_kind} for prune: {}", api_message(.source))]
     List { group_kind: String, source: kube::Error },
-    #[error("pruning {object}: {source}; it stays in the inventory and prune retries next time")]
+    #[error("pruning {object}: {}; it stays in the inventory and prune retries next time", api_message(.source))]
     Delete { object: ObjectKey, source: kube::Error },
     #[error(transparent)]
     Discovery(#[from] PlanError),
+}
+
+impl InventoryError {
+    /// Whether the API server refused the request for lack of rights (RBAC), as opposed to
+    /// a failure that a retry may mend.
+    pub fn is_forbidden(&self) -> bool {
+        match self {
+            InventoryError::List { source, .. } | InventoryError::Delete { source, .. } => {
+                matches!(source, kube::Error::Api(s) if s.code == 403)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The API server's own sentence for an API error (what a user can act on), rather than the
+/// whole status object; other errors as they display.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Reads the parent's recorded set. A Secret parent that does not exist yet is an empty set.

@@ -217,8 +217,10 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     wait_until("Source escalate Ready=False", Duration::from_secs(90), context("escalate"), || {
         ready(env, tenant.name(), "escalate").is_some_and(|(s, _, _)| s == "False")
     });
-    let (_, _, message) = ready(env, tenant.name(), "escalate").unwrap();
+    let (_, reason, message) = ready(env, tenant.name(), "escalate").unwrap();
+    assert_eq!(reason, "Forbidden", "{message}");
     assert!(message.contains("clusterrolebindings") && message.contains("forbidden"), "{message}");
+    assert!(!message.contains("Status {"), "the condition carries the API server's sentence, not a dump: {message}");
     let crb = run_ok(env.kubectl_cmd().args(["get", "clusterrolebinding", &escalation, "--ignore-not-found", "-o", "name"]));
     assert!(crb.trim().is_empty(), "the tenant's artifact created a ClusterRoleBinding");
 
