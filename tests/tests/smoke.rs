@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Smoke tests: every peer of the test environment is real, running and reachable.
 //! If one of these fails, later tests would fail for reasons unrelated to berth.
 
