@@ -39,8 +39,11 @@ fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exac
     kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
 
     let mut agents: Vec<Agent> = ["a", "b", "c"].iter().map(|n| replica(env, n, ns.name())).collect();
+    // The "applied" log line comes at the end of the reconcile (after the health wait), a
+    // moment after the value is visible: wait for both before counting.
     wait_until("v1 applied by the leader", Duration::from_secs(90), &all(&agents), || {
         configmap_value(env, ns.name(), "app").as_deref() == Some("one")
+            && agents.iter().map(|a| a.applied_count(&d1)).sum::<usize>() >= 1
     });
     let leader = lease_holder(env, ns.name(), "agents").expect("someone holds the Lease");
     let applied: Vec<usize> = agents.iter().map(|a| a.applied_count(&d1)).collect();
@@ -240,7 +243,7 @@ fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_nex
     let v3 = manifests(&[("a.yaml", configmap("app", "three"))]);
     let d3 = push(env, &env.registry_dist, &repo, "live", v3.path());
     wait_until("the recovered replica leads and applies v3", Duration::from_secs(60), &[&cut_off], || {
-        configmap_value(env, ns.name(), "app").as_deref() == Some("three")
+        configmap_value(env, ns.name(), "app").as_deref() == Some("three") && cut_off.applied_count(&d3) >= 1
     });
     assert_eq!(cut_off.applied_count(&d3), 1);
 }
