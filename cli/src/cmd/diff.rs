@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 
-use berth::artifact::{self, Limits};
 use berth::input::{self, Input};
 use berth::manifests::{self, DuplicateCheck, ObjectId};
 use berth::transfer;
 
 use super::pack::BuildArgs;
-use super::pull::digest_of;
+use super::pull::{digest_of, read_remote_manifests};
 use super::{Exit, Failure, Global, parse_reference, print_json};
 
 /// Lines of context around each change in the unified diff.
@@ -113,29 +112,17 @@ async fn remote_objects(
     digest: &berth::digest::Digest,
 ) -> Result<Objects, Failure> {
     let artifact = transfer::fetch_artifact_manifest(registry, repo, digest).await?;
-    let layer = transfer::download_layer(registry, repo, &artifact).await?;
-    let file = std::fs::File::open(layer.path())
-        .map_err(|e| Failure::new(Exit::Generic, format!("{}: {e}", layer.path().display()), "check free space"))?;
     let mut objects = Objects::new();
     let mut parse_error = None;
-    artifact::read_layer(std::io::BufReader::new(file), Limits::default(), |f, content| {
-        if !manifests::is_manifest_name(&f.name) || f.size > manifests::MAX_MANIFEST_FILE_BYTES {
-            return Ok(());
-        }
-        let mut bytes = Vec::new();
-        content
-            .read_to_end(&mut bytes)
-            .map_err(|e| artifact::ArtifactError::Corrupt { detail: e.to_string() })?;
-        match manifests::parse_file(&f.name, &bytes, manifests::Rules { allow_secrets: true }) {
-            Ok(found) => {
-                for object in found {
-                    objects.insert(object.id.clone(), (format!("{}:{}", object.file, object.line), object.value));
-                }
+    read_remote_manifests(registry, repo, &artifact, |parsed| match parsed {
+        Ok(found) => {
+            for object in found {
+                objects.insert(object.id.clone(), (format!("{}:{}", object.file, object.line), object.value));
             }
-            Err(e) => parse_error = Some(e),
         }
-        Ok(())
-    })?;
+        Err(e) => parse_error = Some(e),
+    })
+    .await?;
     if let Some(e) = parse_error {
         tracing::warn!(error = %e, "a file in the artifact is not a valid manifest; its objects are left out of the diff");
     }

@@ -4,13 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use berth::artifact::{self, Limits};
-use berth::manifests::{self, Rules};
 use berth::oci;
 use berth::transfer;
 
-use super::pull::digest_of;
-use super::{Exit, Failure, Global, parse_reference, print_json, signing};
+use super::pull::{digest_of, read_remote_manifests};
+use super::{Failure, Global, parse_reference, print_json, signing};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -27,25 +25,13 @@ pub async fn run(global: &Global, args: InspectArgs) -> Result<(), Failure> {
     let repo = reference.repository();
     let digest = digest_of(&registry, &reference).await?;
     let artifact = transfer::fetch_artifact_manifest(&registry, repo, &digest).await?;
-    let layer = transfer::download_layer(&registry, repo, &artifact).await?;
-    let file = std::fs::File::open(layer.path())
-        .map_err(|e| Failure::new(Exit::Generic, format!("{}: {e}", layer.path().display()), "check free space in the temp dir"))?;
     let mut objects = 0usize;
     let mut unparsable = 0usize;
-    let files = artifact::read_layer(std::io::BufReader::new(file), Limits::default(), |f, content| {
-        if !manifests::is_manifest_name(&f.name) || f.size > manifests::MAX_MANIFEST_FILE_BYTES {
-            return Ok(());
-        }
-        let mut bytes = Vec::new();
-        content
-            .read_to_end(&mut bytes)
-            .map_err(|e| artifact::ArtifactError::Corrupt { detail: e.to_string() })?;
-        match manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true }) {
-            Ok(found) => objects += found.len(),
-            Err(_) => unparsable += 1,
-        }
-        Ok(())
-    })?;
+    let files = read_remote_manifests(&registry, repo, &artifact, |parsed| match parsed {
+        Ok(found) => objects += found.len(),
+        Err(_) => unparsable += 1,
+    })
+    .await?;
     let signatures = signing::inspect_signatures(global, &registry, repo, &digest, args.key.as_deref()).await?;
     let annotations = &artifact.manifest.annotations;
     if global.json() {

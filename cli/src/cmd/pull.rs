@@ -10,7 +10,10 @@ use berth::reference::Reference;
 use berth::registry::Registry;
 use berth::transfer;
 
-use super::{Failure, Global, parse_reference, print_json};
+use berth::artifact::{self, LayerFile};
+use berth::manifests::{self, ManifestError, ManifestObject, Rules};
+
+use super::{Exit, Failure, Global, parse_reference, print_json};
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -31,6 +34,30 @@ pub async fn digest_of(registry: &Registry, reference: &Reference) -> Result<Dig
         Some(d) => Ok(d.clone()),
         None => Ok(registry.resolve(reference).await?),
     }
+}
+
+/// Downloads an artifact's layer and parses every manifest file in it, handing each file's
+/// result to `each` (Secrets are allowed: this reads what is already published). Returns the
+/// layer's file list. Shared by `inspect` and `diff`.
+pub async fn read_remote_manifests(
+    registry: &Registry,
+    repo: &str,
+    artifact: &transfer::ArtifactManifest,
+    mut each: impl FnMut(Result<Vec<ManifestObject>, ManifestError>),
+) -> Result<Vec<LayerFile>, Failure> {
+    let layer = transfer::download_layer(registry, repo, artifact).await?;
+    let file = std::fs::File::open(layer.path())
+        .map_err(|e| Failure::new(Exit::Generic, format!("{}: {e}", layer.path().display()), "check free space in the temp dir"))?;
+    let files = artifact::read_layer(std::io::BufReader::new(file), Limits::default(), |f, content| {
+        if !manifests::is_manifest_name(&f.name) || f.size > manifests::MAX_MANIFEST_FILE_BYTES {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(content, &mut bytes).map_err(|e| artifact::ArtifactError::Corrupt { detail: e.to_string() })?;
+        each(manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true }));
+        Ok(())
+    })?;
+    Ok(files)
 }
 
 pub async fn run(global: &Global, args: PullArgs) -> Result<(), Failure> {
