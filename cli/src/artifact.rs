@@ -5,8 +5,8 @@
 //! Reproducibility: entries sorted by name; fixed mtime (0), uid/gid (0), empty owner names,
 //! modes 0644/0755; gzip header without mtime or file name and a fixed OS byte; `created`
 //! from the caller (flag or SOURCE_DATE_EPOCH), never the wall clock.
-//! Streaming: the layer is written to a temporary file while it is hashed; only one
-//! manifest file is in memory at a time.
+//! Streaming: the layer is written to a temporary file while it is hashed; only a bounded
+//! window of manifest files is in memory at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Read, Write};
@@ -40,8 +40,12 @@ const GZIP_OS_UNKNOWN: u8 = 255;
 pub const MAX_UNPACKED_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default bound on the number of tar entries in a layer.
 pub const MAX_ENTRIES: usize = 100_000;
-/// Files queued between the validating and the compressing thread while building.
-const BUILD_QUEUE_FILES: usize = 8;
+/// Files a build worker validates in one go (fewer hand-overs between threads).
+const BUILD_CHUNK_FILES: usize = 16;
+/// Chunks validated ahead of the one being compressed: bounds memory while building.
+const BUILD_WINDOW_CHUNKS: usize = 8;
+/// Most worker threads validating files while building.
+const MAX_BUILD_THREADS: usize = 8;
 /// Largest compressed layer berth downloads.
 pub const MAX_LAYER_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -133,10 +137,8 @@ pub fn created_timestamp(flag: Option<&str>) -> Result<String, ArtifactError> {
     }
     match std::env::var(ENV_SOURCE_DATE_EPOCH) {
         Ok(value) if !value.trim().is_empty() => {
-            let secs: i64 = value
-                .trim()
-                .parse()
-                .map_err(|_| ArtifactError::InvalidSourceDateEpoch { value: value.clone() })?;
+            let secs: i64 =
+                value.trim().parse().map_err(|_| ArtifactError::InvalidSourceDateEpoch { value: value.clone() })?;
             let time = chrono::DateTime::from_timestamp(secs, 0)
                 .ok_or_else(|| ArtifactError::InvalidSourceDateEpoch { value: value.clone() })?;
             Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -153,7 +155,9 @@ pub fn parse_annotations(values: &[String]) -> Result<BTreeMap<String, String>, 
             Some((k, v)) if !k.trim().is_empty() => {
                 out.insert(k.trim().to_string(), v.to_string());
             }
-            _ => return Err(ArtifactError::InvalidAnnotation { value: value.clone() }),
+            _ => {
+                return Err(ArtifactError::InvalidAnnotation { value: value.clone() });
+            }
         }
     }
     Ok(out)
@@ -179,38 +183,35 @@ pub struct BuiltArtifact {
 }
 
 /// Validate `files` and build the artifact. Nothing leaves the machine here.
-pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rules) -> Result<BuiltArtifact, ArtifactError> {
+pub fn build(
+    files: &[InputFile],
+    input_name: &str,
+    meta: &Metadata,
+    rules: Rules,
+) -> Result<BuiltArtifact, ArtifactError> {
     let workdir = tempfile::tempdir().map_err(|source| ArtifactError::Write { path: std::env::temp_dir(), source })?;
     let layer_path = workdir.path().join("layer.tar.gz");
     let mut sorted: Vec<&InputFile> = files.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
 
-    // Validation (parsing) and compression each take about half the time: run them on two
-    // threads, handing files over through a small bounded queue so memory stays bounded.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(BUILD_QUEUE_FILES);
-    let writer_path = layer_path.clone();
-    let writer = std::thread::spawn(move || write_layer(&writer_path, receiver));
+    let file = std::fs::File::create(&layer_path)
+        .map_err(|source| ArtifactError::Write { path: layer_path.clone(), source })?;
+    let mut layer = LayerWriter::new(file);
     let mut duplicates = DuplicateCheck::default();
-    let validated = (|| -> Result<(), ArtifactError> {
-        for file in &sorted {
-            let bytes = file.read()?;
-            for object in manifests::parse_file(&file.name, &bytes, rules)? {
-                duplicates.add(&object)?;
+    // Reading and parsing (validation) is most of the work and files are independent: worker
+    // threads take chunks of files in name order while this thread checks duplicates and
+    // writes the tar.gz strictly in name order. Only a bounded window of chunks is in memory.
+    validated_in_order(&sorted, rules, |chunk| {
+        for (name, bytes, objects) in chunk {
+            for object in &objects {
+                duplicates.add(object)?;
             }
-            if sender.send((file.name.clone(), bytes)).is_err() {
-                // The writer stopped early; its own error is reported below.
-                break;
-            }
+            layer.append(&name, &bytes).map_err(|source| ArtifactError::Write { path: layer_path.clone(), source })?;
         }
         Ok(())
-    })();
-    drop(sender);
-    let written = writer.join().map_err(|_| ArtifactError::Write {
-        path: layer_path.clone(),
-        source: io::Error::other("the layer writer thread panicked"),
     })?;
-    validated?;
-    let (layer_digest, layer_size) = written?;
+    let (layer_digest, layer_size) =
+        layer.finish().map_err(|source| ArtifactError::Write { path: layer_path.clone(), source })?;
     if duplicates.is_empty() {
         return Err(ArtifactError::Empty { path: input_name.to_string() });
     }
@@ -245,39 +246,134 @@ pub fn build(files: &[InputFile], input_name: &str, meta: &Metadata, rules: Rule
     })
 }
 
-/// Write the files arriving on `files` (in name order) as a reproducible tar.gz at `path`;
-/// return its digest and size.
-fn write_layer(path: &Path, files: std::sync::mpsc::Receiver<(String, Vec<u8>)>) -> Result<(Digest, u64), ArtifactError> {
-    let write_err = |source: io::Error| ArtifactError::Write { path: path.to_path_buf(), source };
-    let file = std::fs::File::create(path).map_err(write_err)?;
-    let hashing = HashingWriter::new(BufWriter::new(file));
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(GZIP_OS_UNKNOWN)
-        .write(hashing, Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-    let mut dirs_written = BTreeSet::new();
-    for (name, bytes) in files {
+/// One validated file: its name in the artifact, its bytes and the objects it holds
+/// (identities only; the parsed content is dropped on the worker thread).
+type Validated = (String, Vec<u8>, Vec<manifests::ManifestObject>);
+
+/// Reads and validates `files` on worker threads and hands them to `consume` in chunks,
+/// strictly in the order given. The first error in that order wins, so messages do not
+/// depend on thread timing; after an error no new chunk is started.
+fn validated_in_order(
+    files: &[&InputFile],
+    rules: Rules,
+    mut consume: impl FnMut(Vec<Validated>) -> Result<(), ArtifactError>,
+) -> Result<(), ArtifactError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    let chunks = files.len().div_ceil(BUILD_CHUNK_FILES);
+    let workers =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_BUILD_THREADS).min(chunks.max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // Finished chunks by index, and the index of the next chunk the consumer takes.
+    let state = Mutex::new((BTreeMap::<usize, Result<Vec<Validated>, ArtifactError>>::new(), 0usize));
+    let changed = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+
+    let validate_chunk = |index: usize| -> Result<Vec<Validated>, ArtifactError> {
+        let range = index * BUILD_CHUNK_FILES..((index + 1) * BUILD_CHUNK_FILES).min(files.len());
+        files[range]
+            .iter()
+            .map(|file| {
+                let bytes = file.read()?;
+                let mut objects = manifests::parse_file(&file.name, &bytes, rules)?;
+                for object in &mut objects {
+                    object.value = serde_json::Value::Null;
+                }
+                Ok((file.name.clone(), bytes, objects))
+            })
+            .collect()
+    };
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= chunks {
+                        return;
+                    }
+                    // Stay within the window ahead of the consumer, so memory stays bounded.
+                    let mut guard = lock();
+                    while index >= guard.1 + BUILD_WINDOW_CHUNKS && !stop.load(Ordering::Relaxed) {
+                        guard = changed.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                    drop(guard);
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let result = validate_chunk(index);
+                    lock().0.insert(index, result);
+                    changed.notify_all();
+                }
+            });
+        }
+        let outcome = (|| {
+            for index in 0..chunks {
+                let mut guard = lock();
+                let chunk = loop {
+                    if let Some(chunk) = guard.0.remove(&index) {
+                        break chunk;
+                    }
+                    guard = changed.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+                };
+                guard.1 = index + 1;
+                drop(guard);
+                changed.notify_all();
+                consume(chunk?)?;
+            }
+            Ok(())
+        })();
+        if outcome.is_err() {
+            stop.store(true, Ordering::Relaxed);
+            changed.notify_all();
+        }
+        outcome
+    })
+}
+
+/// Writes files, in the order given, as a reproducible tar.gz while hashing it.
+struct LayerWriter {
+    tar: tar::Builder<flate2::write::GzEncoder<HashingWriter<BufWriter<std::fs::File>>>>,
+    dirs_written: BTreeSet<String>,
+}
+
+impl LayerWriter {
+    fn new(file: std::fs::File) -> Self {
+        let gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .operating_system(GZIP_OS_UNKNOWN)
+            .write(HashingWriter::new(BufWriter::new(file)), Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        tar.mode(tar::HeaderMode::Deterministic);
+        LayerWriter { tar, dirs_written: BTreeSet::new() }
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
         // Parent directories first, each once, in path order.
         let mut parent = String::new();
         let parts: Vec<&str> = name.split('/').collect();
         for part in &parts[..parts.len().saturating_sub(1)] {
             parent.push_str(part);
             parent.push('/');
-            if dirs_written.insert(parent.clone()) {
+            if self.dirs_written.insert(parent.clone()) {
                 let mut header = fixed_header(tar::EntryType::Directory, DIR_MODE, 0);
-                tar.append_data(&mut header, &parent, io::empty()).map_err(write_err)?;
+                self.tar.append_data(&mut header, &parent, io::empty())?;
             }
         }
         let mut header = fixed_header(tar::EntryType::Regular, FILE_MODE, bytes.len() as u64);
-        tar.append_data(&mut header, &name, bytes.as_slice()).map_err(write_err)?;
+        self.tar.append_data(&mut header, name, bytes)
     }
-    let gz = tar.into_inner().map_err(write_err)?;
-    let hashing = gz.finish().map_err(write_err)?;
-    let (digest, size, mut buffered) = hashing.finish();
-    buffered.flush().map_err(write_err)?;
-    Ok((digest, size))
+
+    /// Finishes the tar and gzip streams; returns the layer's digest and size.
+    fn finish(self) -> io::Result<(Digest, u64)> {
+        let gz = self.tar.into_inner()?;
+        let hashing = gz.finish()?;
+        let (digest, size, mut buffered) = hashing.finish();
+        buffered.flush()?;
+        Ok((digest, size))
+    }
 }
 
 fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -317,15 +413,12 @@ pub fn content_layer(manifest: &[u8]) -> Result<(ImageManifest, Descriptor), Art
     let parsed: ImageManifest =
         serde_json::from_slice(manifest).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
     let accepted = [oci::MEDIA_TYPE_FLUX_CONTENT, oci::MEDIA_TYPE_OCI_LAYER_GZIP, oci::MEDIA_TYPE_DOCKER_LAYER_GZIP];
-    let layer = parsed
-        .layers
-        .iter()
-        .find(|l| accepted.contains(&l.media_type.as_str()))
-        .cloned()
-        .ok_or_else(|| ArtifactError::UnsupportedLayer {
+    let layer = parsed.layers.iter().find(|l| accepted.contains(&l.media_type.as_str())).cloned().ok_or_else(|| {
+        ArtifactError::UnsupportedLayer {
             media_type: parsed.layers.first().map(|l| l.media_type.clone()).unwrap_or_else(|| "(no layers)".into()),
             expected: oci::MEDIA_TYPE_FLUX_CONTENT,
-        })?;
+        }
+    })?;
     Ok((parsed, layer))
 }
 
@@ -377,9 +470,14 @@ pub fn read_layer(
                 return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "links are not allowed" });
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "devices and pipes are not allowed" });
+                return Err(ArtifactError::UnsafeEntry {
+                    entry: raw_name,
+                    reason: "devices and pipes are not allowed",
+                });
             }
-            _ => return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "unsupported entry type" }),
+            _ => {
+                return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "unsupported entry type" });
+            }
         }
         let Some(name) = name else { continue };
         let size = entry.header().size().map_err(corrupt)?;
@@ -407,7 +505,10 @@ fn safe_name(raw: &str) -> Result<Option<String>, ArtifactError> {
             Component::Normal(s) => {
                 let s = s.to_string_lossy();
                 if s.contains('\\') || s.contains('\0') {
-                    return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "invalid characters in the path" });
+                    return Err(ArtifactError::UnsafeEntry {
+                        entry: raw.to_string(),
+                        reason: "invalid characters in the path",
+                    });
                 }
                 parts.push(s.into_owned());
             }
@@ -416,7 +517,10 @@ fn safe_name(raw: &str) -> Result<Option<String>, ArtifactError> {
                 return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "'..' is not allowed" });
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "absolute paths are not allowed" });
+                return Err(ArtifactError::UnsafeEntry {
+                    entry: raw.to_string(),
+                    reason: "absolute paths are not allowed",
+                });
             }
         }
     }
@@ -456,11 +560,8 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<Layer
             }
             std::fs::remove_file(&path).map_err(|e| write_err(&path, e))?;
         }
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| write_err(&path, e))?;
+        let mut out =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| write_err(&path, e))?;
         let copied = io::copy(content, &mut out).map_err(|e| ArtifactError::Corrupt { detail: e.to_string() })?;
         if copied != file.size {
             return Err(ArtifactError::Corrupt { detail: format!("{} is truncated", file.name) });
@@ -468,7 +569,8 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<Layer
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(FILE_MODE)).map_err(|e| write_err(&path, e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(FILE_MODE))
+                .map_err(|e| write_err(&path, e))?;
         }
         Ok(())
     })
@@ -517,6 +619,32 @@ mod tests {
         assert_eq!(a.layer.digest, b.layer.digest);
         assert_eq!(std::fs::read(&a.layer_path).unwrap(), std::fs::read(&b.layer_path).unwrap());
         assert_eq!(a.objects, 2);
+    }
+
+    #[test]
+    fn errors_are_reported_for_the_first_bad_file_in_name_order_whatever_the_threads_do() {
+        // Enough files for many chunks; two bad ones far apart, and a duplicate across chunks.
+        let dir = tempfile::tempdir().unwrap();
+        let mut files: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("f{i:03}.yaml"), format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\n")))
+            .collect();
+        files[250].1 = "kind: [unclosed\n".to_string();
+        files[90].1 = "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n".to_string();
+        let refs: Vec<(&str, &str)> = files.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        write_tree(dir.path(), &refs);
+        let input = crate::input::collect(dir.path().to_str().unwrap()).unwrap();
+        let crate::input::Input::Files { files: list, .. } = input else { panic!("not files") };
+        for _ in 0..20 {
+            let err = build(&list, "tree", &meta(), Rules::default()).unwrap_err().to_string();
+            assert!(err.starts_with("f090.yaml:"), "{err}");
+        }
+
+        files[90].1 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c5\n".to_string();
+        files[250].1 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c250\n".to_string();
+        let refs: Vec<(&str, &str)> = files.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        write_tree(dir.path(), &refs);
+        let err = build(&list, "tree", &meta(), Rules::default()).unwrap_err().to_string();
+        assert!(err.contains("f090.yaml:1: duplicate object ConfigMap c5, first defined at f005.yaml:1"), "{err}");
     }
 
     #[test]
