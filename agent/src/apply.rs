@@ -157,7 +157,12 @@ fn api_for(client: &Client, o: &PlannedObject) -> Api<DynamicObject> {
     }
 }
 
-async fn apply_one(client: &Client, o: &PlannedObject, mode: Mode, policy: ConflictPolicy) -> Result<Applied, ObjectFailure> {
+async fn apply_one(
+    client: &Client,
+    o: &PlannedObject,
+    mode: Mode,
+    policy: ConflictPolicy,
+) -> Result<Applied, ObjectFailure> {
     let api = api_for(client, o);
     let mut pp = PatchParams::apply(FIELD_MANAGER);
     if mode == Mode::DryRun {
@@ -175,7 +180,9 @@ async fn apply_one(client: &Client, o: &PlannedObject, mode: Mode, policy: Confl
         other => other,
     };
     match result {
-        Ok(obj) => Ok(Applied { key: o.key.clone(), resource_version: obj.metadata.resource_version.clone(), object: obj }),
+        Ok(obj) => {
+            Ok(Applied { key: o.key.clone(), resource_version: obj.metadata.resource_version.clone(), object: obj })
+        }
         Err(e) => Err(failure(o, e)),
     }
 }

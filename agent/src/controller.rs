@@ -133,7 +133,8 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
                 break;
             }
             metrics.set_leader(true);
-            if run_term(sources.clone(), ctx.clone(), &triggers, shutdown.clone(), Some(leading), opts.shutdown_grace).await
+            if run_term(sources.clone(), ctx.clone(), &triggers, shutdown.clone(), Some(leading), opts.shutdown_grace)
+                .await
                 == TermEnd::Shutdown
             {
                 break;

@@ -44,9 +44,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             "h" => 3_600_000,
             _ => return Err(invalid()),
         };
-        let part = n
-            .checked_mul(millis_per_unit)
-            .ok_or_else(|| DurationError::TooLong { input: input.to_string() })?;
+        let part = n.checked_mul(millis_per_unit).ok_or_else(|| DurationError::TooLong { input: input.to_string() })?;
         total = total.saturating_add(Duration::from_millis(part));
     }
     if total > MAX_DURATION {

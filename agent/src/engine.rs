@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
 use kube::Client;
+use kube::api::Api;
 use serde_json::Value;
 
 use crate::apply::{self, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure};
@@ -62,7 +62,9 @@ pub struct SyncReport {
 pub enum SyncError {
     #[error(transparent)]
     Plan(#[from] PlanError),
-    #[error("the artifact holds no objects; refusing to apply it because prune would delete everything in the set (allow empty artifacts explicitly if that is intended)")]
+    #[error(
+        "the artifact holds no objects; refusing to apply it because prune would delete everything in the set (allow empty artifacts explicitly if that is intended)"
+    )]
     Empty,
     #[error(transparent)]
     Inventory(#[from] InventoryError),
@@ -72,7 +74,9 @@ pub enum SyncError {
     Health(#[from] HealthError),
     #[error("checking whether namespace {namespace} exists: {source}")]
     NamespaceLookup { namespace: String, source: kube::Error },
-    #[error("apply did not finish within {timeout:?} (spec.timeout / --timeout); objects applied so far stay and are part of the set")]
+    #[error(
+        "apply did not finish within {timeout:?} (spec.timeout / --timeout); objects applied so far stay and are part of the set"
+    )]
     Timeout { timeout: Duration },
 }
 
@@ -89,14 +93,13 @@ impl SyncError {
             SyncError::Inventory(e) if e.is_forbidden() => "Forbidden",
             SyncError::Inventory(InventoryError::Delete { .. } | InventoryError::List { .. }) => "PruneFailed",
             SyncError::Inventory(_) => "InventoryFailed",
-            SyncError::Apply(e @ ApplyError::DryRunRejected { .. }) | SyncError::Apply(e @ ApplyError::ApplyFailed { .. }) => {
-                match (e, e.main_cause()) {
-                    (_, apply::FailureCause::Forbidden) => "Forbidden",
-                    (_, apply::FailureCause::Conflict) => "FieldManagerConflict",
-                    (ApplyError::DryRunRejected { .. }, _) => "DryRunFailed",
-                    _ => "ApplyFailed",
-                }
-            }
+            SyncError::Apply(e @ ApplyError::DryRunRejected { .. })
+            | SyncError::Apply(e @ ApplyError::ApplyFailed { .. }) => match (e, e.main_cause()) {
+                (_, apply::FailureCause::Forbidden) => "Forbidden",
+                (_, apply::FailureCause::Conflict) => "FieldManagerConflict",
+                (ApplyError::DryRunRejected { .. }, _) => "DryRunFailed",
+                _ => "ApplyFailed",
+            },
             SyncError::Health(HealthError::Timeout { .. }) => "HealthCheckTimeout",
             SyncError::Health(_) => "HealthCheckFailed",
             SyncError::NamespaceLookup { .. } => "ApplyFailed",
@@ -163,7 +166,8 @@ async fn converge(
     let mut results: BTreeMap<ObjectKey, Applied> = BTreeMap::new();
     for o in &plan.objects {
         // Only compare in the same API version: fields differ between versions.
-        let Some(l) = live.get(&o.key).filter(|m| m.resource.api_version == o.resource.api_version).map(|m| &m.live) else {
+        let Some(l) = live.get(&o.key).filter(|m| m.resource.api_version == o.resource.api_version).map(|m| &m.live)
+        else {
             continue;
         };
         let (Ok(mut desired), Ok(current)) = (serde_json::to_value(&o.body), serde_json::to_value(l)) else { continue };
@@ -175,7 +179,11 @@ async fn converge(
         if contained(&desired, &current) {
             results.insert(
                 o.key.clone(),
-                Applied { key: o.key.clone(), resource_version: l.metadata.resource_version.clone(), object: (*l).clone() },
+                Applied {
+                    key: o.key.clone(),
+                    resource_version: l.metadata.resource_version.clone(),
+                    object: (*l).clone(),
+                },
             );
         }
     }
@@ -221,11 +229,8 @@ async fn converge(
     }
 
     for stage in [Stage::CustomResourceDefinitions, Stage::Namespaces, Stage::ClusterScoped, Stage::Namespaced] {
-        let batch: Vec<&PlannedObject> = plan
-            .objects
-            .iter()
-            .filter(|o| o.stage == stage && !results.contains_key(&o.key))
-            .collect();
+        let batch: Vec<&PlannedObject> =
+            plan.objects.iter().filter(|o| o.stage == stage && !results.contains_key(&o.key)).collect();
         apply_stage(&clients.applier, &batch, policy, &mut results).await?;
     }
 
@@ -258,12 +263,8 @@ async fn converge(
 /// Objects that cannot be dry-run yet: their kind comes from a CRD in this set that is not
 /// served, or their namespace is created by this set and does not exist yet.
 async fn deferred_objects(client: &Client, plan: &ApplyPlan) -> Result<BTreeSet<ObjectKey>, SyncError> {
-    let planned_namespaces: BTreeSet<&str> = plan
-        .objects
-        .iter()
-        .filter(|o| o.stage == Stage::Namespaces)
-        .map(|o| o.key.name.as_str())
-        .collect();
+    let planned_namespaces: BTreeSet<&str> =
+        plan.objects.iter().filter(|o| o.stage == Stage::Namespaces).map(|o| o.key.name.as_str()).collect();
     let api: Api<Namespace> = Api::all(client.clone());
     let mut missing = BTreeSet::new();
     for ns in &planned_namespaces {
@@ -422,7 +423,9 @@ fn short(v: Option<&Value>) -> String {
 /// A diff line of a Secret without its values (they never reach a terminal or a log).
 fn hide_secret_value(line: &str) -> String {
     match line.split_once(": ") {
-        Some((path, _)) if path.starts_with("data") || path.starts_with("stringData") => format!("{path}: (value hidden)"),
+        Some((path, _)) if path.starts_with("data") || path.starts_with("stringData") => {
+            format!("{path}: (value hidden)")
+        }
         _ => line.to_string(),
     }
 }

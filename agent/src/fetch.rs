@@ -91,7 +91,11 @@ impl FetchError {
 
 /// Phase 1, resolve: the digest a reference points at — the pinned digest as is, a tag with
 /// one HEAD request, a semver range by listing tags and resolving the highest match.
-pub async fn resolve(registry: &Registry, reference: &Reference, semver: Option<&str>) -> Result<(Reference, Digest), FetchError> {
+pub async fn resolve(
+    registry: &Registry,
+    reference: &Reference,
+    semver: Option<&str>,
+) -> Result<(Reference, Digest), FetchError> {
     if let Some(d) = reference.digest() {
         return Ok((reference.clone(), d.clone()));
     }
@@ -108,7 +112,11 @@ pub async fn resolve(registry: &Registry, reference: &Reference, semver: Option<
                 .filter(|(v, _)| req.matches(v))
                 .max_by(|a, b| a.0.cmp(&b.0))
                 .map(|(_, t)| t.clone())
-                .ok_or_else(|| FetchError::NoSemverMatch { reference: reference.to_string(), range: range.to_string(), looked })?;
+                .ok_or_else(|| FetchError::NoSemverMatch {
+                    reference: reference.to_string(),
+                    range: range.to_string(),
+                    looked,
+                })?;
             reference.with_tag(&best)
         }
         None => reference.clone(),
@@ -139,7 +147,12 @@ pub async fn pull(registry: &Registry, reference: &Reference, digest: &Digest) -
 }
 
 /// Phase 3, verify: a signature by a trusted key over exactly `digest`.
-pub async fn verify(registry: &Registry, reference: &Reference, digest: &Digest, trust: &Trust) -> Result<String, FetchError> {
+pub async fn verify(
+    registry: &Registry,
+    reference: &Reference,
+    digest: &Digest,
+    trust: &Trust,
+) -> Result<String, FetchError> {
     let keys = match trust {
         Trust::SkipVerify => return Ok("unverified (insecureSkipVerify)".to_string()),
         Trust::Keys(keys) => keys,
@@ -168,7 +181,9 @@ pub fn unpack(reference: &str, layer: &[u8]) -> Result<Vec<Desired>, FetchError>
         // The pack-time Secret guard is CI's job; an artifact that shipped a Secret on purpose
         // (packed with --allow-secrets) must still apply.
         match manifests::parse_file(&file.name, &bytes, Rules { allow_secrets: true }) {
-            Ok(objects) => out.extend(objects.into_iter().map(|o| Desired { origin: format!("{}:{}", o.file, o.line), value: o.value })),
+            Ok(objects) => out.extend(
+                objects.into_iter().map(|o| Desired { origin: format!("{}:{}", o.file, o.line), value: o.value }),
+            ),
             Err(e) => manifest_error = Some(e),
         }
         Ok(())
@@ -191,16 +206,22 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, FetchError> {
         let bytes = f.read()?;
         let objects = manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true })
             .map_err(|source| FetchError::Manifest { reference: dir.display().to_string(), source })?;
-        out.extend(objects.into_iter().map(|o| Desired {
-            origin: format!("{}:{}", dir.join(&o.file).display(), o.line),
-            value: o.value,
-        }));
+        out.extend(
+            objects
+                .into_iter()
+                .map(|o| Desired { origin: format!("{}:{}", dir.join(&o.file).display(), o.line), value: o.value }),
+        );
     }
     Ok(out)
 }
 
 /// All four phases for one reference.
-pub async fn fetch(registry: &Registry, reference: &Reference, semver: Option<&str>, trust: &Trust) -> Result<Fetched, FetchError> {
+pub async fn fetch(
+    registry: &Registry,
+    reference: &Reference,
+    semver: Option<&str>,
+    trust: &Trust,
+) -> Result<Fetched, FetchError> {
     let (resolved, digest) = resolve(registry, reference, semver).await?;
     let pulled = pull(registry, &resolved, &digest).await?;
     let signer = verify(registry, &resolved, &digest, trust).await?;

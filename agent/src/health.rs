@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
 use kube::Client;
+use kube::api::{Api, DynamicObject};
 use serde_json::Value;
 
 use crate::apply::{Applied, MAX_CONCURRENT_APPLIES};
@@ -114,7 +114,9 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
             let rolling = string(spec, &["updateStrategy", "type"]).unwrap_or("RollingUpdate") == "RollingUpdate";
             if ready < want {
                 in_progress(format!("{ready}/{want} replicas ready"))
-            } else if rolling && (updated < want || string(status, &["currentRevision"]) != string(status, &["updateRevision"])) {
+            } else if rolling
+                && (updated < want || string(status, &["currentRevision"]) != string(status, &["updateRevision"]))
+            {
                 in_progress(format!("{updated}/{want} replicas updated"))
             } else {
                 Health::Current
@@ -175,7 +177,11 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
 
 /// Waits until every object is current or one fails, up to `timeout`. The apply responses
 /// give the first verdict, so only objects not already current are polled.
-pub async fn wait_healthy(client: &Client, applied: &[(&PlannedObject, &Applied)], timeout: Duration) -> Result<(), HealthError> {
+pub async fn wait_healthy(
+    client: &Client,
+    applied: &[(&PlannedObject, &Applied)],
+    timeout: Duration,
+) -> Result<(), HealthError> {
     let deadline = Instant::now() + timeout;
     let mut pending: Vec<(&PlannedObject, String)> = Vec::new();
     for (o, a) in applied {
@@ -240,7 +246,9 @@ mod tests {
         let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "generation": 2},
             "spec": {"replicas": 2},
             "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}});
-        assert!(matches!(assess("apps", "Deployment", &obj(d.clone())), Health::InProgress(r) if r.contains("old replicas")));
+        assert!(
+            matches!(assess("apps", "Deployment", &obj(d.clone())), Health::InProgress(r) if r.contains("old replicas"))
+        );
         d["status"]["replicas"] = json!(2);
         assert_eq!(assess("apps", "Deployment", &obj(d.clone())), Health::Current);
         d["status"]["observedGeneration"] = json!(1);

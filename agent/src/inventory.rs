@@ -8,12 +8,12 @@ use std::fmt;
 
 use base64::Engine as _;
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::plan::{Catalog, ObjectKey, PlanError, PRUNE_ANNOTATION, PRUNE_DISABLED, Stage};
+use crate::plan::{Catalog, ObjectKey, PRUNE_ANNOTATION, PRUNE_DISABLED, PlanError, Stage};
 
 /// Label on members, value = the set's id.
 pub const PART_OF_LABEL: &str = "applyset.kubernetes.io/part-of";
@@ -115,9 +115,13 @@ impl Inventory {
 pub enum InventoryError {
     #[error("ApplySet parent {parent} does not exist")]
     ParentMissing { parent: String },
-    #[error("ApplySet parent {parent} is managed by tooling {tooling:?}, not berth; choose another --name or remove that set with its own tool")]
+    #[error(
+        "ApplySet parent {parent} is managed by tooling {tooling:?}, not berth; choose another --name or remove that set with its own tool"
+    )]
     OtherTooling { parent: String, tooling: String },
-    #[error("ApplySet parent {parent} has label {ID_LABEL}={found}, expected {expected}; it belongs to another set, choose another --name")]
+    #[error(
+        "ApplySet parent {parent} has label {ID_LABEL}={found}, expected {expected}; it belongs to another set, choose another --name"
+    )]
     IdMismatch { parent: String, found: String, expected: String },
     #[error("{action} ApplySet parent {parent}: {source}")]
     Parent { action: &'static str, parent: String, source: kube::Error },
@@ -172,18 +176,17 @@ pub async fn read(client: &Client, parent: &ApplySetParent) -> Result<Inventory,
         return Err(InventoryError::OtherTooling { parent: parent.to_string(), tooling: "(none)".into() });
     }
     if let Some(found) = labels.get(ID_LABEL).filter(|found| **found != parent.id()) {
-        return Err(InventoryError::IdMismatch { parent: parent.to_string(), found: found.clone(), expected: parent.id() });
+        return Err(InventoryError::IdMismatch {
+            parent: parent.to_string(),
+            found: found.clone(),
+            expected: parent.id(),
+        });
     }
     Ok(parse(&annotations, &parent.namespace))
 }
 
 fn split_list(value: Option<&String>) -> impl Iterator<Item = String> + '_ {
-    value
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    value.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 fn parse(annotations: &BTreeMap<String, String>, parent_namespace: &str) -> Inventory {
@@ -220,10 +223,11 @@ pub async fn write(client: &Client, parent: &ApplySetParent, inv: &Inventory) ->
     });
     // Force: the parent's ApplySet fields belong to the set's tool, which is us (checked in read).
     let pp = PatchParams::apply(INVENTORY_FIELD_MANAGER).force();
-    api.patch(&parent.name, &pp, &Patch::Apply(&body))
-        .await
-        .map(|_| ())
-        .map_err(|source| InventoryError::Parent { action: "updating", parent: parent.to_string(), source })
+    api.patch(&parent.name, &pp, &Patch::Apply(&body)).await.map(|_| ()).map_err(|source| InventoryError::Parent {
+        action: "updating",
+        parent: parent.to_string(),
+        source,
+    })
 }
 
 /// A live member of the set, found by listing with the `part-of` label.
@@ -265,10 +269,8 @@ pub async fn list_members(
             };
             let mut lp = ListParams::default().labels(&selector).limit(LIST_PAGE_SIZE);
             loop {
-                let page = api
-                    .list(&lp)
-                    .await
-                    .map_err(|source| InventoryError::List { group_kind: gk.clone(), source })?;
+                let page =
+                    api.list(&lp).await.map_err(|source| InventoryError::List { group_kind: gk.clone(), source })?;
                 for item in page.items {
                     let Some(name) = item.metadata.name.clone() else { continue };
                     let keep = item

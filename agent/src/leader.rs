@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
 /// Lease validity when the flag is not given (client-go's default for controllers).
@@ -121,7 +121,12 @@ struct Observed {
     at: Instant,
 }
 
-async fn campaign(api: Api<Lease>, config: ElectionConfig, leader: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+async fn campaign(
+    api: Api<Lease>,
+    config: ElectionConfig,
+    leader: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut observed: Option<Observed> = None;
     let mut last_renew: Option<Instant> = None;
     loop {
@@ -178,7 +183,11 @@ fn seconds(d: Duration) -> i32 {
 
 /// One round: create the Lease, renew it, or take it over once it has expired. Writes carry
 /// the resourceVersion read just before, so of two replicas racing only one succeeds.
-async fn try_acquire_or_renew(api: &Api<Lease>, config: &ElectionConfig, observed: &mut Option<Observed>) -> Result<bool, kube::Error> {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    config: &ElectionConfig,
+    observed: &mut Option<Observed>,
+) -> Result<bool, kube::Error> {
     let Some(mut lease) = api.get_opt(&config.lease_name).await? else {
         let lease = Lease {
             metadata: ObjectMeta { name: Some(config.lease_name.clone()), ..ObjectMeta::default() },
@@ -200,9 +209,11 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &ElectionConfig, observe
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
     let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
-    let changed = observed.as_ref().is_none_or(|o| o.holder != holder || o.renew != spec.renew_time || o.duration != duration);
+    let changed =
+        observed.as_ref().is_none_or(|o| o.holder != holder || o.renew != spec.renew_time || o.duration != duration);
     if changed {
-        *observed = Some(Observed { holder: holder.clone(), renew: spec.renew_time.clone(), duration, at: Instant::now() });
+        *observed =
+            Some(Observed { holder: holder.clone(), renew: spec.renew_time.clone(), duration, at: Instant::now() });
     }
     let mine = holder.as_deref() == Some(config.identity.as_str());
     let free = holder.is_none() || observed.as_ref().is_some_and(|o| o.at.elapsed() >= o.duration);

@@ -12,7 +12,9 @@ pub const MAX_LISTED_VIOLATIONS: usize = 10;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LockdownError {
-    #[error("the agent runs with --enforce-impersonation: set spec.serviceAccountName to a ServiceAccount of namespace {namespace} that may apply this Source's objects")]
+    #[error(
+        "the agent runs with --enforce-impersonation: set spec.serviceAccountName to a ServiceAccount of namespace {namespace} that may apply this Source's objects"
+    )]
     ServiceAccountRequired { namespace: String },
     #[error("artifact refused whole by the agent's lockdown rules, nothing was applied: {}{}", .violations.join("; "), more(.total, .violations.len()))]
     Refused { violations: Vec<String>, total: usize },
@@ -58,8 +60,14 @@ impl NamespaceRule {
     pub fn parse(flag: &'static str, text: &str) -> Result<NamespaceRule, LockdownError> {
         let text = text.trim();
         let name = text.strip_suffix('*').unwrap_or(text);
-        if (name.is_empty() && text != "*") || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return Err(LockdownError::BadRule { flag, value: text.to_string(), problem: "expected a namespace name or a prefix ending in *" });
+        if (name.is_empty() && text != "*")
+            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(LockdownError::BadRule {
+                flag,
+                value: text.to_string(),
+                problem: "expected a namespace name or a prefix ending in *",
+            });
         }
         Ok(NamespaceRule(text.to_string()))
     }
@@ -102,9 +110,9 @@ impl Lockdown {
     pub fn service_account(&self, src: &Source) -> Result<Option<String>, LockdownError> {
         match src.spec.service_account_name.clone().or_else(|| self.default_service_account.clone()) {
             Some(sa) => Ok(Some(sa)),
-            None if self.enforce_impersonation => {
-                Err(LockdownError::ServiceAccountRequired { namespace: src.metadata.namespace.clone().unwrap_or_default() })
-            }
+            None if self.enforce_impersonation => Err(LockdownError::ServiceAccountRequired {
+                namespace: src.metadata.namespace.clone().unwrap_or_default(),
+            }),
             None => Ok(None),
         }
     }
@@ -145,7 +153,9 @@ impl Lockdown {
             _ => None,
         }?;
         if self.source_namespace_only && namespace != source_namespace {
-            return Some(format!("namespace {namespace} is not the Source's namespace {source_namespace} (--source-namespace-only)"));
+            return Some(format!(
+                "namespace {namespace} is not the Source's namespace {source_namespace} (--source-namespace-only)"
+            ));
         }
         if self.deny_namespaces.iter().any(|r| r.matches(namespace)) {
             return Some(format!("namespace {namespace} is denied (--deny-namespaces)"));
@@ -167,8 +177,13 @@ mod tests {
 
     fn rules() -> Lockdown {
         Lockdown {
-            deny_kinds: vec![KindRule::parse("--deny-kinds", "ClusterRoleBinding.rbac.authorization.k8s.io").unwrap_or_else(|e| panic!("{e}"))],
-            deny_namespaces: vec![NamespaceRule::parse("--deny-namespaces", "kube-*").unwrap_or_else(|e| panic!("{e}"))],
+            deny_kinds: vec![
+                KindRule::parse("--deny-kinds", "ClusterRoleBinding.rbac.authorization.k8s.io")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ],
+            deny_namespaces: vec![
+                NamespaceRule::parse("--deny-namespaces", "kube-*").unwrap_or_else(|e| panic!("{e}")),
+            ],
             ..Lockdown::default()
         }
     }

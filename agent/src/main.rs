@@ -278,9 +278,7 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 receiver,
                 lockdown,
             };
-            controller::run(opts)
-                .await
-                .map_err(|e| Failure::new(1, e.to_string()))?;
+            controller::run(opts).await.map_err(|e| Failure::new(1, e.to_string()))?;
             Ok(0)
         }
     }
@@ -291,9 +289,10 @@ fn lockdown_of(args: &RunArgs) -> Result<lockdown::Lockdown, lockdown::LockdownE
     let kinds = |flag: &'static str, v: &[String]| -> Result<Vec<lockdown::KindRule>, lockdown::LockdownError> {
         v.iter().filter(|s| !s.trim().is_empty()).map(|s| lockdown::KindRule::parse(flag, s)).collect()
     };
-    let namespaces = |flag: &'static str, v: &[String]| -> Result<Vec<lockdown::NamespaceRule>, lockdown::LockdownError> {
-        v.iter().filter(|s| !s.trim().is_empty()).map(|s| lockdown::NamespaceRule::parse(flag, s)).collect()
-    };
+    let namespaces =
+        |flag: &'static str, v: &[String]| -> Result<Vec<lockdown::NamespaceRule>, lockdown::LockdownError> {
+            v.iter().filter(|s| !s.trim().is_empty()).map(|s| lockdown::NamespaceRule::parse(flag, s)).collect()
+        };
     Ok(lockdown::Lockdown {
         enforce_impersonation: args.enforce_impersonation,
         default_service_account: args.default_service_account.clone(),
@@ -310,10 +309,8 @@ const MAX_DERIVED_NAME_LEN: usize = 63;
 
 /// A Kubernetes object name made from free text: lowercase alphanumerics and dashes.
 fn object_name(text: &str) -> String {
-    let mut s: String = text
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .collect();
+    let mut s: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     s.truncate(MAX_DERIVED_NAME_LEN);
     let s = s.trim_matches('-').to_string();
     if s.is_empty() { "berth".to_string() } else { s }
@@ -321,11 +318,12 @@ fn object_name(text: &str) -> String {
 
 async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
     let timeout = duration::parse(&args.timeout).map_err(|e| Failure::new(2, format!("--timeout: {e}")))?;
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| Failure::new(1, format!("no usable kubeconfig: {e}")).hint("set KUBECONFIG or run inside a cluster"))?;
+    let config = kube::Config::infer().await.map_err(|e| {
+        Failure::new(1, format!("no usable kubeconfig: {e}")).hint("set KUBECONFIG or run inside a cluster")
+    })?;
     let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
-    let agent = kube::Client::try_from(config.clone()).map_err(|e| Failure::new(1, format!("cannot build the Kubernetes client: {e}")))?;
+    let agent = kube::Client::try_from(config.clone())
+        .map_err(|e| Failure::new(1, format!("cannot build the Kubernetes client: {e}")))?;
     let applier = match &args.service_account {
         Some(sa) => apply::impersonating(&config, &namespace, sa)
             .map_err(|e| Failure::new(1, format!("cannot build the impersonating client: {e}")))?,
@@ -348,7 +346,10 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
             let trust = if args.insecure_skip_verify {
                 Trust::SkipVerify
             } else if args.keys.is_empty() {
-                return Err(Failure::new(2, "no trust policy: pass --key cosign.pub (or --insecure-skip-verify to apply unsigned content)"));
+                return Err(Failure::new(
+                    2,
+                    "no trust policy: pass --key cosign.pub (or --insecure-skip-verify to apply unsigned content)",
+                ));
             } else {
                 let mut keys = Vec::new();
                 for k in &args.keys {

@@ -92,12 +92,26 @@ pub fn global() -> &'static Metrics {
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("berth");
-        let reconcile_duration = Family::<SourceLabel, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
-        registry.register("reconcile_duration_seconds", "Time one reconcile of a Source took", reconcile_duration.clone());
+        let reconcile_duration = Family::<SourceLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile of a Source took",
+            reconcile_duration.clone(),
+        );
         let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles by Source, result (success/failure) and condition reason", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by Source, result (success/failure) and condition reason",
+            reconciles.clone(),
+        );
         let objects_applied = Family::<SourceLabel, Counter>::default();
-        registry.register("objects_applied", "Objects created or changed by server-side apply", objects_applied.clone());
+        registry.register(
+            "objects_applied",
+            "Objects created or changed by server-side apply",
+            objects_applied.clone(),
+        );
         let objects_pruned = Family::<SourceLabel, Counter>::default();
         registry.register("objects_pruned", "Objects deleted because they left the artifact", objects_pruned.clone());
         let last_applied = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
@@ -109,11 +123,23 @@ impl Metrics {
         let info = Family::<InfoLabels, Gauge>::default();
         registry.register("source_info", "The digest and revision a Source has applied (value 1)", info.clone());
         let registry_requests = Family::<RequestLabels, Counter>::default();
-        registry.register("registry_requests", "Registry operations (resolve, pull, verify) by result", registry_requests.clone());
+        registry.register(
+            "registry_requests",
+            "Registry operations (resolve, pull, verify) by result",
+            registry_requests.clone(),
+        );
         let rollbacks = Family::<SourceLabel, Counter>::default();
-        registry.register("rollbacks", "Automatic rollbacks to the last applied digest after a failed health check", rollbacks.clone());
+        registry.register(
+            "rollbacks",
+            "Automatic rollbacks to the last applied digest after a failed health check",
+            rollbacks.clone(),
+        );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the Lease (or runs without leader election)", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease (or runs without leader election)",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
@@ -240,7 +266,9 @@ async fn route(req: Request<Incoming>, client: &kube::Client) -> Response<Full<B
                 }
                 match tokio::time::timeout(READY_PROBE_TIMEOUT, client.apiserver_version()).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("API server unreachable: {e}\n")),
+                    Ok(Err(e)) => {
+                        return text(StatusCode::SERVICE_UNAVAILABLE, &format!("API server unreachable: {e}\n"));
+                    }
                     Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "API server did not answer in time\n"),
                 }
             }

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use kube::Client;
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
-use kube::Client;
 use serde_json::Value;
 
 use crate::inventory::PART_OF_LABEL;
@@ -113,7 +113,9 @@ pub struct NamespaceDefaults {
 pub enum PlanError {
     #[error("{origin}: {problem}; fix the manifest and publish a new artifact")]
     InvalidObject { origin: String, problem: String },
-    #[error("{origin}: unknown kind {api_version}/{kind}: the API server does not serve it and no CRD in the artifact defines it; install its CRD or remove the object")]
+    #[error(
+        "{origin}: unknown kind {api_version}/{kind}: the API server does not serve it and no CRD in the artifact defines it; install its CRD or remove the object"
+    )]
     UnknownKind { origin: String, api_version: String, kind: String },
     #[error("{object} appears twice ({first} and {second}); each object may appear once")]
     Duplicate { object: ObjectKey, first: String, second: String },
@@ -167,11 +169,13 @@ impl Catalog {
 
     /// Resource and scope of a group/kind at the server's preferred version (for prune,
     /// where the recorded inventory has no version).
-    pub async fn resolve_group_kind(&mut self, group: &str, kind: &str) -> Result<Option<(ApiResource, bool)>, PlanError> {
+    pub async fn resolve_group_kind(
+        &mut self,
+        group: &str,
+        kind: &str,
+    ) -> Result<Option<(ApiResource, bool)>, PlanError> {
         let d = self.ensure().await?;
-        Ok(d.get(group)
-            .and_then(|g| g.recommended_kind(kind))
-            .map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
+        Ok(d.get(group).and_then(|g| g.recommended_kind(kind)).map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
     }
 }
 
@@ -194,13 +198,14 @@ pub async fn plan(
     let mut seen: BTreeMap<ObjectKey, String> = BTreeMap::new();
     let mut objects = Vec::with_capacity(manifests.len());
     for m in manifests {
-        let mut body: DynamicObject = serde_json::from_value(m.value.clone()).map_err(|e| PlanError::InvalidObject {
-            origin: m.origin.clone(),
-            problem: format!("not a Kubernetes object: {e}"),
+        let mut body: DynamicObject = serde_json::from_value(m.value.clone()).map_err(|e| {
+            PlanError::InvalidObject { origin: m.origin.clone(), problem: format!("not a Kubernetes object: {e}") }
         })?;
-        let invalid = |problem: &str| PlanError::InvalidObject { origin: m.origin.clone(), problem: problem.to_string() };
+        let invalid =
+            |problem: &str| PlanError::InvalidObject { origin: m.origin.clone(), problem: problem.to_string() };
         let types = body.types.clone().ok_or_else(|| invalid("apiVersion and kind are required"))?;
-        let gvk = GroupVersionKind::try_from(&types).map_err(|_| invalid("apiVersion is not GROUP/VERSION or VERSION"))?;
+        let gvk =
+            GroupVersionKind::try_from(&types).map_err(|_| invalid("apiVersion is not GROUP/VERSION or VERSION"))?;
         let name = body.metadata.name.clone().ok_or_else(|| invalid("metadata.name is required"))?;
         if body.metadata.generate_name.is_some() {
             return Err(invalid("metadata.generateName cannot be applied repeatedly; use metadata.name"));
@@ -295,11 +300,9 @@ fn kinds_defined_by_crds(manifests: &[Desired]) -> BTreeMap<(String, String), Pl
             continue;
         }
         let spec = &v["spec"];
-        let (Some(group), Some(kind), Some(plural)) = (
-            spec["group"].as_str(),
-            spec["names"]["kind"].as_str(),
-            spec["names"]["plural"].as_str(),
-        ) else {
+        let (Some(group), Some(kind), Some(plural)) =
+            (spec["group"].as_str(), spec["names"]["kind"].as_str(), spec["names"]["plural"].as_str())
+        else {
             // A malformed CRD is reported by the dry-run with the server's own message.
             continue;
         };
@@ -309,11 +312,7 @@ fn kinds_defined_by_crds(manifests: &[Desired]) -> BTreeMap<(String, String), Pl
             .unwrap_or_default();
         out.insert(
             (group.to_string(), kind.to_string()),
-            PlannedKind {
-                plural: plural.to_string(),
-                namespaced: spec["scope"].as_str() != Some("Cluster"),
-                versions,
-            },
+            PlannedKind { plural: plural.to_string(), namespaced: spec["scope"].as_str() != Some("Cluster"), versions },
         );
     }
     out

@@ -265,7 +265,10 @@ pub(crate) async fn converge(
 
     let applier = match &service_account {
         Some(sa) => crate::apply::impersonating(&ctx.config, &namespace, sa).map_err(|e| {
-            with_digest(ReconcileError::Access { what: format!("ServiceAccount {namespace}/{sa}"), message: e.to_string() })
+            with_digest(ReconcileError::Access {
+                what: format!("ServiceAccount {namespace}/{sa}"),
+                message: e.to_string(),
+            })
         })?,
         None => ctx.client.clone(),
     };
@@ -324,7 +327,11 @@ pub(crate) fn reference_of(src: &Source) -> Result<Reference, ReconcileError> {
 /// Registry access from `secretRef` (docker config JSON), `caSecretRef` and `insecure`.
 /// The registry client for a Source, reused while its access settings stay the same so a
 /// quiet interval costs one request (the client keeps its bearer token between intervals).
-pub(crate) async fn registry_for(src: &Source, ctx: &Context, reference: &Reference) -> Result<Arc<Registry>, ReconcileError> {
+pub(crate) async fn registry_for(
+    src: &Source,
+    ctx: &Context,
+    reference: &Reference,
+) -> Result<Arc<Registry>, ReconcileError> {
     let namespace = src.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut options = RegistryOptions { creds: None, ca_file: None, insecure: src.spec.insecure };
@@ -332,19 +339,24 @@ pub(crate) async fn registry_for(src: &Source, ctx: &Context, reference: &Refere
     fingerprint.update(format!("{}\0{}\0", reference.registry(), src.spec.insecure));
     if let Some(r) = &src.spec.secret_ref {
         let what = format!("spec.secretRef Secret {namespace}/{}", r.name);
-        let s = secrets.get(&r.name).await.map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
+        let s = secrets
+            .get(&r.name)
+            .await
+            .map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
         let data = s.data.unwrap_or_default();
-        let config = data
-            .get(".dockerconfigjson")
-            .or_else(|| data.get("config.json"))
-            .ok_or_else(|| ReconcileError::Access { what: what.clone(), message: "has no .dockerconfigjson entry".into() })?;
+        let config = data.get(".dockerconfigjson").or_else(|| data.get("config.json")).ok_or_else(|| {
+            ReconcileError::Access { what: what.clone(), message: "has no .dockerconfigjson entry".into() }
+        })?;
         options.creds = docker_credentials(&config.0, reference.registry())
             .map_err(|message| ReconcileError::Access { what: what.clone(), message })?;
         fingerprint.update(&config.0);
     }
     if let Some(r) = &src.spec.ca_secret_ref {
         let what = format!("spec.caSecretRef Secret {namespace}/{}", r.name);
-        let s = secrets.get(&r.name).await.map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
+        let s = secrets
+            .get(&r.name)
+            .await
+            .map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
         let ca = s
             .data
             .unwrap_or_default()
@@ -354,7 +366,8 @@ pub(crate) async fn registry_for(src: &Source, ctx: &Context, reference: &Refere
         // The registry layer reads CAs from a file: one per Source in the agent's private dir.
         let path = ctx.scratch.path().join(format!("ca-{}-{}.pem", namespace, src.name_any()));
         fingerprint.update(&ca);
-        std::fs::write(&path, ca).map_err(|e| ReconcileError::Access { what, message: format!("writing {}: {e}", path.display()) })?;
+        std::fs::write(&path, ca)
+            .map_err(|e| ReconcileError::Access { what, message: format!("writing {}: {e}", path.display()) })?;
         options.ca_file = Some(path);
     }
     // Only a hash of the settings is kept as the key: no credential stays in a map.
@@ -365,10 +378,10 @@ pub(crate) async fn registry_for(src: &Source, ctx: &Context, reference: &Refere
     {
         return Ok(r);
     }
-    let registry = Arc::new(
-        Registry::for_reference(reference, &options)
-            .map_err(|e| ReconcileError::Access { what: format!("registry {}", reference.registry()), message: e.to_string() })?,
-    );
+    let registry = Arc::new(Registry::for_reference(reference, &options).map_err(|e| ReconcileError::Access {
+        what: format!("registry {}", reference.registry()),
+        message: e.to_string(),
+    })?);
     if let Ok(mut m) = ctx.registries.lock() {
         m.insert(key, (fingerprint, registry.clone()));
     }
@@ -406,20 +419,29 @@ pub(crate) async fn trust_of(src: &Source, ctx: &Context) -> Result<Trust, Recon
         let (what, entries): (String, BTreeMap<String, Vec<u8>>) = if let Some(s) = &k.secret_ref {
             let what = format!("Secret {namespace}/{}", s.name);
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            let obj = api.get(&s.name).await.map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
+            let obj = api
+                .get(&s.name)
+                .await
+                .map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
             let data = obj.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
             (what, select(data, s.key.as_deref()))
         } else if let Some(c) = &k.config_map_ref {
             let what = format!("ConfigMap {namespace}/{}", c.name);
             let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-            let obj = api.get(&c.name).await.map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
+            let obj = api
+                .get(&c.name)
+                .await
+                .map_err(|e| ReconcileError::Access { what: what.clone(), message: e.to_string() })?;
             let data = obj.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
             (what, select(data, c.key.as_deref()))
         } else {
             continue;
         };
         if entries.is_empty() {
-            return Err(ReconcileError::Access { what, message: "holds no public key (*.pub entry or the named key)".into() });
+            return Err(ReconcileError::Access {
+                what,
+                message: "holds no public key (*.pub entry or the named key)".into(),
+            });
         }
         for (name, bytes) in entries {
             let source = format!("{what} key {name}");
@@ -427,7 +449,8 @@ pub(crate) async fn trust_of(src: &Source, ctx: &Context) -> Result<Trust, Recon
                 return Err(ReconcileError::Access { what: source, message: "is too large for a public key".into() });
             }
             let pem = String::from_utf8_lossy(&bytes);
-            let key = PublicKey::from_pem(&pem, &source).map_err(|e| ReconcileError::Access { what: source.clone(), message: e.to_string() })?;
+            let key = PublicKey::from_pem(&pem, &source)
+                .map_err(|e| ReconcileError::Access { what: source.clone(), message: e.to_string() })?;
             keys.push(key);
         }
     }
@@ -448,7 +471,14 @@ fn now() -> String {
 }
 
 /// `conditions` with `type_` set; the transition time moves only when the status does.
-pub(crate) fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) {
+pub(crate) fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
     let time = conditions
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -518,7 +548,12 @@ pub(crate) async fn publish(ctx: &Context, src: &Source, type_: EventType, reaso
     }
 }
 
-pub(crate) async fn record_success(src: &Source, ctx: &Context, report: &SyncReport, applied: &Applied) -> Result<(), ReconcileError> {
+pub(crate) async fn record_success(
+    src: &Source,
+    ctx: &Context,
+    report: &SyncReport,
+    applied: &Applied,
+) -> Result<(), ReconcileError> {
     let mut status = src.status.clone().unwrap_or_default();
     let generation = src.metadata.generation;
     let revision = applied.revision.clone().unwrap_or_else(|| "(no revision)".into());
@@ -556,15 +591,22 @@ pub(crate) async fn record_success(src: &Source, ctx: &Context, report: &SyncRep
         publish(ctx, src, EventType::Normal, "Applied", "Apply", msg).await;
     } else if !report.changed.is_empty() {
         let names: Vec<String> = report.changed.iter().take(5).map(ToString::to_string).collect();
-        publish(ctx, src, EventType::Normal, "DriftCorrected", "Apply", format!("corrected {}", names.join(", "))).await;
+        publish(ctx, src, EventType::Normal, "DriftCorrected", "Apply", format!("corrected {}", names.join(", ")))
+            .await;
     }
     if !report.pruned.is_empty() {
-        publish(ctx, src, EventType::Normal, "Pruned", "Prune", format!("pruned {} objects", report.pruned.len())).await;
+        publish(ctx, src, EventType::Normal, "Pruned", "Prune", format!("pruned {} objects", report.pruned.len()))
+            .await;
     }
     Ok(())
 }
 
-async fn record_failure(src: &Source, ctx: &Context, e: &ReconcileError, attempted: Option<&Digest>) -> Result<(), ReconcileError> {
+async fn record_failure(
+    src: &Source,
+    ctx: &Context,
+    e: &ReconcileError,
+    attempted: Option<&Digest>,
+) -> Result<(), ReconcileError> {
     let mut status = src.status.clone().unwrap_or_default();
     let generation = src.metadata.generation;
     let msg = e.to_string();
@@ -604,7 +646,8 @@ mod tests {
     #[test]
     fn docker_config_credentials_by_host() {
         let auth = base64::engine::general_purpose::STANDARD.encode("u:p:w");
-        let cfg = format!(r#"{{"auths":{{"reg:5000":{{"auth":"{auth}"}},"other":{{"username":"a","password":"b"}}}}}}"#);
+        let cfg =
+            format!(r#"{{"auths":{{"reg:5000":{{"auth":"{auth}"}},"other":{{"username":"a","password":"b"}}}}}}"#);
         assert_eq!(docker_credentials(cfg.as_bytes(), "reg:5000"), Ok(Some(("u".into(), "p:w".into()))));
         assert_eq!(docker_credentials(cfg.as_bytes(), "other"), Ok(Some(("a".into(), "b".into()))));
         assert_eq!(docker_credentials(cfg.as_bytes(), "none"), Ok(None));

@@ -76,7 +76,12 @@ pub enum Outcome {
 
 /// Called when a reconcile failed. `None` when rollback does not apply: record the failure
 /// as usual.
-pub(crate) async fn after_failure(src: &Source, ctx: &Context, e: &ReconcileError, attempted: Option<&Digest>) -> Option<Outcome> {
+pub(crate) async fn after_failure(
+    src: &Source,
+    ctx: &Context,
+    e: &ReconcileError,
+    attempted: Option<&Digest>,
+) -> Option<Outcome> {
     src.spec.rollback?;
     if !matches!(e, ReconcileError::Sync(SyncError::Health(_))) {
         return None;
@@ -131,7 +136,13 @@ async fn reverify(src: &Source, ctx: &Context, good: &Digest) -> Result<String, 
     Ok(signer?)
 }
 
-async fn record_rolled_back(src: &Source, ctx: &Context, e: &ReconcileError, hold: &Hold, applied: &Applied) -> Result<(), ReconcileError> {
+async fn record_rolled_back(
+    src: &Source,
+    ctx: &Context,
+    e: &ReconcileError,
+    hold: &Hold,
+    applied: &Applied,
+) -> Result<(), ReconcileError> {
     let mut status = src.status.clone().unwrap_or_default();
     let generation = src.metadata.generation;
     let conditions = &mut status.conditions;
@@ -156,7 +167,12 @@ async fn record_rolled_back(src: &Source, ctx: &Context, e: &ReconcileError, hol
 
 /// A reconcile while held: the good digest was re-applied (drift correction); the status
 /// says held, and a restart's `Reconciling` is cleared.
-pub(crate) async fn record_held(src: &Source, ctx: &Context, hold: &Hold, applied: &Applied) -> Result<(), ReconcileError> {
+pub(crate) async fn record_held(
+    src: &Source,
+    ctx: &Context,
+    hold: &Hold,
+    applied: &Applied,
+) -> Result<(), ReconcileError> {
     let mut status = src.status.clone().unwrap_or_default();
     let generation = src.metadata.generation;
     reconcile::set_condition(&mut status.conditions, "Ready", "False", CONDITION, &held_message(hold), generation);
@@ -171,7 +187,13 @@ pub(crate) async fn record_held(src: &Source, ctx: &Context, hold: &Hold, applie
 
 /// No rollback: the failure is recorded as usual, with why, and any earlier `RolledBack`
 /// condition is cleared (it would describe a state that is gone).
-async fn record_refused(src: &Source, ctx: &Context, e: &ReconcileError, hold: &Hold, note: String) -> Result<(), ReconcileError> {
+async fn record_refused(
+    src: &Source,
+    ctx: &Context,
+    e: &ReconcileError,
+    hold: &Hold,
+    note: String,
+) -> Result<(), ReconcileError> {
     let mut status = src.status.clone().unwrap_or_default();
     let generation = src.metadata.generation;
     let msg = format!("{e}; {note}");

@@ -319,7 +319,9 @@ mod tests {
 
     #[test]
     fn ref_must_have_exactly_one_kind() {
-        let s = spec(json!({"url": "oci://r/x", "ref": {"tag": "v1", "digest": "sha256:00"}, "verify": {"insecureSkipVerify": true}}));
+        let s = spec(
+            json!({"url": "oci://r/x", "ref": {"tag": "v1", "digest": "sha256:00"}, "verify": {"insecureSkipVerify": true}}),
+        );
         assert_eq!(s.validate(), Err(SpecError::RefNotExactlyOne { found: 2 }));
         let s = spec(json!({"url": "oci://r/x", "ref": {}, "verify": {"insecureSkipVerify": true}}));
         assert_eq!(s.validate(), Err(SpecError::RefNotExactlyOne { found: 0 }));

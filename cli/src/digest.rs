@@ -61,9 +61,7 @@ impl Digest {
 
     /// Parse the tag form `sha256-<hex>` back into a digest.
     pub fn from_tag_form(tag: &str) -> Result<Digest, DigestError> {
-        let hex = tag
-            .strip_prefix("sha256-")
-            .ok_or_else(|| DigestError::Invalid { input: tag.to_string() })?;
+        let hex = tag.strip_prefix("sha256-").ok_or_else(|| DigestError::Invalid { input: tag.to_string() })?;
         Digest::from_hex(hex).map_err(|_| DigestError::Invalid { input: tag.to_string() })
     }
 
@@ -78,11 +76,7 @@ impl Digest {
     /// Check that `bytes` hash to this digest.
     pub fn verify(&self, bytes: &[u8]) -> Result<(), DigestError> {
         let actual = Digest::of(bytes);
-        if &actual == self {
-            Ok(())
-        } else {
-            Err(DigestError::Mismatch { expected: self.clone(), actual })
-        }
+        if &actual == self { Ok(()) } else { Err(DigestError::Mismatch { expected: self.clone(), actual }) }
     }
 }
 

@@ -61,7 +61,8 @@ pub struct InputFile {
 impl InputFile {
     /// Read the whole file (bounded by [`manifests::MAX_MANIFEST_FILE_BYTES`]).
     pub fn read(&self) -> Result<Vec<u8>, InputError> {
-        let file = std::fs::File::open(&self.path).map_err(|source| InputError::Io { path: self.path.clone(), source })?;
+        let file =
+            std::fs::File::open(&self.path).map_err(|source| InputError::Io { path: self.path.clone(), source })?;
         let mut bytes = Vec::new();
         file.take(manifests::MAX_MANIFEST_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
@@ -131,10 +132,7 @@ fn collect_stdin() -> Result<Input, InputError> {
     if copied > MAX_STDIN_BYTES {
         return Err(InputError::StdinTooLarge { limit: MAX_STDIN_BYTES });
     }
-    Ok(Input::Files {
-        files: vec![InputFile { name: STDIN_FILE_NAME.to_string(), path }],
-        _spool: Some(spool),
-    })
+    Ok(Input::Files { files: vec![InputFile { name: STDIN_FILE_NAME.to_string(), path }], _spool: Some(spool) })
 }
 
 /// All manifest files under `root`, sorted by their artifact name.

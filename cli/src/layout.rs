@@ -74,7 +74,8 @@ pub fn write(
     };
     let mut index = ImageIndex::empty();
     index.manifests.push(descriptor.clone());
-    let index_bytes = serde_json::to_vec(&index).map_err(|e| LayoutError::Invalid { path: dir.to_path_buf(), detail: e.to_string() })?;
+    let index_bytes = serde_json::to_vec(&index)
+        .map_err(|e| LayoutError::Invalid { path: dir.to_path_buf(), detail: e.to_string() })?;
     let index_path = dir.join(INDEX_FILE);
     std::fs::write(&index_path, index_bytes).map_err(|e| io(&index_path, e))?;
     let layout_path = dir.join(LAYOUT_FILE);

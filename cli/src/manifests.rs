@@ -23,7 +23,9 @@ pub enum ManifestError {
     InvalidYaml { file: String, line: usize, message: String },
     #[error("{file}:{line}: invalid JSON: {message}")]
     InvalidJson { file: String, line: usize, message: String },
-    #[error("{file}:{line}: the document is not a Kubernetes object (expected a mapping with apiVersion, kind and metadata)")]
+    #[error(
+        "{file}:{line}: the document is not a Kubernetes object (expected a mapping with apiVersion, kind and metadata)"
+    )]
     NotAnObject { file: String, line: usize },
     #[error("{file}:{line}: {kind_hint}object has no {field}")]
     MissingField { file: String, line: usize, field: &'static str, kind_hint: String },
@@ -246,11 +248,8 @@ fn identify(file: &str, line: usize, value: Value) -> Result<ManifestObject, Man
         .filter(|s| !s.is_empty())
         .ok_or_else(|| missing("metadata.name", &kind))?
         .to_string();
-    let namespace = metadata
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let namespace =
+        metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let group = match api_version.split_once('/') {
         Some((group, _)) => group.to_string(),
         None => String::new(),
@@ -412,7 +411,8 @@ mod tests {
     fn duplicates_name_both_places_and_ignore_version() {
         let a = parse("a.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n").unwrap();
         let b = parse("b.yaml", "\n\napiVersion: apps/v1beta1\nkind: Deployment\nmetadata:\n  name: web\n").unwrap();
-        let other_ns = parse("c.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: x\n").unwrap();
+        let other_ns =
+            parse("c.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: x\n").unwrap();
         let mut check = DuplicateCheck::default();
         check.add(&a[0]).unwrap();
         check.add(&other_ns[0]).unwrap();

@@ -29,12 +29,8 @@ pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Manifest media types a registry may answer with for the references berth follows.
-pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
-    MEDIA_TYPE_IMAGE_MANIFEST,
-    MEDIA_TYPE_IMAGE_INDEX,
-    MEDIA_TYPE_DOCKER_MANIFEST,
-    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-];
+pub const ACCEPTED_MANIFEST_TYPES: &[&str] =
+    &[MEDIA_TYPE_IMAGE_MANIFEST, MEDIA_TYPE_IMAGE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST];
 
 /// A content descriptor: what a manifest or index says about a blob or manifest it points to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,13 +19,17 @@ const MAX_REPOSITORY_LEN: usize = 255;
 /// Errors from parsing a reference; each names the input.
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
-    #[error("'{input}' is not an OCI reference: it must start with 'oci://' (e.g. oci://registry.example:5000/team/app:v1)")]
+    #[error(
+        "'{input}' is not an OCI reference: it must start with 'oci://' (e.g. oci://registry.example:5000/team/app:v1)"
+    )]
     MissingScheme { input: String },
     #[error("'{input}' has no repository: expected oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST]")]
     MissingRepository { input: String },
     #[error("'{input}': registry host '{host}' is not a valid host[:port]")]
     InvalidHost { input: String, host: String },
-    #[error("'{input}': repository '{repository}' is invalid: use lowercase letters, digits and separators (. _ __ -) between path components")]
+    #[error(
+        "'{input}': repository '{repository}' is invalid: use lowercase letters, digits and separators (. _ __ -) between path components"
+    )]
     InvalidRepository { input: String, repository: String },
     #[error("'{input}': tag '{tag}' is invalid: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'")]
     InvalidTag { input: String, tag: String },
@@ -134,22 +138,19 @@ impl FromStr for Reference {
     type Err = ReferenceError;
 
     fn from_str(input: &str) -> Result<Reference, ReferenceError> {
-        let rest = input
-            .strip_prefix(SCHEME)
-            .ok_or_else(|| ReferenceError::MissingScheme { input: input.to_string() })?;
+        let rest =
+            input.strip_prefix(SCHEME).ok_or_else(|| ReferenceError::MissingScheme { input: input.to_string() })?;
         let (rest, digest) = match rest.split_once('@') {
             Some((rest, digest)) => {
-                let digest = digest.parse().map_err(|source| ReferenceError::InvalidDigest {
-                    input: input.to_string(),
-                    source,
-                })?;
+                let digest = digest
+                    .parse()
+                    .map_err(|source| ReferenceError::InvalidDigest { input: input.to_string(), source })?;
                 (rest, Some(digest))
             }
             None => (rest, None),
         };
-        let (host, path) = rest
-            .split_once('/')
-            .ok_or_else(|| ReferenceError::MissingRepository { input: input.to_string() })?;
+        let (host, path) =
+            rest.split_once('/').ok_or_else(|| ReferenceError::MissingRepository { input: input.to_string() })?;
         if !valid_host(host) {
             return Err(ReferenceError::InvalidHost { input: input.to_string(), host: host.to_string() });
         }

@@ -75,13 +75,19 @@ impl RegistryError {
             RegistryError::Unauthorized { .. } => {
                 "pass --creds USER:PASSWORD, set BERTH_REGISTRY_USER/BERTH_REGISTRY_PASSWORD, or log in with a Docker credential helper"
             }
-            RegistryError::NotFound { .. } => "check the repository, tag or digest (berth list oci://REGISTRY/REPO shows the tags)",
-            RegistryError::Rejected { .. } => "the registry refused the content; check its logs and accepted media types",
+            RegistryError::NotFound { .. } => {
+                "check the repository, tag or digest (berth list oci://REGISTRY/REPO shows the tags)"
+            }
+            RegistryError::Rejected { .. } => {
+                "the registry refused the content; check its logs and accepted media types"
+            }
             RegistryError::Protocol { .. } => "retry; if it persists, check the registry's logs",
             RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => {
                 "the registry served content that does not match its digest; do not use it, and check the registry"
             }
-            RegistryError::TooLarge { .. } => "the content is larger than berth accepts; check that the reference is a berth artifact",
+            RegistryError::TooLarge { .. } => {
+                "the content is larger than berth accepts; check that the reference is a berth artifact"
+            }
             RegistryError::CaFile { .. } => "pass a PEM file with the registry's CA certificate(s) to --ca-file",
             RegistryError::Io { .. } | RegistryError::Write { .. } => "check the path and free space",
         }
@@ -145,8 +151,8 @@ impl Registry {
         let mut certs = Vec::new();
         let mut reqwest_certs = Vec::new();
         if let Some(path) = &options.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| RegistryError::CaFile { path: path.clone(), detail: e.to_string() })?;
+            let pem =
+                std::fs::read(path).map_err(|e| RegistryError::CaFile { path: path.clone(), detail: e.to_string() })?;
             let parsed = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| RegistryError::CaFile { path: path.clone(), detail: e.to_string() })?;
             if parsed.is_empty() {
@@ -166,8 +172,10 @@ impl Registry {
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        let client = oci_client::Client::try_from(config)
-            .map_err(|e| RegistryError::CaFile { path: options.ca_file.clone().unwrap_or_default(), detail: e.to_string() })?;
+        let client = oci_client::Client::try_from(config).map_err(|e| RegistryError::CaFile {
+            path: options.ca_file.clone().unwrap_or_default(),
+            detail: e.to_string(),
+        })?;
         let auth = match &options.creds {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
             None => default_auth(host),
@@ -230,11 +238,8 @@ impl Registry {
             return Err(RegistryError::NotFound { registry: self.host.clone(), what });
         };
         let r = self.oci_ref(reference.repository(), Some(&selector));
-        let digest = self
-            .client
-            .fetch_manifest_digest(&r, &self.auth)
-            .await
-            .map_err(|e| self.classify(what.clone(), e))?;
+        let digest =
+            self.client.fetch_manifest_digest(&r, &self.auth).await.map_err(|e| self.classify(what.clone(), e))?;
         digest.parse().map_err(|_| RegistryError::Protocol {
             registry: self.host.clone(),
             what,
@@ -319,11 +324,8 @@ impl Registry {
         // Authenticate first so the blob request carries credentials.
         self.client.store_auth_if_needed(&self.host, &self.auth).await;
         let digest_str = digest.to_string();
-        let mut stream = self
-            .client
-            .pull_blob_stream(&r, digest_str.as_str())
-            .await
-            .map_err(|e| self.classify(what.clone(), e))?;
+        let mut stream =
+            self.client.pull_blob_stream(&r, digest_str.as_str()).await.map_err(|e| self.classify(what.clone(), e))?;
         let mut hasher = sha2::Sha256::new();
         let mut received: u64 = 0;
         while let Some(chunk) = stream.next().await {
@@ -473,10 +475,7 @@ impl Registry {
             .auth(&r, &self.auth, oci_client::RegistryOperation::Push)
             .await
             .map_err(|e| self.classify(format!("push access to {repo}"), e))?;
-        self.client
-            .push_manifest_raw(&r, manifest.to_vec(), content_type)
-            .await
-            .map_err(|e| self.classify(what, e))?;
+        self.client.push_manifest_raw(&r, manifest.to_vec(), content_type).await.map_err(|e| self.classify(what, e))?;
         Ok(digest)
     }
 
@@ -575,10 +574,8 @@ impl Registry {
         accept: &str,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
-        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
-            registry: self.host.clone(),
-            detail: error_chain(&e),
-        };
+        let unreachable =
+            |e: reqwest::Error| RegistryError::Unreachable { registry: self.host.clone(), detail: error_chain(&e) };
         let http = self.http()?;
         let cached = self.bearer.lock().await.clone();
         let mut request = http.get(url).header(reqwest::header::ACCEPT, accept);
@@ -643,12 +640,7 @@ impl Registry {
             });
         };
         *self.bearer.lock().await = Some((repo.to_string(), token.clone()));
-        http.get(url)
-            .header(reqwest::header::ACCEPT, accept)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(unreachable)
+        http.get(url).header(reqwest::header::ACCEPT, accept).bearer_auth(token).send().await.map_err(unreachable)
     }
 }
 
@@ -665,7 +657,10 @@ fn default_auth(host: &str) -> RegistryAuth {
                 return RegistryAuth::Basic(user, password);
             }
             Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
-                tracing::debug!(registry = host, "Docker config holds an identity token, which berth cannot use; trying anonymous");
+                tracing::debug!(
+                    registry = host,
+                    "Docker config holds an identity token, which berth cannot use; trying anonymous"
+                );
             }
             Err(e) => tracing::trace!(registry = host, key, error = %e, "no Docker credential"),
         }
@@ -683,13 +678,17 @@ fn classify(registry: &str, what: String, err: OciDistributionError) -> Registry
         OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { registry, what },
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            let detail = envelope.errors.iter().map(|e| format!("{:?}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ");
+            let detail =
+                envelope.errors.iter().map(|e| format!("{:?}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ");
             if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
                 RegistryError::Unauthorized { registry, what, detail }
             } else if codes.iter().any(|c| {
                 matches!(
                     c,
-                    OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
                 )
             }) {
                 RegistryError::NotFound { registry, what }
@@ -803,7 +802,9 @@ mod tests {
 
     #[test]
     fn parses_bearer_challenge_parameters() {
-        let p = parse_challenge(r#"realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#);
+        let p = parse_challenge(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#,
+        );
         assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
         assert_eq!(p[1], ("service".into(), "registry.example".into()));
         assert_eq!(p[2].1, "repository:a:pull");

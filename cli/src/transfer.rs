@@ -92,17 +92,12 @@ pub async fn push_layout(
     let mut uploaded = 0;
     for layer in &manifest.layers {
         let path = layout::verify_blob(dir, layer)?;
-        if registry
-            .push_blob(repo, &layer.digest, layer.size, BlobSource::File(&path), progress.clone())
-            .await?
-        {
+        if registry.push_blob(repo, &layer.digest, layer.size, BlobSource::File(&path), progress.clone()).await? {
             uploaded += 1;
         }
     }
     let config = layout::read_verified(dir, &manifest.config.digest)?;
-    if registry
-        .push_blob(repo, &manifest.config.digest, manifest.config.size, BlobSource::Bytes(&config), None)
-        .await?
+    if registry.push_blob(repo, &manifest.config.digest, manifest.config.size, BlobSource::Bytes(&config), None).await?
     {
         uploaded += 1;
     }
@@ -121,11 +116,17 @@ pub struct ArtifactManifest {
 }
 
 /// Fetch and parse the artifact manifest `digest` of `repo`.
-pub async fn fetch_artifact_manifest(registry: &Registry, repo: &str, digest: &Digest) -> Result<ArtifactManifest, TransferError> {
+pub async fn fetch_artifact_manifest(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+) -> Result<ArtifactManifest, TransferError> {
     let (bytes, _media_type) = registry.fetch_manifest(repo, digest).await?;
     let (manifest, layer) = artifact::content_layer(&bytes)?;
     if layer.size > artifact::MAX_LAYER_BYTES {
-        return Err(ArtifactError::TooLarge { what: "bytes (compressed layer)", limit: artifact::MAX_LAYER_BYTES }.into());
+        return Err(
+            ArtifactError::TooLarge { what: "bytes (compressed layer)", limit: artifact::MAX_LAYER_BYTES }.into()
+        );
     }
     Ok(ArtifactManifest { digest: digest.clone(), bytes, manifest, layer })
 }
@@ -136,7 +137,8 @@ pub async fn download_layer(
     repo: &str,
     artifact: &ArtifactManifest,
 ) -> Result<tempfile::NamedTempFile, TransferError> {
-    let tmp = tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
+    let tmp =
+        tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
     let file = tokio::fs::File::create(tmp.path())
         .await
         .map_err(|source| TransferError::Io { path: tmp.path().to_path_buf(), source })?;
@@ -155,7 +157,8 @@ pub async fn pull(
 ) -> Result<(ArtifactManifest, Vec<LayerFile>), TransferError> {
     let artifact = fetch_artifact_manifest(registry, repo, digest).await?;
     let layer = download_layer(registry, repo, &artifact).await?;
-    let file = std::fs::File::open(layer.path()).map_err(|source| TransferError::Io { path: layer.path().to_path_buf(), source })?;
+    let file = std::fs::File::open(layer.path())
+        .map_err(|source| TransferError::Io { path: layer.path().to_path_buf(), source })?;
     let files = artifact::unpack(std::io::BufReader::new(file), dest, limits)?;
     Ok((artifact, files))
 }
@@ -201,14 +204,14 @@ fn copy_manifest<'a>(
             if depth >= MAX_COPY_DEPTH {
                 return Err(TransferError::UnsupportedManifest { digest: digest.clone(), media_type });
             }
-            let index: ImageIndex = serde_json::from_slice(&bytes)
-                .map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
             for child in &index.manifests {
                 copy_manifest(src, src_repo, &child.digest, dst, dst_repo, None, depth + 1, uploaded).await?;
             }
         } else {
-            let manifest: ImageManifest = serde_json::from_slice(&bytes)
-                .map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
+            let manifest: ImageManifest =
+                serde_json::from_slice(&bytes).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
             let mut blobs = vec![manifest.config.clone()];
             blobs.extend(manifest.layers.iter().cloned());
             for blob in blobs {
@@ -241,7 +244,8 @@ async fn copy_blob(
         let bytes = src.fetch_blob_bytes(src_repo, &blob.digest, blob.size).await?;
         return Ok(dst.push_blob(dst_repo, &blob.digest, blob.size, BlobSource::Bytes(&bytes), None).await?);
     }
-    let tmp = tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
+    let tmp =
+        tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
     {
         let file = tokio::fs::File::create(tmp.path())
             .await

@@ -93,7 +93,9 @@ fn created_comes_from_the_flag_or_source_date_epoch_never_the_clock() {
 
 #[test]
 fn invalid_input_exits_3_with_file_and_hint() {
-    for (case, needle) in [("invalid-yaml", "deploy.yaml:14"), ("duplicate-object", "first.yaml:1"), ("plain-secret", "secret.yaml:1")] {
+    for (case, needle) in
+        [("invalid-yaml", "deploy.yaml:14"), ("duplicate-object", "first.yaml:1"), ("plain-secret", "secret.yaml:1")]
+    {
         let out = pack(&testdata(&format!("invalid/{case}")), &[], &[]);
         assert_eq!(out.status.code(), Some(3), "{case}");
         let stderr = String::from_utf8_lossy(&out.stderr);

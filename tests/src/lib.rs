@@ -50,10 +50,7 @@ pub struct Env {
 
 /// The repository root (the workspace holding `tests/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// A file under `testdata/`.
@@ -70,19 +67,14 @@ pub fn env() -> &'static Env {
 
 fn bring_up() -> Env {
     let root = repo_root();
-    let state = std::env::var_os("BERTH_ENV_STATE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("tests/env/.state"));
+    let state = std::env::var_os("BERTH_ENV_STATE").map(PathBuf::from).unwrap_or_else(|| root.join("tests/env/.state"));
     fs::create_dir_all(&state).expect("create env state dir");
 
     // Several test binaries may start at once; one of them brings the peers up while
     // the others wait on the lock, then find them healthy and attach.
     let lock = File::create(state.join(".harness.lock")).expect("create harness lock");
     lock.lock().expect("lock harness");
-    let up = Command::new(root.join("tests/env/up"))
-        .env("BERTH_ENV_STATE", &state)
-        .output()
-        .expect("run tests/env/up");
+    let up = Command::new(root.join("tests/env/up")).env("BERTH_ENV_STATE", &state).output().expect("run tests/env/up");
     if !up.status.success() {
         panic!(
             "tests/env/up failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -96,9 +88,7 @@ fn bring_up() -> Env {
 
     let vars = read_env_file(&state.join("env"));
     let var = |name: &str| -> String {
-        vars.get(name)
-            .cloned()
-            .unwrap_or_else(|| panic!("{name} missing from {}", state.join("env").display()))
+        vars.get(name).cloned().unwrap_or_else(|| panic!("{name} missing from {}", state.join("env").display()))
     };
     let path = |name: &str| PathBuf::from(var(name));
     Env {
@@ -153,25 +143,16 @@ fn read_env_file(file: &Path) -> HashMap<String, String> {
 fn build_binaries() -> (PathBuf, PathBuf) {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
+    let profile_dir =
+        exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
-    build
-        .current_dir(repo_root())
-        .args(["build", "--bins", "-p", "berth", "-p", "berth-agent"]);
+    build.current_dir(repo_root()).args(["build", "--bins", "-p", "berth", "-p", "berth-agent"]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
     let out = build.output().expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build of the binaries failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cargo build of the binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
     (profile_dir.join("berth"), profile_dir.join("berth-agent"))
 }
 
@@ -247,10 +228,7 @@ impl Drop for Namespace {
 /// `prefix-xxxxxxxx`, lower-case, unique across processes and calls, at most `max` long.
 pub fn unique_name(prefix: &str, max: usize) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mix = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ (u64::from(n) << 48);
     let suffix = format!("{:08x}", (mix ^ (mix >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
@@ -284,9 +262,7 @@ fn describe(cmd: &Command) -> String {
 
 /// Runs a command to completion, capturing its output.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)));
     Output {
         status: out.status,
         code: out.status.code(),
@@ -299,13 +275,7 @@ pub fn run(cmd: &mut Command) -> Output {
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     if !out.status.success() {
-        panic!(
-            "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            describe(cmd),
-            out.status,
-            out.stdout,
-            out.stderr
-        );
+        panic!("`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}", describe(cmd), out.status, out.stdout, out.stderr);
     }
     out.stdout
 }

@@ -42,12 +42,8 @@ fn rv(v: &Value) -> String {
 /// own managedFields entry; for everything else, the resourceVersion itself.
 fn written_by_berth_marker(kind: &str, v: &Value) -> String {
     if kind == "deployment" {
-        let berth: Vec<&Value> = v["metadata"]["managedFields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["manager"] == "berth")
-            .collect();
+        let berth: Vec<&Value> =
+            v["metadata"]["managedFields"].as_array().unwrap().iter().filter(|m| m["manager"] == "berth").collect();
         format!("generation {} berth fields {}", v["metadata"]["generation"], serde_json::to_string(&berth).unwrap())
     } else {
         rv(v)
@@ -113,7 +109,14 @@ fn testdata_app_is_applied_with_berth_field_manager_and_applyset_labels_then_a_r
     let ann = &parent["metadata"]["annotations"];
     assert!(ann["applyset.kubernetes.io/tooling"].as_str().unwrap().starts_with("berth/v"));
     let gks = ann["applyset.kubernetes.io/contains-group-kinds"].as_str().unwrap();
-    for gk in ["ConfigMap", "CustomResourceDefinition.apiextensions.k8s.io", "Deployment.apps", "FeatureFlag.shop.example.com", "Namespace", "Ingress.networking.k8s.io"] {
+    for gk in [
+        "ConfigMap",
+        "CustomResourceDefinition.apiextensions.k8s.io",
+        "Deployment.apps",
+        "FeatureFlag.shop.example.com",
+        "Namespace",
+        "Ingress.networking.k8s.io",
+    ] {
         assert!(gks.split(',').any(|g| g == gk), "{gk} missing from {gks}");
     }
     assert_eq!(ann["applyset.kubernetes.io/additional-namespaces"], "shop-api,shop-web");
@@ -151,7 +154,11 @@ fn testdata_app_is_applied_with_berth_field_manager_and_applyset_labels_then_a_r
             "{kind} {name} was written by a no-op apply"
         );
     }
-    assert_eq!(rv(&must_get(env, "secret", Some(ns.name()), "shop")), rv(&parent), "the parent was written by a no-op apply");
+    assert_eq!(
+        rv(&must_get(env, "secret", Some(ns.name()), "shop")),
+        rv(&parent),
+        "the parent was written by a no-op apply"
+    );
 
     // kubectl's ApplySet support reads the parent and refuses to manage berth's set.
     let other = manifests(&[("cm.yaml", configmap("kubectl-cm", &[("a", "1")]))]);
@@ -183,9 +190,16 @@ fn new_set_prunes_the_dropped_deployment_and_updates_the_configmap() {
     let keep_before = written_by_berth_marker("deployment", &must_get(env, "deployment", Some(ns.name()), "keep"));
     assert!(get(env, "deployment", Some(ns.name()), "drop").is_some());
 
-    let v2 = manifests(&[("cm.yaml", configmap("settings", &[("mode", "two")])), ("keep.yaml", deployment("keep", "1"))]);
+    let v2 =
+        manifests(&[("cm.yaml", configmap("settings", &[("mode", "two")])), ("keep.yaml", deployment("keep", "1"))]);
     // diff first: it reports exactly the update and the prune, and changes nothing.
-    let out = run(env.berth_agent().args(["diff", "--dir"]).arg(v2.path()).args(["-n", ns.name(), "--name", "app", "--prune"]));
+    let out = run(env.berth_agent().args(["diff", "--dir"]).arg(v2.path()).args([
+        "-n",
+        ns.name(),
+        "--name",
+        "app",
+        "--prune",
+    ]));
     assert_eq!(out.code, Some(1), "diff exits 1 when there are differences: {}", stderr_of(&out));
     assert!(out.stdout.contains(&format!("~ ConfigMap {}/settings (update)", ns.name())), "{}", out.stdout);
     assert!(out.stdout.contains("data.mode: \"one\" -> \"two\""), "{}", out.stdout);
@@ -205,14 +219,18 @@ fn new_set_prunes_the_dropped_deployment_and_updates_the_configmap() {
 
     // The inventory was narrowed to what the set now holds.
     let parent = must_get(env, "secret", Some(ns.name()), "app");
-    assert_eq!(parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"], "ConfigMap,Deployment.apps");
+    assert_eq!(
+        parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"],
+        "ConfigMap,Deployment.apps"
+    );
 }
 
 #[test]
 fn objects_annotated_prune_disabled_survive_prune() {
     let env = env();
     let ns = env.namespace("agent-keep");
-    let kept = configmap("precious", &[("a", "1")]).replace("metadata:\n", "metadata:\n  annotations:\n    berth.dev/prune: disabled\n");
+    let kept = configmap("precious", &[("a", "1")])
+        .replace("metadata:\n", "metadata:\n  annotations:\n    berth.dev/prune: disabled\n");
     let v1 = manifests(&[("a.yaml", configmap("plain", &[("a", "1")])), ("b.yaml", kept)]);
     run_ok(&mut agent_apply(env, v1.path(), ns.name(), "set", &[]));
     let v2 = manifests(&[("c.yaml", configmap("other", &[("a", "1")]))]);
@@ -255,7 +273,11 @@ fn one_invalid_object_means_nothing_is_applied() {
     ]);
     let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "bad", &[]));
     assert_eq!(out.code, Some(4), "{}", stderr_of(&out));
-    assert!(out.stderr.contains(&format!("Deployment.apps {}/broken", ns.name())), "error names the object: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("Deployment.apps {}/broken", ns.name())),
+        "error names the object: {}",
+        out.stderr
+    );
     assert!(out.stderr.contains("b.yaml:1"), "error names the file and line: {}", out.stderr);
     assert!(out.stderr.contains("nothing was applied"), "{}", out.stderr);
     assert!(get(env, "configmap", Some(ns.name()), "first").is_none(), "a valid object was applied anyway");
@@ -281,7 +303,15 @@ fn fields_of_another_manager_are_not_taken_without_force_but_drift_of_our_own_is
 
     // Someone edits a field berth owns; the next apply puts it back without --force,
     // because the object is a member of berth's own set.
-    run_ok(env.kubectl_cmd().args(["patch", "configmap", "shared", "-n", ns.name(), "-p", r#"{"data":{"mode":"edited"}}"#]));
+    run_ok(env.kubectl_cmd().args([
+        "patch",
+        "configmap",
+        "shared",
+        "-n",
+        ns.name(),
+        "-p",
+        r#"{"data":{"mode":"edited"}}"#,
+    ]));
     let out = run_ok(&mut agent_apply(env, dir.path(), ns.name(), "own", &[]));
     assert!(out.contains(&format!("applied ConfigMap {}/shared", ns.name())), "{out}");
     assert_eq!(must_get(env, "configmap", Some(ns.name()), "shared")["data"]["mode"], "ours");
@@ -295,13 +325,23 @@ fn a_service_account_without_rights_gets_a_clear_error_and_nothing_applied() {
     let dir = manifests(&[("cm.yaml", configmap("c", &[("a", "1")]))]);
     let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "sa", &["--service-account", "deployer"]));
     assert_eq!(out.code, Some(4), "{}", stderr_of(&out));
-    assert!(out.stderr.contains(&format!("system:serviceaccount:{}:deployer", ns.name())), "names the identity: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("system:serviceaccount:{}:deployer", ns.name())),
+        "names the identity: {}",
+        out.stderr
+    );
     assert!(out.stderr.contains("RBAC"), "says what to do: {}", out.stderr);
     assert!(get(env, "configmap", Some(ns.name()), "c").is_none());
 
     // With rights in the namespace the same apply goes through as that account.
     run_ok(env.kubectl_cmd().args([
-        "create", "rolebinding", "deployer-edit", "--clusterrole=edit", &format!("--serviceaccount={}:deployer", ns.name()), "-n", ns.name(),
+        "create",
+        "rolebinding",
+        "deployer-edit",
+        "--clusterrole=edit",
+        &format!("--serviceaccount={}:deployer", ns.name()),
+        "-n",
+        ns.name(),
     ]));
     // RBAC changes reach the authorizer within moments, not instantly.
     let start = std::time::Instant::now();
@@ -354,8 +394,9 @@ fn killed_mid_apply_the_next_run_still_prunes_what_the_first_one_created() {
     let ns = env.namespace("agent-kill");
     // Enough objects that the apply is still running when it is killed.
     const OBJECTS: usize = 400;
-    let many: Vec<(String, String)> =
-        (0..OBJECTS).map(|i| (format!("cm-{i:04}.yaml"), configmap(&format!("cm-{i:04}"), &[("i", &i.to_string())]))).collect();
+    let many: Vec<(String, String)> = (0..OBJECTS)
+        .map(|i| (format!("cm-{i:04}.yaml"), configmap(&format!("cm-{i:04}"), &[("i", &i.to_string())])))
+        .collect();
     let refs: Vec<(&str, String)> = many.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
     let v1 = manifests(&refs);
     let mut child = agent_apply(env, v1.path(), ns.name(), "crash", &[])
@@ -366,7 +407,16 @@ fn killed_mid_apply_the_next_run_still_prunes_what_the_first_one_created() {
     // Kill it (SIGKILL) as soon as the first objects exist.
     let start = std::time::Instant::now();
     loop {
-        let out = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
+        let out = run_ok(env.kubectl_cmd().args([
+            "get",
+            "configmaps",
+            "-n",
+            ns.name(),
+            "-l",
+            "applyset.kubernetes.io/part-of",
+            "-o",
+            "name",
+        ]));
         if out.lines().count() > 0 || start.elapsed() > std::time::Duration::from_secs(60) {
             break;
         }
@@ -374,13 +424,31 @@ fn killed_mid_apply_the_next_run_still_prunes_what_the_first_one_created() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let created = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
+    let created = run_ok(env.kubectl_cmd().args([
+        "get",
+        "configmaps",
+        "-n",
+        ns.name(),
+        "-l",
+        "applyset.kubernetes.io/part-of",
+        "-o",
+        "name",
+    ]));
     assert!(!created.trim().is_empty(), "nothing was applied before the kill");
 
     // A new, small set with prune: everything the killed run created is found and removed.
     let v2 = manifests(&[("only.yaml", configmap("only", &[("a", "1")]))]);
     run_ok(&mut agent_apply(env, v2.path(), ns.name(), "crash", &["--prune"]));
-    let left = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
+    let left = run_ok(env.kubectl_cmd().args([
+        "get",
+        "configmaps",
+        "-n",
+        ns.name(),
+        "-l",
+        "applyset.kubernetes.io/part-of",
+        "-o",
+        "name",
+    ]));
     assert_eq!(left.trim(), "configmap/only", "objects of the killed run were forgotten");
 }
 

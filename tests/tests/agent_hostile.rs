@@ -38,7 +38,12 @@ fn push_signed(env: &Env, dir: &Path, layer: &Path, layer_type: &str) -> (String
     let prefix = dir.join("key");
     run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
     let at = format!("oci://{}/{repo}@{digest}", env.registry_dist);
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").args(["sign", &at, "--insecure", "--key"]).arg(prefix.with_extension("key")));
+    run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", "e2e")
+            .args(["sign", &at, "--insecure", "--key"])
+            .arg(prefix.with_extension("key")),
+    );
     (at, prefix.with_extension("pub"))
 }
 
@@ -49,7 +54,16 @@ fn refused(env: &'static Env, at: &str, public: &Path, expect: &str) {
     cmd.args(["apply", at, "--insecure", "-n", ns.name(), "--name", "h", "--key"]).arg(public);
     let out = run_fail(&mut cmd);
     assert!(out.stderr.contains(expect), "expected {expect:?} in: {}", out.stderr);
-    let cms = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", ns.name(), "-l", "applyset.kubernetes.io/part-of", "-o", "name"]));
+    let cms = run_ok(env.kubectl_cmd().args([
+        "get",
+        "configmaps",
+        "-n",
+        ns.name(),
+        "-l",
+        "applyset.kubernetes.io/part-of",
+        "-o",
+        "name",
+    ]));
     assert!(cms.trim().is_empty(), "a hostile artifact applied objects: {cms}");
 }
 
@@ -103,7 +117,9 @@ fn a_layer_of_the_wrong_media_type_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let layer = build_layer(
         dir.path(),
-        &format!("with tarfile.open(out, 'w:gz') as t:\n  data = {CM}\n  i = tarfile.TarInfo('ok.yaml'); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"),
+        &format!(
+            "with tarfile.open(out, 'w:gz') as t:\n  data = {CM}\n  i = tarfile.TarInfo('ok.yaml'); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
+        ),
     );
     let (at, public) = push_signed(env, dir.path(), &layer, "application/vnd.example.not-manifests");
     refused(env, &at, &public, "media type");

@@ -24,7 +24,17 @@ fn replica(env: &'static berth_e2e::Env, name: &str, ns: &str) -> Agent {
         env,
         name,
         ns,
-        &["--leader-elect", "--lease-name", "agents", "--lease-namespace", ns, "--lease-duration", "6s", "--identity", name],
+        &[
+            "--leader-elect",
+            "--lease-name",
+            "agents",
+            "--lease-namespace",
+            ns,
+            "--lease-duration",
+            "6s",
+            "--identity",
+            name,
+        ],
     )
 }
 
@@ -47,7 +57,12 @@ fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exac
     });
     let leader = lease_holder(env, ns.name(), "agents").expect("someone holds the Lease");
     let applied: Vec<usize> = agents.iter().map(|a| a.applied_count(&d1)).collect();
-    assert_eq!(applied.iter().sum::<usize>(), 1, "v1 applied exactly once across replicas: {applied:?}\n{}", logs(&all(&agents)));
+    assert_eq!(
+        applied.iter().sum::<usize>(),
+        1,
+        "v1 applied exactly once across replicas: {applied:?}\n{}",
+        logs(&all(&agents))
+    );
     let i = agents.iter().position(|a| a.name == leader).unwrap();
     assert_eq!(applied[i], 1, "the Lease holder {leader} is the one that applied");
     // Followers never start reconciling.
@@ -63,9 +78,10 @@ fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exac
         dead.kill9();
         let v = manifests(&[("a.yaml", configmap("app", value))]);
         let d = push(env, &env.registry_dist, &repo, "live", v.path());
-        let took = wait_until("a follower takes the Lease", LEASE + SLACK + Duration::from_secs(10), &all(&agents), || {
-            lease_holder(env, ns.name(), "agents").is_some_and(|h| h != dead.name)
-        });
+        let took =
+            wait_until("a follower takes the Lease", LEASE + SLACK + Duration::from_secs(10), &all(&agents), || {
+                lease_holder(env, ns.name(), "agents").is_some_and(|h| h != dead.name)
+            });
         let failover = killed_at.elapsed();
         eprintln!("round {round}: failover after SIGKILL took {failover:?} (observed after {took:?})");
         assert!(failover <= LEASE + SLACK, "failover took {failover:?}, lease is {LEASE:?}");
@@ -75,7 +91,12 @@ fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exac
         // Let a few more intervals pass: nobody applies it again.
         std::thread::sleep(Duration::from_secs(6));
         let applied: Vec<usize> = agents.iter().map(|a| a.applied_count(&d)).collect();
-        assert_eq!(applied.iter().sum::<usize>(), 1, "round {round}: {d} applied {applied:?} times\n{}", logs(&all(&agents)));
+        assert_eq!(
+            applied.iter().sum::<usize>(),
+            1,
+            "round {round}: {d} applied {applied:?} times\n{}",
+            logs(&all(&agents))
+        );
         let holder = lease_holder(env, ns.name(), "agents").unwrap();
         let j = agents.iter().position(|a| a.name == holder).unwrap();
         assert_eq!(applied[j], 1, "round {round}: the new holder {holder} applied it");
@@ -97,16 +118,31 @@ fn sigterm_releases_the_lease_so_a_follower_takes_over_at_once() {
             env,
             name,
             ns.name(),
-            &["--leader-elect", "--lease-name", "agents", "--lease-namespace", ns.name(), "--lease-duration", "60s", "--identity", name],
+            &[
+                "--leader-elect",
+                "--lease-name",
+                "agents",
+                "--lease-namespace",
+                ns.name(),
+                "--lease-duration",
+                "60s",
+                "--identity",
+                name,
+            ],
         )
     };
     let mut first = long("first");
     wait_until("first leads and applies", Duration::from_secs(90), &[&first], || {
-        lease_holder(env, ns.name(), "agents").as_deref() == Some("first") && configmap_value(env, ns.name(), "app").as_deref() == Some("one")
+        lease_holder(env, ns.name(), "agents").as_deref() == Some("first")
+            && configmap_value(env, ns.name(), "app").as_deref() == Some("one")
     });
     let second = long("second");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(lease_holder(env, ns.name(), "agents").as_deref(), Some("first"), "the follower must not take a live Lease");
+    assert_eq!(
+        lease_holder(env, ns.name(), "agents").as_deref(),
+        Some("first"),
+        "the follower must not take a live Lease"
+    );
 
     let code = first.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0), "graceful stop exits 0\n{}", first.log());
@@ -151,7 +187,8 @@ impl Relay {
                 let mut list = conns2.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);
@@ -186,31 +223,48 @@ fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_nex
 
     // The first replica reaches the API server through the relay; the second directly.
     let relay = Relay::start(env.apiserver.trim_start_matches("https://"));
-    let kubeconfig = std::fs::read_to_string(&env.kubeconfig).unwrap().replace(&env.apiserver, &format!("https://{}", relay.addr));
+    let kubeconfig =
+        std::fs::read_to_string(&env.kubeconfig).unwrap().replace(&env.apiserver, &format!("https://{}", relay.addr));
     let dir = tempfile::tempdir().unwrap();
     let relayed = dir.path().join("kubeconfig");
     std::fs::write(&relayed, kubeconfig).unwrap();
     let flags = |name: &'static str| -> Vec<String> {
-        ["--leader-elect", "--lease-name", "agents", "--lease-namespace", ns.name(), "--lease-duration", "6s", "--identity", name, "--metrics-addr", "127.0.0.1:0"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "--leader-elect",
+            "--lease-name",
+            "agents",
+            "--lease-namespace",
+            ns.name(),
+            "--lease-duration",
+            "6s",
+            "--identity",
+            name,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let start = |name: &'static str, kubeconfig: Option<&std::path::Path>| {
         let f = flags(name);
         let args: Vec<&str> = f.iter().map(String::as_str).collect();
         let log = std::env::temp_dir().join(format!("berth-agent-{}-{name}.log", ns.name()));
         let mut cmd = env.berth_agent();
-        cmd.args(["run", "--watch-namespace", ns.name(), "--log-format", "json"]).args(&args).env("RUST_LOG", "info,berth_agent=debug");
+        cmd.args(["run", "--watch-namespace", ns.name(), "--log-format", "json"])
+            .args(&args)
+            .env("RUST_LOG", "info,berth_agent=debug");
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
-        let child = cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        let child =
+            cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         Agent { child: Some(child), log, name: name.to_string() }
     };
     let cut_off = start("cut-off", Some(&relayed));
     wait_until("the relayed replica leads and applies", Duration::from_secs(90), &[&cut_off], || {
-        lease_holder(env, ns.name(), "agents").as_deref() == Some("cut-off") && configmap_value(env, ns.name(), "app").as_deref() == Some("one")
+        lease_holder(env, ns.name(), "agents").as_deref() == Some("cut-off")
+            && configmap_value(env, ns.name(), "app").as_deref() == Some("one")
     });
     let mut direct = start("direct", None);
     let metrics = cut_off.metrics_addr(Duration::from_secs(10));
@@ -226,7 +280,8 @@ fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_nex
     });
     assert!(cut_off.log().contains("stepping down"), "{}", cut_off.log());
     wait_until("the direct replica takes over and applies v2", Duration::from_secs(60), &[&cut_off, &direct], || {
-        lease_holder(env, ns.name(), "agents").as_deref() == Some("direct") && configmap_value(env, ns.name(), "app").as_deref() == Some("two")
+        lease_holder(env, ns.name(), "agents").as_deref() == Some("direct")
+            && configmap_value(env, ns.name(), "app").as_deref() == Some("two")
     });
     let remaining = Duration::from_secs(30).saturating_sub(cut_at.elapsed());
     std::thread::sleep(remaining);
@@ -262,14 +317,41 @@ fn losing_the_lease_mid_rollout_abandons_the_in_flight_reconcile() {
         env,
         "loser",
         ns.name(),
-        &["--leader-elect", "--lease-name", "agents", "--lease-namespace", ns.name(), "--lease-duration", "6s", "--identity", "loser", "--metrics-addr", "127.0.0.1:0"],
+        &[
+            "--leader-elect",
+            "--lease-name",
+            "agents",
+            "--lease-namespace",
+            ns.name(),
+            "--lease-duration",
+            "6s",
+            "--identity",
+            "loser",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
     );
-    wait_until("the rollout is in flight", Duration::from_secs(90), &[&agent], || get(env, "deployment", ns.name(), "web").is_some());
+    wait_until("the rollout is in flight", Duration::from_secs(90), &[&agent], || {
+        get(env, "deployment", ns.name(), "web").is_some()
+    });
     let metrics = agent.metrics_addr(Duration::from_secs(10));
     // Another replica (here: kubectl) takes the Lease, as after a partition.
     let now = berth_e2e::run_ok(std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"]));
-    let patch = format!(r#"{{"spec":{{"holderIdentity":"intruder","renewTime":"{}","leaseDurationSeconds":600}}}}"#, now.trim());
-    berth_e2e::run_ok(env.kubectl_cmd().args(["patch", "lease", "agents", "-n", ns.name(), "--type", "merge", "-p", &patch]));
+    let patch = format!(
+        r#"{{"spec":{{"holderIdentity":"intruder","renewTime":"{}","leaseDurationSeconds":600}}}}"#,
+        now.trim()
+    );
+    berth_e2e::run_ok(env.kubectl_cmd().args([
+        "patch",
+        "lease",
+        "agents",
+        "-n",
+        ns.name(),
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]));
     wait_until("the in-flight reconcile abandoned", Duration::from_secs(10), &[&agent], || {
         agent.log().contains("abandoning in-flight reconciles")
     });

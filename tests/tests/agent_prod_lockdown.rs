@@ -68,14 +68,27 @@ fn two_tenants_impersonation_enforced_denied_kinds_and_foreign_namespaces_refuse
         configmap_value(env, ta.name(), "a-ok").is_some() && configmap_value(env, tb.name(), "a-ok").is_some()
     });
     wait_until("the violations recorded", Duration::from_secs(60), &agents, || {
-        ["escalate", "cross"].iter().all(|s| reason_and_message(env, ta.name(), s).is_some_and(|(r, _)| r == "LockdownViolation"))
+        ["escalate", "cross"]
+            .iter()
+            .all(|s| reason_and_message(env, ta.name(), s).is_some_and(|(r, _)| r == "LockdownViolation"))
             && reason_and_message(env, tb.name(), "no-sa").is_some_and(|(r, _)| r == "LockdownViolation")
     });
 
     let (_, m) = reason_and_message(env, ta.name(), "escalate").unwrap();
-    assert!(m.contains("ClusterRoleBinding.rbac.authorization.k8s.io") && m.contains("--deny-kinds") && m.contains("crb.yaml"), "{m}");
-    assert!(get(env, "configmap", ta.name(), "esc-cm").is_none(), "the harmless part of a refused artifact was applied");
-    assert!(get(env, "clusterrolebinding", "", &format!("esc-{}", ta.name())).is_none(), "a tenant created a ClusterRoleBinding");
+    assert!(
+        m.contains("ClusterRoleBinding.rbac.authorization.k8s.io")
+            && m.contains("--deny-kinds")
+            && m.contains("crb.yaml"),
+        "{m}"
+    );
+    assert!(
+        get(env, "configmap", ta.name(), "esc-cm").is_none(),
+        "the harmless part of a refused artifact was applied"
+    );
+    assert!(
+        get(env, "clusterrolebinding", "", &format!("esc-{}", ta.name())).is_none(),
+        "a tenant created a ClusterRoleBinding"
+    );
 
     let (_, m) = reason_and_message(env, ta.name(), "cross").unwrap();
     assert!(m.contains(tb.name()) && m.contains("--source-namespace-only"), "{m}");
@@ -84,5 +97,9 @@ fn two_tenants_impersonation_enforced_denied_kinds_and_foreign_namespaces_refuse
 
     let (_, m) = reason_and_message(env, tb.name(), "no-sa").unwrap();
     assert!(m.contains("serviceAccountName"), "{m}");
-    assert_eq!(condition(env, tb.name(), "no-sa", "Stalled").map(|c| c.0).as_deref(), Some("True"), "only a spec change helps");
+    assert_eq!(
+        condition(env, tb.name(), "no-sa", "Stalled").map(|c| c.0).as_deref(),
+        Some("True"),
+        "only a spec change helps"
+    );
 }

@@ -38,18 +38,32 @@ fn metrics_count_reconciles_objects_and_digests_and_probes_answer() {
     });
     let (status, m) = http(&addr, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);
-    assert_eq!(sample(&m, &format!("berth_reconciles_total{{{shop},result=\"success\",reason=\"Succeeded\"}}")).map(|v| v >= 1.0), Some(true), "{m}");
+    assert_eq!(
+        sample(&m, &format!("berth_reconciles_total{{{shop},result=\"success\",reason=\"Succeeded\"}}"))
+            .map(|v| v >= 1.0),
+        Some(true),
+        "{m}"
+    );
     assert!(
-        m.lines().any(|l| l.starts_with(&format!("berth_reconciles_total{{{missing},result=\"failure\",reason=\"ArtifactNotFound\"}}"))),
+        m.lines().any(|l| l.starts_with(&format!(
+            "berth_reconciles_total{{{missing},result=\"failure\",reason=\"ArtifactNotFound\"}}"
+        ))),
         "a missing tag is counted with its reason:\n{m}"
     );
     assert_eq!(sample(&m, &format!("berth_objects_applied_total{{{shop}}}")), Some(2.0), "{m}");
-    assert_eq!(sample(&m, &format!("berth_source_info{{{shop},digest=\"{d1}\",revision=\"main@sha1:live\"}}")), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, &format!("berth_source_info{{{shop},digest=\"{d1}\",revision=\"main@sha1:live\"}}")),
+        Some(1.0),
+        "{m}"
+    );
     assert!(sample(&m, &format!("berth_reconcile_duration_seconds_count{{{shop}}}")).unwrap() >= 1.0, "{m}");
     let last = sample(&m, &format!("berth_last_applied_timestamp_seconds{{{shop}}}")).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert!((now - last).abs() < 120.0, "last applied {last} vs now {now}");
-    assert!(sample(&m, "berth_registry_requests_total{operation=\"resolve\",result=\"success\"}").unwrap() >= 1.0, "{m}");
+    assert!(
+        sample(&m, "berth_registry_requests_total{operation=\"resolve\",result=\"success\"}").unwrap() >= 1.0,
+        "{m}"
+    );
     assert!(sample(&m, "berth_registry_requests_total{operation=\"pull\",result=\"success\"}").unwrap() >= 1.0, "{m}");
     assert_eq!(sample(&m, "berth_leader "), Some(1.0), "a lone agent leads:\n{m}");
 
@@ -80,10 +94,14 @@ fn a_follower_reports_leader_zero_and_is_ready() {
     };
     let first = start("one");
     let addr1 = first.metrics_addr(Duration::from_secs(60));
-    wait_until("first leads", Duration::from_secs(30), &[&first], || http(&addr1, "GET", "/metrics", &[], b"").1.contains("berth_leader 1"));
+    wait_until("first leads", Duration::from_secs(30), &[&first], || {
+        http(&addr1, "GET", "/metrics", &[], b"").1.contains("berth_leader 1")
+    });
     let second = start("two");
     let addr2 = second.metrics_addr(Duration::from_secs(60));
-    wait_until("second ready", Duration::from_secs(30), &[&first, &second], || http(&addr2, "GET", "/readyz", &[], b"").0 == 200);
+    wait_until("second ready", Duration::from_secs(30), &[&first, &second], || {
+        http(&addr2, "GET", "/readyz", &[], b"").0 == 200
+    });
     assert!(http(&addr2, "GET", "/metrics", &[], b"").1.contains("berth_leader 0"), "a follower is not the leader");
     assert!(http(&addr1, "GET", "/metrics", &[], b"").1.contains("berth_leader 1"));
 }

@@ -105,14 +105,23 @@ fn a_registry_push_is_applied_within_two_seconds_while_the_interval_is_ten_minut
         push(env, &registry, &repo, "live", dir.path());
         let pushed = Instant::now();
         while configmap_value(env, ns.name(), "app").as_deref() != Some(value.as_str()) {
-            assert!(pushed.elapsed() < Duration::from_secs(30), "push {i} never applied (interval is 10m)\n{}", agent.log());
+            assert!(
+                pushed.elapsed() < Duration::from_secs(30),
+                "push {i} never applied (interval is 10m)\n{}",
+                agent.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         latencies.push(pushed.elapsed());
     }
     latencies.sort();
     eprintln!("push-to-applied through the receiver: {latencies:?}");
-    assert!(latencies[1] <= PUSH_TO_APPLIED, "median push-to-applied {:?} > {PUSH_TO_APPLIED:?}\n{}", latencies[1], agent.log());
+    assert!(
+        latencies[1] <= PUSH_TO_APPLIED,
+        "median push-to-applied {:?} > {PUSH_TO_APPLIED:?}\n{}",
+        latencies[1],
+        agent.log()
+    );
     assert!(agent.log().contains("registry push; reconcile requested"), "applied by the receiver, not a timer");
 }
 
@@ -134,8 +143,11 @@ fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_repla
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let receiver_secret = format!("{}/receiver", ns.name());
-    let agent = Agent::start(env, "hook", ns.name(), &["--receiver-addr", &addr, "--receiver-secret", &receiver_secret]);
-    wait_until("the receiver listens", Duration::from_secs(60), &[&agent], || agent.log().contains("receiving push notifications"));
+    let agent =
+        Agent::start(env, "hook", ns.name(), &["--receiver-addr", &addr, "--receiver-secret", &receiver_secret]);
+    wait_until("the receiver listens", Duration::from_secs(60), &[&agent], || {
+        agent.log().contains("receiving push notifications")
+    });
     let shop = format!("/hook/sources/{}/shop", ns.name());
     let ghost = format!("/hook/sources/{}/ghost", ns.name());
     let bearer = format!("Bearer {TOKEN}");
@@ -150,7 +162,11 @@ fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_repla
     // Authenticated.
     assert_eq!(http(&addr, "POST", &shop, &[("Authorization", &bearer)], b"").0, 202);
     assert_eq!(http(&addr, "POST", &ghost, &[("Authorization", &bearer)], b"").0, 404);
-    assert_eq!(http(&addr, "POST", "/hook/sources/other-ns/shop", &[("Authorization", &bearer)], b"").0, 404, "outside the watched namespace");
+    assert_eq!(
+        http(&addr, "POST", "/hook/sources/other-ns/shop", &[("Authorization", &bearer)], b"").0,
+        404,
+        "outside the watched namespace"
+    );
     // Oversized and malformed bodies.
     let big = vec![b'x'; 300 * 1024];
     assert_eq!(http(&addr, "POST", "/hook/registry", &[("Authorization", &bearer)], &big).0, 413);
@@ -167,7 +183,17 @@ fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_repla
     // Tampered body, unsigned, stale.
     let fresh = (now.parse::<u64>().unwrap() + 1).to_string();
     let sig2 = format!("sha256={}", hmac_hex(HMAC, &[fresh.as_bytes(), b".", body].concat()));
-    assert_eq!(http(&addr, "POST", &shop, &[("X-Berth-Timestamp", &fresh), ("X-Berth-Signature", &sig2)], br#"{"why":"evil"}"#).0, 401);
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            &shop,
+            &[("X-Berth-Timestamp", &fresh), ("X-Berth-Signature", &sig2)],
+            br#"{"why":"evil"}"#
+        )
+        .0,
+        401
+    );
     assert_eq!(http(&addr, "POST", &shop, &[("X-Berth-Timestamp", &fresh)], body).0, 401);
     let old = (now.parse::<u64>().unwrap() - 3600).to_string();
     let sig3 = format!("sha256={}", hmac_hex(HMAC, &[old.as_bytes(), b".", body].concat()));

@@ -27,12 +27,14 @@ fn a_never_ready_rollout_is_rolled_back_once_held_retried_on_request_and_release
     let v1 = manifests(&[("web.yaml", deployment("web", GOOD_IMAGE)), ("cm.yaml", configmap("settings", "one"))]);
     let d1 = push(env, &env.registry_dist, &repo, "live", v1.path());
     // timeout bounds the health wait: 15s per failed rollout.
-    let source = source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ROLLBACK).replace("timeout: 1m", "timeout: 15s");
+    let source =
+        source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ROLLBACK).replace("timeout: 1m", "timeout: 15s");
     kubectl_apply(env, source);
     let agent = Agent::start(env, "rb", ns.name(), &[]);
     wait_until("v1 ready", Duration::from_secs(90), &[&agent], || {
         let s = source_status(env, ns.name(), "shop");
-        s["lastAppliedDigest"] == d1.as_str() && condition(env, ns.name(), "shop", "Ready").is_some_and(|c| c.0 == "True")
+        s["lastAppliedDigest"] == d1.as_str()
+            && condition(env, ns.name(), "shop", "Ready").is_some_and(|c| c.0 == "True")
     });
 
     let v2 = manifests(&[
@@ -65,11 +67,23 @@ fn a_never_ready_rollout_is_rolled_back_once_held_retried_on_request_and_release
     let generation = get(env, "deployment", ns.name(), "web").unwrap()["metadata"]["generation"].clone();
     std::thread::sleep(Duration::from_secs(16));
     assert_eq!(rollbacks_in(&agent), 1, "{}", agent.log());
-    assert_eq!(get(env, "deployment", ns.name(), "web").unwrap()["metadata"]["generation"], generation, "the failed digest was re-applied");
+    assert_eq!(
+        get(env, "deployment", ns.name(), "web").unwrap()["metadata"]["generation"],
+        generation,
+        "the failed digest was re-applied"
+    );
     assert_eq!(deployment_image(env, ns.name(), "web").as_deref(), Some(GOOD_IMAGE));
 
     // The user asks for one more try: it fails again and is rolled back again, once.
-    run_ok(env.kubectl_cmd().args(["annotate", "--overwrite", "sources.berth.dev", "shop", "-n", ns.name(), "berth.dev/retry=1"]));
+    run_ok(env.kubectl_cmd().args([
+        "annotate",
+        "--overwrite",
+        "sources.berth.dev",
+        "shop",
+        "-n",
+        ns.name(),
+        "berth.dev/retry=1",
+    ]));
     wait_until("a second rollback after the retry", Duration::from_secs(90), &[&agent], || rollbacks_in(&agent) == 2);
     wait_until("held again", Duration::from_secs(30), &[&agent], || {
         deployment_image(env, ns.name(), "web").as_deref() == Some(GOOD_IMAGE)
@@ -79,7 +93,10 @@ fn a_never_ready_rollout_is_rolled_back_once_held_retried_on_request_and_release
     assert_eq!(rollbacks_in(&agent), 2, "a handled retry request is not repeated\n{}", agent.log());
 
     // The ref moves to a healthy digest: applied, and the rollback state is cleared.
-    let v3 = manifests(&[("web.yaml", deployment("web", "registry.example/app:3")), ("cm.yaml", configmap("settings", "three"))]);
+    let v3 = manifests(&[
+        ("web.yaml", deployment("web", "registry.example/app:3")),
+        ("cm.yaml", configmap("settings", "three")),
+    ]);
     let d3 = push(env, &env.registry_dist, &repo, "live", v3.path());
     wait_until("v3 ready", Duration::from_secs(90), &[&agent], || {
         source_status(env, ns.name(), "shop")["lastAppliedDigest"] == d3.as_str()
@@ -99,7 +116,11 @@ fn no_rollback_to_a_digest_whose_signature_no_longer_verifies() {
     let (old_key, old_pub) = keypair(env, keys.path(), "old");
     let (new_key, new_pub) = keypair(env, keys.path(), "new");
     let trusted = |public: &std::path::Path| {
-        let yaml = run_ok(env.kubectl_cmd().args(["create", "secret", "generic", "trusted", "-n", ns.name(), "--dry-run=client", "-o", "yaml"]).arg(format!("--from-file=cosign.pub={}", public.display())));
+        let yaml = run_ok(
+            env.kubectl_cmd()
+                .args(["create", "secret", "generic", "trusted", "-n", ns.name(), "--dry-run=client", "-o", "yaml"])
+                .arg(format!("--from-file=cosign.pub={}", public.display())),
+        );
         kubectl_apply(env, yaml);
     };
     trusted(&old_pub);
@@ -110,7 +131,9 @@ fn no_rollback_to_a_digest_whose_signature_no_longer_verifies() {
         .replace("verify: {insecureSkipVerify: true}", "verify: {keys: [{secretRef: {name: trusted}}]}");
     kubectl_apply(env, source);
     let agent = Agent::start(env, "rot", ns.name(), &[]);
-    wait_until("v1 ready", Duration::from_secs(90), &[&agent], || source_status(env, ns.name(), "shop")["lastAppliedDigest"] == d1.as_str());
+    wait_until("v1 ready", Duration::from_secs(90), &[&agent], || {
+        source_status(env, ns.name(), "shop")["lastAppliedDigest"] == d1.as_str()
+    });
 
     // The key is rotated; the next release, signed with the new key, never becomes ready.
     trusted(&new_pub);
@@ -124,7 +147,11 @@ fn no_rollback_to_a_digest_whose_signature_no_longer_verifies() {
     assert!(message.contains(&d1) && message.contains("no longer verifies"), "{message}");
     assert!(condition(env, ns.name(), "shop", "RolledBack").is_none(), "no RolledBack condition");
     assert_eq!(source_status(env, ns.name(), "shop")["lastAttemptedDigest"], d2.as_str());
-    assert_eq!(deployment_image(env, ns.name(), "web").as_deref(), Some(env.never_ready_image.as_str()), "nothing re-applied from the untrusted digest");
+    assert_eq!(
+        deployment_image(env, ns.name(), "web").as_deref(),
+        Some(env.never_ready_image.as_str()),
+        "nothing re-applied from the untrusted digest"
+    );
     assert_eq!(rollbacks_in(&agent), 1, "one attempt, refused");
     assert!(event_reasons(env, ns.name()).iter().any(|(r, _)| r == "RollbackRefused"));
 }

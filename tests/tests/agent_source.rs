@@ -19,7 +19,17 @@ fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
 }
 
 fn get(env: &Env, kind: &str, ns: &str, name: &str) -> Option<Value> {
-    let out = run_ok(env.kubectl_cmd().args(["get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields", "--ignore-not-found"]));
+    let out = run_ok(env.kubectl_cmd().args([
+        "get",
+        kind,
+        name,
+        "-n",
+        ns,
+        "-o",
+        "json",
+        "--show-managed-fields",
+        "--ignore-not-found",
+    ]));
     if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
 }
 
@@ -37,10 +47,13 @@ fn keypair(env: &Env, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// Pushes `dir` to `oci://REGISTRY/REPO:TAG`, signed with `key` when given; returns the digest.
 fn push(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path, key: Option<&Path>) -> String {
     let mut cmd = env.berth();
-    cmd.env("COSIGN_PASSWORD", "e2e")
-        .args(["push", &format!("oci://{registry}/{repo}:{tag}")])
-        .arg(dir)
-        .args(["--insecure", "--output", "json", "--revision", &format!("main@sha1:{tag}")]);
+    cmd.env("COSIGN_PASSWORD", "e2e").args(["push", &format!("oci://{registry}/{repo}:{tag}")]).arg(dir).args([
+        "--insecure",
+        "--output",
+        "json",
+        "--revision",
+        &format!("main@sha1:{tag}"),
+    ]);
     if let Some(k) = key {
         cmd.arg("--sign-key").arg(k);
     }
@@ -89,8 +102,15 @@ fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
 
     let unsigned = push(env, &env.registry_oci, &repo, "unsigned", dir.path(), None);
     let mut cmd = env.berth_agent();
-    cmd.args(["apply", &format!("oci://{}/{repo}@{unsigned}", env.registry_oci), "--insecure", "-n", ns.name(), "--key"])
-        .arg(&public_b);
+    cmd.args([
+        "apply",
+        &format!("oci://{}/{repo}@{unsigned}", env.registry_oci),
+        "--insecure",
+        "-n",
+        ns.name(),
+        "--key",
+    ])
+    .arg(&public_b);
     let out = run_fail(&mut cmd);
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert!(out.stderr.contains("no signatures"), "{}", out.stderr);
@@ -138,7 +158,9 @@ impl Agent {
 fn install_crd(env: &Env) {
     let crd = run_ok(env.berth_agent().arg("crd"));
     let dir = manifests(&[("crd.yaml", crd)]);
-    run_ok(env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")));
+    run_ok(
+        env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")),
+    );
     run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=30s"]));
 }
 
@@ -158,9 +180,11 @@ fn source_status(env: &Env, ns: &str, name: &str) -> Value {
 }
 
 fn ready(status: &Value) -> Option<(String, String)> {
-    status["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready").map(|c| {
-        (c["status"].as_str().unwrap_or("").to_string(), c["reason"].as_str().unwrap_or("").to_string())
-    })
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| (c["status"].as_str().unwrap_or("").to_string(), c["reason"].as_str().unwrap_or("").to_string()))
 }
 
 #[test]
@@ -170,7 +194,11 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     let ns = env.namespace("agent-ctl");
     let keys = tempfile::tempdir().unwrap();
     let (key, public) = keypair(env, keys.path(), "ci");
-    run_ok(env.kubectl_cmd().args(["create", "secret", "generic", "trusted", "-n", ns.name()]).arg(format!("--from-file=cosign.pub={}", public.display())));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["create", "secret", "generic", "trusted", "-n", ns.name()])
+            .arg(format!("--from-file=cosign.pub={}", public.display())),
+    );
     let repo = env.repo("agent-ctl");
     let v1 = manifests(&[("a.yaml", configmap("app", "one")), ("b.yaml", configmap("extra", "x"))]);
     let d1 = push(env, &env.registry_dist, &repo, "prod", v1.path(), Some(&key));
@@ -206,10 +234,22 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     // A quiet interval writes nothing.
     let rv = app["metadata"]["resourceVersion"].clone();
     std::thread::sleep(Duration::from_secs(7));
-    assert_eq!(get(env, "configmap", ns.name(), "app").unwrap()["metadata"]["resourceVersion"], rv, "a no-op interval wrote the object");
+    assert_eq!(
+        get(env, "configmap", ns.name(), "app").unwrap()["metadata"]["resourceVersion"],
+        rv,
+        "a no-op interval wrote the object"
+    );
 
     // Drift: an edit is put back within an interval.
-    run_ok(env.kubectl_cmd().args(["patch", "configmap", "app", "-n", ns.name(), "-p", r#"{"data":{"value":"edited"}}"#]));
+    run_ok(env.kubectl_cmd().args([
+        "patch",
+        "configmap",
+        "app",
+        "-n",
+        ns.name(),
+        "-p",
+        r#"{"data":{"value":"edited"}}"#,
+    ]));
     wait_until("drift corrected", Duration::from_secs(30), &agent, || {
         get(env, "configmap", ns.name(), "app").unwrap()["data"]["value"] == "one"
     });
@@ -265,7 +305,8 @@ fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
         ready(&source_status(env, ns.name(), "down")) == Some(("False".into(), "RegistryUnavailable".into()))
     });
     let down = source_status(env, ns.name(), "down");
-    let message = down["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["message"].clone();
+    let message =
+        down["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["message"].clone();
     assert!(message.as_str().unwrap().contains("127.0.0.1:9"), "the condition names the registry: {message}");
 
     // The tag moves; the pinned Source stays on its digest.
@@ -273,7 +314,11 @@ fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
     push(env, &env.registry_oci, &repo, "live", v2.path(), None);
     std::thread::sleep(Duration::from_secs(12));
     assert_eq!(source_status(env, ns.name(), "pinned")["lastAppliedDigest"], d1.as_str());
-    assert_eq!(get(env, "configmap", ns.name(), "pinned").unwrap()["data"]["value"], "one", "a tag move changed a pinned Source");
+    assert_eq!(
+        get(env, "configmap", ns.name(), "pinned").unwrap()["data"]["value"],
+        "one",
+        "a tag move changed a pinned Source"
+    );
 }
 
 #[test]

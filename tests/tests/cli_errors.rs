@@ -27,7 +27,8 @@ fn missing_or_wrong_credentials_exit_5_and_push_nothing() {
     for reg in [Reg::dist_tls(), Reg::oci_tls()] {
         let repo = env().repo("auth");
         let reference = reg.oci_ref(&repo, "v1");
-        let anonymous = run(env().berth().args(["push", &reference, app().to_str().unwrap(), "--ca-file"]).arg(&env().ca_file));
+        let anonymous =
+            run(env().berth().args(["push", &reference, app().to_str().unwrap(), "--ca-file"]).arg(&env().ca_file));
         assert_eq!(anonymous.code, Some(5), "{}: {}", reg.name, anonymous.stderr);
         assert!(anonymous.stderr.contains("--creds"), "hint should name --creds: {}", anonymous.stderr);
         let wrong = run(env()
@@ -44,12 +45,14 @@ fn missing_or_wrong_credentials_exit_5_and_push_nothing() {
 fn credentials_from_environment_variables_work() {
     let reg = Reg::dist_tls();
     let repo = env().repo("auth-env");
-    run_ok(env()
-        .berth()
-        .args(["push", &reg.oci_ref(&repo, "v1"), app().to_str().unwrap(), "--ca-file"])
-        .arg(&env().ca_file)
-        .env("BERTH_REGISTRY_USER", &env().registry_user)
-        .env("BERTH_REGISTRY_PASSWORD", &env().registry_password));
+    run_ok(
+        env()
+            .berth()
+            .args(["push", &reg.oci_ref(&repo, "v1"), app().to_str().unwrap(), "--ca-file"])
+            .arg(&env().ca_file)
+            .env("BERTH_REGISTRY_USER", &env().registry_user)
+            .env("BERTH_REGISTRY_PASSWORD", &env().registry_password),
+    );
     assert_eq!(reg.tags(&repo), ["v1"]);
 }
 
@@ -67,7 +70,8 @@ fn unknown_tag_and_digest_exit_6() {
         let repo = env().repo("notfound");
         run_ok(&mut reg.berth(&["push", &reg.oci_ref(&repo, "v1"), app().to_str().unwrap()]));
         let dir = tempfile::tempdir().unwrap();
-        let out = run(&mut reg.berth(&["pull", &reg.oci_ref(&repo, "no-such-tag"), "-o", dir.path().to_str().unwrap()]));
+        let out =
+            run(&mut reg.berth(&["pull", &reg.oci_ref(&repo, "no-such-tag"), "-o", dir.path().to_str().unwrap()]));
         assert_eq!(out.code, Some(6), "{}: {}", reg.name, out.stderr);
         assert!(out.stderr.contains("not found"), "{}", out.stderr);
         let missing = format!("oci://{}/{repo}@sha256:{}", reg.host, "0".repeat(64));

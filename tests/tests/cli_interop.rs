@@ -26,10 +26,24 @@ fn flux(reg: &Reg, args: &[&str]) -> Command {
 fn flux_pulls_berth_artifact(reg: Reg) {
     let repo = env().repo("interop-flux-pull");
     let reference = reg.oci_ref(&repo, "v1");
-    run_ok(&mut reg.berth(&["push", &reference, app().to_str().unwrap(), "--source", "https://git.example/shop", "--revision", "main@sha1:abc"]));
+    run_ok(&mut reg.berth(&[
+        "push",
+        &reference,
+        app().to_str().unwrap(),
+        "--source",
+        "https://git.example/shop",
+        "--revision",
+        "main@sha1:abc",
+    ]));
     let out = tempfile::tempdir().unwrap();
     let pulled = run(&mut flux(&reg, &["pull", "artifact", &reference, "--output", out.path().to_str().unwrap()]));
-    assert!(pulled.status.success(), "flux pull artifact from {} failed:\n{}\n{}", reg.name, pulled.stdout, pulled.stderr);
+    assert!(
+        pulled.status.success(),
+        "flux pull artifact from {} failed:\n{}\n{}",
+        reg.name,
+        pulled.stdout,
+        pulled.stderr
+    );
     assert_same_tree(&app(), out.path());
     // Flux reads berth's annotations as its own metadata.
     let said = format!("{}{}", pulled.stdout, pulled.stderr);
@@ -61,7 +75,13 @@ fn berth_pulls_flux_artifact(reg: Reg) {
             "--revision=main@sha1:def",
         ],
     ));
-    assert!(pushed.status.success(), "flux push artifact to {} failed:\n{}\n{}", reg.name, pushed.stdout, pushed.stderr);
+    assert!(
+        pushed.status.success(),
+        "flux push artifact to {} failed:\n{}\n{}",
+        reg.name,
+        pushed.stdout,
+        pushed.stderr
+    );
     let out = tempfile::tempdir().unwrap();
     run_ok(&mut reg.berth(&["pull", &reference, "-o", out.path().to_str().unwrap()]));
     assert_same_tree(&app, out.path());
@@ -78,7 +98,18 @@ fn berth_and_flux_artifacts_share_the_config_blob() {
     let flux_ref = reg.oci_ref(&repo, "flux");
     let berth_ref = reg.oci_ref(&repo, "berth");
     let app = app();
-    run_ok(&mut flux(&reg, &["push", "artifact", &flux_ref, &format!("--path={}", app.display()), "--source=s", "--revision=r", "--reproducible"]));
+    run_ok(&mut flux(
+        &reg,
+        &[
+            "push",
+            "artifact",
+            &flux_ref,
+            &format!("--path={}", app.display()),
+            "--source=s",
+            "--revision=r",
+            "--reproducible",
+        ],
+    ));
     run_ok(&mut reg.berth(&["push", &berth_ref, app.to_str().unwrap(), "--source=s", "--revision=r"]));
     let config = |r: &str| json(&run_ok(&mut reg.berth(&["inspect", r, "--output", "json"])))["config"].clone();
     assert_eq!(config(&flux_ref), config(&berth_ref));
@@ -99,7 +130,13 @@ fn oras_reads_berth_artifacts() {
     for reg in [Reg::dist(), Reg::oci_tls()] {
         let env = env();
         let repo = env.repo("interop-oras");
-        let pushed = json(&run_ok(&mut reg.berth(&["push", &reg.oci_ref(&repo, "v1"), app().to_str().unwrap(), "--output", "json"])));
+        let pushed = json(&run_ok(&mut reg.berth(&[
+            "push",
+            &reg.oci_ref(&repo, "v1"),
+            app().to_str().unwrap(),
+            "--output",
+            "json",
+        ])));
         let digest = pushed["digest"].as_str().unwrap();
         let plain_ref = format!("{}/{repo}:v1", reg.host);
         // oras pull succeeds (it stores only titled layers; Flux-shaped layers carry no title).

@@ -46,7 +46,8 @@ fn every_bad_input_is_refused_and_nothing_is_pushed() {
 
 #[test]
 fn plain_secret_value_never_appears_in_the_error() {
-    let out = run(env().berth().args(["pack", testdata("invalid/plain-secret").to_str().unwrap(), "-o", "/nonexistent"]));
+    let out =
+        run(env().berth().args(["pack", testdata("invalid/plain-secret").to_str().unwrap(), "-o", "/nonexistent"]));
     assert_eq!(out.code, Some(3));
     assert!(!out.stderr.contains("not-a-real-password"), "secret value leaked: {}", out.stderr);
 }
@@ -61,7 +62,11 @@ fn allow_secrets_and_encrypted_secrets_pass() {
         testdata("invalid/plain-secret").to_str().unwrap(),
         "--allow-secrets",
     ]));
-    run_ok(&mut reg.berth(&["push", &reg.oci_ref(&repo, "encrypted"), testdata("encrypted-secrets").to_str().unwrap()]));
+    run_ok(&mut reg.berth(&[
+        "push",
+        &reg.oci_ref(&repo, "encrypted"),
+        testdata("encrypted-secrets").to_str().unwrap(),
+    ]));
     let mut tags = reg.tags(&repo);
     tags.sort();
     assert_eq!(tags, ["encrypted", "plain"]);

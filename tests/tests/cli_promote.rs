@@ -9,10 +9,17 @@ use cli_common::{Reg, app, assert_same_tree, json};
 
 #[test]
 fn promote_across_registries_keeps_the_digest() {
-    for (src, dst) in [(Reg::dist(), Reg::oci_tls()), (Reg::oci_tls(), Reg::dist()), (Reg::dist_tls(), Reg::oci_tls())] {
+    for (src, dst) in [(Reg::dist(), Reg::oci_tls()), (Reg::oci_tls(), Reg::dist()), (Reg::dist_tls(), Reg::oci_tls())]
+    {
         let src_repo = env().repo("promote-src");
         let dst_repo = env().repo("promote-dst");
-        let pushed = json(&run_ok(&mut src.berth(&["push", &src.oci_ref(&src_repo, "rc1"), app().to_str().unwrap(), "--output", "json"])));
+        let pushed = json(&run_ok(&mut src.berth(&[
+            "push",
+            &src.oci_ref(&src_repo, "rc1"),
+            app().to_str().unwrap(),
+            "--output",
+            "json",
+        ])));
         let digest = pushed["digest"].as_str().unwrap();
         let source = format!("oci://{}/{src_repo}@{digest}", src.host);
         // Source flags are the globals; the destination gets its own (as skopeo's --dest-*).
@@ -39,9 +46,19 @@ fn promote_between_plain_registries_keeps_the_digest() {
     let (src, dst) = (Reg::dist(), Reg::oci());
     let src_repo = env().repo("promote-plain-src");
     let dst_repo = env().repo("promote-plain-dst");
-    let pushed = json(&run_ok(&mut src.berth(&["push", &src.oci_ref(&src_repo, "rc1"), app().to_str().unwrap(), "--output", "json"])));
+    let pushed = json(&run_ok(&mut src.berth(&[
+        "push",
+        &src.oci_ref(&src_repo, "rc1"),
+        app().to_str().unwrap(),
+        "--output",
+        "json",
+    ])));
     let digest = pushed["digest"].as_str().unwrap();
-    let out = run_ok(&mut src.berth(&["promote", &format!("oci://{}/{src_repo}@{digest}", src.host), &dst.oci_ref(&dst_repo, "prod")]));
+    let out = run_ok(&mut src.berth(&[
+        "promote",
+        &format!("oci://{}/{src_repo}@{digest}", src.host),
+        &dst.oci_ref(&dst_repo, "prod"),
+    ]));
     assert!(out.trim().ends_with(digest), "{out}");
     assert_eq!(dst.oras_digest(&dst_repo, "prod"), digest);
 }
@@ -51,13 +68,20 @@ fn promote_from_a_tag_refuses_without_resolve() {
     let reg = Reg::dist();
     let repo = env().repo("promote-tag");
     let dst_repo = env().repo("promote-tag-dst");
-    let pushed = json(&run_ok(&mut reg.berth(&["push", &reg.oci_ref(&repo, "rc1"), app().to_str().unwrap(), "--output", "json"])));
+    let pushed = json(&run_ok(&mut reg.berth(&[
+        "push",
+        &reg.oci_ref(&repo, "rc1"),
+        app().to_str().unwrap(),
+        "--output",
+        "json",
+    ])));
     let refused = run(&mut reg.berth(&["promote", &reg.oci_ref(&repo, "rc1"), &reg.oci_ref(&dst_repo, "prod")]));
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("--resolve"), "{}", refused.stderr);
     assert!(reg.tags(&dst_repo).is_empty(), "promote without --resolve copied something");
 
-    let resolved = run_ok(&mut reg.berth(&["promote", &reg.oci_ref(&repo, "rc1"), &reg.oci_ref(&dst_repo, "prod"), "--resolve"]));
+    let resolved =
+        run_ok(&mut reg.berth(&["promote", &reg.oci_ref(&repo, "rc1"), &reg.oci_ref(&dst_repo, "prod"), "--resolve"]));
     assert!(resolved.trim().ends_with(pushed["digest"].as_str().unwrap()), "{resolved}");
     assert_eq!(reg.tags(&dst_repo), ["prod"]);
 }

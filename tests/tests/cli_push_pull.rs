@@ -14,9 +14,7 @@ fn push_pull_round_trip(reg: Reg) {
     let app_path = app.to_str().unwrap();
     let meta = ["--source", "https://git.example/shop", "--revision", "main@sha1:0123456789abcdef"];
 
-    let pushed = json(&run_ok(
-        reg.berth(&["push", &reference, app_path, "--output", "json"]).args(meta),
-    ));
+    let pushed = json(&run_ok(reg.berth(&["push", &reference, app_path, "--output", "json"]).args(meta)));
     let digest = pushed["digest"].as_str().unwrap().to_string();
     assert!(digest.starts_with("sha256:"), "{pushed}");
     assert_eq!(pushed["tag"], "v1");
@@ -88,7 +86,11 @@ fn pushing_a_packed_layout_keeps_its_digest() {
     let repo = env().repo("push-layout");
     let layout = tempfile::tempdir().unwrap();
     let packed = run_ok(
-        env().berth().args(["pack", app().to_str().unwrap(), "-o"]).arg(layout.path()).args(["--created", "2024-05-01T12:00:00Z"]),
+        env()
+            .berth()
+            .args(["pack", app().to_str().unwrap(), "-o"])
+            .arg(layout.path())
+            .args(["--created", "2024-05-01T12:00:00Z"]),
     );
     let pushed = run_ok(&mut reg.berth(&["push", &reg.oci_ref(&repo, "offline"), layout.path().to_str().unwrap()]));
     assert!(pushed.trim().ends_with(packed.trim()), "layout push {pushed} vs pack {packed}");
@@ -161,7 +163,9 @@ fn diff_never_prints_secret_values() {
     let reference = reg.oci_ref(&repo, "v1");
     let dir = tempfile::tempdir().unwrap();
     let secret = |value: &str| {
-        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: shop\nstringData:\n  password: {value}\n")
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: shop\nstringData:\n  password: {value}\n"
+        )
     };
     std::fs::write(dir.path().join("secret.yaml"), secret("old-value-1234")).unwrap();
     run_ok(&mut reg.berth(&["push", &reference, dir.path().to_str().unwrap(), "--allow-secrets"]));

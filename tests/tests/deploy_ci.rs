@@ -36,7 +36,8 @@ fn checkout(env: &Env) -> Checkout {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("k8s")).unwrap();
-    std::fs::write(root.join("k8s/kustomization.yaml"), "resources:\n  - app.yaml\ncommonLabels:\n  app: shop\n").unwrap();
+    std::fs::write(root.join("k8s/kustomization.yaml"), "resources:\n  - app.yaml\ncommonLabels:\n  app: shop\n")
+        .unwrap();
     std::fs::write(
         root.join("k8s/app.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop-config\ndata:\n  LOG_LEVEL: info\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\nspec:\n  ports:\n    - port: 80\n",
@@ -44,7 +45,13 @@ fn checkout(env: &Env) -> Checkout {
     .unwrap();
     let secrets = root.join(".secrets");
     std::fs::create_dir_all(&secrets).unwrap();
-    run_ok(env.berth().env("COSIGN_PASSWORD", KEY_PASSWORD).arg("keygen").arg("--output-key-prefix").arg(secrets.join("cosign")));
+    run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", KEY_PASSWORD)
+            .arg("keygen")
+            .arg("--output-key-prefix")
+            .arg(secrets.join("cosign")),
+    );
     std::fs::rename(secrets.join("cosign.pub"), root.join("cosign.pub")).unwrap();
     let bin = root.join(".bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -83,7 +90,14 @@ fn key_values(path: &Path) -> BTreeMap<String, String> {
 fn verified_digest(env: &Env, co: &Checkout, reference: &str) -> String {
     let out = run_ok(
         env.berth()
-            .args(["verify", reference, "--output", "json", "--creds", &format!("{}:{}", env.registry_user, env.registry_password)])
+            .args([
+                "verify",
+                reference,
+                "--output",
+                "json",
+                "--creds",
+                &format!("{}:{}", env.registry_user, env.registry_password),
+            ])
             .arg("--ca-file")
             .arg(&env.ca_file)
             .arg("--key")
@@ -102,7 +116,9 @@ fn github_expr(value: &str, known: &BTreeMap<String, String>) -> String {
         out.push_str(&rest[..start]);
         let end = rest[start..].find("}}").map(|e| start + e).expect("unterminated ${{");
         let expr = rest[start + 3..end].trim();
-        let v = known.get(expr).unwrap_or_else(|| panic!("the template uses ${{{{ {expr} }}}}, which this test does not provide"));
+        let v = known
+            .get(expr)
+            .unwrap_or_else(|| panic!("the template uses ${{{{ {expr} }}}}, which this test does not provide"));
         out.push_str(v);
         rest = &rest[end + 2..];
     }
@@ -179,8 +195,16 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
             vars.insert(k, github_expr(&v, &expressions));
         }
         let out = run(shell(env, &co, &vars).args(["--noprofile", "--norc", "-eo", "pipefail", "-c", script]));
-        assert!(out.status.success(), "step {name:?} failed:\n--- script\n{script}\n--- stdout\n{}\n--- stderr\n{}", out.stdout, out.stderr);
-        assert!(!out.stderr.contains("BEGIN ENCRYPTED") && !out.stdout.contains(KEY_PASSWORD), "step {name:?} printed a secret");
+        assert!(
+            out.status.success(),
+            "step {name:?} failed:\n--- script\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("BEGIN ENCRYPTED") && !out.stdout.contains(KEY_PASSWORD),
+            "step {name:?} printed a secret"
+        );
         if let Some(id) = step["id"].as_str() {
             for (k, v) in key_values(&output) {
                 expressions.insert(format!("steps.{id}.outputs.{k}"), v);
@@ -205,7 +229,14 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
     // The revision and source the cluster will report.
     let inspect = run_ok(
         env.berth()
-            .args(["inspect", &artifact, "--output", "json", "--creds", &format!("{}:{}", env.registry_user, env.registry_password)])
+            .args([
+                "inspect",
+                &artifact,
+                "--output",
+                "json",
+                "--creds",
+                &format!("{}:{}", env.registry_user, env.registry_password),
+            ])
             .arg("--ca-file")
             .arg(&env.ca_file),
     );

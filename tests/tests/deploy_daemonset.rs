@@ -30,12 +30,19 @@ fn the_daemonset_overlay_runs_one_hardened_agent_pod_per_node() {
     let ds = format!("daemonset/{prefix}berth-agent");
     run_ok(env.kubectl_cmd().args(["rollout", "status", &ds, "-n", system.name(), "--timeout=120s"]));
     let nodes = run_ok(env.kubectl_cmd().args(["get", "nodes", "-l", "kubernetes.io/os=linux", "-o", "name"]));
-    let status: Value = serde_json::from_str(&run_ok(env.kubectl_cmd().args(["get", &ds, "-n", system.name(), "-o", "json"]))).unwrap();
+    let status: Value =
+        serde_json::from_str(&run_ok(env.kubectl_cmd().args(["get", &ds, "-n", system.name(), "-o", "json"]))).unwrap();
     let want = nodes.lines().count() as i64;
     assert!(want > 0, "the test cluster has Linux nodes");
     assert_eq!(status["status"]["numberReady"], want, "one ready agent pod per node: {}", status["status"]);
     // The namespace enforces "restricted": had a pod violated it, the DaemonSet could not
     // have created it, and the rollout above would not have finished.
-    let labels = run_ok(env.kubectl_cmd().args(["get", "namespace", system.name(), "-o", "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}"]));
+    let labels = run_ok(env.kubectl_cmd().args([
+        "get",
+        "namespace",
+        system.name(),
+        "-o",
+        "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}",
+    ]));
     assert_eq!(labels, "restricted");
 }

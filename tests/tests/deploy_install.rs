@@ -15,7 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use berth_e2e::{env, run, run_ok};
-use deploy_common::{FreshCluster, Process, agent_args, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until};
+use deploy_common::{
+    FreshCluster, Process, agent_args, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until,
+};
 use serde_json::Value;
 
 /// Every kustomization in `deploy/` a user applies, rendered; the tenant one through an
@@ -38,7 +40,8 @@ fn renderings(env: &berth_e2e::Env, scratch: &Path) -> Vec<(String, String)> {
 
 /// The pod template of every Deployment/DaemonSet meets the hardening the README promises.
 fn assert_hardened(name: &str, docs: &[Value]) {
-    let workloads: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet").collect();
+    let workloads: Vec<&Value> =
+        docs.iter().filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet").collect();
     if name.starts_with("tenant") {
         assert!(workloads.is_empty(), "{name}: the tenant kustomization runs nothing");
         return;
@@ -141,12 +144,25 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
             Duration::from_secs(60),
             || format!("--- agent log\n{}", agent_log(scratch.path())),
             || {
-                let out = run(kubectl().args(["get", "lease", "berth-agent", "-n", "berth-system", "-o", "jsonpath={.spec.holderIdentity}"]));
+                let out = run(kubectl().args([
+                    "get",
+                    "lease",
+                    "berth-agent",
+                    "-n",
+                    "berth-system",
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ]));
                 out.stdout.trim() == "berth-agent-e2e-0"
             },
         );
     }
-    wait_until("the controller to start", Duration::from_secs(60), || agent.log(), || agent.log().contains("controller started"));
+    wait_until(
+        "the controller to start",
+        Duration::from_secs(60),
+        || agent.log(),
+        || agent.log().contains("controller started"),
+    );
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
 
     // 6. What the shipped account may not do (TokenRequest token, checked by trying).
@@ -156,9 +172,19 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
         cmd
     };
     let out = run(as_agent().args(["get", "secrets", "-n", "team-a"]));
-    assert!(!out.status.success() && out.stderr.contains("forbidden"), "reads Secrets of a namespace that did not opt in: {}{}", out.stdout, out.stderr);
+    assert!(
+        !out.status.success() && out.stderr.contains("forbidden"),
+        "reads Secrets of a namespace that did not opt in: {}{}",
+        out.stdout,
+        out.stderr
+    );
     let out = run(as_agent().args(["get", "secrets", "-n", "berth-system"]));
-    assert!(!out.status.success() && out.stderr.contains("forbidden"), "reads Secrets in its own namespace: {}{}", out.stdout, out.stderr);
+    assert!(
+        !out.status.success() && out.stderr.contains("forbidden"),
+        "reads Secrets in its own namespace: {}{}",
+        out.stdout,
+        out.stderr
+    );
     for (verb, resource, ns) in [
         ("create", "clusterrolebindings", None),
         ("create", "deployments", Some("team-a")),
@@ -190,7 +216,11 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     let keys = scratch.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(keys.join("ci")));
-    run_ok(kubectl().args(["create", "secret", "generic", "signing-key", "-n", "berth-system"]).arg(format!("--from-file=cosign.pub={}", keys.join("ci.pub").display())));
+    run_ok(
+        kubectl()
+            .args(["create", "secret", "generic", "signing-key", "-n", "berth-system"])
+            .arg(format!("--from-file=cosign.pub={}", keys.join("ci.pub").display())),
+    );
     let app = scratch.path().join("platform");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(
@@ -199,7 +229,14 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     )
     .unwrap();
     let url = format!("oci://{}/{}", env.registry_dist, env.repo("deploy-simple"));
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").args(["push", &format!("{url}:v1")]).arg(&app).args(["--insecure", "--sign-key"]).arg(keys.join("ci.key")));
+    run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", "e2e")
+            .args(["push", &format!("{url}:v1")])
+            .arg(&app)
+            .args(["--insecure", "--sign-key"])
+            .arg(keys.join("ci.key")),
+    );
     let source = scratch.path().join("source.yaml");
     std::fs::write(
         &source,
@@ -207,22 +244,49 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     )
     .unwrap();
     run_ok(kubectl().args(["apply", "-f"]).arg(&source));
-    let waited = run(kubectl().args(["wait", "--for=condition=Ready", "source/platform", "-n", "berth-system", "--timeout=120s"]));
+    let waited = run(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "source/platform",
+        "-n",
+        "berth-system",
+        "--timeout=120s",
+    ]));
     if !waited.status.success() {
         let status = run(kubectl().args(["get", "source", "platform", "-n", "berth-system", "-o", "yaml"]));
         panic!("the platform Source did not become Ready:\n{}\n--- agent log\n{}", status.stdout, agent.log());
     }
-    assert_eq!(run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])), "gold");
+    assert_eq!(
+        run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])),
+        "gold"
+    );
     run_ok(kubectl().args(["get", "clusterrole", "platform-reader"]));
 
     // 8. The push receiver works with the shipped RBAC once its Secret exists, and refuses
     //    anyone without the token.
     if let Some(addr) = receiver_addr(&agent.log()) {
-        run_ok(kubectl().args(["create", "secret", "generic", "berth-receiver", "-n", "berth-system", "--from-literal=token=e2e-receiver-token"]));
+        run_ok(kubectl().args([
+            "create",
+            "secret",
+            "generic",
+            "berth-receiver",
+            "-n",
+            "berth-system",
+            "--from-literal=token=e2e-receiver-token",
+        ]));
         let post = |token: &str| {
             let out = run_ok(Command::new("curl").args([
-                "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--max-time", "10",
-                "-H", &format!("Authorization: Bearer {token}"),
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "--max-time",
+                "10",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
                 &format!("http://{addr}/hook/sources/berth-system/platform"),
             ]));
             out.trim().to_string()
@@ -230,7 +294,11 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
         assert_eq!(post("wrong-token"), "401", "a wrong token is refused");
         assert_eq!(post("e2e-receiver-token"), "202", "the leader accepts a trigger\n{}", agent.log());
     } else {
-        assert!(!args.iter().any(|a| a.starts_with("--receiver-addr")), "the receiver did not log its address:\n{}", agent.log());
+        assert!(
+            !args.iter().any(|a| a.starts_with("--receiver-addr")),
+            "the receiver did not log its address:\n{}",
+            agent.log()
+        );
     }
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
     drop(agent);
@@ -241,8 +309,12 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     run_ok(kubectl().args(["wait", "--for=delete", "crd/sources.berth.dev", "--timeout=60s"]));
     let gone = run(kubectl().args(["get", "clusterrole", "berth-agent"]));
     assert!(!gone.status.success(), "ClusterRole berth-agent survived the uninstall");
-    assert_eq!(run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])), "gold");
-    let members = run_ok(kubectl().args(["get", "clusterrole", "platform-reader", "-o", "jsonpath={.metadata.labels}"]));
+    assert_eq!(
+        run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])),
+        "gold"
+    );
+    let members =
+        run_ok(kubectl().args(["get", "clusterrole", "platform-reader", "-o", "jsonpath={.metadata.labels}"]));
     assert!(members.contains("applyset.kubernetes.io/part-of"), "still labelled as an ApplySet member: {members}");
     drop(fresh);
 }

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_e2e::{Env, env, run, run_ok, unique_name};
-use deploy_common::{ClusterScoped, Process, agent_args, deploy_dir, prefixed_install, documents, find, kustomize, relative, token_kubeconfig, wait_until};
+use deploy_common::{
+    ClusterScoped, Process, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, relative,
+    token_kubeconfig, wait_until,
+};
 use serde_json::Value;
 
 /// `deploy/base` in `system` under `prefix` (see [`prefixed_install`]) and `deploy/tenant`
@@ -41,7 +44,11 @@ fn write_install(dir: &Path, prefix: &str, system: &str, tenant: &str, run_label
 }
 
 fn install_crd(env: &Env) {
-    run_ok(env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(deploy_dir().join("base/crd.yaml")));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(deploy_dir().join("base/crd.yaml")),
+    );
     run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=60s"]));
 }
 
@@ -55,7 +62,14 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
 /// Pushes `dir` signed with `key` to the plain-HTTP registry; returns the repository URL.
 fn push(env: &Env, dir: &Path, key: &Path, name: &str) -> String {
     let url = format!("oci://{}/{}", env.registry_dist, env.repo(name));
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").args(["push", &format!("{url}:v1")]).arg(dir).args(["--insecure", "--sign-key"]).arg(key));
+    run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", "e2e")
+            .args(["push", &format!("{url}:v1")])
+            .arg(dir)
+            .args(["--insecure", "--sign-key"])
+            .arg(key),
+    );
     url
 }
 
@@ -109,10 +123,25 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     let docs = documents(&rendered);
     let install_file = write(scratch.path(), "install.yaml", &rendered);
     run_ok(env.kubectl_cmd().args(["apply", "--server-side", "-f"]).arg(&install_file));
-    run_ok(env.kubectl_cmd().args(["create", "secret", "generic", "private", "-n", other.name(), "--from-literal=password=hunter2"]));
+    run_ok(env.kubectl_cmd().args([
+        "create",
+        "secret",
+        "generic",
+        "private",
+        "-n",
+        other.name(),
+        "--from-literal=password=hunter2",
+    ]));
     // The agent's pods are admitted under Pod Security "restricted" (kwok runs them).
     let deployment_name = format!("{prefix}berth-agent");
-    run_ok(env.kubectl_cmd().args(["rollout", "status", &format!("deployment/{deployment_name}"), "-n", system.name(), "--timeout=120s"]));
+    run_ok(env.kubectl_cmd().args([
+        "rollout",
+        "status",
+        &format!("deployment/{deployment_name}"),
+        "-n",
+        system.name(),
+        "--timeout=120s",
+    ]));
 
     // Trust: a key pair; the public half in the team namespace.
     let (key, public) = {
@@ -120,12 +149,20 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&p));
         (p.with_extension("key"), p.with_extension("pub"))
     };
-    run_ok(env.kubectl_cmd().args(["create", "secret", "generic", "signing-key", "-n", tenant.name()]).arg(format!("--from-file=cosign.pub={}", public.display())));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["create", "secret", "generic", "signing-key", "-n", tenant.name()])
+            .arg(format!("--from-file=cosign.pub={}", public.display())),
+    );
 
     // Artifacts: an app, and an attempt to make the team's applier a cluster admin.
     let escalation = format!("{id}-escalate");
     let app_dir = scratch.path().join("app");
-    write(&app_dir, "config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config}\ndata: {greeting: hello}\n");
+    write(
+        &app_dir,
+        "config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config}\ndata: {greeting: hello}\n",
+    );
     // A workload too: Ready waits for it to be available, read with the agent's tenant rights.
     write(
         &app_dir,
@@ -142,7 +179,11 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         ),
     );
     let plain_dir = scratch.path().join("plain");
-    write(&plain_dir, "config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain-config}\ndata: {greeting: hi}\n");
+    write(
+        &plain_dir,
+        "config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain-config}\ndata: {greeting: hi}\n",
+    );
     let app_url = push(env, &app_dir, &key, "deploy-tenant-app");
     let esc_url = push(env, &esc_dir, &key, "deploy-tenant-escalate");
     let plain_url = push(env, &plain_dir, &key, "deploy-tenant-plain");
@@ -159,7 +200,14 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
 
     // The agent: the shipped account's token (TokenRequest), the Deployment's arguments;
     // --watch-namespace only keeps it off other tests' Sources.
-    let token = run_ok(env.kubectl_cmd().args(["create", "token", &format!("{prefix}berth-agent"), "-n", system.name(), "--duration=1h"]));
+    let token = run_ok(env.kubectl_cmd().args([
+        "create",
+        "token",
+        &format!("{prefix}berth-agent"),
+        "-n",
+        system.name(),
+        "--duration=1h",
+    ]));
     let kubeconfig = token_kubeconfig(scratch.path(), &env.apiserver, &env.ca_file, token.trim(), system.name());
     let deployment = find(&docs, "Deployment", &deployment_name);
     let mut args = agent_args(deployment);
@@ -178,7 +226,8 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         let agent = &agent;
         let tenant_ns = tenant_ns.clone();
         move || {
-            let status = run(env.kubectl_cmd().args(["get", "sources.berth.dev", name, "-n", &tenant_ns, "-o", "yaml"]));
+            let status =
+                run(env.kubectl_cmd().args(["get", "sources.berth.dev", name, "-n", &tenant_ns, "-o", "yaml"]));
             format!("--- Source {name}\n{}\n--- agent log\n{}", status.stdout, agent.log())
         }
     };
@@ -187,21 +236,53 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     wait_until("Source app Ready=True", Duration::from_secs(120), context("app"), || {
         ready(env, tenant.name(), "app").is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
     });
-    let cm = run_ok(env.kubectl_cmd().args(["get", "configmap", "app-config", "-n", tenant.name(), "-o", "jsonpath={.data.greeting}"]));
+    let cm = run_ok(env.kubectl_cmd().args([
+        "get",
+        "configmap",
+        "app-config",
+        "-n",
+        tenant.name(),
+        "-o",
+        "jsonpath={.data.greeting}",
+    ]));
     assert_eq!(cm, "hello");
-    let available = run_ok(env.kubectl_cmd().args(["get", "deployment", "web", "-n", tenant.name(), "-o", "jsonpath={.status.availableReplicas}"]));
+    let available = run_ok(env.kubectl_cmd().args([
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        tenant.name(),
+        "-o",
+        "jsonpath={.status.availableReplicas}",
+    ]));
     assert_eq!(available, "1", "Ready=True only once the Deployment is available");
     // The shipped RBAC lets the agent record Events on the Source.
     wait_until("an Applied Event on Source app", Duration::from_secs(30), context("app"), || {
         let events = run_ok(env.kubectl_cmd().args([
-            "get", "events.events.k8s.io", "-n", tenant.name(), "--field-selector", "regarding.name=app", "-o", "jsonpath={.items[*].reason}",
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            tenant.name(),
+            "--field-selector",
+            "regarding.name=app",
+            "-o",
+            "jsonpath={.items[*].reason}",
         ]));
         events.split_whitespace().any(|r| r == "Applied")
     });
     wait_until("Source plain Ready=True", Duration::from_secs(90), context("plain"), || {
         ready(env, tenant.name(), "plain").is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
     });
-    let managers = run_ok(env.kubectl_cmd().args(["get", "configmap", "plain-config", "-n", tenant.name(), "-o", "json", "--show-managed-fields"]));
+    let managers = run_ok(env.kubectl_cmd().args([
+        "get",
+        "configmap",
+        "plain-config",
+        "-n",
+        tenant.name(),
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]));
     assert!(managers.contains("\"berth\""), "applied by berth: {managers}");
 
     // A Source naming a ServiceAccount that is not the team's applier (here: one that does not
@@ -211,7 +292,10 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     });
     let (_, reason, message) = ready(env, tenant.name(), "ghost").unwrap();
     assert_eq!(reason, "Forbidden", "{message}");
-    assert!(message.contains("\"ghost\"") && message.contains("impersonate"), "the condition names the account: {message}");
+    assert!(
+        message.contains("\"ghost\"") && message.contains("impersonate"),
+        "the condition names the account: {message}"
+    );
 
     // Escalation through the tenant: the ClusterRoleBinding is refused and never exists.
     wait_until("Source escalate Ready=False", Duration::from_secs(90), context("escalate"), || {
@@ -221,7 +305,8 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     assert_eq!(reason, "Forbidden", "{message}");
     assert!(message.contains("clusterrolebindings") && message.contains("forbidden"), "{message}");
     assert!(!message.contains("Status {"), "the condition carries the API server's sentence, not a dump: {message}");
-    let crb = run_ok(env.kubectl_cmd().args(["get", "clusterrolebinding", &escalation, "--ignore-not-found", "-o", "name"]));
+    let crb =
+        run_ok(env.kubectl_cmd().args(["get", "clusterrolebinding", &escalation, "--ignore-not-found", "-o", "name"]));
     assert!(crb.trim().is_empty(), "the tenant's artifact created a ClusterRoleBinding");
 
     // By trying, with the agent's own token.
@@ -231,38 +316,93 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         cmd
     };
     let out = run(as_agent().args(["get", "secret", "private", "-n", other.name(), "-o", "yaml"]));
-    assert!(!out.status.success() && out.stderr.contains("forbidden"), "read another namespace's Secret: {}{}", out.stdout, out.stderr);
-    assert!(!out.stdout.contains("aHVudGVyMg"), "the Secret's value came back");
-    let crb_file = write(
-        scratch.path(),
-        "crb.yaml",
-        &std::fs::read_to_string(esc_dir.join("crb.yaml")).unwrap(),
+    assert!(
+        !out.status.success() && out.stderr.contains("forbidden"),
+        "read another namespace's Secret: {}{}",
+        out.stdout,
+        out.stderr
     );
+    assert!(!out.stdout.contains("aHVudGVyMg"), "the Secret's value came back");
+    let crb_file = write(scratch.path(), "crb.yaml", &std::fs::read_to_string(esc_dir.join("crb.yaml")).unwrap());
     let applier = format!("system:serviceaccount:{}:berth-applier", tenant.name());
     let out = run(as_agent().args(["apply", "--server-side", "--as", &applier, "-f"]).arg(&crb_file));
-    assert!(!out.status.success() && out.stderr.contains("forbidden"), "applied a ClusterRoleBinding as the applier: {}{}", out.stdout, out.stderr);
-    let out = run(as_agent().args(["get", "configmaps", "-n", tenant.name(), "--as", &format!("system:serviceaccount:{}:default", tenant.name())]));
-    assert!(!out.status.success() && out.stderr.contains("cannot impersonate"), "impersonated another account: {}{}", out.stdout, out.stderr);
+    assert!(
+        !out.status.success() && out.stderr.contains("forbidden"),
+        "applied a ClusterRoleBinding as the applier: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = run(as_agent().args([
+        "get",
+        "configmaps",
+        "-n",
+        tenant.name(),
+        "--as",
+        &format!("system:serviceaccount:{}:default", tenant.name()),
+    ]));
+    assert!(
+        !out.status.success() && out.stderr.contains("cannot impersonate"),
+        "impersonated another account: {}{}",
+        out.stdout,
+        out.stderr
+    );
 
     // And by SubjectAccessReview (as the API server's authorizer sees it).
     let agent_user = format!("system:serviceaccount:{}:{prefix}berth-agent", system.name());
     let sar_dir = scratch.path().join("sar");
-    assert!(!access_review(env, &sar_dir, &agent_user, "get", "", "secrets", Some(other.name())), "agent may read Secrets in {}", other.name());
-    assert!(!access_review(env, &sar_dir, &agent_user, "list", "", "secrets", None), "agent may list Secrets cluster-wide");
-    assert!(!access_review(env, &sar_dir, &applier, "create", "rbac.authorization.k8s.io", "clusterrolebindings", None), "the applier may create ClusterRoleBindings");
+    assert!(
+        !access_review(env, &sar_dir, &agent_user, "get", "", "secrets", Some(other.name())),
+        "agent may read Secrets in {}",
+        other.name()
+    );
+    assert!(
+        !access_review(env, &sar_dir, &agent_user, "list", "", "secrets", None),
+        "agent may list Secrets cluster-wide"
+    );
+    assert!(
+        !access_review(env, &sar_dir, &applier, "create", "rbac.authorization.k8s.io", "clusterrolebindings", None),
+        "the applier may create ClusterRoleBindings"
+    );
     // Positive controls, so a "no" above is a real answer.
-    assert!(access_review(env, &sar_dir, &agent_user, "get", "", "secrets", Some(tenant.name())), "agent must read the team's trust keys");
-    assert!(access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(tenant.name())), "the applier must write in its namespace");
-    assert!(!access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(other.name())), "the applier may write in another namespace");
+    assert!(
+        access_review(env, &sar_dir, &agent_user, "get", "", "secrets", Some(tenant.name())),
+        "agent must read the team's trust keys"
+    );
+    assert!(
+        access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(tenant.name())),
+        "the applier must write in its namespace"
+    );
+    assert!(
+        !access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(other.name())),
+        "the applier may write in another namespace"
+    );
 
     // Uninstalling deletes Sources (with the CRD); what they applied stays, still labelled as
     // a member of its ApplySet, so removing it is a deliberate, separate step.
     let source = run_ok(env.kubectl_cmd().args(["get", "sources.berth.dev", "app", "-n", tenant.name(), "-o", "json"]));
     let source: Value = serde_json::from_str(&source).unwrap();
-    let set_id = source["metadata"]["labels"]["applyset.kubernetes.io/id"].as_str().expect("ApplySet id label").to_string();
-    run_ok(env.kubectl_cmd().args(["delete", "sources.berth.dev", "app", "-n", tenant.name(), "--wait=true", "--timeout=60s"]));
+    let set_id =
+        source["metadata"]["labels"]["applyset.kubernetes.io/id"].as_str().expect("ApplySet id label").to_string();
+    run_ok(env.kubectl_cmd().args([
+        "delete",
+        "sources.berth.dev",
+        "app",
+        "-n",
+        tenant.name(),
+        "--wait=true",
+        "--timeout=60s",
+    ]));
     std::thread::sleep(Duration::from_secs(3)); // a reconcile in flight would have finished by now
-    let left = run_ok(env.kubectl_cmd().args(["get", "configmaps", "-n", tenant.name(), "-l", &format!("applyset.kubernetes.io/part-of={set_id}"), "-o", "name"]));
+    let left = run_ok(env.kubectl_cmd().args([
+        "get",
+        "configmaps",
+        "-n",
+        tenant.name(),
+        "-l",
+        &format!("applyset.kubernetes.io/part-of={set_id}"),
+        "-o",
+        "name",
+    ]));
     assert_eq!(left.trim(), "configmap/app-config", "the applied objects outlive their Source");
     drop(agent);
 }

@@ -192,7 +192,8 @@ fn empty_trusted_root() -> PathBuf {
         let dir = std::env::temp_dir();
         let path = dir.join("berth-e2e-empty-trusted-root.json");
         let partial = dir.join(format!("berth-e2e-empty-trusted-root.{}.tmp", std::process::id()));
-        std::fs::write(&partial, br#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#).unwrap();
+        std::fs::write(&partial, br#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#)
+            .unwrap();
         std::fs::rename(&partial, &path).unwrap();
         path
     })
@@ -205,7 +206,15 @@ fn cosign_verify(reg: Registry<'_>, bin: &Path, repo: &str, selector: &str, key:
     let root = empty_trusted_root();
     let mut cmd = reg.cosign(
         bin,
-        &["verify", "--insecure-ignore-tlog", "--trusted-root", root.to_str().unwrap(), "--key", key.to_str().unwrap(), &reference],
+        &[
+            "verify",
+            "--insecure-ignore-tlog",
+            "--trusted-root",
+            root.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            &reference,
+        ],
     );
     run(&mut cmd)
 }
@@ -287,13 +296,20 @@ fn cosign_v3_accepts_berth_bundle_as_referrer_until_the_tag_is_moved() {
         assert_eq!(signed["format"], "bundle", "{signed}");
 
         // The referrer is found through the real referrers API (oras discover).
-        let discovered = run_ok(&mut reg.oras(&["discover", "--format", "json", &format!("{}@{good}", reg.name(&repo))]));
+        let discovered =
+            run_ok(&mut reg.oras(&["discover", "--format", "json", &format!("{}@{good}", reg.name(&repo))]));
         assert!(discovered.contains("application/vnd.dev.sigstore.bundle.v0.3+json"), "{discovered}");
 
         // cosign v3 reads bundles by default; v2.6 does too once given a trusted root.
         for cosign in [&env.cosign_v3, &env.cosign_v2] {
             let out = cosign_verify(reg, cosign, &repo, ":v1", &public);
-            assert!(out.status.success(), "{} verify of berth's bundle failed:\n{}\n{}", cosign.display(), out.stdout, out.stderr);
+            assert!(
+                out.status.success(),
+                "{} verify of berth's bundle failed:\n{}\n{}",
+                cosign.display(),
+                out.stdout,
+                out.stderr
+            );
         }
 
         let tampered = reg.push_artifact(dir.path(), &repo, "evil", "kind: Secret\n");
@@ -398,7 +414,8 @@ fn berth_verify_rejects_other_keys_copied_corrupted_and_misdirected_signatures()
     let mut bytes: Vec<char> = sig.chars().collect();
     let i = bytes.len() / 2;
     bytes[i] = if bytes[i] == 'A' { 'B' } else { 'A' };
-    manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] = bytes.into_iter().collect::<String>().into();
+    manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] =
+        bytes.into_iter().collect::<String>().into();
     reg.put_manifest(dir.path(), &repo, &a_sig, &manifest);
     assert_rejected(&berth_verify(reg, &repo, ":a", &public), "does not verify");
 
@@ -410,7 +427,8 @@ fn berth_verify_rejects_other_keys_copied_corrupted_and_misdirected_signatures()
     let signed = berth_sign(reg, &repo, &a, &key, "bundle");
     let referrer = signed["location"].as_str().unwrap().trim_start_matches("referrer ").to_string();
     let mut manifest = reg.manifest(&repo, &referrer);
-    let b_descriptor = run_ok(&mut reg.oras(&["manifest", "fetch", "--descriptor", &format!("{}@{b}", reg.name(&repo))]));
+    let b_descriptor =
+        run_ok(&mut reg.oras(&["manifest", "fetch", "--descriptor", &format!("{}@{b}", reg.name(&repo))]));
     let b_descriptor: serde_json::Value = serde_json::from_str(&b_descriptor).unwrap();
     manifest["subject"]["digest"] = b.clone().into();
     manifest["subject"]["size"] = b_descriptor["size"].clone();
@@ -519,9 +537,15 @@ fn push_signs_and_promote_carries_both_formats_across_registries() {
 
     // Release manager: promote to the other registry, verifying first.
     let mut cmd = src.berth();
-    cmd.args(["--output", "json", "promote", &src.oci_url(&src_repo, &format!("@{digest}")), &dst.oci_url(&dst_repo, ":production")])
-        .arg("--key")
-        .arg(&public);
+    cmd.args([
+        "--output",
+        "json",
+        "promote",
+        &src.oci_url(&src_repo, &format!("@{digest}")),
+        &dst.oci_url(&dst_repo, ":production"),
+    ])
+    .arg("--key")
+    .arg(&public);
     let promoted: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
     assert_eq!(promoted["digest"], digest.as_str());
     assert_eq!(promoted["signatures"], 2, "{promoted}");

@@ -149,14 +149,8 @@ fn never_ready_image_makes_a_rollout_fail() {
         "--for=jsonpath={.status.phase}=Running",
         "--timeout=60s",
     ]));
-    let rollout = run(env.kubectl_cmd().args([
-        "rollout",
-        "status",
-        "deployment/stuck",
-        "-n",
-        ns.name(),
-        "--timeout=8s",
-    ]));
+    let rollout =
+        run(env.kubectl_cmd().args(["rollout", "status", "deployment/stuck", "-n", ns.name(), "--timeout=8s"]));
     assert!(!rollout.status.success(), "rollout of a never-ready image must not complete");
 }
 
@@ -191,9 +185,7 @@ fn rbac_is_enforced() {
     let ns = env.namespace("smoke-rbac");
     run_ok(env.kubectl_cmd().args(["create", "serviceaccount", "nobody", "-n", ns.name()]));
     let who = format!("system:serviceaccount:{}:nobody", ns.name());
-    let out = run(env.kubectl_cmd().args([
-        "auth", "can-i", "create", "configmaps", "-n", ns.name(), "--as", &who,
-    ]));
+    let out = run(env.kubectl_cmd().args(["auth", "can-i", "create", "configmaps", "-n", ns.name(), "--as", &who]));
     assert_eq!(out.stdout.trim(), "no", "a fresh ServiceAccount has no rights: {out:?}");
     // A token issued by the API server's service-account issuer authenticates.
     let token = run_ok(env.kubectl_cmd().args(["create", "token", "nobody", "-n", ns.name()]));
@@ -219,29 +211,18 @@ fn oras_round_trip(registry: &str, tls: bool) {
     } else {
         vec!["--plain-http".into()]
     };
-    run_ok(
-        env.tool(&env.oras)
-            .current_dir(dir.path())
-            .args(["push", &reference, "hello.txt"])
-            .args(&auth),
-    );
+    run_ok(env.tool(&env.oras).current_dir(dir.path()).args(["push", &reference, "hello.txt"]).args(&auth));
     let out = tempfile::tempdir().unwrap();
-    run_ok(
-        env.tool(&env.oras)
-            .args(["pull", &reference, "-o"])
-            .arg(out.path())
-            .args(&auth),
-    );
+    run_ok(env.tool(&env.oras).args(["pull", &reference, "-o"]).arg(out.path()).args(&auth));
     assert_eq!(fs::read_to_string(out.path().join("hello.txt")).unwrap(), content);
     if tls {
         // Without credentials the registry refuses.
-        let anon = run(
-            env.tool(&env.oras)
-                .args(["pull", &reference, "--ca-file"])
-                .arg(&env.ca_file)
-                .arg("-o")
-                .arg(out.path()),
-        );
+        let anon = run(env
+            .tool(&env.oras)
+            .args(["pull", &reference, "--ca-file"])
+            .arg(&env.ca_file)
+            .arg("-o")
+            .arg(out.path()));
         assert!(!anon.status.success(), "anonymous pull from {registry} must be refused");
     }
 }

@@ -86,14 +86,8 @@ fn local_objects(path: &str, allow_secrets: bool) -> Result<Objects, Failure> {
     let Input::Files { files, _spool } = input::collect(path)? else {
         return Err(Failure::usage(format!("{path} is an OCI image layout"), "diff takes the manifests directory"));
     };
-    let rules = BuildArgs {
-        source: None,
-        revision: None,
-        annotations: Vec::new(),
-        created: None,
-        allow_secrets,
-    }
-    .rules();
+    let rules =
+        BuildArgs { source: None, revision: None, annotations: Vec::new(), created: None, allow_secrets }.rules();
     let mut objects = Objects::new();
     let mut duplicates = DuplicateCheck::default();
     for file in &files {

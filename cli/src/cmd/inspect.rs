@@ -51,10 +51,7 @@ pub async fn run(global: &Global, args: InspectArgs) -> Result<(), Failure> {
     let get = |key: &str| annotations.get(key).map(String::as_str).unwrap_or("-");
     println!("Reference:   {reference}");
     println!("Digest:      {digest}");
-    println!(
-        "Media type:  {}",
-        artifact.manifest.media_type.as_deref().unwrap_or(oci::MEDIA_TYPE_IMAGE_MANIFEST)
-    );
+    println!("Media type:  {}", artifact.manifest.media_type.as_deref().unwrap_or(oci::MEDIA_TYPE_IMAGE_MANIFEST));
     println!("Config:      {} ({})", artifact.manifest.config.digest, artifact.manifest.config.media_type);
     println!("Layer:       {} ({}, {} bytes)", artifact.layer.digest, artifact.layer.media_type, artifact.layer.size);
     println!("Created:     {}", get(oci::ANNOTATION_CREATED));
@@ -68,7 +65,10 @@ pub async fn run(global: &Global, args: InspectArgs) -> Result<(), Failure> {
             println!("  {k}: {v}");
         }
     }
-    println!("Objects:     {objects}{}", if unparsable > 0 { format!(" ({unparsable} files not parsable)") } else { String::new() });
+    println!(
+        "Objects:     {objects}{}",
+        if unparsable > 0 { format!(" ({unparsable} files not parsable)") } else { String::new() }
+    );
     println!("Files:       {}", files.len());
     for f in &files {
         println!("  {}  ({} bytes)", f.name, f.size);

@@ -34,9 +34,16 @@ pub async fn run(global: &Global, args: ListArgs) -> Result<(), Failure> {
         let Some((bytes, _media_type, digest)) = registry.fetch_tagged_manifest(repo, &tag).await? else {
             continue;
         };
-        let annotations = serde_json::from_slice::<oci::ImageManifest>(&bytes).map(|m| m.annotations).unwrap_or_default();
+        let annotations =
+            serde_json::from_slice::<oci::ImageManifest>(&bytes).map(|m| m.annotations).unwrap_or_default();
         let get = |k: &str| annotations.get(k).cloned().unwrap_or_default();
-        rows.push((tag, digest.to_string(), get(oci::ANNOTATION_CREATED), get(oci::ANNOTATION_SOURCE), get(oci::ANNOTATION_REVISION)));
+        rows.push((
+            tag,
+            digest.to_string(),
+            get(oci::ANNOTATION_CREATED),
+            get(oci::ANNOTATION_SOURCE),
+            get(oci::ANNOTATION_REVISION),
+        ));
     }
     if global.json() {
         let items: Vec<_> = rows

@@ -275,12 +275,17 @@ pub fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
 const PROGRESS_MIN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A progress bar on stderr for `total` bytes, only when stderr is a terminal (silent in CI).
-pub fn progress_bar(global: &Global, total: u64, what: &str) -> Option<(indicatif::ProgressBar, berth::registry::Progress)> {
+pub fn progress_bar(
+    global: &Global,
+    total: u64,
+    what: &str,
+) -> Option<(indicatif::ProgressBar, berth::registry::Progress)> {
     if total < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() || global.json() {
         return None;
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_string());

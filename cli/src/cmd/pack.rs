@@ -96,12 +96,7 @@ pub async fn run(global: &Global, args: PackArgs) -> Result<(), Failure> {
         }))?;
     } else {
         println!("{}", descriptor.digest);
-        eprintln!(
-            "packed {} objects from {} files into {}",
-            built.objects,
-            built.files,
-            args.output_dir.display()
-        );
+        eprintln!("packed {} objects from {} files into {}", built.objects, built.files, args.output_dir.display());
     }
     Ok(())
 }

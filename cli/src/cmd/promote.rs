@@ -65,7 +65,10 @@ pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
         (None, Some(tag)) => {
             return Err(Failure::usage(
                 format!("{source} names a tag; promote takes a digest so that what you verified is what you ship"),
-                format!("promote {}@sha256:…, or pass --resolve to promote what tag '{tag}' points to now", source.repository_only()),
+                format!(
+                    "promote {}@sha256:…, or pass --resolve to promote what tag '{tag}' points to now",
+                    source.repository_only()
+                ),
             ));
         }
         (None, None) => {
@@ -79,9 +82,15 @@ pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
     let dst = args.destination_global(global).registry(&destination)?;
     let outcome =
         transfer::copy(&src, source.repository(), &digest, &dst, destination.repository(), destination.tag()).await?;
-    let signatures =
-        signing::copy_signatures_after_promote(global, &src, source.repository(), &dst, destination.repository(), &digest)
-            .await?;
+    let signatures = signing::copy_signatures_after_promote(
+        global,
+        &src,
+        source.repository(),
+        &dst,
+        destination.repository(),
+        &digest,
+    )
+    .await?;
     let url = format!("{destination}@{digest}");
     if global.json() {
         print_json(&serde_json::json!({
@@ -93,10 +102,7 @@ pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
         }))?;
     } else {
         println!("{url}");
-        eprintln!(
-            "promoted {digest} ({} blobs uploaded, {signatures} signatures copied)",
-            outcome.uploaded_blobs
-        );
+        eprintln!("promoted {digest} ({} blobs uploaded, {signatures} signatures copied)", outcome.uploaded_blobs);
     }
     Ok(())
 }

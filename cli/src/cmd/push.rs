@@ -62,7 +62,8 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
             }
             let (descriptor, _) = berth::layout::read_manifest(&dir)?;
             let progress = progress_bar(global, descriptor.size, "pushing");
-            let result = transfer::push_layout(&registry, &repo, &tag, &dir, progress.as_ref().map(|p| p.1.clone())).await;
+            let result =
+                transfer::push_layout(&registry, &repo, &tag, &dir, progress.as_ref().map(|p| p.1.clone())).await;
             if let Some((bar, _)) = progress {
                 bar.finish_and_clear();
             }
@@ -72,7 +73,8 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
             let meta = args.build.metadata()?;
             let built = berth::artifact::build(&files, &args.path, &meta, args.build.rules())?;
             let progress = progress_bar(global, built.layer.size, "pushing");
-            let result = transfer::push_built(&registry, &repo, &tag, &built, progress.as_ref().map(|p| p.1.clone())).await;
+            let result =
+                transfer::push_built(&registry, &repo, &tag, &built, progress.as_ref().map(|p| p.1.clone())).await;
             if let Some((bar, _)) = progress {
                 bar.finish_and_clear();
             }

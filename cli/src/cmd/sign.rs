@@ -8,7 +8,7 @@ use clap::Args;
 use berth::digest::Digest;
 use berth::registry::Registry;
 use berth::signature::{
-    self, FoundSignature, FormatChoice, KeyError, PublicKey, SignError, SignatureStatus, SigningKey, StoreError,
+    self, FormatChoice, FoundSignature, KeyError, PublicKey, SignError, SignatureStatus, SigningKey, StoreError,
     TrustPolicy, VerifiedSignature, VerifyError, keys,
 };
 
@@ -57,8 +57,12 @@ fn parse_format(s: &str) -> Result<FormatChoice, String> {
 impl From<KeyError> for Failure {
     fn from(e: KeyError) -> Failure {
         let (exit, hint) = match &e {
-            KeyError::WrongPassword { .. } => (Exit::Auth, "set COSIGN_PASSWORD to the password the key was created with"),
-            KeyError::Exists { .. } => (Exit::Usage, "choose another --output-key-prefix, or pass --force to replace the pair"),
+            KeyError::WrongPassword { .. } => {
+                (Exit::Auth, "set COSIGN_PASSWORD to the password the key was created with")
+            }
+            KeyError::Exists { .. } => {
+                (Exit::Usage, "choose another --output-key-prefix, or pass --force to replace the pair")
+            }
             KeyError::NoPassword | KeyError::PasswordMismatch => {
                 (Exit::Usage, "set COSIGN_PASSWORD (it may be empty) or run on a terminal to be prompted")
             }
@@ -161,7 +165,10 @@ pub async fn sign(global: &Global, args: SignArgs) -> Result<(), Failure> {
     if reference.digest().is_none() && !args.resolve {
         return Err(Failure::usage(
             format!("{reference} names a tag; a signature is made for a digest, and a tag can move"),
-            format!("sign {}@sha256:… (the digest `berth push` printed), or pass --resolve", reference.repository_only()),
+            format!(
+                "sign {}@sha256:… (the digest `berth push` printed), or pass --resolve",
+                reference.repository_only()
+            ),
         ));
     }
     // Load the key first: a wrong password must fail before anything touches the registry.
@@ -182,7 +189,10 @@ pub async fn sign(global: &Global, args: SignArgs) -> Result<(), Failure> {
             "location": signed.location,
         }))?;
     } else {
-        println!("Signed {canonical} ({} format, key {}) at {}", signed.format, signed.key_fingerprint, signed.location);
+        println!(
+            "Signed {canonical} ({} format, key {}) at {}",
+            signed.format, signed.key_fingerprint, signed.location
+        );
     }
     Ok(())
 }

@@ -37,13 +37,11 @@ pub async fn sign_after_push(
     digest: &Digest,
     signer: &PushSigner,
 ) -> Result<(), Failure> {
-    let signed = signature::sign_artifact(registry, repo, digest, &signer.key, signer.format)
-        .await
-        .map_err(|e| {
-            let mut f = Failure::from(e);
-            f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
-            f
-        })?;
+    let signed = signature::sign_artifact(registry, repo, digest, &signer.key, signer.format).await.map_err(|e| {
+        let mut f = Failure::from(e);
+        f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
+        f
+    })?;
     if !global.json() {
         eprintln!("signed {digest} ({} format, key {}) at {}", signed.format, signed.key_fingerprint, signed.location);
     }

@@ -45,13 +45,17 @@ pub enum BundleError {
     Malformed { bundle: Digest, detail: String },
     #[error("bundle {bundle} has media type '{found}', not a Sigstore bundle")]
     WrongMediaType { bundle: Digest, found: String },
-    #[error("bundle {bundle} holds a message signature, not a DSSE envelope; berth reads cosign v3 image signatures (DSSE)")]
+    #[error(
+        "bundle {bundle} holds a message signature, not a DSSE envelope; berth reads cosign v3 image signatures (DSSE)"
+    )]
     NotDsse { bundle: Digest },
     #[error("bundle {bundle}: DSSE payload type is '{found}', expected '{INTOTO_PAYLOAD_TYPE}'")]
     WrongPayloadType { bundle: Digest, found: String },
     #[error("bundle {bundle}: in-toto statement is invalid: {detail}")]
     BadStatement { bundle: Digest, detail: String },
-    #[error("bundle {bundle} is an attestation with predicate type '{found}', not a cosign signature ('{COSIGN_SIGN_PREDICATE_TYPE}')")]
+    #[error(
+        "bundle {bundle} is an attestation with predicate type '{found}', not a cosign signature ('{COSIGN_SIGN_PREDICATE_TYPE}')"
+    )]
     NotASignature { bundle: Digest, found: String },
     #[error("bundle {bundle} signs {signed}, not {expected}: its subject is another artifact")]
     SubjectMismatch { bundle: Digest, signed: String, expected: Digest },
@@ -199,11 +203,10 @@ pub fn check(bundle_digest: &Digest, bytes: &[u8], expected: &Digest) -> Result<
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE {
         return Err(BundleError::WrongPayloadType { bundle: bundle_digest.clone(), found: envelope.payload_type });
     }
-    let payload = BASE64.decode(envelope.payload.trim()).map_err(|e| malformed(format!("payload is not base64: {e}")))?;
-    let statement: Statement = serde_json::from_slice(&payload).map_err(|e| BundleError::BadStatement {
-        bundle: bundle_digest.clone(),
-        detail: e.to_string(),
-    })?;
+    let payload =
+        BASE64.decode(envelope.payload.trim()).map_err(|e| malformed(format!("payload is not base64: {e}")))?;
+    let statement: Statement = serde_json::from_slice(&payload)
+        .map_err(|e| BundleError::BadStatement { bundle: bundle_digest.clone(), detail: e.to_string() })?;
     if statement.kind != INTOTO_STATEMENT_V1 && statement.kind != INTOTO_STATEMENT_V01 {
         return Err(BundleError::BadStatement {
             bundle: bundle_digest.clone(),
@@ -295,7 +298,10 @@ mod tests {
     #[test]
     fn pae_matches_dsse_spec_example() {
         // From the DSSE protocol description: "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body.
-        assert_eq!(pae("http://example.com/HelloWorld", b"hello world"), b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec());
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
     }
 
     #[test]

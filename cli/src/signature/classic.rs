@@ -158,10 +158,8 @@ pub fn check_layer(
 
 /// The digest a payload claims to sign (checked for type, not for signature).
 pub fn signed_digest(descriptor: &Descriptor, payload: &[u8]) -> Result<String, ClassicError> {
-    let doc: SimpleSigning = serde_json::from_slice(payload).map_err(|e| ClassicError::BadPayload {
-        layer: descriptor.digest.clone(),
-        detail: e.to_string(),
-    })?;
+    let doc: SimpleSigning = serde_json::from_slice(payload)
+        .map_err(|e| ClassicError::BadPayload { layer: descriptor.digest.clone(), detail: e.to_string() })?;
     if doc.critical.kind != COSIGN_SIGNATURE_TYPE {
         return Err(ClassicError::WrongType { layer: descriptor.digest.clone(), found: doc.critical.kind });
     }
@@ -174,10 +172,9 @@ pub fn layer_signature(descriptor: &Descriptor) -> Result<Vec<u8>, ClassicError>
         .annotations
         .get(SIGNATURE_ANNOTATION)
         .ok_or_else(|| ClassicError::MissingSignature { layer: descriptor.digest.clone() })?;
-    BASE64.decode(b64.trim()).map_err(|e| ClassicError::BadSignatureEncoding {
-        layer: descriptor.digest.clone(),
-        detail: e.to_string(),
-    })
+    BASE64
+        .decode(b64.trim())
+        .map_err(|e| ClassicError::BadSignatureEncoding { layer: descriptor.digest.clone(), detail: e.to_string() })
 }
 
 /// The tag cosign stores `digest`'s signatures under.
@@ -216,7 +213,8 @@ pub fn signature_manifest(layers: &[Descriptor]) -> Result<(Vec<u8>, Vec<u8>), C
 
 /// Parse a `.sig` manifest (OCI or Docker media type; cosign has written both).
 pub fn parse_signature_manifest(bytes: &[u8], name: &str) -> Result<ImageManifest, ClassicError> {
-    serde_json::from_slice(bytes).map_err(|e| ClassicError::BadManifest { manifest: name.to_string(), detail: e.to_string() })
+    serde_json::from_slice(bytes)
+        .map_err(|e| ClassicError::BadManifest { manifest: name.to_string(), detail: e.to_string() })
 }
 
 // go-containerregistry's image config, reduced to what an empty image with N layers has.
@@ -273,10 +271,7 @@ mod tests {
         let d = digest(1);
         let layer = SignatureLayer::sign(&key, "r/app", &d);
         assert_eq!(layer.descriptor.digest, Digest::of(&layer.payload));
-        assert_eq!(
-            check_layer(&layer.descriptor, &layer.payload, &d, key.public_key()).unwrap(),
-            LayerCheck::Verified
-        );
+        assert_eq!(check_layer(&layer.descriptor, &layer.payload, &d, key.public_key()).unwrap(), LayerCheck::Verified);
         // A signature copied onto another artifact names the digest it really signed.
         let err = check_layer(&layer.descriptor, &layer.payload, &digest(2), key.public_key()).unwrap_err();
         assert!(matches!(err, ClassicError::DigestMismatch { .. }), "{err}");

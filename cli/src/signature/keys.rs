@@ -65,7 +65,9 @@ pub enum KeyError {
     WrongPemLabel { source_name: String, label: String, expected: String },
     #[error("{source_name} is not a valid cosign encrypted key: {detail}")]
     BadEncryptedKey { source_name: String, detail: String },
-    #[error("wrong password for private key {source_name} (decryption failed); check {PASSWORD_ENV} or the password you typed")]
+    #[error(
+        "wrong password for private key {source_name} (decryption failed); check {PASSWORD_ENV} or the password you typed"
+    )]
     WrongPassword { source_name: String },
     #[error("{source_name}: only ECDSA P-256 keys are supported (cosign's default): {detail}")]
     UnsupportedKey { source_name: String, detail: String },
@@ -137,10 +139,8 @@ impl PublicKey {
                 expected: PUBLIC_KEY_PEM_LABEL.to_string(),
             });
         }
-        let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| KeyError::UnsupportedKey {
-            source_name: source.to_string(),
-            detail: e.to_string(),
-        })?;
+        let key = VerifyingKey::from_public_key_pem(pem.trim())
+            .map_err(|e| KeyError::UnsupportedKey { source_name: source.to_string(), detail: e.to_string() })?;
         Ok(PublicKey { key, source: source.to_string() })
     }
 
@@ -244,8 +244,7 @@ impl SigningKey {
             });
         }
         let bad = |detail: String| KeyError::BadEncryptedKey { source_name: source.to_string(), detail };
-        let file: EncryptedKeyFile =
-            serde_json::from_slice(&body).map_err(|e| bad(format!("inner JSON: {e}")))?;
+        let file: EncryptedKeyFile = serde_json::from_slice(&body).map_err(|e| bad(format!("inner JSON: {e}")))?;
         if file.kdf.name != KDF_NAME {
             return Err(bad(format!("unknown kdf '{}'", file.kdf.name)));
         }
@@ -254,10 +253,7 @@ impl SigningKey {
         }
         let params = &file.kdf.params;
         if !SCRYPT_ACCEPTED_N.contains(&params.n) || params.r != SCRYPT_R || params.p != SCRYPT_P {
-            return Err(bad(format!(
-                "unsupported scrypt parameters N={} r={} p={}",
-                params.n, params.r, params.p
-            )));
+            return Err(bad(format!("unsupported scrypt parameters N={} r={} p={}", params.n, params.r, params.p)));
         }
         let salt = BASE64.decode(&file.kdf.salt).map_err(|e| bad(format!("salt: {e}")))?;
         let nonce = BASE64.decode(&file.cipher.nonce).map_err(|e| bad(format!("nonce: {e}")))?;
@@ -273,10 +269,8 @@ impl SigningKey {
                 .decrypt(BoxNonce::from_slice(&nonce), ciphertext.as_slice())
                 .map_err(|_| KeyError::WrongPassword { source_name: source.to_string() })?,
         );
-        let key = EcSigningKey::from_pkcs8_der(&plaintext).map_err(|e| KeyError::UnsupportedKey {
-            source_name: source.to_string(),
-            detail: e.to_string(),
-        })?;
+        let key = EcSigningKey::from_pkcs8_der(&plaintext)
+            .map_err(|e| KeyError::UnsupportedKey { source_name: source.to_string(), detail: e.to_string() })?;
         Ok(SigningKey::from_ec(key, source))
     }
 
@@ -289,9 +283,8 @@ impl SigningKey {
         OsRng.fill_bytes(&mut nonce);
         let box_key = derive_box_key(password, &salt, SCRYPT_LOG_N_WRITE)?;
         let cipher = XSalsa20Poly1305::new(BoxKey::from_slice(box_key.as_slice()));
-        let ciphertext = cipher
-            .encrypt(BoxNonce::from_slice(&nonce), der.as_bytes())
-            .map_err(|e| KeyError::Kdf(e.to_string()))?;
+        let ciphertext =
+            cipher.encrypt(BoxNonce::from_slice(&nonce), der.as_bytes()).map_err(|e| KeyError::Kdf(e.to_string()))?;
         let file = EncryptedKeyFile {
             kdf: KdfSection {
                 name: KDF_NAME.to_string(),
@@ -339,13 +332,11 @@ pub fn read_password(confirm: bool, what: &str) -> Result<Zeroizing<String>, Key
     if !has_terminal() {
         return Err(KeyError::NoPassword);
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password(format!("Enter password for {what}: ")).map_err(KeyError::Prompt)?,
-    );
+    let first =
+        Zeroizing::new(rpassword::prompt_password(format!("Enter password for {what}: ")).map_err(KeyError::Prompt)?);
     if confirm {
         let second = Zeroizing::new(
-            rpassword::prompt_password(format!("Enter password for {what} again: "))
-                .map_err(KeyError::Prompt)?,
+            rpassword::prompt_password(format!("Enter password for {what} again: ")).map_err(KeyError::Prompt)?,
         );
         if *first != *second {
             return Err(KeyError::PasswordMismatch);
@@ -403,7 +394,8 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
 }
 
 fn derive_box_key(password: &[u8], salt: &[u8], log_n: u8) -> Result<Zeroizing<[u8; BOX_KEY_LEN]>, KeyError> {
-    let params = scrypt::Params::new(log_n, SCRYPT_R, SCRYPT_P, BOX_KEY_LEN).map_err(|e| KeyError::Kdf(e.to_string()))?;
+    let params =
+        scrypt::Params::new(log_n, SCRYPT_R, SCRYPT_P, BOX_KEY_LEN).map_err(|e| KeyError::Kdf(e.to_string()))?;
     let mut out = Zeroizing::new([0u8; BOX_KEY_LEN]);
     scrypt::scrypt(password, salt, &params, out.as_mut_slice()).map_err(|e| KeyError::Kdf(e.to_string()))?;
     Ok(out)

@@ -16,7 +16,9 @@ use crate::digest::Digest;
 use crate::registry::Registry;
 
 pub use keys::{KeyError, PublicKey, SigningKey};
-pub use policy::{FoundSignature, SignatureStatus, TrustPolicy, VerifiedSignature, VerifyError, examine, verify_artifact};
+pub use policy::{
+    FoundSignature, SignatureStatus, TrustPolicy, VerifiedSignature, VerifyError, examine, verify_artifact,
+};
 pub use store::{CopiedSignatures, StoreError, copy_signatures};
 
 /// The two ways cosign stores a signature.
@@ -73,7 +75,9 @@ impl SignError {
     pub fn hint(&self) -> &'static str {
         match self {
             SignError::Store { source: StoreError::Registry(e), .. } => e.hint(),
-            SignError::Store { .. } => "the registry holds a malformed signature object for this digest; remove it or sign with another --format",
+            SignError::Store { .. } => {
+                "the registry holds a malformed signature object for this digest; remove it or sign with another --format"
+            }
             SignError::Build { .. } => "this is a bug in berth; please report it",
         }
     }

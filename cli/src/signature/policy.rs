@@ -82,7 +82,9 @@ impl VerifyError {
     pub fn hint(&self) -> &'static str {
         match self {
             VerifyError::EmptyPolicy { .. } => "pass --key with the signer's public key (cosign.pub)",
-            VerifyError::Unsigned { .. } => "sign it with `berth sign oci://…@sha256:… --key cosign.key` (or cosign sign)",
+            VerifyError::Unsigned { .. } => {
+                "sign it with `berth sign oci://…@sha256:… --key cosign.key` (or cosign sign)"
+            }
             VerifyError::NoneVerified { .. } => {
                 "check that the public key matches the signing key and that the signature was made for this digest"
             }
@@ -138,9 +140,13 @@ async fn examine_classic(
         for layer in manifest.layers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
             let location = format!("tag {tag}, layer {}", layer.digest);
             let status = if layer.media_type != classic::SIMPLE_SIGNING_MEDIA_TYPE {
-                SignatureStatus::Rejected { reason: format!("layer media type '{}' is not a simple-signing payload", layer.media_type) }
+                SignatureStatus::Rejected {
+                    reason: format!("layer media type '{}' is not a simple-signing payload", layer.media_type),
+                }
             } else if layer.size > classic::MAX_PAYLOAD_BYTES {
-                SignatureStatus::Rejected { reason: format!("payload of {} bytes exceeds {}", layer.size, classic::MAX_PAYLOAD_BYTES) }
+                SignatureStatus::Rejected {
+                    reason: format!("payload of {} bytes exceeds {}", layer.size, classic::MAX_PAYLOAD_BYTES),
+                }
             } else {
                 let payload = registry
                     .fetch_blob_bytes(repo, &layer.digest, classic::MAX_PAYLOAD_BYTES)
@@ -247,7 +253,11 @@ pub async fn verify_artifact(
 }
 
 /// Turn examined signatures into a verdict.
-pub fn verdict(digest: &Digest, policy: &TrustPolicy, found: Vec<FoundSignature>) -> Result<VerifiedSignature, VerifyError> {
+pub fn verdict(
+    digest: &Digest,
+    policy: &TrustPolicy,
+    found: Vec<FoundSignature>,
+) -> Result<VerifiedSignature, VerifyError> {
     if found.is_empty() {
         return Err(VerifyError::Unsigned { digest: digest.clone(), tag: classic::signature_tag(digest) });
     }
@@ -266,7 +276,8 @@ pub fn verdict(digest: &Digest, policy: &TrustPolicy, found: Vec<FoundSignature>
             SignatureStatus::Rejected { reason } => reasons.push(format!("{} {}: {reason}", sig.format, sig.location)),
         }
     }
-    let keys = policy.keys.iter().map(|k| format!("{} ({})", k.fingerprint(), k.source())).collect::<Vec<_>>().join(", ");
+    let keys =
+        policy.keys.iter().map(|k| format!("{} ({})", k.fingerprint(), k.source())).collect::<Vec<_>>().join(", ");
     Err(VerifyError::NoneVerified { digest: digest.clone(), keys, reasons })
 }
 
@@ -320,14 +331,21 @@ mod tests {
         let policy = TrustPolicy::new(vec![other.public_key().clone(), key.public_key().clone()]);
 
         let layer = classic::SignatureLayer::sign(&key, "r/app", &d);
-        assert!(matches!(classic_status(&layer.descriptor, &layer.payload, &d, &policy), SignatureStatus::Verified { key_fingerprint, .. } if key_fingerprint == key.public_key().fingerprint()));
+        assert!(
+            matches!(classic_status(&layer.descriptor, &layer.payload, &d, &policy), SignatureStatus::Verified { key_fingerprint, .. } if key_fingerprint == key.public_key().fingerprint())
+        );
         let only_other = TrustPolicy::new(vec![other.public_key().clone()]);
-        assert!(matches!(classic_status(&layer.descriptor, &layer.payload, &d, &only_other), SignatureStatus::Rejected { .. }));
+        assert!(matches!(
+            classic_status(&layer.descriptor, &layer.payload, &d, &only_other),
+            SignatureStatus::Rejected { .. }
+        ));
 
         let b = bundle::sign(&key, &d).unwrap();
         assert!(matches!(bundle_status(&Digest::of(&b), &b, &d, &policy), SignatureStatus::Verified { .. }));
         let wrong = Digest::of(b"another");
-        assert!(matches!(bundle_status(&Digest::of(&b), &b, &wrong, &policy), SignatureStatus::Rejected { reason } if reason.contains("subject")));
+        assert!(
+            matches!(bundle_status(&Digest::of(&b), &b, &wrong, &policy), SignatureStatus::Rejected { reason } if reason.contains("subject"))
+        );
     }
 }
 
@@ -380,6 +398,9 @@ mod cosign_fixtures {
         assert_eq!(checked.hint.as_deref(), Some(policy().keys[0].bundle_hint().as_str()));
         let stranger = TrustPolicy::new(vec![SigningKey::generate().public_key().clone()]);
         assert!(matches!(bundle_status(&blob, BUNDLE, &signed, &stranger), SignatureStatus::Rejected { .. }));
-        assert!(matches!(bundle_status(&blob, BUNDLE, &Digest::of(b"other"), &policy()), SignatureStatus::Rejected { .. }));
+        assert!(matches!(
+            bundle_status(&blob, BUNDLE, &Digest::of(b"other"), &policy()),
+            SignatureStatus::Rejected { .. }
+        ));
     }
 }

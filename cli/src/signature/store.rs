@@ -52,9 +52,11 @@ pub async fn classic_manifest(
     let Some((bytes, _, _)) = registry.fetch_tagged_manifest(repo, &tag).await? else {
         return Ok(None);
     };
-    classic::parse_signature_manifest(&bytes, &tag)
-        .map(Some)
-        .map_err(|e| StoreError::BadSignatureManifest { repo: repo.to_string(), tag, detail: e.to_string() })
+    classic::parse_signature_manifest(&bytes, &tag).map(Some).map_err(|e| StoreError::BadSignatureManifest {
+        repo: repo.to_string(),
+        tag,
+        detail: e.to_string(),
+    })
 }
 
 /// Add `layer` to the `.sig` manifest of `digest`, keeping signatures already there.
@@ -87,9 +89,7 @@ async fn write_classic_manifest(
     let (manifest, config) = classic::signature_manifest(layers)
         .map_err(|e| StoreError::Encode { what: format!("signature manifest {repo}:{tag}"), detail: e.to_string() })?;
     let config_digest = Digest::of(&config);
-    registry
-        .push_blob(repo, &config_digest, config.len() as u64, BlobSource::Bytes(&config), None)
-        .await?;
+    registry.push_blob(repo, &config_digest, config.len() as u64, BlobSource::Bytes(&config), None).await?;
     registry.push_manifest(repo, &manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag).await?;
     Ok(())
 }
@@ -118,9 +118,11 @@ async fn fallback_index(registry: &Registry, repo: &str, digest: &Digest) -> Res
     let Some((bytes, _, _)) = registry.fetch_tagged_manifest(repo, &tag).await? else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| StoreError::BadReferrersIndex { repo: repo.to_string(), tag, detail: e.to_string() })
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::BadReferrersIndex {
+        repo: repo.to_string(),
+        tag,
+        detail: e.to_string(),
+    })
 }
 
 /// A bundle referrer read back: its manifest's layer descriptor and the bundle bytes.
@@ -160,13 +162,21 @@ pub async fn attach_bundle(
     created: &str,
 ) -> Result<Digest, StoreError> {
     registry
-        .push_blob(repo, &Digest::of(bundle::EMPTY_JSON), bundle::EMPTY_JSON.len() as u64, BlobSource::Bytes(bundle::EMPTY_JSON), None)
+        .push_blob(
+            repo,
+            &Digest::of(bundle::EMPTY_JSON),
+            bundle::EMPTY_JSON.len() as u64,
+            BlobSource::Bytes(bundle::EMPTY_JSON),
+            None,
+        )
         .await?;
     registry
         .push_blob(repo, &Digest::of(bundle_bytes), bundle_bytes.len() as u64, BlobSource::Bytes(bundle_bytes), None)
         .await?;
-    let manifest = bundle::referrer_manifest(subject, bundle_bytes, created)
-        .map_err(|e| StoreError::Encode { what: format!("referrer of {repo}@{}", subject.digest), detail: e.to_string() })?;
+    let manifest = bundle::referrer_manifest(subject, bundle_bytes, created).map_err(|e| StoreError::Encode {
+        what: format!("referrer of {repo}@{}", subject.digest),
+        detail: e.to_string(),
+    })?;
     push_referrer_manifest(registry, repo, &subject.digest, &manifest).await
 }
 
@@ -179,9 +189,7 @@ async fn push_referrer_manifest(
     manifest_bytes: &[u8],
 ) -> Result<Digest, StoreError> {
     let digest = Digest::of(manifest_bytes);
-    registry
-        .push_manifest(repo, manifest_bytes, oci::MEDIA_TYPE_IMAGE_MANIFEST, &digest.to_string())
-        .await?;
+    registry.push_manifest(repo, manifest_bytes, oci::MEDIA_TYPE_IMAGE_MANIFEST, &digest.to_string()).await?;
     if has_referrers_api(registry, repo, subject).await? {
         return Ok(digest);
     }
@@ -243,8 +251,7 @@ pub async fn copy_signatures(
                 continue;
             }
             let payload = src.fetch_blob_bytes(src_repo, &layer.digest, classic::MAX_PAYLOAD_BYTES).await?;
-            dst.push_blob(dst_repo, &layer.digest, payload.len() as u64, BlobSource::Bytes(&payload), None)
-                .await?;
+            dst.push_blob(dst_repo, &layer.digest, payload.len() as u64, BlobSource::Bytes(&payload), None).await?;
             layers.push(layer.clone());
             copied.classic += 1;
         }
@@ -266,7 +273,12 @@ pub async fn copy_signatures(
                 return Err(StoreError::BadReferrer {
                     repo: src_repo.to_string(),
                     digest: referrer.digest.clone(),
-                    detail: format!("blob {} is {} bytes, more than {}", blob.digest, blob.size, bundle::MAX_BUNDLE_BYTES),
+                    detail: format!(
+                        "blob {} is {} bytes, more than {}",
+                        blob.digest,
+                        blob.size,
+                        bundle::MAX_BUNDLE_BYTES
+                    ),
                 });
             }
             let bytes = src.fetch_blob_bytes(src_repo, &blob.digest, bundle::MAX_BUNDLE_BYTES).await?;
@@ -283,14 +295,9 @@ pub async fn copy_signatures(
 /// set (reproducible builds), else now. Signatures are records of an act, so the wall
 /// clock is the honest default here (unlike artifacts, which must be reproducible).
 pub fn created_now() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
+    let secs =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
         });
     rfc3339(secs)
 }

@@ -34,7 +34,9 @@ pub fn configmap_value(env: &Env, ns: &str, name: &str) -> Option<String> {
 pub fn install_crd(env: &Env) {
     let crd = run_ok(env.berth_agent().arg("crd"));
     let dir = manifests(&[("crd.yaml", crd)]);
-    run_ok(env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")));
+    run_ok(
+        env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")),
+    );
     run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=30s"]));
 }
 
@@ -45,12 +47,13 @@ pub fn kubectl_apply(env: &Env, yaml: String) {
 
 /// Pushes `dir` unsigned to `oci://REGISTRY/REPO:TAG`; returns the digest.
 pub fn push(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path) -> String {
-    let out = run_ok(
-        env.berth()
-            .args(["push", &format!("oci://{registry}/{repo}:{tag}")])
-            .arg(dir)
-            .args(["--insecure", "--output", "json", "--revision", &format!("main@sha1:{tag}")]),
-    );
+    let out = run_ok(env.berth().args(["push", &format!("oci://{registry}/{repo}:{tag}")]).arg(dir).args([
+        "--insecure",
+        "--output",
+        "json",
+        "--revision",
+        &format!("main@sha1:{tag}"),
+    ]));
     let v: Value = serde_json::from_str(&out).unwrap();
     v["digest"].as_str().unwrap().to_string()
 }
@@ -169,14 +172,17 @@ pub fn wait_until(what: &str, timeout: Duration, agents: &[&Agent], mut check: i
 
 /// Who holds the Lease `name` in `ns` (None when free or absent).
 pub fn lease_holder(env: &Env, ns: &str, name: &str) -> Option<String> {
-    get(env, "lease", ns, name).and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from)).filter(|h| !h.is_empty())
+    get(env, "lease", ns, name)
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+        .filter(|h| !h.is_empty())
 }
 
 /// A minimal HTTP/1.1 request; returns (status, body).
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -235,7 +241,12 @@ pub fn event_reasons(env: &Env, ns: &str) -> Vec<(String, String)> {
         .map(|items| {
             items
                 .iter()
-                .map(|e| (e["reason"].as_str().unwrap_or("").to_string(), e["message"].as_str().or(e["note"].as_str()).unwrap_or("").to_string()))
+                .map(|e| {
+                    (
+                        e["reason"].as_str().unwrap_or("").to_string(),
+                        e["message"].as_str().or(e["note"].as_str()).unwrap_or("").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()

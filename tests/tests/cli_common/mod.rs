@@ -81,7 +81,8 @@ impl Reg {
     /// repository does not exist.
     pub fn tags(&self, repo: &str) -> Vec<String> {
         let env = env();
-        let out = run(env.tool(&env.oras).args(["repo", "tags", &format!("{}/{repo}", self.host)]).args(self.oras_flags()));
+        let out =
+            run(env.tool(&env.oras).args(["repo", "tags", &format!("{}/{repo}", self.host)]).args(self.oras_flags()));
         if !out.status.success() {
             return Vec::new();
         }
@@ -104,13 +105,9 @@ impl Reg {
     /// The digest a tag points to, asked through oras.
     pub fn oras_digest(&self, repo: &str, tag: &str) -> String {
         let env = env();
-        run_ok(
-            env.tool(&env.oras)
-                .args(["resolve", &format!("{}/{repo}:{tag}", self.host)])
-                .args(self.oras_flags()),
-        )
-        .trim()
-        .to_string()
+        run_ok(env.tool(&env.oras).args(["resolve", &format!("{}/{repo}:{tag}", self.host)]).args(self.oras_flags()))
+            .trim()
+            .to_string()
     }
 }
 

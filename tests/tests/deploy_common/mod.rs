@@ -29,8 +29,8 @@ pub fn documents(yaml: &str) -> Vec<Value> {
     for line in yaml.lines().chain(std::iter::once("---")) {
         if line.trim_end() == "---" {
             if !current.trim().is_empty() {
-                let v: Value = serde_saphyr::from_str(&current)
-                    .unwrap_or_else(|e| panic!("not valid YAML: {e}\n{current}"));
+                let v: Value =
+                    serde_saphyr::from_str(&current).unwrap_or_else(|e| panic!("not valid YAML: {e}\n{current}"));
                 if !v.is_null() {
                     docs.push(v);
                 }
@@ -101,7 +101,14 @@ impl Drop for ClusterScoped<'_> {
         let _ = self
             .env
             .kubectl_cmd()
-            .args(["delete", "clusterroles,clusterrolebindings", "-l", &self.label, "--ignore-not-found", "--wait=false"])
+            .args([
+                "delete",
+                "clusterroles,clusterrolebindings",
+                "-l",
+                &self.label,
+                "--ignore-not-found",
+                "--wait=false",
+            ])
             .output();
     }
 }
@@ -223,8 +230,11 @@ impl FreshCluster {
         let pid = fs::read_to_string(&pid_file).unwrap();
         let pid = pid.split_whitespace().next().expect("pid in kube-apiserver.pid");
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("the environment's kube-apiserver is running");
-        let mut args: Vec<String> =
-            cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let mut args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         let program = args.remove(0);
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
