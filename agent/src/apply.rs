@@ -53,7 +53,10 @@ pub enum FailureCause {
     Forbidden,
     /// 404: e.g. the namespace does not exist.
     NotFound,
-    /// Anything else (server errors, network).
+    /// No answer at all: the connection to the API server failed or broke (it is down or
+    /// restarting). Nothing about the object itself is wrong.
+    Unreachable,
+    /// Anything else (server errors).
     Other,
 }
 
@@ -87,13 +90,20 @@ impl ApplyError {
         }
     }
 
-    /// The most telling cause: a permission problem outranks a conflict outranks the rest.
+    /// The most telling cause: an unreachable API server outranks a permission problem
+    /// outranks a conflict outranks the rest.
     pub fn main_cause(&self) -> FailureCause {
         let causes: Vec<FailureCause> = self.failures().iter().map(|f| f.cause).collect();
-        [FailureCause::Forbidden, FailureCause::Conflict, FailureCause::Invalid, FailureCause::NotFound]
-            .into_iter()
-            .find(|c| causes.contains(c))
-            .unwrap_or(FailureCause::Other)
+        [
+            FailureCause::Unreachable,
+            FailureCause::Forbidden,
+            FailureCause::Conflict,
+            FailureCause::Invalid,
+            FailureCause::NotFound,
+        ]
+        .into_iter()
+        .find(|c| causes.contains(c))
+        .unwrap_or(FailureCause::Other)
     }
 }
 
@@ -106,7 +116,9 @@ fn list(failures: &[ObjectFailure]) -> String {
 }
 
 fn hint(failures: &[ObjectFailure]) -> &'static str {
-    if failures.iter().any(|f| f.cause == FailureCause::Forbidden) {
+    if failures.iter().any(|f| f.cause == FailureCause::Unreachable) {
+        " (the API server could not be reached; what was applied stays recorded in the ApplySet: run the apply again once the API server answers)"
+    } else if failures.iter().any(|f| f.cause == FailureCause::Forbidden) {
         " (grant the applying identity RBAC rights for these objects, or apply as another ServiceAccount)"
     } else if failures.iter().any(|f| f.cause == FailureCause::Conflict) {
         " (another field manager owns these fields: set force: true / --force to take them over, or remove them from the manifest)"
@@ -210,9 +222,25 @@ fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
             },
             s.message.clone(),
         ),
+        // Transport errors: connection refused, reset or closed mid-request.
+        kube::Error::Service(_) | kube::Error::HyperError(_) => {
+            (FailureCause::Unreachable, format!("API server unreachable ({})", causes(&e)))
+        }
         other => (FailureCause::Other, other.to_string()),
     };
     ObjectFailure { object: o.key.clone(), origin: o.origin.clone(), cause, message }
+}
+
+/// An error's causes on one line: the telling part ("Connection refused", "connection closed
+/// before message completed") sits in the sources, not in kube's own wrapper message.
+fn causes(e: &kube::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
 /// Reads the live object (for diff), `None` when it does not exist.

@@ -193,6 +193,8 @@ impl From<FetchError> for Failure {
 impl From<SyncError> for Failure {
     fn from(e: SyncError) -> Self {
         let code = match &e {
+            // Not a rejection: the API server never answered.
+            SyncError::Apply(a) if a.main_cause() == apply::FailureCause::Unreachable => 1,
             SyncError::Apply(_) => 4,
             SyncError::Health(_) => 5,
             _ => 1,
@@ -408,7 +410,15 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
         eprintln!("{what}: {} object(s) differ, {unchanged} unchanged", changes.len() - unchanged);
         return Ok(u8::from(differs));
     }
-    let report = engine::sync(&clients, &mut catalog, &parent, manifests, &opts).await?;
+    let server = config.cluster_url.to_string();
+    let report = engine::sync(&clients, &mut catalog, &parent, manifests, &opts).await.map_err(|e| {
+        let unreachable = matches!(&e, SyncError::Apply(a) if a.main_cause() == apply::FailureCause::Unreachable);
+        let mut failure = Failure::from(e);
+        if unreachable {
+            failure.message = format!("lost the API server {server}: {}", failure.message);
+        }
+        failure
+    })?;
     for k in &report.changed {
         println!("applied {k}");
     }
