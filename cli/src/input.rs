@@ -63,7 +63,10 @@ impl InputFile {
     pub fn read(&self) -> Result<Vec<u8>, InputError> {
         let file =
             std::fs::File::open(&self.path).map_err(|source| InputError::Io { path: self.path.clone(), source })?;
-        let mut bytes = Vec::new();
+        // Size the buffer from the file's length: growing it while reading would copy the
+        // content several times (a measurable share of building a large tree).
+        let expected = file.metadata().map_or(0, |m| m.len()).min(manifests::MAX_MANIFEST_FILE_BYTES);
+        let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0) + 1);
         file.take(manifests::MAX_MANIFEST_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|source| InputError::Io { path: self.path.clone(), source })?;

@@ -134,8 +134,8 @@ pub struct Registry {
     http: std::sync::OnceLock<reqwest::Client>,
     /// Extra CA certificates for `http`.
     extra_certs: Vec<reqwest::Certificate>,
-    /// Bearer token for `http`, per repository, once a challenge was answered.
-    bearer: Mutex<Option<(String, String)>>,
+    /// Bearer tokens for `http`, per repository and access, once a challenge was answered.
+    bearer: Mutex<std::collections::HashMap<(String, Access), String>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -187,7 +187,7 @@ impl Registry {
             auth,
             http: std::sync::OnceLock::new(),
             extra_certs: reqwest_certs,
-            bearer: Mutex::new(None),
+            bearer: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -212,8 +212,11 @@ impl Registry {
     }
 
     fn classify(&self, what: impl Into<String>, err: OciDistributionError) -> RegistryError {
-        let error = classify(&self.host, what.into(), err);
-        // A TLS registry answers plain HTTP with a bare 400; say what that means.
+        self.explain_plain_http(classify(&self.host, what.into(), err))
+    }
+
+    /// A TLS registry answers plain HTTP with a bare 400; say what that means.
+    fn explain_plain_http(&self, error: RegistryError) -> RegistryError {
         let plain_http_refused = self.scheme == "http"
             && match &error {
                 RegistryError::Protocol { detail, .. } | RegistryError::Rejected { detail, .. } => {
@@ -367,20 +370,31 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether `repo` already has blob `digest`.
+    /// Whether `repo` already has blob `digest` (one HEAD request).
     pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
-        let r = self.oci_ref(repo, Some(&digest.to_string()));
-        self.client.store_auth_if_needed(&self.host, &self.auth).await;
-        // A blob HEAD needs the push scope on token registries when we are about to push,
-        // but pull scope is enough to ask.
-        self.client
-            .blob_exists(&r, &digest.to_string())
-            .await
-            .map_err(|e| self.classify(format!("blob {repo}@{digest}"), e))
+        self.blob_exists_as(repo, digest, Access::Pull).await
+    }
+
+    async fn blob_exists_as(&self, repo: &str, digest: &Digest, access: Access) -> Result<bool, RegistryError> {
+        let what = format!("blob {repo}@{digest}");
+        let url = format!("{}/blobs/{digest}", self.repo_url(repo));
+        let response = self.send_with_auth(repo, access, &what, |http| Ok(http.head(&url))).await?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.answer_error(what, response).await),
+        }
+    }
+
+    /// Get ready to push to `repo` without writing anything: open the connection and obtain
+    /// push access (a token, on token registries). Lets `push` overlap this with building.
+    pub async fn prepare_push(&self, repo: &str, probe: &Digest) -> Result<bool, RegistryError> {
+        self.blob_exists_as(repo, probe, Access::Push).await
     }
 
     /// Upload blob `digest` (`size` bytes) to `repo` unless the registry already has it.
     /// Returns `true` when bytes were uploaded, `false` when the blob was already there.
+    /// One HEAD, then a monolithic upload: POST for a session, PUT with the whole body.
     pub async fn push_blob(
         &self,
         repo: &str,
@@ -390,58 +404,66 @@ impl Registry {
         progress: Option<Progress>,
     ) -> Result<bool, RegistryError> {
         let what = format!("blob {repo}@{digest}");
-        // Authenticate for push up front: token registries grant HEAD on pull scope only
-        // after a push-scope token was issued for this repository.
-        let r = self.oci_ref(repo, Some(&digest.to_string()));
-        self.client
-            .auth(&r, &self.auth, oci_client::RegistryOperation::Push)
-            .await
-            .map_err(|e| self.classify(format!("push access to {repo}"), e))?;
-        if self.blob_exists(repo, digest).await? {
+        if let BlobSource::Bytes(bytes) = source
+            && (bytes.len() as u64 != size || &Digest::of(bytes) != digest)
+        {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.host.clone(),
+                what,
+                expected: digest.clone(),
+                actual: Digest::of(bytes),
+            });
+        }
+        if self.blob_exists_as(repo, digest, Access::Push).await? {
             tracing::debug!(%digest, repo, "blob already present; not uploading");
             if let Some(p) = &progress {
                 p(size);
             }
             return Ok(false);
         }
-        let digest_str = digest.to_string();
-        match source {
-            BlobSource::Bytes(bytes) => {
-                if bytes.len() as u64 != size || &Digest::of(bytes) != digest {
-                    return Err(RegistryError::DigestMismatch {
-                        registry: self.host.clone(),
-                        what,
-                        expected: digest.clone(),
-                        actual: Digest::of(bytes),
-                    });
-                }
-                self.client
-                    .push_blob(&r, bytes.to_vec(), &digest_str)
-                    .await
-                    .map_err(|e| self.classify(what.clone(), e))?;
-                if let Some(p) = &progress {
-                    p(size);
-                }
-            }
+        let start = format!("{}/blobs/uploads/", self.repo_url(repo));
+        let response = self
+            .send_with_auth(repo, Access::Push, &what, |http| {
+                Ok(http.post(&start).header(reqwest::header::CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if response.status() != reqwest::StatusCode::ACCEPTED {
+            return Err(self.answer_error(what, response).await);
+        }
+        let location = self.upload_location(&response, &what)?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let target = format!("{location}{separator}digest={}", urlencode(&digest.to_string()));
+        let body = match source {
+            BlobSource::Bytes(bytes) => reqwest::Body::from(bytes.to_vec()),
             BlobSource::File(path) => {
-                let file = tokio::fs::File::open(path)
-                    .await
+                let file = std::fs::File::open(path)
                     .map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?;
                 let mut sent: u64 = 0;
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_BUFFER_BYTES)
-                    .map_ok(move |chunk| {
-                        sent += chunk.len() as u64;
-                        if let Some(p) = &progress {
-                            p(sent);
-                        }
-                        chunk
-                    })
-                    .map_err(OciDistributionError::IoError);
-                self.client
-                    .push_blob_stream(&r, stream, &digest_str, Some(size))
-                    .await
-                    .map_err(|e| self.classify(what.clone(), e))?;
+                let progress = progress.clone();
+                let stream =
+                    tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_BUFFER_BYTES)
+                        .inspect_ok(move |chunk| {
+                            sent += chunk.len() as u64;
+                            if let Some(p) = &progress {
+                                p(sent);
+                            }
+                        });
+                reqwest::Body::wrap_stream(stream)
             }
+        };
+        let http = self.http()?;
+        let mut request = http
+            .put(&target)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body);
+        request = self.with_credentials(request, repo, Access::Push).await;
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        if response.status() != reqwest::StatusCode::CREATED {
+            return Err(self.answer_error(what, response).await);
+        }
+        if let (BlobSource::Bytes(_), Some(p)) = (source, &progress) {
+            p(size);
         }
         Ok(true)
     }
@@ -465,18 +487,79 @@ impl Registry {
                 actual: digest,
             });
         }
-        let r = self.oci_ref(repo, Some(tag_or_digest));
         let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|e| RegistryError::Rejected {
             registry: self.host.clone(),
             what: what.clone(),
             detail: format!("media type '{media_type}': {e}"),
         })?;
-        self.client
-            .auth(&r, &self.auth, oci_client::RegistryOperation::Push)
-            .await
-            .map_err(|e| self.classify(format!("push access to {repo}"), e))?;
-        self.client.push_manifest_raw(&r, manifest.to_vec(), content_type).await.map_err(|e| self.classify(what, e))?;
+        let url = format!("{}/manifests/{tag_or_digest}", self.repo_url(repo));
+        let response = self
+            .send_with_auth(repo, Access::Push, &what, |http| {
+                Ok(http.put(&url).header(reqwest::header::CONTENT_TYPE, content_type.clone()).body(manifest.to_vec()))
+            })
+            .await?;
+        if response.status() != reqwest::StatusCode::CREATED {
+            return Err(self.answer_error(what, response).await);
+        }
         Ok(digest)
+    }
+
+    /// `scheme://host/v2/repo`.
+    fn repo_url(&self, repo: &str) -> String {
+        format!("{}://{}/v2/{repo}", self.scheme, self.host)
+    }
+
+    /// The absolute upload URL from a `Location` header (registries may send a path).
+    fn upload_location(&self, response: &reqwest::Response, what: &str) -> Result<String, RegistryError> {
+        let location =
+            response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+                RegistryError::Protocol {
+                    registry: self.host.clone(),
+                    what: what.to_string(),
+                    detail: "upload session answer has no Location header".into(),
+                }
+            })?;
+        Ok(if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}://{}{location}", self.scheme, self.host)
+        })
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> RegistryError {
+        RegistryError::Unreachable { registry: self.host.clone(), detail: error_chain(e) }
+    }
+
+    /// The error for an unexpected answer, with the registry's own error codes and messages.
+    async fn answer_error(&self, what: String, response: reqwest::Response) -> RegistryError {
+        let status = response.status();
+        let body = read_limited(response, MAX_MANIFEST_BYTES).await.unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            errors: Vec<EnvelopeError>,
+        }
+        #[derive(serde::Deserialize)]
+        struct EnvelopeError {
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let detail = match serde_json::from_slice::<Envelope>(&body) {
+            Ok(e) if !e.errors.is_empty() => format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                e.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ")
+            ),
+            _ => format!("HTTP {status}: {}", truncate(&String::from_utf8_lossy(&body))),
+        };
+        let registry = self.host.clone();
+        let error = match status.as_u16() {
+            401 | 403 => RegistryError::Unauthorized { registry, what, detail },
+            404 => RegistryError::NotFound { registry, what },
+            400..=499 => RegistryError::Rejected { registry, what, detail },
+            _ => RegistryError::Protocol { registry, what, detail },
+        };
+        self.explain_plain_http(error)
     }
 
     /// All tags of `repo`, in the registry's order (lexical for distribution and zot).
@@ -574,19 +657,43 @@ impl Registry {
         accept: &str,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
-        let unreachable =
-            |e: reqwest::Error| RegistryError::Unreachable { registry: self.host.clone(), detail: error_chain(&e) };
-        let http = self.http()?;
-        let cached = self.bearer.lock().await.clone();
-        let mut request = http.get(url).header(reqwest::header::ACCEPT, accept);
-        if let Some((cached_repo, token)) = &cached
-            && cached_repo == repo
-        {
-            request = request.bearer_auth(token);
-        } else if let RegistryAuth::Basic(u, p) = &self.auth {
-            request = request.basic_auth(u, Some(p));
+        self.send_with_auth(repo, Access::Pull, what, |http| Ok(http.get(url).header(reqwest::header::ACCEPT, accept)))
+            .await
+    }
+
+    /// `request` with the credentials known for `repo` and `access`: a cached bearer token
+    /// (a push token also serves pulls), else Basic credentials, else none.
+    async fn with_credentials(
+        &self,
+        request: reqwest::RequestBuilder,
+        repo: &str,
+        access: Access,
+    ) -> reqwest::RequestBuilder {
+        let tokens = self.bearer.lock().await;
+        let token = tokens.get(&(repo.to_string(), access)).or_else(|| match access {
+            Access::Pull => tokens.get(&(repo.to_string(), Access::Push)),
+            Access::Push => None,
+        });
+        match (token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
+            (None, _) => request,
         }
-        let response = request.send().await.map_err(unreachable)?;
+    }
+
+    /// Sends the request `make` builds; on a 401 with a Bearer challenge, obtains a token for
+    /// `repo` and `access` from the token service (with the Basic credentials, if any), caches
+    /// it and sends a fresh request once more. Other answers are returned as they are.
+    async fn send_with_auth(
+        &self,
+        repo: &str,
+        access: Access,
+        what: &str,
+        make: impl Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, RegistryError>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let http = self.http()?;
+        let request = self.with_credentials(make(http)?, repo, access).await;
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         if response.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -603,7 +710,11 @@ impl Registry {
         let Some(realm) = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()) else {
             return Ok(response);
         };
-        let mut query: Vec<(String, String)> = vec![("scope".into(), format!("repository:{repo}:pull"))];
+        let actions = match access {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+        };
+        let mut query: Vec<(String, String)> = vec![("scope".into(), format!("repository:{repo}:{actions}"))];
         if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
             query.push(("service".into(), service.clone()));
         }
@@ -611,7 +722,7 @@ impl Registry {
         if let RegistryAuth::Basic(u, p) = &self.auth {
             token_request = token_request.basic_auth(u, Some(p));
         }
-        let token_response = token_request.send().await.map_err(unreachable)?;
+        let token_response = token_request.send().await.map_err(|e| self.unreachable(&e))?;
         if !token_response.status().is_success() {
             return Err(RegistryError::Unauthorized {
                 registry: self.host.clone(),
@@ -639,9 +750,16 @@ impl Registry {
                 detail: "token service returned no token".into(),
             });
         };
-        *self.bearer.lock().await = Some((repo.to_string(), token.clone()));
-        http.get(url).header(reqwest::header::ACCEPT, accept).bearer_auth(token).send().await.map_err(unreachable)
+        self.bearer.lock().await.insert((repo.to_string(), access), token.clone());
+        make(http)?.bearer_auth(token).send().await.map_err(|e| self.unreachable(&e))
     }
+}
+
+/// What a request needs of a repository, for bearer token scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Access {
+    Pull,
+    Push,
 }
 
 /// Credentials from the environment, else Docker's `config.json` and its credential

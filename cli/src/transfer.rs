@@ -58,19 +58,12 @@ pub async fn push_built(
     built: &BuiltArtifact,
     progress: Option<Progress>,
 ) -> Result<PushOutcome, TransferError> {
-    let mut uploaded = 0;
-    if registry
-        .push_blob(repo, &built.layer.digest, built.layer.size, BlobSource::File(&built.layer_path), progress)
-        .await?
-    {
-        uploaded += 1;
-    }
-    if registry
-        .push_blob(repo, &built.config.digest, built.config.size, BlobSource::Bytes(&built.config_bytes), None)
-        .await?
-    {
-        uploaded += 1;
-    }
+    // The two blobs go up side by side; the manifest only once both are there.
+    let (layer, config) = tokio::try_join!(
+        registry.push_blob(repo, &built.layer.digest, built.layer.size, BlobSource::File(&built.layer_path), progress),
+        registry.push_blob(repo, &built.config.digest, built.config.size, BlobSource::Bytes(&built.config_bytes), None),
+    )?;
+    let uploaded = usize::from(layer) + usize::from(config);
     let digest = registry.push_manifest(repo, &built.manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag).await?;
     Ok(PushOutcome { digest, uploaded_blobs: uploaded })
 }

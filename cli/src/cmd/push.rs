@@ -71,7 +71,22 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
         }
         Input::Files { files, _spool } => {
             let meta = args.build.metadata()?;
-            let built = berth::artifact::build(&files, &args.path, &meta, args.build.rules())?;
+            let (path, rules) = (args.path.clone(), args.build.rules());
+            // Build on a blocking thread; meanwhile connect and obtain push access, which
+            // writes nothing, so a failed validation still leaves the registry untouched.
+            let building = tokio::task::spawn_blocking(move || berth::artifact::build(&files, &path, &meta, rules));
+            let config_digest = berth::digest::Digest::of(berth::artifact::CONFIG_BYTES);
+            let (built, prepared) = tokio::join!(building, registry.prepare_push(&repo, &config_digest));
+            let built = built.map_err(|e| {
+                Failure::new(
+                    super::Exit::Generic,
+                    format!("the build thread failed: {e}"),
+                    "this is a bug in berth; please report it",
+                )
+            })??;
+            // A registry problem is reported after validation, as before: bad input comes first.
+            prepared?;
+            drop(_spool);
             let progress = progress_bar(global, built.layer.size, "pushing");
             let result =
                 transfer::push_built(&registry, &repo, &tag, &built, progress.as_ref().map(|p| p.1.clone())).await;
