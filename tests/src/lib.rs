@@ -293,3 +293,109 @@ pub fn run_fail(cmd: &mut Command) -> Output {
     }
     out
 }
+
+impl Env {
+    /// The exact command line (program first) the shared environment started `peer` with,
+    /// read from the running process (`$STATE/pids/<peer>.pid`), so a test can start a
+    /// private twin of it with the same binary and flags.
+    pub fn peer_command_line(&self, peer: &str) -> Vec<String> {
+        let pid_file = self.state.join("pids").join(format!("{peer}.pid"));
+        let text = fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
+        let pid = text.split_whitespace().next().unwrap_or_else(|| panic!("{} is empty", pid_file.display()));
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_else(|e| panic!("peer {peer} (pid {pid}) is not running: {e}"));
+        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    }
+
+    /// The shared admin kubeconfig, pointed at another API server address (`https://…`).
+    pub fn kubeconfig_for(&self, server: &str, dest: &Path) {
+        let text = fs::read_to_string(&self.kubeconfig).expect("read the shared kubeconfig");
+        assert!(text.contains(&self.apiserver), "{} does not name {}", self.kubeconfig.display(), self.apiserver);
+        fs::write(dest, text.replace(&self.apiserver, server)).expect("write kubeconfig");
+    }
+}
+
+/// A free TCP port on 127.0.0.1: bound, noted and released, for a process the test starts
+/// next (the kernel does not hand the same ephemeral port out again soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+}
+
+/// Polls `check` until it holds; panics naming `what` (and `context()`) after `timeout`.
+/// Returns how long it took.
+pub fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A peer process one test starts for itself (a private API server, a private registry),
+/// never one of the shared peers. Output goes to a log file; the process is SIGKILLed and
+/// reaped when the guard drops, also when the test panics, and it is started under
+/// `setpriv --pdeathsig SIGKILL` so it dies with the test process even if that is killed.
+#[derive(Debug)]
+pub struct PrivatePeer {
+    name: String,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl PrivatePeer {
+    /// Starts `argv` (program first), appending its output to `log`.
+    pub fn start(name: &str, argv: &[String], log: &Path) -> PrivatePeer {
+        let out = fs::OpenOptions::new().create(true).append(true).open(log).expect("open peer log");
+        let err = out.try_clone().expect("clone peer log");
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "SIGKILL", "--"])
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start private {name} ({}): {e}", argv.join(" ")));
+        PrivatePeer { name: name.to_string(), child: Some(child), log: log.to_path_buf() }
+    }
+
+    /// Whether the process is still running (not exited, not killed).
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().expect("poll peer").is_none())
+    }
+
+    /// SIGKILL, then reap: the process and its sockets are gone when this returns.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The last `lines` lines of the peer's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        format!(
+            "--- last lines of private {} log {}\n{}",
+            self.name,
+            self.log.display(),
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
+    }
+}
+
+impl Drop for PrivatePeer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
