@@ -543,13 +543,23 @@ impl Registry {
             code: String,
             #[serde(default)]
             message: String,
+            /// Often the registry's actual reason (olareg: "repository is read-only").
+            #[serde(default)]
+            detail: serde_json::Value,
+        }
+        fn describe(e: &EnvelopeError) -> String {
+            let detail = match &e.detail {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) if s.is_empty() => String::new(),
+                serde_json::Value::String(s) => format!(" ({})", truncate(s)),
+                other => format!(" ({})", truncate(&other.to_string())),
+            };
+            format!("{}: {}{detail}", e.code, e.message)
         }
         let detail = match serde_json::from_slice::<Envelope>(&body) {
-            Ok(e) if !e.errors.is_empty() => format!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                e.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ")
-            ),
+            Ok(e) if !e.errors.is_empty() => {
+                format!("HTTP {}: {}", status.as_u16(), e.errors.iter().map(describe).collect::<Vec<_>>().join("; "))
+            }
             _ => format!("HTTP {status}: {}", truncate(&String::from_utf8_lossy(&body))),
         };
         let registry = self.host.clone();
