@@ -14,7 +14,8 @@ use crate::plan::{ObjectKey, PlannedObject};
 /// The field manager of every object berth applies.
 pub const FIELD_MANAGER: &str = "berth";
 /// Requests in flight at once. Enough to hide round-trip latency, small enough not to trip
-/// the API server's per-client priority-and-fairness limits.
+/// the API server's per-client priority-and-fairness limits. 32 and 64 measured no faster
+/// (agent/BENCHMARKS.md): the API server's CPU sets the pace, not the round trips.
 pub const MAX_CONCURRENT_APPLIES: usize = 16;
 /// At most this many failing objects are spelled out in one error message.
 pub const MAX_FAILURES_SHOWN: usize = 5;
@@ -25,6 +26,16 @@ pub enum Mode {
     /// `dryRun=All`: full admission and validation, nothing stored.
     DryRun,
     Apply,
+}
+
+/// What the caller needs back from the API server for each object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The whole object (health checks, diff).
+    Object,
+    /// Metadata only (`as=PartialObjectMetadata`): enough for resourceVersions, and the server
+    /// does not encode spec and status into every answer.
+    Metadata,
 }
 
 /// How conflicts with other field managers are handled.
@@ -145,15 +156,22 @@ pub async fn apply_all(
     objects: &[&PlannedObject],
     mode: Mode,
     policy: ConflictPolicy,
+    answer: Answer,
 ) -> Result<Vec<Applied>, Vec<ObjectFailure>> {
     // Futures are built eagerly (not in a stream closure) so the resulting future stays `Send`
-    // for the controller's multi-threaded runtime.
-    let futures: Vec<_> = objects.iter().map(|o| apply_one(client, o, mode, policy)).collect();
-    let results: Vec<Result<Applied, ObjectFailure>> =
-        futures::stream::iter(futures).buffered(MAX_CONCURRENT_APPLIES).collect().await;
+    // for the controller's multi-threaded runtime. Unordered: with an ordered buffer one slow
+    // answer at the head holds every later slot, and fewer requests are in flight than allowed.
+    let futures: Vec<_> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| async move { (i, apply_one(client, o, mode, policy, answer).await) })
+        .collect();
+    let mut results: Vec<(usize, Result<Applied, ObjectFailure>)> =
+        futures::stream::iter(futures).buffer_unordered(MAX_CONCURRENT_APPLIES).collect().await;
+    results.sort_unstable_by_key(|(i, _)| *i);
     let mut ok = Vec::with_capacity(results.len());
     let mut failed = Vec::new();
-    for r in results {
+    for (_, r) in results {
         match r {
             Ok(a) => ok.push(a),
             Err(f) => failed.push(f),
@@ -174,6 +192,7 @@ async fn apply_one(
     o: &PlannedObject,
     mode: Mode,
     policy: ConflictPolicy,
+    answer: Answer,
 ) -> Result<Applied, ObjectFailure> {
     let api = api_for(client, o);
     let mut pp = PatchParams::apply(FIELD_MANAGER);
@@ -183,19 +202,38 @@ async fn apply_one(
     if policy.force {
         pp = pp.force();
     }
-    let first = api.patch(&o.key.name, &pp, &Patch::Apply(&o.body)).await;
+    let first = patch(&api, o, &pp, answer).await;
     let result = match first {
         Err(kube::Error::Api(s)) if s.code == 409 && !policy.force && is_own_member(&api, o).await => {
             tracing::info!(object = %o.key, "correcting drift on fields another manager took over");
-            api.patch(&o.key.name, &pp.clone().force(), &Patch::Apply(&o.body)).await
+            patch(&api, o, &pp.clone().force(), answer).await
         }
         other => other,
     };
     match result {
-        Ok(obj) => {
+        Ok(mut obj) => {
+            // Health and diff never read managedFields, and for small objects they are most of
+            // the answer: dropping them keeps a large set's results small.
+            obj.metadata.managed_fields = None;
             Ok(Applied { key: o.key.clone(), resource_version: obj.metadata.resource_version.clone(), object: obj })
         }
         Err(e) => Err(failure(o, e)),
+    }
+}
+
+async fn patch(
+    api: &Api<DynamicObject>,
+    o: &PlannedObject,
+    pp: &PatchParams,
+    answer: Answer,
+) -> Result<DynamicObject, kube::Error> {
+    let body = Patch::Apply(&o.body);
+    match answer {
+        Answer::Object => api.patch(&o.key.name, pp, &body).await,
+        Answer::Metadata => {
+            let meta = api.patch_metadata(&o.key.name, pp, &body).await?;
+            Ok(DynamicObject { types: o.body.types.clone(), metadata: meta.metadata, data: serde_json::Value::Null })
+        }
     }
 }
 

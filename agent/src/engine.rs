@@ -6,12 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::Api;
 use serde_json::Value;
 
-use crate::apply::{self, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure};
+use crate::apply::{self, Answer, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure};
 use crate::health::{self, HealthError};
 use crate::inventory::{self, ApplySetParent, Inventory, InventoryError};
 use crate::plan::{self, ApplyPlan, Catalog, Desired, NamespaceDefaults, ObjectKey, PlanError, PlannedObject, Stage};
@@ -141,6 +143,7 @@ async fn converge(
     manifests: Vec<Desired>,
     opts: &SyncOptions,
 ) -> Result<Converged, SyncError> {
+    let started = Instant::now();
     let id = parent.id();
     let plan = plan::plan(manifests, catalog, &opts.namespaces, &id).await?;
     if plan.objects.is_empty() && !opts.allow_empty {
@@ -156,6 +159,7 @@ async fn converge(
     // and the members missing from the plan are what prune deletes. Listing is read-only
     // and done as the agent, so a ServiceAccount needs rights only for what it applies.
     let members = inventory::list_members(&clients.agent, catalog, parent, &widened).await?;
+    tracing::debug!(members = members.len(), elapsed_ms = started.elapsed().as_millis(), "planned and listed the set");
     let before: BTreeMap<ObjectKey, String> =
         members.iter().filter_map(|m| m.resource_version.clone().map(|rv| (m.key.clone(), rv))).collect();
 
@@ -188,7 +192,7 @@ async fn converge(
         }
     }
     let unchanged = results.len();
-    tracing::debug!(unchanged, "objects already as desired");
+    tracing::debug!(unchanged, elapsed_ms = started.elapsed().as_millis(), "objects already as desired");
 
     // Gate: dry-run everything that can be dry-run before anything is written.
     let deferred = if opts.dry_run_gate {
@@ -200,7 +204,12 @@ async fn converge(
         plan.objects.iter().filter(|o| !results.contains_key(&o.key)).partition(|o| deferred.contains(&o.key));
     if opts.dry_run_gate {
         dry_run(&clients.applier, &now, policy).await?;
-        tracing::debug!(objects = now.len(), deferred = later.len(), "dry-run passed");
+        tracing::debug!(
+            objects = now.len(),
+            deferred = later.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "dry-run passed"
+        );
     }
 
     // Widen the inventory first, so a crash from here on never loses an applied object.
@@ -211,7 +220,16 @@ async fn converge(
         .copied()
         .filter(|o| matches!(o.stage, Stage::CustomResourceDefinitions | Stage::Namespaces))
         .collect();
-    apply_stage(&clients.applier, &first, policy, &mut results).await?;
+    // Whole objects back only where health is judged from them: CRDs (waited for before
+    // their custom resources), and everything when waiting was asked for.
+    let answer_for = |stage: Stage| {
+        if opts.wait || stage == Stage::CustomResourceDefinitions { Answer::Object } else { Answer::Metadata }
+    };
+    let (crds, namespaces): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+        first.iter().partition(|o| o.stage == Stage::CustomResourceDefinitions);
+    apply_stage(&clients.applier, &crds, policy, Answer::Object, &mut results).await?;
+    apply_stage(&clients.applier, &namespaces, policy, answer_for(Stage::Namespaces), &mut results).await?;
+    tracing::debug!(objects = first.len(), elapsed_ms = started.elapsed().as_millis(), "applied CRDs and Namespaces");
 
     if !later.is_empty() {
         // The deferred objects need the CRDs just applied to be served.
@@ -225,14 +243,20 @@ async fn converge(
         catalog.invalidate();
         if opts.dry_run_gate {
             dry_run(&clients.applier, &later, policy).await?;
+            tracing::debug!(
+                objects = later.len(),
+                elapsed_ms = started.elapsed().as_millis(),
+                "dry-run of the deferred objects passed"
+            );
         }
     }
 
     for stage in [Stage::CustomResourceDefinitions, Stage::Namespaces, Stage::ClusterScoped, Stage::Namespaced] {
         let batch: Vec<&PlannedObject> =
             plan.objects.iter().filter(|o| o.stage == stage && !results.contains_key(&o.key)).collect();
-        apply_stage(&clients.applier, &batch, policy, &mut results).await?;
+        apply_stage(&clients.applier, &batch, policy, answer_for(stage), &mut results).await?;
     }
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "applied");
 
     let changed: Vec<ObjectKey> = plan
         .objects
@@ -255,6 +279,7 @@ async fn converge(
         let mut narrowed = new.clone();
         narrowed.namespaces.insert(parent.namespace.clone());
         inventory::write(&clients.agent, parent, &narrowed).await?;
+        tracing::debug!(pruned = pruned.len(), elapsed_ms = started.elapsed().as_millis(), "pruned");
     }
     let report = SyncReport { total: plan.objects.len(), changed, pruned };
     Ok((plan, results, report))
@@ -266,16 +291,21 @@ async fn deferred_objects(client: &Client, plan: &ApplyPlan) -> Result<BTreeSet<
     let planned_namespaces: BTreeSet<&str> =
         plan.objects.iter().filter(|o| o.stage == Stage::Namespaces).map(|o| o.key.name.as_str()).collect();
     let api: Api<Namespace> = Api::all(client.clone());
-    let mut missing = BTreeSet::new();
-    for ns in &planned_namespaces {
-        match api.get_metadata_opt(ns).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                missing.insert(*ns);
+    let lookups: Vec<_> = planned_namespaces
+        .iter()
+        .map(|ns| {
+            let api = api.clone();
+            async move {
+                match api.get_metadata_opt(ns).await {
+                    Ok(found) => Ok((*ns, found.is_none())),
+                    Err(source) => Err(SyncError::NamespaceLookup { namespace: ns.to_string(), source }),
+                }
             }
-            Err(source) => return Err(SyncError::NamespaceLookup { namespace: ns.to_string(), source }),
-        }
-    }
+        })
+        .collect();
+    let answers: Vec<(&str, bool)> =
+        futures::stream::iter(lookups).buffer_unordered(apply::MAX_CONCURRENT_APPLIES).try_collect().await?;
+    let missing: BTreeSet<&str> = answers.into_iter().filter(|(_, absent)| *absent).map(|(ns, _)| ns).collect();
     Ok(plan
         .objects
         .iter()
@@ -296,7 +326,7 @@ pub fn contained(desired: &Value, live: &Value) -> bool {
 
 /// Dry-runs `objects` (`dryRun=All`: admission, validation and field ownership, nothing stored).
 async fn dry_run(client: &Client, objects: &[&PlannedObject], policy: ConflictPolicy) -> Result<(), ApplyError> {
-    apply::apply_all(client, objects, Mode::DryRun, policy)
+    apply::apply_all(client, objects, Mode::DryRun, policy, Answer::Metadata)
         .await
         .map(|_| ())
         .map_err(|failures| ApplyError::DryRunRejected { failures })
@@ -306,12 +336,13 @@ async fn apply_stage(
     client: &Client,
     objects: &[&PlannedObject],
     policy: ConflictPolicy,
+    answer: Answer,
     results: &mut BTreeMap<ObjectKey, Applied>,
 ) -> Result<(), ApplyError> {
     if objects.is_empty() {
         return Ok(());
     }
-    let ok = apply::apply_all(client, objects, Mode::Apply, policy)
+    let ok = apply::apply_all(client, objects, Mode::Apply, policy, answer)
         .await
         .map_err(|failures| ApplyError::ApplyFailed { failures })?;
     results.extend(ok.into_iter().map(|a| (a.key.clone(), a)));
@@ -344,7 +375,7 @@ pub async fn diff(
     let mut out = Vec::new();
     let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
         plan.objects.iter().partition(|o| deferred.contains(&o.key));
-    let dry = apply::apply_all(&clients.applier, &now, Mode::DryRun, policy)
+    let dry = apply::apply_all(&clients.applier, &now, Mode::DryRun, policy, Answer::Object)
         .await
         .map_err(|failures| ApplyError::DryRunRejected { failures })?;
     for (o, mut d) in now.iter().zip(dry) {
@@ -357,7 +388,7 @@ pub async fn diff(
             if live_rv.is_none() || live_rv == d.resource_version {
                 break;
             }
-            let mut again = apply::apply_all(&clients.applier, &[*o], Mode::DryRun, policy)
+            let mut again = apply::apply_all(&clients.applier, &[*o], Mode::DryRun, policy, Answer::Object)
                 .await
                 .map_err(|failures| ApplyError::DryRunRejected { failures })?;
             if let Some(a) = again.pop() {

@@ -253,7 +253,9 @@ pub async fn list_members(
     scope: &Inventory,
 ) -> Result<Vec<Member>, InventoryError> {
     let selector = format!("{PART_OF_LABEL}={}", parent.id());
-    let mut members = Vec::new();
+    // Kinds are resolved first (discovery is cached), then every kind × namespace is listed
+    // concurrently: a set spanning many namespaces costs one round trip, not one per list.
+    let mut lists = Vec::new();
     for gk in &scope.group_kinds {
         let (kind, group) = gk.split_once('.').unwrap_or((gk.as_str(), ""));
         let Some((resource, namespaced)) = catalog.resolve_group_kind(group, kind).await? else {
@@ -267,37 +269,58 @@ pub async fn list_members(
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                 None => Api::all_with(client.clone(), &resource),
             };
-            let mut lp = ListParams::default().labels(&selector).limit(LIST_PAGE_SIZE);
-            loop {
-                let page =
-                    api.list(&lp).await.map_err(|source| InventoryError::List { group_kind: gk.clone(), source })?;
-                for item in page.items {
-                    let Some(name) = item.metadata.name.clone() else { continue };
-                    let keep = item
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(PRUNE_ANNOTATION))
-                        .is_some_and(|v| v == PRUNE_DISABLED);
-                    members.push(Member {
-                        key: ObjectKey {
-                            group: group.to_string(),
-                            kind: kind.to_string(),
-                            namespace: item.metadata.namespace.clone(),
-                            name,
-                        },
-                        resource: resource.clone(),
-                        stage: stage_of(group, kind, namespaced),
-                        resource_version: item.metadata.resource_version.clone(),
-                        keep,
-                        live: item,
-                    });
-                }
-                match page.metadata.continue_.as_deref() {
-                    Some(token) if !token.is_empty() => lp = lp.continue_token(token),
-                    _ => break,
-                }
-            }
+            let kind = GroupKindOf { group, kind, gk, resource: resource.clone(), namespaced };
+            lists.push(list_one(api, kind, &selector));
+        }
+    }
+    let pages: Vec<Vec<Member>> = futures::stream::iter(lists).buffered(MAX_CONCURRENT_LISTS).try_collect().await?;
+    Ok(pages.into_iter().flatten().collect())
+}
+
+/// Lists requests in flight at once while reading the set.
+pub const MAX_CONCURRENT_LISTS: usize = 16;
+
+struct GroupKindOf<'a> {
+    group: &'a str,
+    kind: &'a str,
+    gk: &'a String,
+    resource: ApiResource,
+    namespaced: bool,
+}
+
+/// Members of one kind in one namespace (or cluster-wide), page by page.
+async fn list_one(api: Api<DynamicObject>, of: GroupKindOf<'_>, selector: &str) -> Result<Vec<Member>, InventoryError> {
+    let mut members = Vec::new();
+    let mut lp = ListParams::default().labels(selector).limit(LIST_PAGE_SIZE);
+    loop {
+        let page = api.list(&lp).await.map_err(|source| InventoryError::List { group_kind: of.gk.clone(), source })?;
+        for mut item in page.items {
+            let Some(name) = item.metadata.name.clone() else { continue };
+            let keep = item
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PRUNE_ANNOTATION))
+                .is_some_and(|v| v == PRUNE_DISABLED);
+            // Never compared nor shown, and the bulk of a small object: not kept in memory.
+            item.metadata.managed_fields = None;
+            members.push(Member {
+                key: ObjectKey {
+                    group: of.group.to_string(),
+                    kind: of.kind.to_string(),
+                    namespace: item.metadata.namespace.clone(),
+                    name,
+                },
+                resource: of.resource.clone(),
+                stage: stage_of(of.group, of.kind, of.namespaced),
+                resource_version: item.metadata.resource_version.clone(),
+                keep,
+                live: item,
+            });
+        }
+        match page.metadata.continue_.as_deref() {
+            Some(token) if !token.is_empty() => lp = lp.continue_token(token),
+            _ => break,
         }
     }
     Ok(members)
