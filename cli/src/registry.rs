@@ -127,7 +127,12 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct Registry {
     host: String,
     scheme: &'static str,
-    client: oci_client::Client,
+    /// Built on first use (reads, tags): it loads the system roots twice, and a push does
+    /// not need it at all.
+    client: std::sync::OnceLock<oci_client::Client>,
+    /// Its configuration, taken when it is built.
+    client_config: std::sync::Mutex<Option<ClientConfig>>,
+    ca_file: Option<PathBuf>,
     auth: RegistryAuth,
     /// Plain HTTP client for the endpoints oci-client does not expose as we need them;
     /// built on first use, since loading the system roots costs ~10 ms per client.
@@ -172,10 +177,6 @@ impl Registry {
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        let client = oci_client::Client::try_from(config).map_err(|e| RegistryError::CaFile {
-            path: options.ca_file.clone().unwrap_or_default(),
-            detail: e.to_string(),
-        })?;
         let auth = match &options.creds {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
             None => default_auth(host),
@@ -183,7 +184,9 @@ impl Registry {
         Ok(Registry {
             host: host.to_string(),
             scheme: if options.insecure { "http" } else { "https" },
-            client,
+            client: std::sync::OnceLock::new(),
+            client_config: std::sync::Mutex::new(Some(config)),
+            ca_file: options.ca_file.clone(),
             auth,
             http: std::sync::OnceLock::new(),
             extra_certs: reqwest_certs,
@@ -242,7 +245,7 @@ impl Registry {
         };
         let r = self.oci_ref(reference.repository(), Some(&selector));
         let digest =
-            self.client.fetch_manifest_digest(&r, &self.auth).await.map_err(|e| self.classify(what.clone(), e))?;
+            self.oci()?.fetch_manifest_digest(&r, &self.auth).await.map_err(|e| self.classify(what.clone(), e))?;
         digest.parse().map_err(|_| RegistryError::Protocol {
             registry: self.host.clone(),
             what,
@@ -282,7 +285,7 @@ impl Registry {
         let what = format!("manifest {repo}{}{selector}", if selector.contains(':') { "@" } else { ":" });
         let r = self.oci_ref(repo, Some(selector));
         let (bytes, _) = self
-            .client
+            .oci()?
             .pull_manifest_raw(&r, &self.auth, oci::ACCEPTED_MANIFEST_TYPES)
             .await
             .map_err(|e| self.classify(what.clone(), e))?;
@@ -325,10 +328,10 @@ impl Registry {
         let what = format!("blob {repo}@{digest}");
         let r = self.oci_ref(repo, Some(&digest.to_string()));
         // Authenticate first so the blob request carries credentials.
-        self.client.store_auth_if_needed(&self.host, &self.auth).await;
+        self.oci()?.store_auth_if_needed(&self.host, &self.auth).await;
         let digest_str = digest.to_string();
         let mut stream =
-            self.client.pull_blob_stream(&r, digest_str.as_str()).await.map_err(|e| self.classify(what.clone(), e))?;
+            self.oci()?.pull_blob_stream(&r, digest_str.as_str()).await.map_err(|e| self.classify(what.clone(), e))?;
         let mut hasher = sha2::Sha256::new();
         let mut received: u64 = 0;
         while let Some(chunk) = stream.next().await {
@@ -579,7 +582,7 @@ impl Registry {
         for _ in 0..MAX_TAG_PAGES {
             let last = tags.last().cloned();
             let page = self
-                .client
+                .oci()?
                 .list_tags(&r, &self.auth, Some(TAGS_PAGE_SIZE), last.as_deref())
                 .await
                 .map_err(|e| self.classify(format!("repository {repo}"), e))?;
@@ -643,6 +646,21 @@ impl Registry {
             index.manifests.retain(|d| d.artifact_type.as_deref() == Some(t));
         }
         Ok(Some(index))
+    }
+
+    fn oci(&self) -> Result<&oci_client::Client, RegistryError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        // Held while building, so the configuration is taken exactly once.
+        let mut config = self.client_config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let ca_error = |detail: String| RegistryError::CaFile { path: self.ca_file.clone().unwrap_or_default(), detail };
+        let config = config.take().ok_or_else(|| ca_error("the registry client could not be built before".into()))?;
+        let client = oci_client::Client::try_from(config).map_err(|e| ca_error(e.to_string()))?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     fn http(&self) -> Result<&reqwest::Client, RegistryError> {
