@@ -200,6 +200,76 @@ impl Env {
     pub fn peer_versions(&self) -> String {
         fs::read_to_string(&self.peer_versions).expect("read peer versions")
     }
+
+    /// `kubectl get KIND NAME [-n NS] -o json` with managed fields; `None` when it does not exist.
+    pub fn object(&self, kind: &str, ns: Option<&str>, name: &str) -> Option<serde_json::Value> {
+        let mut cmd = self.kubectl_cmd();
+        cmd.args(["get", kind, name, "-o", "json", "--show-managed-fields", "--ignore-not-found"]);
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        let out = run_ok(&mut cmd);
+        if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).expect("kubectl get prints JSON")) }
+    }
+
+    /// The ConfigMaps in `ns` that belong to any ApplySet, as `configmap/NAME` lines.
+    pub fn applyset_configmaps(&self, ns: &str) -> String {
+        run_ok(self.kubectl_cmd().args(["get", "configmaps", "-n", ns, "-l", APPLYSET_PART_OF, "-o", "name"]))
+    }
+
+    /// The Source CRD as `berth-agent crd` prints it, applied and Established.
+    pub fn install_source_crd(&self) {
+        let crd = run_ok(self.berth_agent().arg("crd"));
+        let dir = manifests(&[("crd.yaml", crd)]);
+        run_ok(
+            self.kubectl_cmd()
+                .args(["apply", "--server-side", "--force-conflicts", "-f"])
+                .arg(dir.path().join("crd.yaml")),
+        );
+        run_ok(self.kubectl_cmd().args([
+            "wait",
+            "--for=condition=Established",
+            "crd/sources.berth.dev",
+            "--timeout=30s",
+        ]));
+    }
+
+    /// A cosign key pair written by `berth keygen` (password "e2e") as `DIR/NAME.key`
+    /// and `DIR/NAME.pub`; returns (private, public).
+    pub fn keypair(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let prefix = dir.join(name);
+        run_ok(self.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
+        (prefix.with_extension("key"), prefix.with_extension("pub"))
+    }
+
+    /// oras's flags for one of the test registries: the CA and credentials for the TLS ones,
+    /// `--plain-http` for the others.
+    pub fn oras_flags(&self, tls: bool) -> Vec<String> {
+        if tls {
+            vec![
+                "--ca-file".into(),
+                self.ca_file.display().to_string(),
+                "-u".into(),
+                self.registry_user.clone(),
+                "-p".into(),
+                self.registry_password.clone(),
+            ]
+        } else {
+            vec!["--plain-http".into()]
+        }
+    }
+}
+
+/// The label every member of an ApplySet carries (its value is the set's id).
+pub const APPLYSET_PART_OF: &str = "applyset.kubernetes.io/part-of";
+
+/// A fresh temp dir holding `files` (name, content), e.g. manifests to apply or push.
+pub fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, content) in files {
+        fs::write(dir.path().join(name), content).expect("write manifest");
+    }
+    dir
 }
 
 /// A namespace owned by one test.

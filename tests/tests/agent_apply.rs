@@ -6,31 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use berth_e2e::{Env, Output, env, run, run_fail, run_ok, testdata};
+use berth_e2e::{APPLYSET_PART_OF, Env, Output, env, manifests, run, run_fail, run_ok, testdata};
 use serde_json::Value;
 
-/// Writes `files` (name, content) into a fresh temp dir.
-fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    dir
-}
-
-/// `kubectl get KIND NAME [-n NS] -o json`, `None` when it does not exist.
-fn get(env: &Env, kind: &str, ns: Option<&str>, name: &str) -> Option<Value> {
-    let mut cmd = env.kubectl_cmd();
-    cmd.args(["get", kind, name, "-o", "json", "--show-managed-fields", "--ignore-not-found"]);
-    if let Some(ns) = ns {
-        cmd.args(["-n", ns]);
-    }
-    let out = run_ok(&mut cmd);
-    if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
-}
-
 fn must_get(env: &Env, kind: &str, ns: Option<&str>, name: &str) -> Value {
-    get(env, kind, ns, name).unwrap_or_else(|| panic!("{kind} {name} in {ns:?} does not exist"))
+    env.object(kind, ns, name).unwrap_or_else(|| panic!("{kind} {name} in {ns:?} does not exist"))
 }
 
 fn rv(v: &Value) -> String {
@@ -136,7 +116,7 @@ fn testdata_app_is_applied_with_berth_field_manager_and_applyset_labels_then_a_r
     let mut before = BTreeMap::new();
     for (kind, ns_, name) in objects {
         let o = must_get(env, kind, ns_, name);
-        assert_eq!(o["metadata"]["labels"]["applyset.kubernetes.io/part-of"], id.as_str(), "{kind} {name}");
+        assert_eq!(o["metadata"]["labels"][APPLYSET_PART_OF], id.as_str(), "{kind} {name}");
         assert!(apply_managers(&o).contains(&"berth".to_string()), "{kind} {name} managers {:?}", apply_managers(&o));
         before.insert((kind, name), written_by_berth_marker(kind, &o));
     }
@@ -173,8 +153,8 @@ fn testdata_app_is_applied_with_berth_field_manager_and_applyset_labels_then_a_r
     // Clean up the cluster-scoped part so other runs start fresh (prune of an emptied set).
     let empty = tempfile::tempdir().unwrap();
     run_ok(&mut agent_apply(env, empty.path(), ns.name(), "shop", &["--prune", "--allow-empty"]));
-    assert!(get(env, "clusterrole", None, "shop-viewer").is_none(), "prune left the ClusterRole");
-    assert!(get(env, "deployment", Some("shop-web"), "web").is_none(), "prune left the Deployment");
+    assert!(env.object("clusterrole", None, "shop-viewer").is_none(), "prune left the ClusterRole");
+    assert!(env.object("deployment", Some("shop-web"), "web").is_none(), "prune left the Deployment");
 }
 
 #[test]
@@ -188,7 +168,7 @@ fn new_set_prunes_the_dropped_deployment_and_updates_the_configmap() {
     ]);
     run_ok(&mut agent_apply(env, v1.path(), ns.name(), "app", &["--prune"]));
     let keep_before = written_by_berth_marker("deployment", &must_get(env, "deployment", Some(ns.name()), "keep"));
-    assert!(get(env, "deployment", Some(ns.name()), "drop").is_some());
+    assert!(env.object("deployment", Some(ns.name()), "drop").is_some());
 
     let v2 =
         manifests(&[("cm.yaml", configmap("settings", &[("mode", "two")])), ("keep.yaml", deployment("keep", "1"))]);
@@ -205,11 +185,11 @@ fn new_set_prunes_the_dropped_deployment_and_updates_the_configmap() {
     assert!(out.stdout.contains("data.mode: \"one\" -> \"two\""), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("- Deployment.apps {}/drop (prune)", ns.name())), "{}", out.stdout);
     assert!(!out.stdout.contains("keep"), "unchanged objects are not listed: {}", out.stdout);
-    assert!(get(env, "deployment", Some(ns.name()), "drop").is_some(), "diff deleted something");
+    assert!(env.object("deployment", Some(ns.name()), "drop").is_some(), "diff deleted something");
 
     let out = run_ok(&mut agent_apply(env, v2.path(), ns.name(), "app", &["--prune"]));
     assert!(out.contains(&format!("pruned Deployment.apps {}/drop", ns.name())), "{out}");
-    assert!(get(env, "deployment", Some(ns.name()), "drop").is_none(), "the dropped Deployment is still there");
+    assert!(env.object("deployment", Some(ns.name()), "drop").is_none(), "the dropped Deployment is still there");
     assert_eq!(must_get(env, "configmap", Some(ns.name()), "settings")["data"]["mode"], "two");
     assert_eq!(
         written_by_berth_marker("deployment", &must_get(env, "deployment", Some(ns.name()), "keep")),
@@ -235,8 +215,8 @@ fn objects_annotated_prune_disabled_survive_prune() {
     run_ok(&mut agent_apply(env, v1.path(), ns.name(), "set", &[]));
     let v2 = manifests(&[("c.yaml", configmap("other", &[("a", "1")]))]);
     run_ok(&mut agent_apply(env, v2.path(), ns.name(), "set", &["--prune"]));
-    assert!(get(env, "configmap", Some(ns.name()), "plain").is_none());
-    assert!(get(env, "configmap", Some(ns.name()), "precious").is_some(), "an opted-out object was pruned");
+    assert!(env.object("configmap", Some(ns.name()), "plain").is_none());
+    assert!(env.object("configmap", Some(ns.name()), "precious").is_some(), "an opted-out object was pruned");
 }
 
 #[test]
@@ -258,7 +238,7 @@ fn crd_and_its_custom_resource_apply_in_one_run() {
     let empty = tempfile::tempdir().unwrap();
     run_ok(&mut agent_apply(env, empty.path(), ns.name(), "gadgets", &["--prune", "--allow-empty"]));
     // A CRD is removed once its custom resources are gone; it must at least be deleting.
-    let crd = get(env, "customresourcedefinition", None, &format!("gadgets.{group}"));
+    let crd = env.object("customresourcedefinition", None, &format!("gadgets.{group}"));
     assert!(crd.is_none_or(|c| c["metadata"]["deletionTimestamp"].is_string()), "the CRD was not pruned");
 }
 
@@ -280,9 +260,12 @@ fn one_invalid_object_means_nothing_is_applied() {
     );
     assert!(out.stderr.contains("b.yaml:1"), "error names the file and line: {}", out.stderr);
     assert!(out.stderr.contains("nothing was applied"), "{}", out.stderr);
-    assert!(get(env, "configmap", Some(ns.name()), "first").is_none(), "a valid object was applied anyway");
-    assert!(get(env, "configmap", Some(ns.name()), "last").is_none(), "a valid object was applied anyway");
-    assert!(get(env, "secret", Some(ns.name()), "bad").is_none(), "the inventory was written although nothing applied");
+    assert!(env.object("configmap", Some(ns.name()), "first").is_none(), "a valid object was applied anyway");
+    assert!(env.object("configmap", Some(ns.name()), "last").is_none(), "a valid object was applied anyway");
+    assert!(
+        env.object("secret", Some(ns.name()), "bad").is_none(),
+        "the inventory was written although nothing applied"
+    );
 }
 
 #[test]
@@ -331,7 +314,7 @@ fn a_service_account_without_rights_gets_a_clear_error_and_nothing_applied() {
         out.stderr
     );
     assert!(out.stderr.contains("RBAC"), "says what to do: {}", out.stderr);
-    assert!(get(env, "configmap", Some(ns.name()), "c").is_none());
+    assert!(env.object("configmap", Some(ns.name()), "c").is_none());
 
     // With rights in the namespace the same apply goes through as that account.
     run_ok(env.kubectl_cmd().args([
@@ -369,11 +352,11 @@ fn berth_refuses_a_set_that_kubectl_manages() {
     );
     let kubectl_id = applyset_id(env, ns.name(), "ks");
     let cm = must_get(env, "configmap", Some(ns.name()), "from-kubectl");
-    assert_eq!(cm["metadata"]["labels"]["applyset.kubernetes.io/part-of"], kubectl_id.as_str());
+    assert_eq!(cm["metadata"]["labels"][APPLYSET_PART_OF], kubectl_id.as_str());
 
     let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "ks", &["--prune"]));
     assert!(out.stderr.contains("managed by tooling \"kubectl/"), "{}", out.stderr);
-    assert!(get(env, "configmap", Some(ns.name()), "from-kubectl").is_some());
+    assert!(env.object("configmap", Some(ns.name()), "from-kubectl").is_some());
 }
 
 #[test]
@@ -385,7 +368,7 @@ fn an_empty_set_is_refused_unless_allowed() {
     let empty = tempfile::tempdir().unwrap();
     let out = run_fail(&mut agent_apply(env, empty.path(), ns.name(), "e", &["--prune"]));
     assert!(out.stderr.contains("no objects"), "{}", out.stderr);
-    assert!(get(env, "configmap", Some(ns.name()), "c").is_some(), "an empty set pruned objects");
+    assert!(env.object("configmap", Some(ns.name()), "c").is_some(), "an empty set pruned objects");
 }
 
 #[test]
@@ -407,16 +390,7 @@ fn killed_mid_apply_the_next_run_still_prunes_what_the_first_one_created() {
     // Kill it (SIGKILL) as soon as the first objects exist.
     let start = std::time::Instant::now();
     loop {
-        let out = run_ok(env.kubectl_cmd().args([
-            "get",
-            "configmaps",
-            "-n",
-            ns.name(),
-            "-l",
-            "applyset.kubernetes.io/part-of",
-            "-o",
-            "name",
-        ]));
+        let out = env.applyset_configmaps(ns.name());
         if out.lines().count() > 0 || start.elapsed() > std::time::Duration::from_secs(60) {
             break;
         }
@@ -424,31 +398,13 @@ fn killed_mid_apply_the_next_run_still_prunes_what_the_first_one_created() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let created = run_ok(env.kubectl_cmd().args([
-        "get",
-        "configmaps",
-        "-n",
-        ns.name(),
-        "-l",
-        "applyset.kubernetes.io/part-of",
-        "-o",
-        "name",
-    ]));
+    let created = env.applyset_configmaps(ns.name());
     assert!(!created.trim().is_empty(), "nothing was applied before the kill");
 
     // A new, small set with prune: everything the killed run created is found and removed.
     let v2 = manifests(&[("only.yaml", configmap("only", &[("a", "1")]))]);
     run_ok(&mut agent_apply(env, v2.path(), ns.name(), "crash", &["--prune"]));
-    let left = run_ok(env.kubectl_cmd().args([
-        "get",
-        "configmaps",
-        "-n",
-        ns.name(),
-        "-l",
-        "applyset.kubernetes.io/part-of",
-        "-o",
-        "name",
-    ]));
+    let left = env.applyset_configmaps(ns.name());
     assert_eq!(left.trim(), "configmap/only", "objects of the killed run were forgotten");
 }
 

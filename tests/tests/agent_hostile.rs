@@ -35,16 +35,10 @@ fn push_signed(env: &Env, dir: &Path, layer: &Path, layer_type: &str) -> (String
     );
     let pushed: serde_json::Value = serde_json::from_str(&out).unwrap();
     let digest = pushed["digest"].as_str().unwrap().to_string();
-    let prefix = dir.join("key");
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
+    let (key, public) = env.keypair(dir, "key");
     let at = format!("oci://{}/{repo}@{digest}", env.registry_dist);
-    run_ok(
-        env.berth()
-            .env("COSIGN_PASSWORD", "e2e")
-            .args(["sign", &at, "--insecure", "--key"])
-            .arg(prefix.with_extension("key")),
-    );
-    (at, prefix.with_extension("pub"))
+    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").args(["sign", &at, "--insecure", "--key"]).arg(key));
+    (at, public)
 }
 
 /// `berth-agent apply` of a hostile artifact: fails, names the problem, applies nothing.
@@ -54,16 +48,7 @@ fn refused(env: &'static Env, at: &str, public: &Path, expect: &str) {
     cmd.args(["apply", at, "--insecure", "-n", ns.name(), "--name", "h", "--key"]).arg(public);
     let out = run_fail(&mut cmd);
     assert!(out.stderr.contains(expect), "expected {expect:?} in: {}", out.stderr);
-    let cms = run_ok(env.kubectl_cmd().args([
-        "get",
-        "configmaps",
-        "-n",
-        ns.name(),
-        "-l",
-        "applyset.kubernetes.io/part-of",
-        "-o",
-        "name",
-    ]));
+    let cms = env.applyset_configmaps(ns.name());
     assert!(cms.trim().is_empty(), "a hostile artifact applied objects: {cms}");
 }
 

@@ -41,7 +41,7 @@ fn replica(env: &'static berth_e2e::Env, name: &str, ns: &str) -> Agent {
 #[test]
 fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exactly_once() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-leader");
     let repo = env.repo("prod-leader");
     let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
@@ -106,7 +106,7 @@ fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exac
 #[test]
 fn sigterm_releases_the_lease_so_a_follower_takes_over_at_once() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-term");
     let repo = env.repo("prod-term");
     let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
@@ -214,7 +214,7 @@ impl Relay {
 #[test]
 fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_next_to_the_new_leader() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-cutoff");
     let repo = env.repo("prod-cutoff");
     let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
@@ -306,7 +306,7 @@ fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_nex
 #[test]
 fn losing_the_lease_mid_rollout_abandons_the_in_flight_reconcile() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-lose");
     let repo = env.repo("prod-lose");
     // A rollout that never becomes ready keeps the reconcile in flight (health wait, 1m).

@@ -35,7 +35,7 @@ fn reason_and_message(env: &berth_e2e::Env, ns: &str, name: &str) -> Option<(Str
 #[test]
 fn two_tenants_impersonation_enforced_denied_kinds_and_foreign_namespaces_refuse_the_whole_artifact() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ta = env.namespace("prod-tenant-a");
     let tb = env.namespace("prod-tenant-b");
     tenant_applier(env, ta.name());

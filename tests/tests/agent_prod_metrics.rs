@@ -17,7 +17,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_count_reconciles_objects_and_digests_and_probes_answer() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-metrics");
     let repo = env.repo("prod-metrics");
     let v1 = manifests(&[("a.yaml", configmap("app", "one")), ("b.yaml", configmap("extra", "x"))]);
@@ -86,7 +86,7 @@ fn metrics_count_reconciles_objects_and_digests_and_probes_answer() {
 #[test]
 fn a_follower_reports_leader_zero_and_is_ready() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-mfollow");
     let start = |name: &str| {
         let args = ["--metrics-addr", "127.0.0.1:0", "--leader-elect", "--lease-name", "m", "--lease-duration", "30s"];

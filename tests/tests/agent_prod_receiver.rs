@@ -70,7 +70,7 @@ fn secret(env: &berth_e2e::Env, ns: &str) {
 #[test]
 fn a_registry_push_is_applied_within_two_seconds_while_the_interval_is_ten_minutes() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-push");
     secret(env, ns.name());
     let (reg_port, hook_port) = (free_port(), free_port());
@@ -136,7 +136,7 @@ fn hmac_hex(key: &str, data: &[u8]) -> String {
 #[test]
 fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_replayed_requests() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-hook");
     secret(env, ns.name());
     kubectl_apply(env, source_yaml(env, ns.name(), "shop", &env.repo("prod-hook"), "live", "10m", ""));

@@ -21,7 +21,7 @@ fn rollbacks_in(agent: &Agent) -> usize {
 #[test]
 fn a_never_ready_rollout_is_rolled_back_once_held_retried_on_request_and_released_by_a_new_ref() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-rollback");
     let repo = env.repo("prod-rollback");
     let v1 = manifests(&[("web.yaml", deployment("web", GOOD_IMAGE)), ("cm.yaml", configmap("settings", "one"))]);
@@ -109,12 +109,12 @@ fn a_never_ready_rollout_is_rolled_back_once_held_retried_on_request_and_release
 #[test]
 fn no_rollback_to_a_digest_whose_signature_no_longer_verifies() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-rotated");
     let repo = env.repo("prod-rotated");
     let keys = tempfile::tempdir().unwrap();
-    let (old_key, old_pub) = keypair(env, keys.path(), "old");
-    let (new_key, new_pub) = keypair(env, keys.path(), "new");
+    let (old_key, old_pub) = env.keypair(keys.path(), "old");
+    let (new_key, new_pub) = env.keypair(keys.path(), "new");
     let trusted = |public: &std::path::Path| {
         let yaml = run_ok(
             env.kubectl_cmd()

@@ -13,7 +13,7 @@ use berth_e2e::env;
 #[test]
 fn sigterm_exits_at_once_when_idle_and_after_the_grace_period_mid_rollout() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("prod-term");
     let repo = env.repo("prod-shutdown");
     let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);

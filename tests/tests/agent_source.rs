@@ -7,41 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::{Env, env, run, run_fail, run_ok};
+use berth_e2e::{APPLYSET_PART_OF, Env, env, manifests, run, run_fail, run_ok};
 use serde_json::Value;
-
-fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    dir
-}
-
-fn get(env: &Env, kind: &str, ns: &str, name: &str) -> Option<Value> {
-    let out = run_ok(env.kubectl_cmd().args([
-        "get",
-        kind,
-        name,
-        "-n",
-        ns,
-        "-o",
-        "json",
-        "--show-managed-fields",
-        "--ignore-not-found",
-    ]));
-    if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
-}
 
 fn configmap(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
-}
-
-/// A cosign key pair written by `berth keygen` (password "e2e"); returns (private, public).
-fn keypair(env: &Env, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let prefix = dir.join(name);
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
-    (prefix.with_extension("key"), prefix.with_extension("pub"))
 }
 
 /// Pushes `dir` to `oci://REGISTRY/REPO:TAG`, signed with `key` when given; returns the digest.
@@ -66,7 +36,7 @@ fn a_signed_artifact_applies_by_digest_and_the_next_one_prunes() {
     let env = env();
     let ns = env.namespace("agent-oci");
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(env, keys.path(), "signer");
+    let (key, public) = env.keypair(keys.path(), "signer");
     let repo = env.repo("agent-oci");
     let v1 = manifests(&[("a.yaml", configmap("alpha", "1")), ("b.yaml", configmap("beta", "1"))]);
     let d1 = push(env, &env.registry_dist, &repo, "v1", v1.path(), Some(&key));
@@ -80,14 +50,14 @@ fn a_signed_artifact_applies_by_digest_and_the_next_one_prunes() {
     let out = apply(&at);
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains(&d1), "reports the digest it applied: {}", out.stderr);
-    assert_eq!(get(env, "configmap", ns.name(), "alpha").unwrap()["data"]["value"], "1");
+    assert_eq!(env.object("configmap", Some(ns.name()), "alpha").unwrap()["data"]["value"], "1");
 
     let v2 = manifests(&[("a.yaml", configmap("alpha", "2"))]);
     let d2 = push(env, &env.registry_dist, &repo, "v2", v2.path(), Some(&key));
     let out = apply(&format!("oci://{}/{repo}@{d2}", env.registry_dist));
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(get(env, "configmap", ns.name(), "alpha").unwrap()["data"]["value"], "2");
-    assert!(get(env, "configmap", ns.name(), "beta").is_none(), "beta left the artifact but was not pruned");
+    assert_eq!(env.object("configmap", Some(ns.name()), "alpha").unwrap()["data"]["value"], "2");
+    assert!(env.object("configmap", Some(ns.name()), "beta").is_none(), "beta left the artifact but was not pruned");
 }
 
 #[test]
@@ -95,8 +65,8 @@ fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
     let env = env();
     let ns = env.namespace("agent-untrusted");
     let keys = tempfile::tempdir().unwrap();
-    let (key_a, _) = keypair(env, keys.path(), "a");
-    let (_, public_b) = keypair(env, keys.path(), "b");
+    let (key_a, _) = env.keypair(keys.path(), "a");
+    let (_, public_b) = env.keypair(keys.path(), "b");
     let repo = env.repo("agent-untrusted");
     let dir = manifests(&[("a.yaml", configmap("never", "1"))]);
 
@@ -122,7 +92,7 @@ fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
     let out = run_fail(&mut cmd);
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert!(out.stderr.contains(&wrong), "names the digest: {}", out.stderr);
-    assert!(get(env, "configmap", ns.name(), "never").is_none(), "an untrusted artifact was applied");
+    assert!(env.object("configmap", Some(ns.name()), "never").is_none(), "an untrusted artifact was applied");
 }
 
 /// `berth-agent run` for one namespace, killed when dropped.
@@ -155,15 +125,6 @@ impl Agent {
     }
 }
 
-fn install_crd(env: &Env) {
-    let crd = run_ok(env.berth_agent().arg("crd"));
-    let dir = manifests(&[("crd.yaml", crd)]);
-    run_ok(
-        env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")),
-    );
-    run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=30s"]));
-}
-
 fn wait_until(what: &str, timeout: Duration, agent: &Agent, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -176,7 +137,7 @@ fn wait_until(what: &str, timeout: Duration, agent: &Agent, mut check: impl FnMu
 }
 
 fn source_status(env: &Env, ns: &str, name: &str) -> Value {
-    get(env, "sources.berth.dev", ns, name).map(|s| s["status"].clone()).unwrap_or(Value::Null)
+    env.object("sources.berth.dev", Some(ns), name).map(|s| s["status"].clone()).unwrap_or(Value::Null)
 }
 
 fn ready(status: &Value) -> Option<(String, String)> {
@@ -190,10 +151,10 @@ fn ready(status: &Value) -> Option<(String, String)> {
 #[test]
 fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_unsigned_content() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("agent-ctl");
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(env, keys.path(), "ci");
+    let (key, public) = env.keypair(keys.path(), "ci");
     run_ok(
         env.kubectl_cmd()
             .args(["create", "secret", "generic", "trusted", "-n", ns.name()])
@@ -223,11 +184,10 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Ready", "source/shop", "-n", ns.name(), "--timeout=10s"]));
     let table = run_ok(env.kubectl_cmd().args(["get", "bsrc", "-n", ns.name()]));
     assert!(table.contains("DIGEST") && table.contains(&d1), "{table}");
-    let app = get(env, "configmap", ns.name(), "app").unwrap();
-    let parent = get(env, "sources.berth.dev", ns.name(), "shop").unwrap();
+    let app = env.object("configmap", Some(ns.name()), "app").unwrap();
+    let parent = env.object("sources.berth.dev", Some(ns.name()), "shop").unwrap();
     assert_eq!(
-        app["metadata"]["labels"]["applyset.kubernetes.io/part-of"],
-        parent["metadata"]["labels"]["applyset.kubernetes.io/id"],
+        app["metadata"]["labels"][APPLYSET_PART_OF], parent["metadata"]["labels"]["applyset.kubernetes.io/id"],
         "members are labelled with the Source's ApplySet id"
     );
 
@@ -235,7 +195,7 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     let rv = app["metadata"]["resourceVersion"].clone();
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(
-        get(env, "configmap", ns.name(), "app").unwrap()["metadata"]["resourceVersion"],
+        env.object("configmap", Some(ns.name()), "app").unwrap()["metadata"]["resourceVersion"],
         rv,
         "a no-op interval wrote the object"
     );
@@ -251,7 +211,7 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
         r#"{"data":{"value":"edited"}}"#,
     ]));
     wait_until("drift corrected", Duration::from_secs(30), &agent, || {
-        get(env, "configmap", ns.name(), "app").unwrap()["data"]["value"] == "one"
+        env.object("configmap", Some(ns.name()), "app").unwrap()["data"]["value"] == "one"
     });
 
     // The tag moves: the new digest is applied and what left the artifact is pruned.
@@ -260,8 +220,8 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     wait_until("the moved tag applied", Duration::from_secs(60), &agent, || {
         source_status(env, ns.name(), "shop")["lastAppliedDigest"] == d2.as_str()
     });
-    assert_eq!(get(env, "configmap", ns.name(), "app").unwrap()["data"]["value"], "two");
-    assert!(get(env, "configmap", ns.name(), "extra").is_none(), "extra was not pruned");
+    assert_eq!(env.object("configmap", Some(ns.name()), "app").unwrap()["data"]["value"], "two");
+    assert!(env.object("configmap", Some(ns.name()), "extra").is_none(), "extra was not pruned");
 
     // An unsigned artifact under the tag: nothing applied, the condition says why.
     let v3 = manifests(&[("a.yaml", configmap("app", "three"))]);
@@ -272,7 +232,11 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     });
     let s = source_status(env, ns.name(), "shop");
     assert_eq!(s["lastAppliedDigest"], d2.as_str(), "the last good digest stays recorded");
-    assert_eq!(get(env, "configmap", ns.name(), "app").unwrap()["data"]["value"], "two", "previous state intact");
+    assert_eq!(
+        env.object("configmap", Some(ns.name()), "app").unwrap()["data"]["value"],
+        "two",
+        "previous state intact"
+    );
 
     // No secret value and no password in the agent's log.
     let log = agent.log();
@@ -283,7 +247,7 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
 #[test]
 fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("agent-pin");
     let repo = env.repo("agent-pin");
     let v1 = manifests(&[("a.yaml", configmap("pinned", "one"))]);
@@ -315,7 +279,7 @@ fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
     std::thread::sleep(Duration::from_secs(12));
     assert_eq!(source_status(env, ns.name(), "pinned")["lastAppliedDigest"], d1.as_str());
     assert_eq!(
-        get(env, "configmap", ns.name(), "pinned").unwrap()["data"]["value"],
+        env.object("configmap", Some(ns.name()), "pinned").unwrap()["data"]["value"],
         "one",
         "a tag move changed a pinned Source"
     );
@@ -324,7 +288,7 @@ fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
 #[test]
 fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is_reported() {
     let env = env();
-    install_crd(env);
+    env.install_source_crd();
     let ns = env.namespace("agent-semver");
     let repo = env.repo("agent-semver");
     let mut digests = std::collections::BTreeMap::new();
@@ -345,7 +309,7 @@ fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is
     wait_until("the highest 1.x applied", Duration::from_secs(60), &agent, || {
         source_status(env, ns.name(), "ranged")["lastAppliedDigest"] == digests["1.2.0"].as_str()
     });
-    assert_eq!(get(env, "configmap", ns.name(), "versioned").unwrap()["data"]["value"], "1.2.0");
+    assert_eq!(env.object("configmap", Some(ns.name()), "versioned").unwrap()["data"]["value"], "1.2.0");
 
     let mut s = Value::Null;
     wait_until("Forbidden reported", Duration::from_secs(60), &agent, || {

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use berth_e2e::{env, run, run_ok};
 use deploy_common::{
-    FreshCluster, Process, agent_args, deploy_dir, documents, find, kustomize, relative, token_kubeconfig, wait_until,
+    FreshCluster, Process, agent_args, deploy_dir, documents, find, kustomize, push_signed_v1, relative,
+    token_kubeconfig, wait_until,
 };
 use serde_json::Value;
 
@@ -213,13 +214,11 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     //    berth-applier may apply cluster-scoped objects and other namespaces; the running
     //    agent (same token) picks up its new rights without a restart.
     run_ok(kubectl().args(["apply", "--server-side", "-k"]).arg(deploy_dir().join("overlays/simple")));
-    let keys = scratch.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(keys.join("ci")));
+    let (key, public) = env.keypair(scratch.path(), "ci");
     run_ok(
         kubectl()
             .args(["create", "secret", "generic", "signing-key", "-n", "berth-system"])
-            .arg(format!("--from-file=cosign.pub={}", keys.join("ci.pub").display())),
+            .arg(format!("--from-file=cosign.pub={}", public.display())),
     );
     let app = scratch.path().join("platform");
     std::fs::create_dir_all(&app).unwrap();
@@ -228,15 +227,7 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: platform}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: platform-reader}\nrules: [{apiGroups: [\"\"], resources: [configmaps], verbs: [get]}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: platform}\ndata: {tier: gold}\n",
     )
     .unwrap();
-    let url = format!("oci://{}/{}", env.registry_dist, env.repo("deploy-simple"));
-    run_ok(
-        env.berth()
-            .env("COSIGN_PASSWORD", "e2e")
-            .args(["push", &format!("{url}:v1")])
-            .arg(&app)
-            .args(["--insecure", "--sign-key"])
-            .arg(keys.join("ci.key")),
-    );
+    let url = push_signed_v1(env, &app, &key, "deploy-simple");
     let source = scratch.path().join("source.yaml");
     std::fs::write(
         &source,

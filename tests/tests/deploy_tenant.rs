@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use berth_e2e::{Env, env, run, run_ok, unique_name};
 use deploy_common::{
-    ClusterScoped, Process, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, relative,
-    token_kubeconfig, wait_until,
+    ClusterScoped, Process, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, push_signed_v1,
+    relative, token_kubeconfig, wait_until,
 };
 use serde_json::Value;
 
@@ -57,20 +57,6 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, content).unwrap();
     path
-}
-
-/// Pushes `dir` signed with `key` to the plain-HTTP registry; returns the repository URL.
-fn push(env: &Env, dir: &Path, key: &Path, name: &str) -> String {
-    let url = format!("oci://{}/{}", env.registry_dist, env.repo(name));
-    run_ok(
-        env.berth()
-            .env("COSIGN_PASSWORD", "e2e")
-            .args(["push", &format!("{url}:v1")])
-            .arg(dir)
-            .args(["--insecure", "--sign-key"])
-            .arg(key),
-    );
-    url
 }
 
 /// A Source of `url:v1`; `service_account` None leaves the choice to the agent's default.
@@ -144,11 +130,7 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     ]));
 
     // Trust: a key pair; the public half in the team namespace.
-    let (key, public) = {
-        let p = scratch.path().join("ci");
-        run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&p));
-        (p.with_extension("key"), p.with_extension("pub"))
-    };
+    let (key, public) = env.keypair(scratch.path(), "ci");
     run_ok(
         env.kubectl_cmd()
             .args(["create", "secret", "generic", "signing-key", "-n", tenant.name()])
@@ -184,9 +166,9 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         "config.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain-config}\ndata: {greeting: hi}\n",
     );
-    let app_url = push(env, &app_dir, &key, "deploy-tenant-app");
-    let esc_url = push(env, &esc_dir, &key, "deploy-tenant-escalate");
-    let plain_url = push(env, &plain_dir, &key, "deploy-tenant-plain");
+    let app_url = push_signed_v1(env, &app_dir, &key, "deploy-tenant-app");
+    let esc_url = push_signed_v1(env, &esc_dir, &key, "deploy-tenant-escalate");
+    let plain_url = push_signed_v1(env, &plain_dir, &key, "deploy-tenant-plain");
     let sources = [
         source("app", tenant.name(), &app_url, Some("berth-applier")),
         source("escalate", tenant.name(), &esc_url, Some("berth-applier")),

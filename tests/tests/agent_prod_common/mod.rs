@@ -7,37 +7,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+pub use berth_e2e::manifests;
 use berth_e2e::{Env, run_ok};
 use serde_json::Value;
-
-pub fn manifests(files: &[(&str, String)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    dir
-}
 
 pub fn configmap(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
 }
 
+/// `kubectl get KIND NAME -n NS -o json`, `None` when it does not exist.
 pub fn get(env: &Env, kind: &str, ns: &str, name: &str) -> Option<Value> {
-    let out = run_ok(env.kubectl_cmd().args(["get", kind, name, "-n", ns, "-o", "json", "--ignore-not-found"]));
-    if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).unwrap()) }
+    env.object(kind, Some(ns), name)
 }
 
 pub fn configmap_value(env: &Env, ns: &str, name: &str) -> Option<String> {
     get(env, "configmap", ns, name).and_then(|c| c["data"]["value"].as_str().map(String::from))
-}
-
-pub fn install_crd(env: &Env) {
-    let crd = run_ok(env.berth_agent().arg("crd"));
-    let dir = manifests(&[("crd.yaml", crd)]);
-    run_ok(
-        env.kubectl_cmd().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.path().join("crd.yaml")),
-    );
-    run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=30s"]));
 }
 
 pub fn kubectl_apply(env: &Env, yaml: String) {
@@ -195,13 +179,6 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
-}
-
-/// A cosign key pair written by `berth keygen` (password "e2e"); returns (private, public).
-pub fn keypair(env: &Env, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let prefix = dir.join(name);
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
-    (prefix.with_extension("key"), prefix.with_extension("pub"))
 }
 
 /// Pushes `dir` signed with `key` (password "e2e"); returns the digest.

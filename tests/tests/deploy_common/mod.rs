@@ -17,6 +17,21 @@ pub fn deploy_dir() -> PathBuf {
     repo_root().join("deploy")
 }
 
+/// Pushes `dir` as tag `v1` of a fresh repository (named after `name`) on the plain-HTTP
+/// registry, signed with `key` (password "e2e"); returns the repository URL `oci://…`.
+pub fn push_signed_v1(env: &Env, dir: &Path, key: &Path, name: &str) -> String {
+    let url = format!("oci://{}/{}", env.registry_dist, env.repo(name));
+    run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", "e2e")
+            .args(["push", &format!("{url}:v1")])
+            .arg(dir)
+            .args(["--insecure", "--sign-key"])
+            .arg(key),
+    );
+    url
+}
+
 /// `kubectl kustomize DIR`.
 pub fn kustomize(env: &Env, dir: &Path) -> String {
     run_ok(env.kubectl_cmd().arg("kustomize").arg(dir))
