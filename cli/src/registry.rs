@@ -657,7 +657,8 @@ impl Registry {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let ca_error = |detail: String| RegistryError::CaFile { path: self.ca_file.clone().unwrap_or_default(), detail };
+        let ca_error =
+            |detail: String| RegistryError::CaFile { path: self.ca_file.clone().unwrap_or_default(), detail };
         let config = config.take().ok_or_else(|| ca_error("the registry client could not be built before".into()))?;
         let client = oci_client::Client::try_from(config).map_err(|e| ca_error(e.to_string()))?;
         Ok(self.client.get_or_init(|| client))
