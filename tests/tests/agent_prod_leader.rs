@@ -20,33 +20,13 @@ fn all(agents: &[Agent]) -> Vec<&Agent> {
 }
 
 fn replica(env: &'static berth_e2e::Env, name: &str, ns: &str) -> Agent {
-    Agent::start(
-        env,
-        name,
-        ns,
-        &[
-            "--leader-elect",
-            "--lease-name",
-            "agents",
-            "--lease-namespace",
-            ns,
-            "--lease-duration",
-            "6s",
-            "--identity",
-            name,
-        ],
-    )
+    Agent::start(env, name, ns, &leader_flags(ns, "6s", name))
 }
 
 #[test]
 fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exactly_once() {
     let env = env();
-    env.install_source_crd();
-    let ns = env.namespace("prod-leader");
-    let repo = env.repo("prod-leader");
-    let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
-    let d1 = push(env, &env.registry_dist, &repo, "live", v1.path());
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    let (ns, repo, d1) = live_source(env, "prod-leader", &[("a.yaml", configmap("app", "one"))]);
 
     let mut agents: Vec<Agent> = ["a", "b", "c"].iter().map(|n| replica(env, n, ns.name())).collect();
     // The "applied" log line comes at the end of the reconcile (after the health wait), a
@@ -106,31 +86,9 @@ fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exac
 #[test]
 fn sigterm_releases_the_lease_so_a_follower_takes_over_at_once() {
     let env = env();
-    env.install_source_crd();
-    let ns = env.namespace("prod-term");
-    let repo = env.repo("prod-term");
-    let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
-    push(env, &env.registry_dist, &repo, "live", v1.path());
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    let (ns, repo, _) = live_source(env, "prod-term", &[("a.yaml", configmap("app", "one"))]);
     // A long lease: only a release can explain a quick takeover.
-    let long = |name: &str| {
-        Agent::start(
-            env,
-            name,
-            ns.name(),
-            &[
-                "--leader-elect",
-                "--lease-name",
-                "agents",
-                "--lease-namespace",
-                ns.name(),
-                "--lease-duration",
-                "60s",
-                "--identity",
-                name,
-            ],
-        )
-    };
+    let long = |name: &str| Agent::start(env, name, ns.name(), &leader_flags(ns.name(), "60s", name));
     let mut first = long("first");
     wait_until("first leads and applies", Duration::from_secs(90), &[&first], || {
         lease_holder(env, ns.name(), "agents").as_deref() == Some("first")
@@ -214,12 +172,7 @@ impl Relay {
 #[test]
 fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_next_to_the_new_leader() {
     let env = env();
-    env.install_source_crd();
-    let ns = env.namespace("prod-cutoff");
-    let repo = env.repo("prod-cutoff");
-    let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
-    push(env, &env.registry_dist, &repo, "live", v1.path());
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    let (ns, repo, _) = live_source(env, "prod-cutoff", &[("a.yaml", configmap("app", "one"))]);
 
     // The first replica reaches the API server through the relay; the second directly.
     let relay = Relay::start(env.apiserver.trim_start_matches("https://"));
@@ -228,38 +181,9 @@ fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_nex
     let dir = tempfile::tempdir().unwrap();
     let relayed = dir.path().join("kubeconfig");
     std::fs::write(&relayed, kubeconfig).unwrap();
-    let flags = |name: &'static str| -> Vec<String> {
-        [
-            "--leader-elect",
-            "--lease-name",
-            "agents",
-            "--lease-namespace",
-            ns.name(),
-            "--lease-duration",
-            "6s",
-            "--identity",
-            name,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let start = |name: &'static str, kubeconfig: Option<&std::path::Path>| {
-        let f = flags(name);
-        let args: Vec<&str> = f.iter().map(String::as_str).collect();
-        let log = std::env::temp_dir().join(format!("berth-agent-{}-{name}.log", ns.name()));
-        let mut cmd = env.berth_agent();
-        cmd.args(["run", "--watch-namespace", ns.name(), "--log-format", "json"])
-            .args(&args)
-            .env("RUST_LOG", "info,berth_agent=debug");
-        if let Some(k) = kubeconfig {
-            cmd.env("KUBECONFIG", k);
-        }
-        let child =
-            cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
-        Agent { child: Some(child), log, name: name.to_string() }
+    let start = |name: &str, kubeconfig: Option<&std::path::Path>| {
+        let flags = [&leader_flags(ns.name(), "6s", name)[..], &["--metrics-addr", "127.0.0.1:0"]].concat();
+        Agent::start_with_kubeconfig(env, name, ns.name(), &flags, kubeconfig)
     };
     let cut_off = start("cut-off", Some(&relayed));
     wait_until("the relayed replica leads and applies", Duration::from_secs(90), &[&cut_off], || {
@@ -306,31 +230,10 @@ fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_nex
 #[test]
 fn losing_the_lease_mid_rollout_abandons_the_in_flight_reconcile() {
     let env = env();
-    env.install_source_crd();
-    let ns = env.namespace("prod-lose");
-    let repo = env.repo("prod-lose");
     // A rollout that never becomes ready keeps the reconcile in flight (health wait, 1m).
-    let v1 = manifests(&[("web.yaml", deployment("web", &env.never_ready_image))]);
-    push(env, &env.registry_dist, &repo, "live", v1.path());
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
-    let agent = Agent::start(
-        env,
-        "loser",
-        ns.name(),
-        &[
-            "--leader-elect",
-            "--lease-name",
-            "agents",
-            "--lease-namespace",
-            ns.name(),
-            "--lease-duration",
-            "6s",
-            "--identity",
-            "loser",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-    );
+    let (ns, _, _) = live_source(env, "prod-lose", &[("web.yaml", deployment("web", &env.never_ready_image))]);
+    let flags = [&leader_flags(ns.name(), "6s", "loser")[..], &["--metrics-addr", "127.0.0.1:0"]].concat();
+    let agent = Agent::start(env, "loser", ns.name(), &flags);
     wait_until("the rollout is in flight", Duration::from_secs(90), &[&agent], || {
         get(env, "deployment", ns.name(), "web").is_some()
     });

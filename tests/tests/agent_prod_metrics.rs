@@ -17,12 +17,8 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_count_reconciles_objects_and_digests_and_probes_answer() {
     let env = env();
-    env.install_source_crd();
-    let ns = env.namespace("prod-metrics");
-    let repo = env.repo("prod-metrics");
-    let v1 = manifests(&[("a.yaml", configmap("app", "one")), ("b.yaml", configmap("extra", "x"))]);
-    let d1 = push(env, &env.registry_dist, &repo, "live", v1.path());
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    let (ns, repo, d1) =
+        live_source(env, "prod-metrics", &[("a.yaml", configmap("app", "one")), ("b.yaml", configmap("extra", "x"))]);
     // A second Source whose tag does not exist: a failure with a reason.
     kubectl_apply(env, source_yaml(env, ns.name(), "missing", &repo, "nope", "5s", ""));
 

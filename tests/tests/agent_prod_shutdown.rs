@@ -13,12 +13,7 @@ use berth_e2e::env;
 #[test]
 fn sigterm_exits_at_once_when_idle_and_after_the_grace_period_mid_rollout() {
     let env = env();
-    env.install_source_crd();
-    let ns = env.namespace("prod-term");
-    let repo = env.repo("prod-shutdown");
-    let v1 = manifests(&[("a.yaml", configmap("app", "one"))]);
-    push(env, &env.registry_dist, &repo, "live", v1.path());
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    let (ns, repo, _) = live_source(env, "prod-shutdown", &[("a.yaml", configmap("app", "one"))]);
     let grace = ["--shutdown-grace", "3s"];
 
     let mut idle = Agent::start(env, "idle", ns.name(), &grace);

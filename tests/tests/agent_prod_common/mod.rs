@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 pub use berth_e2e::manifests;
-use berth_e2e::{Env, run_ok};
+use berth_e2e::{Env, Namespace, run_ok};
 use serde_json::Value;
 
 pub fn configmap(name: &str, value: &str) -> String {
@@ -50,6 +50,34 @@ pub fn source_yaml(env: &Env, ns: &str, name: &str, repo: &str, tag: &str, inter
     )
 }
 
+/// Where most agent tests start: the Source CRD installed, a fresh namespace and repository
+/// (both named after `prefix`), `files` pushed as tag `live`, and a Source `shop` following
+/// that tag every 5s. Returns the namespace, the repository and the pushed digest.
+pub fn live_source(env: &'static Env, prefix: &str, files: &[(&str, String)]) -> (Namespace, String, String) {
+    env.install_source_crd();
+    let ns = env.namespace(prefix);
+    let repo = env.repo(prefix);
+    let dir = manifests(files);
+    let digest = push(env, &env.registry_dist, &repo, "live", dir.path());
+    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    (ns, repo, digest)
+}
+
+/// `berth-agent run` flags of a replica competing for the Lease `agents` in `ns`.
+pub fn leader_flags<'a>(ns: &'a str, lease_duration: &'a str, identity: &'a str) -> [&'a str; 9] {
+    [
+        "--leader-elect",
+        "--lease-name",
+        "agents",
+        "--lease-namespace",
+        ns,
+        "--lease-duration",
+        lease_duration,
+        "--identity",
+        identity,
+    ]
+}
+
 /// `berth-agent run` as a child process with a JSON log file; SIGKILLed when dropped.
 pub struct Agent {
     pub child: Option<Child>,
@@ -68,17 +96,21 @@ impl Drop for Agent {
 
 impl Agent {
     pub fn start(env: &Env, name: &str, ns: &str, extra: &[&str]) -> Agent {
+        Agent::start_with_kubeconfig(env, name, ns, extra, None)
+    }
+
+    /// Like [`Agent::start`], reaching the API server through `kubeconfig` when given.
+    pub fn start_with_kubeconfig(env: &Env, name: &str, ns: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Agent {
         let log = std::env::temp_dir().join(format!("berth-agent-{ns}-{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = env
-            .berth_agent()
-            .args(["run", "--watch-namespace", ns, "--log-format", "json"])
+        let mut cmd = env.berth_agent();
+        cmd.args(["run", "--watch-namespace", ns, "--log-format", "json"])
             .args(extra)
-            .env("RUST_LOG", "info,berth_agent=debug")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
+            .env("RUST_LOG", "info,berth_agent=debug");
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
         Agent { child: Some(child), log, name: name.to_string() }
     }
 
