@@ -130,14 +130,7 @@ fn oras_reads_berth_artifacts() {
     for reg in [Reg::dist(), Reg::oci_tls()] {
         let env = env();
         let repo = env.repo("interop-oras");
-        let pushed = json(&run_ok(&mut reg.berth(&[
-            "push",
-            &reg.oci_ref(&repo, "v1"),
-            app().to_str().unwrap(),
-            "--output",
-            "json",
-        ])));
-        let digest = pushed["digest"].as_str().unwrap();
+        let digest = reg.push_app(&repo, "v1");
         let plain_ref = format!("{}/{repo}:v1", reg.host);
         // oras pull succeeds (it stores only titled layers; Flux-shaped layers carry no title).
         let dir = tempfile::tempdir().unwrap();

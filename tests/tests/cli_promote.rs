@@ -13,14 +13,7 @@ fn promote_across_registries_keeps_the_digest() {
     {
         let src_repo = env().repo("promote-src");
         let dst_repo = env().repo("promote-dst");
-        let pushed = json(&run_ok(&mut src.berth(&[
-            "push",
-            &src.oci_ref(&src_repo, "rc1"),
-            app().to_str().unwrap(),
-            "--output",
-            "json",
-        ])));
-        let digest = pushed["digest"].as_str().unwrap();
+        let digest = src.push_app(&src_repo, "rc1");
         let source = format!("oci://{}/{src_repo}@{digest}", src.host);
         // Source flags are the globals; the destination gets its own (as skopeo's --dest-*).
         let mut cmd = src.berth(&["promote", &source, &dst.oci_ref(&dst_repo, "production"), "--output", "json"]);
@@ -46,20 +39,13 @@ fn promote_between_plain_registries_keeps_the_digest() {
     let (src, dst) = (Reg::dist(), Reg::oci());
     let src_repo = env().repo("promote-plain-src");
     let dst_repo = env().repo("promote-plain-dst");
-    let pushed = json(&run_ok(&mut src.berth(&[
-        "push",
-        &src.oci_ref(&src_repo, "rc1"),
-        app().to_str().unwrap(),
-        "--output",
-        "json",
-    ])));
-    let digest = pushed["digest"].as_str().unwrap();
+    let digest = src.push_app(&src_repo, "rc1");
     let out = run_ok(&mut src.berth(&[
         "promote",
         &format!("oci://{}/{src_repo}@{digest}", src.host),
         &dst.oci_ref(&dst_repo, "prod"),
     ]));
-    assert!(out.trim().ends_with(digest), "{out}");
+    assert!(out.trim().ends_with(&digest), "{out}");
     assert_eq!(dst.oras_digest(&dst_repo, "prod"), digest);
 }
 
@@ -68,13 +54,7 @@ fn promote_from_a_tag_refuses_without_resolve() {
     let reg = Reg::dist();
     let repo = env().repo("promote-tag");
     let dst_repo = env().repo("promote-tag-dst");
-    let pushed = json(&run_ok(&mut reg.berth(&[
-        "push",
-        &reg.oci_ref(&repo, "rc1"),
-        app().to_str().unwrap(),
-        "--output",
-        "json",
-    ])));
+    let digest = reg.push_app(&repo, "rc1");
     let refused = run(&mut reg.berth(&["promote", &reg.oci_ref(&repo, "rc1"), &reg.oci_ref(&dst_repo, "prod")]));
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("--resolve"), "{}", refused.stderr);
@@ -82,6 +62,6 @@ fn promote_from_a_tag_refuses_without_resolve() {
 
     let resolved =
         run_ok(&mut reg.berth(&["promote", &reg.oci_ref(&repo, "rc1"), &reg.oci_ref(&dst_repo, "prod"), "--resolve"]));
-    assert!(resolved.trim().ends_with(pushed["digest"].as_str().unwrap()), "{resolved}");
+    assert!(resolved.trim().ends_with(&digest), "{resolved}");
     assert_eq!(reg.tags(&dst_repo), ["prod"]);
 }

@@ -199,18 +199,7 @@ fn oras_round_trip(registry: &str, tls: bool) {
     let content = format!("hello from {registry}\n");
     fs::write(dir.path().join("hello.txt"), &content).unwrap();
     let reference = format!("{registry}/{}:v1", env.repo("smoke-oras"));
-    let auth: Vec<String> = if tls {
-        vec![
-            "--ca-file".into(),
-            env.ca_file.display().to_string(),
-            "-u".into(),
-            env.registry_user.clone(),
-            "-p".into(),
-            env.registry_password.clone(),
-        ]
-    } else {
-        vec!["--plain-http".into()]
-    };
+    let auth = env.oras_flags(tls);
     run_ok(env.tool(&env.oras).current_dir(dir.path()).args(["push", &reference, "hello.txt"]).args(&auth));
     let out = tempfile::tempdir().unwrap();
     run_ok(env.tool(&env.oras).args(["pull", &reference, "-o"]).arg(out.path()).args(&auth));

@@ -50,19 +50,7 @@ impl Reg {
 
     /// oras flags for this registry.
     pub fn oras_flags(&self) -> Vec<String> {
-        let env = env();
-        if self.tls {
-            vec![
-                "--ca-file".into(),
-                env.ca_file.display().to_string(),
-                "-u".into(),
-                env.registry_user.clone(),
-                "-p".into(),
-                env.registry_password.clone(),
-            ]
-        } else {
-            vec!["--plain-http".into()]
-        }
+        env().oras_flags(self.tls)
     }
 
     /// `oci://host/repo:tag`
@@ -75,6 +63,18 @@ impl Reg {
         let mut cmd = env().berth();
         cmd.args(args).args(self.berth_flags());
         cmd
+    }
+
+    /// `berth push` of the example app to `repo:tag`; returns the digest berth reports.
+    pub fn push_app(&self, repo: &str, tag: &str) -> String {
+        let pushed = json(&run_ok(&mut self.berth(&[
+            "push",
+            &self.oci_ref(repo, tag),
+            app().to_str().unwrap(),
+            "--output",
+            "json",
+        ])));
+        pushed["digest"].as_str().unwrap().to_string()
     }
 
     /// The tags of `repo`, asked independently of berth (through oras); empty when the
