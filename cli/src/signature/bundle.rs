@@ -290,10 +290,7 @@ pub fn is_bundle_referrer(descriptor: &Descriptor) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
 mod tests {
     use super::*;
-
-    fn digest(byte: u8) -> Digest {
-        Digest::of(&[byte])
-    }
+    use crate::signature::test_digest as digest;
 
     #[test]
     fn pae_matches_dsse_spec_example() {

@@ -247,10 +247,7 @@ struct Empty {}
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
 mod tests {
     use super::*;
-
-    fn digest(byte: u8) -> Digest {
-        Digest::of(&[byte])
-    }
+    use crate::signature::test_digest as digest;
 
     #[test]
     fn payload_has_cosign_shape_and_field_order() {

@@ -135,3 +135,9 @@ pub async fn sign_artifact(
     tracing::info!(%digest, %format, %location, "signed");
     Ok(SignedArtifact { digest: digest.clone(), format, key_fingerprint: key.public_key().fingerprint(), location })
 }
+
+/// A distinct digest per byte, for the unit tests of the signature formats.
+#[cfg(test)]
+fn test_digest(byte: u8) -> Digest {
+    Digest::of(&[byte])
+}

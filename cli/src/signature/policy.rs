@@ -106,37 +106,34 @@ pub async fn examine(
     digest: &Digest,
     policy: &TrustPolicy,
 ) -> Result<Vec<FoundSignature>, VerifyError> {
-    let mut found = examine_classic(registry, repo, digest, policy).await?;
-    found.extend(examine_bundles(registry, repo, digest, policy).await?);
+    let examination = Examination { registry, repo, digest, policy };
+    let mut found = examination.classic().await?;
+    found.extend(examination.bundles().await?);
     Ok(found)
 }
 
-/// The classic `.sig` signatures of `digest`.
-async fn examine_classic(
-    registry: &Registry,
-    repo: &str,
-    digest: &Digest,
-    policy: &TrustPolicy,
-) -> Result<Vec<FoundSignature>, VerifyError> {
-    let store_err = |source: StoreError| VerifyError::Store { digest: digest.clone(), source };
-    let mut found = Vec::new();
+/// The signatures of one digest in one repository, checked against one policy.
+struct Examination<'a> {
+    registry: &'a Registry,
+    repo: &'a str,
+    digest: &'a Digest,
+    policy: &'a TrustPolicy,
+}
 
-    // A malformed signature object is a rejected signature, not a reason to stop looking:
-    // whoever can push garbage to the `.sig` tag must not be able to hide a valid bundle.
-    let classic_manifest = match store::classic_manifest(registry, repo, digest).await {
-        Ok(m) => m,
-        Err(StoreError::BadSignatureManifest { tag, detail, .. }) => {
-            found.push(FoundSignature {
-                format: Format::Classic,
-                location: format!("tag {tag}"),
-                status: SignatureStatus::Rejected { reason: format!("malformed signature manifest: {detail}") },
-            });
-            None
-        }
-        Err(e) => return Err(store_err(e)),
-    };
-    if let Some(manifest) = classic_manifest {
-        let tag = classic::signature_tag(digest);
+impl Examination<'_> {
+    /// The classic `.sig` signatures of the digest.
+    async fn classic(&self) -> Result<Vec<FoundSignature>, VerifyError> {
+        let mut found = Vec::new();
+        let manifest = match store::classic_manifest(self.registry, self.repo, self.digest).await {
+            Ok(m) => m,
+            Err(StoreError::BadSignatureManifest { tag, detail, .. }) => {
+                found.push(malformed(Format::Classic, &tag, format!("malformed signature manifest: {detail}")));
+                None
+            }
+            Err(e) => return Err(self.store_err(e)),
+        };
+        let Some(manifest) = manifest else { return Ok(found) };
+        let tag = classic::signature_tag(self.digest);
         for layer in manifest.layers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
             let location = format!("tag {tag}, layer {}", layer.digest);
             let status = if layer.media_type != classic::SIMPLE_SIGNING_MEDIA_TYPE {
@@ -148,50 +145,57 @@ async fn examine_classic(
                     reason: format!("payload of {} bytes exceeds {}", layer.size, classic::MAX_PAYLOAD_BYTES),
                 }
             } else {
-                let payload = registry
-                    .fetch_blob_bytes(repo, &layer.digest, classic::MAX_PAYLOAD_BYTES)
+                let payload = self
+                    .registry
+                    .fetch_blob_bytes(self.repo, &layer.digest, classic::MAX_PAYLOAD_BYTES)
                     .await
-                    .map_err(|e| store_err(e.into()))?;
-                classic_status(layer, &payload, digest, policy)
+                    .map_err(|e| self.store_err(e.into()))?;
+                classic_status(layer, &payload, self.digest, self.policy)
             };
             found.push(FoundSignature { format: Format::Classic, location, status });
         }
+        Ok(found)
     }
 
-    Ok(found)
+    /// The Sigstore bundle referrers of the digest.
+    async fn bundles(&self) -> Result<Vec<FoundSignature>, VerifyError> {
+        let mut found = Vec::new();
+        let referrers = match store::bundle_referrers(self.registry, self.repo, self.digest).await {
+            Ok(r) => r,
+            Err(StoreError::BadReferrersIndex { tag, detail, .. }) => {
+                found.push(malformed(Format::Bundle, &tag, format!("malformed referrers index: {detail}")));
+                Vec::new()
+            }
+            Err(e) => return Err(self.store_err(e)),
+        };
+        for referrer in referrers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
+            let location = format!("referrer {}", referrer.digest);
+            let status = match store::fetch_bundle(self.registry, self.repo, &referrer.digest).await {
+                Ok(blob) => bundle_status(&blob.blob, &blob.bytes, self.digest, self.policy),
+                Err(StoreError::BadReferrer { detail, .. }) => SignatureStatus::Rejected { reason: detail },
+                Err(e) => return Err(self.store_err(e)),
+            };
+            found.push(FoundSignature { format: Format::Bundle, location, status });
+        }
+        Ok(found)
+    }
+
+    fn store_err(&self, source: StoreError) -> VerifyError {
+        VerifyError::Store { digest: self.digest.clone(), source }
+    }
 }
 
-/// The Sigstore bundle referrers of `digest`.
-async fn examine_bundles(
-    registry: &Registry,
-    repo: &str,
-    digest: &Digest,
-    policy: &TrustPolicy,
-) -> Result<Vec<FoundSignature>, VerifyError> {
-    let store_err = |source: StoreError| VerifyError::Store { digest: digest.clone(), source };
-    let mut found = Vec::new();
-    let referrers = match store::bundle_referrers(registry, repo, digest).await {
-        Ok(r) => r,
-        Err(StoreError::BadReferrersIndex { tag, detail, .. }) => {
-            found.push(FoundSignature {
-                format: Format::Bundle,
-                location: format!("tag {tag}"),
-                status: SignatureStatus::Rejected { reason: format!("malformed referrers index: {detail}") },
-            });
-            Vec::new()
-        }
-        Err(e) => return Err(store_err(e)),
-    };
-    for referrer in referrers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
-        let location = format!("referrer {}", referrer.digest);
-        let status = match store::fetch_bundle(registry, repo, &referrer.digest).await {
-            Ok(blob) => bundle_status(&blob.blob, &blob.bytes, digest, policy),
-            Err(StoreError::BadReferrer { detail, .. }) => SignatureStatus::Rejected { reason: detail },
-            Err(e) => return Err(store_err(e)),
-        };
-        found.push(FoundSignature { format: Format::Bundle, location, status });
+/// A signature object at `tag` too malformed to read is a rejected signature, not a reason to
+/// stop looking: whoever can push garbage to one scheme's tag must not be able to hide a valid
+/// signature of the other.
+fn malformed(format: Format, tag: &str, reason: String) -> FoundSignature {
+    FoundSignature { format, location: format!("tag {tag}"), status: SignatureStatus::Rejected { reason } }
+}
+
+impl SignatureStatus {
+    fn verified_by(key: &PublicKey) -> SignatureStatus {
+        SignatureStatus::Verified { key_fingerprint: key.fingerprint(), key_source: key.source().to_string() }
     }
-    Ok(found)
 }
 
 fn classic_status(
@@ -202,12 +206,7 @@ fn classic_status(
 ) -> SignatureStatus {
     for key in &policy.keys {
         match classic::check_layer(layer, payload, digest, key) {
-            Ok(classic::LayerCheck::Verified) => {
-                return SignatureStatus::Verified {
-                    key_fingerprint: key.fingerprint(),
-                    key_source: key.source().to_string(),
-                };
-            }
+            Ok(classic::LayerCheck::Verified) => return SignatureStatus::verified_by(key),
             Ok(classic::LayerCheck::BadSignature) => {}
             Err(e) => return SignatureStatus::Rejected { reason: e.to_string() },
         }
@@ -217,17 +216,12 @@ fn classic_status(
 
 fn bundle_status(blob: &Digest, bytes: &[u8], digest: &Digest, policy: &TrustPolicy) -> SignatureStatus {
     match bundle::check(blob, bytes, digest) {
-        Ok(checked) => {
-            for key in &policy.keys {
-                if checked.verifies_with(key) {
-                    return SignatureStatus::Verified {
-                        key_fingerprint: key.fingerprint(),
-                        key_source: key.source().to_string(),
-                    };
-                }
-            }
-            SignatureStatus::Rejected { reason: "bundle signature does not verify with any trusted key".to_string() }
-        }
+        Ok(checked) => match policy.keys.iter().find(|key| checked.verifies_with(key)) {
+            Some(key) => SignatureStatus::verified_by(key),
+            None => SignatureStatus::Rejected {
+                reason: "bundle signature does not verify with any trusted key".to_string(),
+            },
+        },
         Err(e) => SignatureStatus::Rejected { reason: e.to_string() },
     }
 }
@@ -245,9 +239,10 @@ pub async fn verify_artifact(
     }
     // Classic first: one tag lookup, and when it verifies the referrers are not needed —
     // the agent pays for this on every new digest.
-    let mut found = examine_classic(registry, repo, digest, policy).await?;
+    let examination = Examination { registry, repo, digest, policy };
+    let mut found = examination.classic().await?;
     if !found.iter().any(|f| matches!(f.status, SignatureStatus::Verified { .. })) {
-        found.extend(examine_bundles(registry, repo, digest, policy).await?);
+        found.extend(examination.bundles().await?);
     }
     verdict(digest, policy, found)
 }
