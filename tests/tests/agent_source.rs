@@ -3,33 +3,13 @@
 //! real registry — tag moves, drift, and artifacts that must not be applied.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+mod agent_prod_common;
 
-use berth_e2e::{APPLYSET_PART_OF, Env, env, manifests, run, run_fail, run_ok};
+use std::time::Duration;
+
+use agent_prod_common::{Agent, configmap, kubectl_apply, push, push_signed, source_status, wait_until};
+use berth_e2e::{APPLYSET_PART_OF, env, manifests, run, run_fail, run_ok};
 use serde_json::Value;
-
-fn configmap(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
-}
-
-/// Pushes `dir` to `oci://REGISTRY/REPO:TAG`, signed with `key` when given; returns the digest.
-fn push(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path, key: Option<&Path>) -> String {
-    let mut cmd = env.berth();
-    cmd.env("COSIGN_PASSWORD", "e2e").args(["push", &format!("oci://{registry}/{repo}:{tag}")]).arg(dir).args([
-        "--insecure",
-        "--output",
-        "json",
-        "--revision",
-        &format!("main@sha1:{tag}"),
-    ]);
-    if let Some(k) = key {
-        cmd.arg("--sign-key").arg(k);
-    }
-    let out: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
-    out["digest"].as_str().unwrap().to_string()
-}
 
 #[test]
 fn a_signed_artifact_applies_by_digest_and_the_next_one_prunes() {
@@ -39,7 +19,7 @@ fn a_signed_artifact_applies_by_digest_and_the_next_one_prunes() {
     let (key, public) = env.keypair(keys.path(), "signer");
     let repo = env.repo("agent-oci");
     let v1 = manifests(&[("a.yaml", configmap("alpha", "1")), ("b.yaml", configmap("beta", "1"))]);
-    let d1 = push(env, &env.registry_dist, &repo, "v1", v1.path(), Some(&key));
+    let d1 = push_signed(env, &env.registry_dist, &repo, "v1", v1.path(), &key);
 
     let at = format!("oci://{}/{repo}@{d1}", env.registry_dist);
     let apply = |at: &str| {
@@ -53,7 +33,7 @@ fn a_signed_artifact_applies_by_digest_and_the_next_one_prunes() {
     assert_eq!(env.object("configmap", Some(ns.name()), "alpha").unwrap()["data"]["value"], "1");
 
     let v2 = manifests(&[("a.yaml", configmap("alpha", "2"))]);
-    let d2 = push(env, &env.registry_dist, &repo, "v2", v2.path(), Some(&key));
+    let d2 = push_signed(env, &env.registry_dist, &repo, "v2", v2.path(), &key);
     let out = apply(&format!("oci://{}/{repo}@{d2}", env.registry_dist));
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert_eq!(env.object("configmap", Some(ns.name()), "alpha").unwrap()["data"]["value"], "2");
@@ -70,7 +50,7 @@ fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
     let repo = env.repo("agent-untrusted");
     let dir = manifests(&[("a.yaml", configmap("never", "1"))]);
 
-    let unsigned = push(env, &env.registry_oci, &repo, "unsigned", dir.path(), None);
+    let unsigned = push(env, &env.registry_oci, &repo, "unsigned", dir.path());
     let mut cmd = env.berth_agent();
     cmd.args([
         "apply",
@@ -85,7 +65,7 @@ fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert!(out.stderr.contains("no signatures"), "{}", out.stderr);
 
-    let wrong = push(env, &env.registry_oci, &repo, "wrong", dir.path(), Some(&key_a));
+    let wrong = push_signed(env, &env.registry_oci, &repo, "wrong", dir.path(), &key_a);
     let mut cmd = env.berth_agent();
     cmd.args(["apply", &format!("oci://{}/{repo}@{wrong}", env.registry_oci), "--insecure", "-n", ns.name(), "--key"])
         .arg(&public_b);
@@ -93,51 +73,6 @@ fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert!(out.stderr.contains(&wrong), "names the digest: {}", out.stderr);
     assert!(env.object("configmap", Some(ns.name()), "never").is_none(), "an untrusted artifact was applied");
-}
-
-/// `berth-agent run` for one namespace, killed when dropped.
-struct Agent(Child, PathBuf);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Agent {
-    fn start(env: &Env, ns: &str) -> Agent {
-        let log = std::env::temp_dir().join(format!("berth-agent-{ns}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = env
-            .berth_agent()
-            .args(["run", "--watch-namespace", ns, "--log-format", "json"])
-            .env("RUST_LOG", "info,berth_agent=debug")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Agent(child, log)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, agent: &Agent, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}\n--- agent log\n{}", agent.log());
-}
-
-fn source_status(env: &Env, ns: &str, name: &str) -> Value {
-    env.object("sources.berth.dev", Some(ns), name).map(|s| s["status"].clone()).unwrap_or(Value::Null)
 }
 
 fn ready(status: &Value) -> Option<(String, String)> {
@@ -162,18 +97,17 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
     );
     let repo = env.repo("agent-ctl");
     let v1 = manifests(&[("a.yaml", configmap("app", "one")), ("b.yaml", configmap("extra", "x"))]);
-    let d1 = push(env, &env.registry_dist, &repo, "prod", v1.path(), Some(&key));
+    let d1 = push_signed(env, &env.registry_dist, &repo, "prod", v1.path(), &key);
 
     let source = format!(
         "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata:\n  name: shop\n  namespace: {ns}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{tag: prod}}\n  interval: 5s\n  timeout: 1m\n  insecure: true\n  verify:\n    keys:\n      - secretRef: {{name: trusted}}\n",
         ns = ns.name(),
         reg = env.registry_dist
     );
-    let sdir = manifests(&[("source.yaml", source)]);
-    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(sdir.path().join("source.yaml")));
-    let agent = Agent::start(env, ns.name());
+    kubectl_apply(env, source);
+    let agent = Agent::start(env, "agent", ns.name(), &[]);
 
-    wait_until("Ready=True with the first digest", Duration::from_secs(90), &agent, || {
+    wait_until("Ready=True with the first digest", Duration::from_secs(90), &[&agent], || {
         let s = source_status(env, ns.name(), "shop");
         ready(&s) == Some(("True".into(), "Succeeded".into())) && s["lastAppliedDigest"] == d1.as_str()
     });
@@ -210,14 +144,14 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
         "-p",
         r#"{"data":{"value":"edited"}}"#,
     ]));
-    wait_until("drift corrected", Duration::from_secs(30), &agent, || {
+    wait_until("drift corrected", Duration::from_secs(30), &[&agent], || {
         env.object("configmap", Some(ns.name()), "app").unwrap()["data"]["value"] == "one"
     });
 
     // The tag moves: the new digest is applied and what left the artifact is pruned.
     let v2 = manifests(&[("a.yaml", configmap("app", "two"))]);
-    let d2 = push(env, &env.registry_dist, &repo, "prod", v2.path(), Some(&key));
-    wait_until("the moved tag applied", Duration::from_secs(60), &agent, || {
+    let d2 = push_signed(env, &env.registry_dist, &repo, "prod", v2.path(), &key);
+    wait_until("the moved tag applied", Duration::from_secs(60), &[&agent], || {
         source_status(env, ns.name(), "shop")["lastAppliedDigest"] == d2.as_str()
     });
     assert_eq!(env.object("configmap", Some(ns.name()), "app").unwrap()["data"]["value"], "two");
@@ -225,8 +159,8 @@ fn the_controller_applies_a_source_follows_its_tag_corrects_drift_and_refuses_un
 
     // An unsigned artifact under the tag: nothing applied, the condition says why.
     let v3 = manifests(&[("a.yaml", configmap("app", "three"))]);
-    let d3 = push(env, &env.registry_dist, &repo, "prod", v3.path(), None);
-    wait_until("VerificationFailed", Duration::from_secs(60), &agent, || {
+    let d3 = push(env, &env.registry_dist, &repo, "prod", v3.path());
+    wait_until("VerificationFailed", Duration::from_secs(60), &[&agent], || {
         let s = source_status(env, ns.name(), "shop");
         ready(&s) == Some(("False".into(), "VerificationFailed".into())) && s["lastAttemptedDigest"] == d3.as_str()
     });
@@ -251,21 +185,20 @@ fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
     let ns = env.namespace("agent-pin");
     let repo = env.repo("agent-pin");
     let v1 = manifests(&[("a.yaml", configmap("pinned", "one"))]);
-    let d1 = push(env, &env.registry_oci, &repo, "live", v1.path(), None);
+    let d1 = push(env, &env.registry_oci, &repo, "live", v1.path());
     // Nothing listens on port 9 of loopback (discard): the registry is "down".
     let sources = format!(
         "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: pinned, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{digest: \"{d1}\"}}\n  interval: 5s\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n---\napiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: down, namespace: {ns}}}\nspec:\n  url: oci://127.0.0.1:9/{repo}\n  ref: {{tag: live}}\n  interval: 5s\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n",
         ns = ns.name(),
         reg = env.registry_oci
     );
-    let sdir = manifests(&[("sources.yaml", sources)]);
-    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(sdir.path().join("sources.yaml")));
-    let agent = Agent::start(env, ns.name());
+    kubectl_apply(env, sources);
+    let agent = Agent::start(env, "agent", ns.name(), &[]);
 
-    wait_until("the pinned digest applied", Duration::from_secs(60), &agent, || {
+    wait_until("the pinned digest applied", Duration::from_secs(60), &[&agent], || {
         source_status(env, ns.name(), "pinned")["lastAppliedDigest"] == d1.as_str()
     });
-    wait_until("the unreachable registry reported", Duration::from_secs(60), &agent, || {
+    wait_until("the unreachable registry reported", Duration::from_secs(60), &[&agent], || {
         ready(&source_status(env, ns.name(), "down")) == Some(("False".into(), "RegistryUnavailable".into()))
     });
     let down = source_status(env, ns.name(), "down");
@@ -275,7 +208,7 @@ fn a_pinned_digest_ignores_tag_moves_and_an_unreachable_registry_is_reported() {
 
     // The tag moves; the pinned Source stays on its digest.
     let v2 = manifests(&[("a.yaml", configmap("pinned", "two"))]);
-    push(env, &env.registry_oci, &repo, "live", v2.path(), None);
+    push(env, &env.registry_oci, &repo, "live", v2.path());
     std::thread::sleep(Duration::from_secs(12));
     assert_eq!(source_status(env, ns.name(), "pinned")["lastAppliedDigest"], d1.as_str());
     assert_eq!(
@@ -294,7 +227,7 @@ fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is
     let mut digests = std::collections::BTreeMap::new();
     for tag in ["1.0.0", "1.2.0", "2.0.0", "v1.1.0"] {
         let dir = manifests(&[("a.yaml", configmap("versioned", tag))]);
-        digests.insert(tag, push(env, &env.registry_dist, &repo, tag, dir.path(), None));
+        digests.insert(tag, push(env, &env.registry_dist, &repo, tag, dir.path()));
     }
     run_ok(env.kubectl_cmd().args(["create", "serviceaccount", "nobody", "-n", ns.name()]));
     let sources = format!(
@@ -302,17 +235,16 @@ fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is
         ns = ns.name(),
         reg = env.registry_dist
     );
-    let sdir = manifests(&[("sources.yaml", sources)]);
-    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(sdir.path().join("sources.yaml")));
-    let agent = Agent::start(env, ns.name());
+    kubectl_apply(env, sources);
+    let agent = Agent::start(env, "agent", ns.name(), &[]);
 
-    wait_until("the highest 1.x applied", Duration::from_secs(60), &agent, || {
+    wait_until("the highest 1.x applied", Duration::from_secs(60), &[&agent], || {
         source_status(env, ns.name(), "ranged")["lastAppliedDigest"] == digests["1.2.0"].as_str()
     });
     assert_eq!(env.object("configmap", Some(ns.name()), "versioned").unwrap()["data"]["value"], "1.2.0");
 
     let mut s = Value::Null;
-    wait_until("Forbidden reported", Duration::from_secs(60), &agent, || {
+    wait_until("Forbidden reported", Duration::from_secs(60), &[&agent], || {
         s = source_status(env, ns.name(), "powerless");
         ready(&s) == Some(("False".into(), "Forbidden".into()))
     });

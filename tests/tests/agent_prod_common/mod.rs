@@ -1,5 +1,5 @@
-//! Shared by the `agent_prod_*` tests: agents run as child processes against the real API
-//! server, their JSON logs, the Source CRD, pushes and small HTTP requests.
+//! Shared by the `agent_prod_*` tests and `agent_source`: agents run as child processes
+//! against the real API server, their JSON logs, the Source CRD, pushes and small HTTP requests.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
