@@ -41,6 +41,16 @@ fn push_signed(env: &Env, dir: &Path, layer: &Path, layer_type: &str) -> (String
     (at, public)
 }
 
+/// A signed one-layer artifact whose layer `script` builds (see [`build_layer`]): `berth-agent
+/// apply` of it fails, names the problem (`expect`) and applies nothing.
+fn assert_refused(script: &str, layer_type: &str, expect: &str) {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let layer = build_layer(dir.path(), script);
+    let (at, public) = push_signed(env, dir.path(), &layer, layer_type);
+    refused(env, &at, &public, expect);
+}
+
 /// `berth-agent apply` of a hostile artifact: fails, names the problem, applies nothing.
 fn refused(env: &'static Env, at: &str, public: &Path, expect: &str) {
     let ns = env.namespace("agent-hostile");
@@ -56,30 +66,24 @@ const CM: &str = "b'apiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: ok}\\nda
 
 #[test]
 fn a_path_escaping_the_artifact_is_refused() {
-    let env = env();
-    let dir = tempfile::tempdir().unwrap();
-    let layer = build_layer(
-        dir.path(),
+    assert_refused(
         &format!(
             "with tarfile.open(out, 'w:gz') as t:\n  for name in ['ok.yaml', '../escape.yaml']:\n    data = {CM}\n    i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
         ),
+        FLUX_CONTENT,
+        "'..' is not allowed",
     );
-    let (at, public) = push_signed(env, dir.path(), &layer, FLUX_CONTENT);
-    refused(env, &at, &public, "'..' is not allowed");
 }
 
 #[test]
 fn a_symlink_in_the_artifact_is_refused() {
-    let env = env();
-    let dir = tempfile::tempdir().unwrap();
-    let layer = build_layer(
-        dir.path(),
+    assert_refused(
         &format!(
             "with tarfile.open(out, 'w:gz') as t:\n  data = {CM}\n  i = tarfile.TarInfo('ok.yaml'); i.size = len(data); t.addfile(i, io.BytesIO(data))\n  l = tarfile.TarInfo('link.yaml'); l.type = tarfile.SYMTYPE; l.linkname = '/etc/passwd'; t.addfile(l)\n"
         ),
+        FLUX_CONTENT,
+        "links are not allowed",
     );
-    let (at, public) = push_signed(env, dir.path(), &layer, FLUX_CONTENT);
-    refused(env, &at, &public, "links are not allowed");
 }
 
 #[test]
@@ -98,26 +102,20 @@ fn a_decompression_bomb_stops_at_the_limit() {
 
 #[test]
 fn a_layer_of_the_wrong_media_type_is_refused() {
-    let env = env();
-    let dir = tempfile::tempdir().unwrap();
-    let layer = build_layer(
-        dir.path(),
+    assert_refused(
         &format!(
             "with tarfile.open(out, 'w:gz') as t:\n  data = {CM}\n  i = tarfile.TarInfo('ok.yaml'); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
         ),
+        "application/vnd.example.not-manifests",
+        "media type",
     );
-    let (at, public) = push_signed(env, dir.path(), &layer, "application/vnd.example.not-manifests");
-    refused(env, &at, &public, "media type");
 }
 
 #[test]
 fn an_artifact_without_objects_is_refused() {
-    let env = env();
-    let dir = tempfile::tempdir().unwrap();
-    let layer = build_layer(
-        dir.path(),
+    assert_refused(
         "with tarfile.open(out, 'w:gz') as t:\n  data = b'# nothing here\\n'\n  i = tarfile.TarInfo('empty.yaml'); i.size = len(data); t.addfile(i, io.BytesIO(data))\n",
+        FLUX_CONTENT,
+        "no objects",
     );
-    let (at, public) = push_signed(env, dir.path(), &layer, FLUX_CONTENT);
-    refused(env, &at, &public, "no objects");
 }
