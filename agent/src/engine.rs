@@ -149,7 +149,8 @@ async fn converge(
     if plan.objects.is_empty() && !opts.allow_empty {
         return Err(SyncError::Empty);
     }
-    let recorded = inventory::read(&clients.agent, parent).await?;
+    let on_parent = inventory::read_recorded(&clients.agent, parent).await?;
+    let recorded = &on_parent.inventory;
     let policy = ConflictPolicy { force: opts.force };
     let new = Inventory { group_kinds: plan.group_kinds(), namespaces: plan.namespaces() };
     let mut widened = recorded.union(&new);
@@ -196,7 +197,9 @@ async fn converge(
 
     // Gate: dry-run everything that can be dry-run before anything is written.
     let deferred = if opts.dry_run_gate {
-        deferred_objects(&clients.agent, &plan).await?
+        // Objects already as desired are neither dry-run nor applied: their namespaces exist.
+        let pending: Vec<&PlannedObject> = plan.objects.iter().filter(|o| !results.contains_key(&o.key)).collect();
+        deferred_objects(&clients.agent, &pending).await?
     } else {
         plan.objects.iter().filter(|o| o.kind_from_plan).map(|o| o.key.clone()).collect()
     };
@@ -212,8 +215,11 @@ async fn converge(
         );
     }
 
-    // Widen the inventory first, so a crash from here on never loses an applied object.
-    inventory::write(&clients.agent, parent, &widened).await?;
+    // Widen the inventory first, so a crash from here on never loses an applied object. A
+    // parent that already records exactly this is not written (a quiet interval writes nothing).
+    if !on_parent.holds(&widened) {
+        inventory::write(&clients.agent, parent, &widened).await?;
+    }
 
     let first: Vec<&PlannedObject> = now
         .iter()
@@ -278,7 +284,10 @@ async fn converge(
         pruned = inventory::delete_members(&clients.applier, &doomed).await?;
         let mut narrowed = new.clone();
         narrowed.namespaces.insert(parent.namespace.clone());
-        inventory::write(&clients.agent, parent, &narrowed).await?;
+        // After the widening the parent holds `widened`, written or not.
+        if narrowed != widened {
+            inventory::write(&clients.agent, parent, &narrowed).await?;
+        }
         tracing::debug!(pruned = pruned.len(), elapsed_ms = started.elapsed().as_millis(), "pruned");
     }
     let report = SyncReport { total: plan.objects.len(), changed, pruned };
@@ -287,9 +296,15 @@ async fn converge(
 
 /// Objects that cannot be dry-run yet: their kind comes from a CRD in this set that is not
 /// served, or their namespace is created by this set and does not exist yet.
-async fn deferred_objects(client: &Client, plan: &ApplyPlan) -> Result<BTreeSet<ObjectKey>, SyncError> {
-    let planned_namespaces: BTreeSet<&str> =
-        plan.objects.iter().filter(|o| o.stage == Stage::Namespaces).map(|o| o.key.name.as_str()).collect();
+async fn deferred_objects(client: &Client, objects: &[&PlannedObject]) -> Result<BTreeSet<ObjectKey>, SyncError> {
+    // Only namespaces the set creates and some of these objects live in need a lookup.
+    let used: BTreeSet<&str> = objects.iter().filter_map(|o| o.key.namespace.as_deref()).collect();
+    let planned_namespaces: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o.stage == Stage::Namespaces)
+        .map(|o| o.key.name.as_str())
+        .filter(|ns| used.contains(ns))
+        .collect();
     let api: Api<Namespace> = Api::all(client.clone());
     let lookups: Vec<_> = planned_namespaces
         .iter()
@@ -306,8 +321,7 @@ async fn deferred_objects(client: &Client, plan: &ApplyPlan) -> Result<BTreeSet<
     let answers: Vec<(&str, bool)> =
         futures::stream::iter(lookups).buffer_unordered(apply::MAX_CONCURRENT_APPLIES).try_collect().await?;
     let missing: BTreeSet<&str> = answers.into_iter().filter(|(_, absent)| *absent).map(|(ns, _)| ns).collect();
-    Ok(plan
-        .objects
+    Ok(objects
         .iter()
         .filter(|o| o.kind_from_plan || o.key.namespace.as_deref().is_some_and(|ns| missing.contains(ns)))
         .map(|o| o.key.clone())
@@ -370,7 +384,8 @@ pub async fn diff(
 ) -> Result<Vec<(ObjectKey, Change)>, SyncError> {
     let plan = plan::plan(manifests, catalog, &opts.namespaces, &parent.id()).await?;
     let recorded = inventory::read(&clients.agent, parent).await?;
-    let deferred = deferred_objects(&clients.agent, &plan).await?;
+    let all: Vec<&PlannedObject> = plan.objects.iter().collect();
+    let deferred = deferred_objects(&clients.agent, &all).await?;
     let policy = ConflictPolicy { force: opts.force };
     let mut out = Vec::new();
     let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =

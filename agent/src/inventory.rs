@@ -157,10 +157,30 @@ fn api_message(e: &kube::Error) -> String {
 
 /// Reads the parent's recorded set. A Secret parent that does not exist yet is an empty set.
 pub async fn read(client: &Client, parent: &ApplySetParent) -> Result<Inventory, InventoryError> {
+    read_recorded(client, parent).await.map(|r| r.inventory)
+}
+
+/// What the parent records, and whether it already carries this berth's tooling and the set's
+/// id label (then writing the same inventory again would change nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub inventory: Inventory,
+    pub labelled: bool,
+}
+
+impl Recorded {
+    /// Whether writing `inv` would leave the parent as it is: the write can be skipped.
+    pub fn holds(&self, inv: &Inventory) -> bool {
+        self.labelled && self.inventory == *inv
+    }
+}
+
+/// Like [`read`], with whether the parent is already labelled and annotated by this berth.
+pub async fn read_recorded(client: &Client, parent: &ApplySetParent) -> Result<Recorded, InventoryError> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &parent.namespace, &parent.resource());
     let obj = match api.get_opt(&parent.name).await {
         Ok(Some(o)) => o,
-        Ok(None) if parent.kind == ParentKind::Secret => return Ok(Inventory::default()),
+        Ok(None) if parent.kind == ParentKind::Secret => return Ok(Recorded::default()),
         Ok(None) => return Err(InventoryError::ParentMissing { parent: parent.to_string() }),
         Err(source) => return Err(InventoryError::Parent { action: "reading", parent: parent.to_string(), source }),
     };
@@ -182,7 +202,9 @@ pub async fn read(client: &Client, parent: &ApplySetParent) -> Result<Inventory,
             expected: parent.id(),
         });
     }
-    Ok(parse(&annotations, &parent.namespace))
+    let labelled =
+        annotations.get(TOOLING_ANNOTATION) == Some(&tooling()) && labels.get(ID_LABEL) == Some(&parent.id());
+    Ok(Recorded { inventory: parse(&annotations, &parent.namespace), labelled })
 }
 
 fn split_list(value: Option<&String>) -> impl Iterator<Item = String> + '_ {
