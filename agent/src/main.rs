@@ -206,8 +206,8 @@ impl From<SyncError> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    // Two TLS crypto providers are linked (kube's and the registry client's); rustls needs
-    // one chosen explicitly. An error only means one was installed already.
+    // rustls needs its crypto provider chosen explicitly: ring, the only one linked. An error
+    // only means one was installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -153,6 +153,10 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A registry at `host` (`host[:port]`) reached with `options`.
     pub fn new(host: &str, options: &RegistryOptions) -> Result<Registry, RegistryError> {
+        // reqwest and oci-client are built without a TLS crypto provider (the agent already
+        // links ring through kube; a second one would cost memory and binary size): use
+        // ring. An error only means the process installed one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut certs = Vec::new();
         let mut reqwest_certs = Vec::new();
         if let Some(path) = &options.ca_file {
