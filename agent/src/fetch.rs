@@ -62,9 +62,9 @@ pub enum FetchError {
     #[error("{reference}: {source}")]
     Manifest { reference: String, source: ManifestError },
     #[error("{reference}: refusing to apply, {source}")]
-    Untrusted { reference: String, source: VerifyError },
+    Untrusted { reference: String, source: Box<VerifyError> },
     #[error("{reference}: cannot check signatures: {source}")]
-    VerifyUnavailable { reference: String, source: VerifyError },
+    VerifyUnavailable { reference: String, source: Box<VerifyError> },
     #[error("{0}")]
     Input(#[from] InputError),
 }
@@ -160,8 +160,8 @@ pub async fn verify(
     let at = reference.with_digest(digest.clone()).to_string();
     match policy::verify_artifact(registry, reference.repository(), digest, keys).await {
         Ok(sig) => Ok(format!("{} key {} ({})", sig.format, sig.key_fingerprint, sig.key_source)),
-        Err(source) if source.is_verdict() => Err(FetchError::Untrusted { reference: at, source }),
-        Err(source) => Err(FetchError::VerifyUnavailable { reference: at, source }),
+        Err(source) if source.is_verdict() => Err(FetchError::Untrusted { reference: at, source: Box::new(source) }),
+        Err(source) => Err(FetchError::VerifyUnavailable { reference: at, source: Box::new(source) }),
     }
 }
 

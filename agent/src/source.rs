@@ -26,6 +26,9 @@ pub const DEFAULT_TIMEOUT: &str = "5m";
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Desired state: which artifact to keep applied, and how.
+// `printcolumn(type_ = "string")` repeats by design of kube's attribute syntax; clippy reads
+// the repeated key-value pairs as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq)]
 #[kube(
     group = "berth.dev",
