@@ -95,6 +95,11 @@ pub enum ReconcileError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// The API server refused objects to the impersonated ServiceAccount. Its own message does
+    /// not always name the account (it may report the per-resource impersonation check), so
+    /// the condition names it.
+    #[error("applying as ServiceAccount {account}: {source}")]
+    ForbiddenAs { account: String, source: Box<SyncError> },
     #[error("writing the status of the Source: {0}")]
     Status(kube::Error),
     #[error(transparent)]
@@ -109,6 +114,7 @@ impl ReconcileError {
             ReconcileError::Access { .. } => "AccessConfigurationFailed",
             ReconcileError::Fetch(e) => e.reason(),
             ReconcileError::Sync(e) => e.reason(),
+            ReconcileError::ForbiddenAs { source, .. } => source.reason(),
             ReconcileError::Status(_) => "StatusWriteFailed",
             ReconcileError::Lockdown(_) => "LockdownViolation",
         }
@@ -292,9 +298,18 @@ pub(crate) async fn converge(
             .map_err(|e| with_digest(ReconcileError::Sync(e.into())))?;
         ctx.lockdown.check(&plan, &parent.namespace).map_err(|e| with_digest(e.into()))?;
     }
-    let report = engine::sync(&clients, &mut catalog, &parent, artifact.manifests.clone(), &opts)
-        .await
-        .map_err(|e| with_digest(e.into()))?;
+    let report =
+        engine::sync(&clients, &mut catalog, &parent, artifact.manifests.clone(), &opts).await.map_err(|e| {
+            with_digest(match (&service_account, e) {
+                (Some(sa), SyncError::Apply(a)) if a.main_cause() == crate::apply::FailureCause::Forbidden => {
+                    ReconcileError::ForbiddenAs {
+                        account: format!("{}/{sa}", parent.namespace),
+                        source: Box::new(SyncError::Apply(a)),
+                    }
+                }
+                (_, e) => e.into(),
+            })
+        })?;
     let applied = Applied {
         digest: artifact.digest.clone(),
         revision: artifact.revision.clone(),

@@ -275,7 +275,8 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     let (_, reason, message) = ready(env, tenant.name(), "ghost").unwrap();
     assert_eq!(reason, "Forbidden", "{message}");
     assert!(
-        message.contains("\"ghost\"") && message.contains("impersonate"),
+        message.contains(&format!("applying as ServiceAccount {}/ghost:", tenant.name()))
+            && message.contains("impersonate"),
         "the condition names the account: {message}"
     );
 
