@@ -3,11 +3,13 @@
 //! Source names a ServiceAccount.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Client, Config};
 
+use crate::api_error;
 use crate::inventory::PART_OF_LABEL;
 use crate::plan::{ObjectKey, PlannedObject};
 
@@ -86,18 +88,50 @@ impl fmt::Display for ObjectFailure {
     }
 }
 
+/// What a batch left undone: the objects the server refused or never answered for, and how
+/// many were not sent at all because the API server had already stopped answering.
+#[derive(Debug, Clone, Default)]
+pub struct Unapplied {
+    pub failures: Vec<ObjectFailure>,
+    pub not_sent: usize,
+}
+
+impl Unapplied {
+    fn lost_the_server(&self) -> bool {
+        self.failures.iter().any(|f| f.cause == FailureCause::Unreachable)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("{} object(s) rejected by the API server's dry-run, nothing was applied: {}{}", .failures.len(), list(.failures), hint(.failures))]
     DryRunRejected { failures: Vec<ObjectFailure> },
-    #[error("{} object(s) failed to apply: {}{}", .failures.len(), list(.failures), hint(.failures))]
-    ApplyFailed { failures: Vec<ObjectFailure> },
+    /// The dry-run lost the API server: no verdict on the objects, and nothing more applied.
+    #[error("the dry-run did not finish: {} object(s) failed{}: {}{}", .failures.len(), unsent(*.not_sent), list(.failures), hint(.failures))]
+    DryRunUnfinished { failures: Vec<ObjectFailure>, not_sent: usize },
+    #[error("{} object(s) failed to apply{}: {}{}", .failures.len(), unsent(*.not_sent), list(.failures), hint(.failures))]
+    ApplyFailed { failures: Vec<ObjectFailure>, not_sent: usize },
 }
 
 impl ApplyError {
+    /// A dry-run that did not pass: rejected by the server, or cut short by losing it.
+    pub fn dry_run(u: Unapplied) -> Self {
+        if u.lost_the_server() {
+            ApplyError::DryRunUnfinished { failures: u.failures, not_sent: u.not_sent }
+        } else {
+            ApplyError::DryRunRejected { failures: u.failures }
+        }
+    }
+
+    pub fn apply(u: Unapplied) -> Self {
+        ApplyError::ApplyFailed { failures: u.failures, not_sent: u.not_sent }
+    }
+
     pub fn failures(&self) -> &[ObjectFailure] {
         match self {
-            ApplyError::DryRunRejected { failures } | ApplyError::ApplyFailed { failures } => failures,
+            ApplyError::DryRunRejected { failures }
+            | ApplyError::DryRunUnfinished { failures, .. }
+            | ApplyError::ApplyFailed { failures, .. } => failures,
         }
     }
 
@@ -116,6 +150,10 @@ impl ApplyError {
         .find(|c| causes.contains(c))
         .unwrap_or(FailureCause::Other)
     }
+}
+
+fn unsent(n: usize) -> String {
+    if n == 0 { String::new() } else { format!(", {n} not sent") }
 }
 
 fn list(failures: &[ObjectFailure]) -> String {
@@ -150,34 +188,51 @@ pub fn impersonating(config: &Config, namespace: &str, service_account: &str) ->
 /// Applies `objects` concurrently (order within the slice does not matter: the caller passes
 /// one stage at a time). Objects that conflict only with fields berth itself lost to a manual
 /// edit (the live object is already in this ApplySet) are re-applied with force: that is drift
-/// correction, not stealing. Returns results in input order, or every failure.
+/// correction, not stealing. Once a request finds the API server unreachable no new request
+/// is started (those in flight finish): the rest would only pile up connection errors.
+/// Returns results in input order, or what was left undone.
 pub async fn apply_all(
     client: &Client,
     objects: &[&PlannedObject],
     mode: Mode,
     policy: ConflictPolicy,
     answer: Answer,
-) -> Result<Vec<Applied>, Vec<ObjectFailure>> {
+) -> Result<Vec<Applied>, Unapplied> {
+    let lost = AtomicBool::new(false);
     // Futures are built eagerly (not in a stream closure) so the resulting future stays `Send`
-    // for the controller's multi-threaded runtime. Unordered: with an ordered buffer one slow
-    // answer at the head holds every later slot, and fewer requests are in flight than allowed.
+    // for the controller's multi-threaded runtime; each starts only when the buffer polls it.
+    // Unordered: with an ordered buffer one slow answer at the head holds every later slot,
+    // and fewer requests are in flight than allowed.
     let futures: Vec<_> = objects
         .iter()
         .enumerate()
-        .map(|(i, o)| async move { (i, apply_one(client, o, mode, policy, answer).await) })
+        .map(|(i, o)| {
+            let lost = &lost;
+            async move {
+                if lost.load(Ordering::Relaxed) {
+                    return (i, None);
+                }
+                let r = apply_one(client, o, mode, policy, answer).await;
+                if matches!(&r, Err(f) if f.cause == FailureCause::Unreachable) {
+                    lost.store(true, Ordering::Relaxed);
+                }
+                (i, Some(r))
+            }
+        })
         .collect();
-    let mut results: Vec<(usize, Result<Applied, ObjectFailure>)> =
+    let mut results: Vec<(usize, Option<Result<Applied, ObjectFailure>>)> =
         futures::stream::iter(futures).buffer_unordered(MAX_CONCURRENT_APPLIES).collect().await;
     results.sort_unstable_by_key(|(i, _)| *i);
     let mut ok = Vec::with_capacity(results.len());
-    let mut failed = Vec::new();
+    let mut undone = Unapplied::default();
     for (_, r) in results {
         match r {
-            Ok(a) => ok.push(a),
-            Err(f) => failed.push(f),
+            Some(Ok(a)) => ok.push(a),
+            Some(Err(f)) => undone.failures.push(f),
+            None => undone.not_sent += 1,
         }
     }
-    if failed.is_empty() { Ok(ok) } else { Err(failed) }
+    if undone.failures.is_empty() { Ok(ok) } else { Err(undone) }
 }
 
 fn api_for(client: &Client, o: &PlannedObject) -> Api<DynamicObject> {
@@ -195,10 +250,14 @@ async fn apply_one(
     answer: Answer,
 ) -> Result<Applied, ObjectFailure> {
     let api = api_for(client, o);
-    let mut pp = PatchParams::apply(FIELD_MANAGER);
-    if mode == Mode::DryRun {
-        pp = pp.dry_run();
-    }
+    // The dry-run decodes strictly: an unknown or duplicate field rejects the whole set before
+    // anything is written (the server's default only warns, and nobody reads the warning).
+    // The real apply then sends bodies that just passed, so it skips the server's second,
+    // strict decode of each one (Warn pays for it too).
+    let mut pp = match mode {
+        Mode::DryRun => PatchParams::apply(FIELD_MANAGER).dry_run().validation_strict(),
+        Mode::Apply => PatchParams::apply(FIELD_MANAGER).validation_ignore(),
+    };
     if policy.force {
         pp = pp.force();
     }
@@ -247,41 +306,80 @@ async fn is_own_member(api: &Api<DynamicObject>, o: &PlannedObject) -> bool {
 }
 
 fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
-    let (cause, message) = match &e {
-        kube::Error::Api(s) => (
-            match s.code {
-                400 | 422 => FailureCause::Invalid,
-                // The namespace lifecycle admission also answers 403; that is not RBAC.
-                403 if s.message.contains("being terminated") => FailureCause::Other,
-                403 => FailureCause::Forbidden,
-                404 => FailureCause::NotFound,
-                409 => FailureCause::Conflict,
-                _ => FailureCause::Other,
-            },
-            s.message.clone(),
-        ),
-        // Transport errors: connection refused, reset or closed mid-request.
-        kube::Error::Service(_) | kube::Error::HyperError(_) => {
-            (FailureCause::Unreachable, format!("API server unreachable ({})", causes(&e)))
-        }
-        other => (FailureCause::Other, other.to_string()),
+    let cause = match &e {
+        kube::Error::Api(s) => match s.code {
+            400 | 422 => FailureCause::Invalid,
+            // The namespace lifecycle admission also answers 403; that is not RBAC.
+            403 if s.message.contains("being terminated") => FailureCause::Other,
+            403 => FailureCause::Forbidden,
+            404 => FailureCause::NotFound,
+            409 => FailureCause::Conflict,
+            _ => FailureCause::Other,
+        },
+        e if api_error::is_unreachable(e) => FailureCause::Unreachable,
+        _ => FailureCause::Other,
     };
-    ObjectFailure { object: o.key.clone(), origin: o.origin.clone(), cause, message }
-}
-
-/// An error's causes on one line: the telling part ("Connection refused", "connection closed
-/// before message completed") sits in the sources, not in kube's own wrapper message.
-fn causes(e: &kube::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
+    ObjectFailure { object: o.key.clone(), origin: o.origin.clone(), cause, message: api_error::message(&e) }
 }
 
 /// Reads the live object (for diff), `None` when it does not exist.
 pub async fn live(client: &Client, o: &PlannedObject) -> Result<Option<DynamicObject>, ObjectFailure> {
     api_for(client, o).get_opt(&o.key.name).await.map_err(|e| failure(o, e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests report failure by panicking
+mod tests {
+    use super::*;
+    use kube::api::ApiResource;
+    use kube::core::GroupVersionKind;
+
+    use crate::plan::Stage;
+
+    fn configmap(i: usize) -> PlannedObject {
+        let gvk = GroupVersionKind::gvk("", "v1", "ConfigMap");
+        let resource = ApiResource::from_gvk(&gvk);
+        let name = format!("cm-{i}");
+        PlannedObject {
+            key: ObjectKey {
+                group: String::new(),
+                kind: "ConfigMap".into(),
+                namespace: Some("default".into()),
+                name: name.clone(),
+            },
+            body: DynamicObject::new(&name, &resource).within("default"),
+            resource,
+            namespaced: true,
+            stage: Stage::Namespaced,
+            origin: format!("cm-{i}.yaml:1"),
+            kind_from_plan: false,
+        }
+    }
+
+    /// A port nothing listens on: every connection is refused, as by an API server that died.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn no_request_starts_after_the_api_server_refused_one() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("http://127.0.0.1:{}", closed_port());
+        let client = Client::try_from(Config::new(url.parse().unwrap())).unwrap();
+        let objects: Vec<PlannedObject> = (0..MAX_CONCURRENT_APPLIES * 4).map(configmap).collect();
+        let refs: Vec<&PlannedObject> = objects.iter().collect();
+        let undone = apply_all(&client, &refs, Mode::Apply, ConflictPolicy { force: false }, Answer::Metadata)
+            .await
+            .err()
+            .unwrap();
+        assert!(undone.failures.iter().all(|f| f.cause == FailureCause::Unreachable), "{:?}", undone.failures);
+        assert!(undone.failures[0].message.starts_with("API server unreachable ("), "{}", undone.failures[0]);
+        // At most the first window was sent; the rest never left the agent.
+        assert!(undone.failures.len() <= MAX_CONCURRENT_APPLIES, "{} requests sent", undone.failures.len());
+        assert_eq!(undone.failures.len() + undone.not_sent, objects.len());
+        let e = ApplyError::dry_run(undone);
+        assert!(matches!(e, ApplyError::DryRunUnfinished { .. }), "{e}");
+        assert!(!e.to_string().contains("rejected"), "{e}");
+    }
 }

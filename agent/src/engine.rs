@@ -13,7 +13,8 @@ use kube::Client;
 use kube::api::Api;
 use serde_json::Value;
 
-use crate::apply::{self, Answer, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure};
+use crate::api_error;
+use crate::apply::{self, Answer, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure, Unapplied};
 use crate::health::{self, HealthError};
 use crate::inventory::{self, ApplySetParent, Inventory, InventoryError};
 use crate::plan::{self, ApplyPlan, Catalog, Desired, NamespaceDefaults, ObjectKey, PlanError, PlannedObject, Stage};
@@ -74,7 +75,7 @@ pub enum SyncError {
     Apply(#[from] ApplyError),
     #[error("health: {0}")]
     Health(#[from] HealthError),
-    #[error("checking whether namespace {namespace} exists: {source}")]
+    #[error("checking whether namespace {namespace} exists: {}", api_error::message(.source))]
     NamespaceLookup { namespace: String, source: kube::Error },
     #[error(
         "apply did not finish within {timeout:?} (spec.timeout / --timeout); objects applied so far stay and are part of the set"
@@ -83,8 +84,25 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// Whether the sync failed because the API server stopped answering, in whichever stage:
+    /// nothing is wrong with the artifact, and the same sync is worth running again.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            SyncError::Plan(e) | SyncError::Inventory(InventoryError::Discovery(e)) => e.unreachable(),
+            SyncError::Inventory(e) => e.unreachable(),
+            SyncError::Apply(e) => e.main_cause() == apply::FailureCause::Unreachable,
+            SyncError::Health(HealthError::Read { source, .. }) | SyncError::NamespaceLookup { source, .. } => {
+                api_error::is_unreachable(source)
+            }
+            SyncError::Empty | SyncError::Health(_) | SyncError::Timeout { .. } => false,
+        }
+    }
+
     /// A kstatus-friendly reason users can act on.
     pub fn reason(&self) -> &'static str {
+        if self.unreachable() {
+            return "APIServerUnreachable";
+        }
         match self {
             SyncError::Plan(PlanError::Discovery { .. }) => "DiscoveryFailed",
             SyncError::Plan(_) => "InvalidManifests",
@@ -95,12 +113,11 @@ impl SyncError {
             SyncError::Inventory(e) if e.is_forbidden() => "Forbidden",
             SyncError::Inventory(InventoryError::Delete { .. } | InventoryError::List { .. }) => "PruneFailed",
             SyncError::Inventory(_) => "InventoryFailed",
-            SyncError::Apply(e @ ApplyError::DryRunRejected { .. })
-            | SyncError::Apply(e @ ApplyError::ApplyFailed { .. }) => match (e, e.main_cause()) {
+            SyncError::Apply(e) => match (e, e.main_cause()) {
                 (_, apply::FailureCause::Forbidden) => "Forbidden",
                 (_, apply::FailureCause::Conflict) => "FieldManagerConflict",
-                (ApplyError::DryRunRejected { .. }, _) => "DryRunFailed",
-                _ => "ApplyFailed",
+                (ApplyError::DryRunRejected { .. } | ApplyError::DryRunUnfinished { .. }, _) => "DryRunFailed",
+                (ApplyError::ApplyFailed { .. }, _) => "ApplyFailed",
             },
             SyncError::Health(HealthError::Timeout { .. }) => "HealthCheckTimeout",
             SyncError::Health(_) => "HealthCheckFailed",
@@ -343,7 +360,7 @@ async fn dry_run(client: &Client, objects: &[&PlannedObject], policy: ConflictPo
     apply::apply_all(client, objects, Mode::DryRun, policy, Answer::Metadata)
         .await
         .map(|_| ())
-        .map_err(|failures| ApplyError::DryRunRejected { failures })
+        .map_err(ApplyError::dry_run)
 }
 
 async fn apply_stage(
@@ -356,9 +373,7 @@ async fn apply_stage(
     if objects.is_empty() {
         return Ok(());
     }
-    let ok = apply::apply_all(client, objects, Mode::Apply, policy, answer)
-        .await
-        .map_err(|failures| ApplyError::ApplyFailed { failures })?;
+    let ok = apply::apply_all(client, objects, Mode::Apply, policy, answer).await.map_err(ApplyError::apply)?;
     results.extend(ok.into_iter().map(|a| (a.key.clone(), a)));
     Ok(())
 }
@@ -392,9 +407,9 @@ pub async fn diff(
         plan.objects.iter().partition(|o| deferred.contains(&o.key));
     let dry = apply::apply_all(&clients.applier, &now, Mode::DryRun, policy, Answer::Object)
         .await
-        .map_err(|failures| ApplyError::DryRunRejected { failures })?;
+        .map_err(ApplyError::dry_run)?;
     for (o, mut d) in now.iter().zip(dry) {
-        let rejected = |f: ObjectFailure| ApplyError::DryRunRejected { failures: vec![f] };
+        let rejected = |f: ObjectFailure| ApplyError::dry_run(Unapplied { failures: vec![f], not_sent: 0 });
         let mut live = apply::live(&clients.applier, o).await.map_err(rejected)?;
         // Controllers write objects all the time (a Deployment's revision annotation right
         // after creation): compare a dry-run and a read of the same resourceVersion.
@@ -405,7 +420,7 @@ pub async fn diff(
             }
             let mut again = apply::apply_all(&clients.applier, &[*o], Mode::DryRun, policy, Answer::Object)
                 .await
-                .map_err(|failures| ApplyError::DryRunRejected { failures })?;
+                .map_err(ApplyError::dry_run)?;
             if let Some(a) = again.pop() {
                 d = a;
             }

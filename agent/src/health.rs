@@ -34,7 +34,7 @@ pub enum HealthError {
     Failed { object: ObjectKey, reason: String },
     #[error("not healthy within {timeout:?}: {}", pending_list(.pending))]
     Timeout { timeout: Duration, pending: Vec<(ObjectKey, String)> },
-    #[error("reading {object} for its health: {source}")]
+    #[error("reading {object} for its health: {}", crate::api_error::message(.source))]
     Read { object: ObjectKey, source: kube::Error },
 }
 

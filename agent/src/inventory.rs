@@ -13,6 +13,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
+use crate::api_error;
 use crate::plan::{Catalog, ObjectKey, PRUNE_ANNOTATION, PRUNE_DISABLED, PlanError, Stage};
 
 /// Label on members, value = the set's id.
@@ -123,11 +124,11 @@ pub enum InventoryError {
         "ApplySet parent {parent} has label {ID_LABEL}={found}, expected {expected}; it belongs to another set, choose another --name"
     )]
     IdMismatch { parent: String, found: String, expected: String },
-    #[error("{action} ApplySet parent {parent}: {source}")]
+    #[error("{action} ApplySet parent {parent}: {}", api_error::message(.source))]
     Parent { action: &'static str, parent: String, source: kube::Error },
-    #[error("listing members of kind {group_kind} for prune: {}", api_message(.source))]
+    #[error("listing members of kind {group_kind} for prune: {}", api_error::message(.source))]
     List { group_kind: String, source: kube::Error },
-    #[error("pruning {object}: {}; it stays in the inventory and prune retries next time", api_message(.source))]
+    #[error("pruning {object}: {}; it stays in the inventory and prune retries next time", api_error::message(.source))]
     Delete { object: ObjectKey, source: kube::Error },
     #[error(transparent)]
     Discovery(#[from] PlanError),
@@ -144,14 +145,16 @@ impl InventoryError {
             _ => false,
         }
     }
-}
 
-/// The API server's own sentence for an API error (what a user can act on), rather than the
-/// whole status object; other errors as they display.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
+    /// Whether the API server gave no answer at all (reading, writing or listing the set).
+    pub fn unreachable(&self) -> bool {
+        match self {
+            InventoryError::Parent { source, .. }
+            | InventoryError::List { source, .. }
+            | InventoryError::Delete { source, .. } => api_error::is_unreachable(source),
+            InventoryError::Discovery(e) => e.unreachable(),
+            _ => false,
+        }
     }
 }
 
@@ -244,7 +247,9 @@ pub async fn write(client: &Client, parent: &ApplySetParent, inv: &Inventory) ->
         }
     });
     // Force: the parent's ApplySet fields belong to the set's tool, which is us (checked in read).
-    let pp = PatchParams::apply(INVENTORY_FIELD_MANAGER).force();
+    // Ignore: the body is berth's own metadata, no field of it can be unknown; the server's
+    // strict second decode would find nothing.
+    let pp = PatchParams::apply(INVENTORY_FIELD_MANAGER).force().validation_ignore();
     api.patch(&parent.name, &pp, &Patch::Apply(&body)).await.map(|_| ()).map_err(|source| InventoryError::Parent {
         action: "updating",
         parent: parent.to_string(),

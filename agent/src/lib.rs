@@ -5,6 +5,7 @@
 //! reconcile), [`engine`] (plan → dry-run → apply → prune → wait over one set of manifests),
 //! then the parts it uses: [`plan`], [`apply`], [`inventory`], [`health`].
 
+pub mod api_error;
 pub mod apply;
 pub mod controller;
 pub mod duration;

@@ -194,13 +194,23 @@ impl From<SyncError> for Failure {
     fn from(e: SyncError) -> Self {
         let code = match &e {
             // Not a rejection: the API server never answered.
-            SyncError::Apply(a) if a.main_cause() == apply::FailureCause::Unreachable => 1,
+            e if e.unreachable() => 1,
             SyncError::Apply(_) => 4,
             SyncError::Health(_) => 5,
             _ => 1,
         };
         Failure::new(code, e.to_string())
     }
+}
+
+/// A failed sync; when the API server stopped answering (in any stage) the message names it.
+fn sync_failure(e: SyncError, server: &impl std::fmt::Display) -> Failure {
+    let unreachable = e.unreachable();
+    let mut failure = Failure::from(e);
+    if unreachable {
+        failure.message = format!("lost the API server {server}: {}", failure.message);
+    }
+    failure
 }
 
 fn main() -> ExitCode {
@@ -390,7 +400,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
     if diff_only {
         let changes = engine::diff(&clients, &mut catalog, &parent, manifests, &opts)
             .await
-            .map_err(|e| Failure { code: 6, ..Failure::from(e) })?;
+            .map_err(|e| Failure { code: 6, ..sync_failure(e, &config.cluster_url) })?;
         let mut differs = false;
         for (key, change) in &changes {
             match change {
@@ -410,15 +420,9 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
         eprintln!("{what}: {} object(s) differ, {unchanged} unchanged", changes.len() - unchanged);
         return Ok(u8::from(differs));
     }
-    let server = config.cluster_url.to_string();
-    let report = engine::sync(&clients, &mut catalog, &parent, manifests, &opts).await.map_err(|e| {
-        let unreachable = matches!(&e, SyncError::Apply(a) if a.main_cause() == apply::FailureCause::Unreachable);
-        let mut failure = Failure::from(e);
-        if unreachable {
-            failure.message = format!("lost the API server {server}: {}", failure.message);
-        }
-        failure
-    })?;
+    let report = engine::sync(&clients, &mut catalog, &parent, manifests, &opts)
+        .await
+        .map_err(|e| sync_failure(e, &config.cluster_url))?;
     for k in &report.changed {
         println!("applied {k}");
     }

@@ -121,8 +121,15 @@ pub enum PlanError {
     Duplicate { object: ObjectKey, first: String, second: String },
     #[error("{origin}: {object} is cluster-scoped but names namespace {namespace:?}; remove metadata.namespace")]
     NamespaceOnClusterScoped { origin: String, object: ObjectKey, namespace: String },
-    #[error("discovery of the API server's resources failed: {source}; check the API server is reachable")]
+    #[error("discovery of the API server's resources failed: {}; check the API server is reachable", crate::api_error::message(.source))]
     Discovery { source: kube::Error },
+}
+
+impl PlanError {
+    /// Whether discovery got no answer from the API server at all.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, PlanError::Discovery { source } if crate::api_error::is_unreachable(source))
+    }
 }
 
 /// What the API server serves, discovered once and refreshed when a kind is missing

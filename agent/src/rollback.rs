@@ -83,7 +83,9 @@ pub(crate) async fn after_failure(
     attempted: Option<&Digest>,
 ) -> Option<Outcome> {
     src.spec.rollback?;
-    if !matches!(e, ReconcileError::Sync(SyncError::Health(_))) {
+    // Only a verdict on the new digest's health: not a health check cut short by losing the
+    // API server (the rollback could not be applied either).
+    if !matches!(e, ReconcileError::Sync(s @ SyncError::Health(_)) if !s.unreachable()) {
         return None;
     }
     let failed = attempted?.clone();

@@ -268,6 +268,41 @@ fn one_invalid_object_means_nothing_is_applied() {
     );
 }
 
+/// A misspelt field would otherwise vanish without a word: the dry-run (strict field
+/// validation) refuses the set, naming each object and its field, before anything is written;
+/// the real apply, which skips the server's strict decode, is never reached.
+#[test]
+fn an_unknown_field_fails_the_dry_run_naming_object_and_field_and_nothing_is_applied() {
+    let env = env();
+    let ns = env.namespace("agent-unknown-field");
+    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndataa:\n  a: \"1\"\n".to_string();
+    let dir = manifests(&[
+        ("a.yaml", configmap("fine", &[("a", "1")])),
+        ("b.yaml", typo),
+        ("c.yaml", deployment("app", "2").replace("  replicas: 2", "  replica: 2")),
+    ]);
+    let out = run_fail(&mut agent_apply(env, dir.path(), ns.name(), "unknown", &[]));
+    assert_eq!(out.code, Some(4), "{}", stderr_of(&out));
+    assert!(out.stderr.contains("dry-run") && out.stderr.contains("nothing was applied"), "{}", out.stderr);
+    for (object, field) in [
+        (format!("ConfigMap {}/typo", ns.name()), ".dataa"),
+        (format!("Deployment.apps {}/app", ns.name()), ".spec.replica"),
+    ] {
+        let line = out.stderr.split("; ").find(|part| part.contains(&object));
+        assert!(
+            line.is_some_and(|l| l.contains(field)),
+            "the error must name {object} and its field {field}: {}",
+            out.stderr
+        );
+    }
+    for (kind, name) in [("configmap", "fine"), ("configmap", "typo"), ("deployment", "app"), ("secret", "unknown")] {
+        assert!(
+            env.object(kind, Some(ns.name()), name).is_none(),
+            "{kind} {name} was written although the dry-run failed"
+        );
+    }
+}
+
 #[test]
 fn fields_of_another_manager_are_not_taken_without_force_but_drift_of_our_own_is_corrected() {
     let env = env();
