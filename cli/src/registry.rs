@@ -43,8 +43,8 @@ const UPLOAD_BUFFER_BYTES: usize = 1024 * 1024;
 pub enum RegistryError {
     #[error("cannot reach registry {registry}: {detail}")]
     Unreachable { registry: String, detail: String },
-    #[error("registry {registry} refused access to {what}: {detail}")]
-    Unauthorized { registry: String, what: String, detail: String },
+    #[error("registry {registry} {} {what}: {detail}", refusal.verb())]
+    Unauthorized { registry: String, what: String, detail: String, refusal: Refusal },
     #[error("{what} not found in registry {registry}")]
     NotFound { registry: String, what: String },
     #[error("registry {registry} rejected {what}: {detail}")]
@@ -72,9 +72,7 @@ impl RegistryError {
             RegistryError::Unreachable { .. } => {
                 "check the registry address and port; for a registry without TLS pass --insecure; for a private CA pass --ca-file"
             }
-            RegistryError::Unauthorized { .. } => {
-                "pass --creds USER:PASSWORD, set BERTH_REGISTRY_USER/BERTH_REGISTRY_PASSWORD, or log in with a Docker credential helper"
-            }
+            RegistryError::Unauthorized { refusal, .. } => refusal.hint(),
             RegistryError::NotFound { .. } => {
                 "check the repository, tag or digest (berth list oci://REGISTRY/REPO shows the tags)"
             }
@@ -99,6 +97,42 @@ impl RegistryError {
     }
 }
 
+/// Why a registry refused a request (both are exit code 5, "access").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Credentials missing or not accepted: HTTP 401, a failed token exchange, a 403 on a read.
+    Credentials,
+    /// A write answered 403 DENIED: read-only registries (olareg `--store-ro`) say this too,
+    /// so it does not prove the credentials wrong.
+    WriteDenied {
+        /// Whether the request carried credentials (Basic or a bearer token).
+        authenticated: bool,
+    },
+}
+
+impl Refusal {
+    fn verb(self) -> &'static str {
+        match self {
+            Refusal::Credentials => "refused access to",
+            Refusal::WriteDenied { .. } => "denied the write of",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Refusal::Credentials => {
+                "pass --creds USER:PASSWORD, set BERTH_REGISTRY_USER/BERTH_REGISTRY_PASSWORD, or log in with a Docker credential helper"
+            }
+            Refusal::WriteDenied { authenticated: true } => {
+                "the credentials were accepted: check that the account may push to this repository and whether the registry is read-only"
+            }
+            Refusal::WriteDenied { authenticated: false } => {
+                "the write was anonymous: if the registry needs an account to push, pass --creds USER:PASSWORD; otherwise check whether it is read-only"
+            }
+        }
+    }
+}
+
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -118,6 +152,13 @@ pub enum BlobSource<'a> {
     Bytes(&'a [u8]),
     /// Large blobs streamed from a file, never loaded whole.
     File(&'a Path),
+}
+
+/// An upload session a registry opened for one blob: where its bytes go. Opening it is a
+/// round trip of its own, so a push opens it before the bytes exist.
+#[derive(Debug)]
+pub struct UploadSession {
+    location: String,
 }
 
 /// Called with the number of bytes sent so far, for progress display.
@@ -393,8 +434,9 @@ impl Registry {
         }
     }
 
-    /// Get ready to push to `repo` without writing anything: open the connection and obtain
-    /// push access (a token, on token registries). Lets `push` overlap this with building.
+    /// Whether `repo` has blob `probe`, asked with push access: opens the connection and
+    /// obtains a push token (on token registries) while writing nothing, so a push can do
+    /// this while it still builds.
     pub async fn prepare_push(&self, repo: &str, probe: &Digest) -> Result<bool, RegistryError> {
         self.blob_exists_as(repo, probe, Access::Push).await
     }
@@ -410,17 +452,7 @@ impl Registry {
         source: BlobSource<'_>,
         progress: Option<Progress>,
     ) -> Result<bool, RegistryError> {
-        let what = format!("blob {repo}@{digest}");
-        if let BlobSource::Bytes(bytes) = source
-            && (bytes.len() as u64 != size || &Digest::of(bytes) != digest)
-        {
-            return Err(RegistryError::DigestMismatch {
-                registry: self.host.clone(),
-                what,
-                expected: digest.clone(),
-                actual: Digest::of(bytes),
-            });
-        }
+        check_bytes(&self.host, repo, digest, size, &source)?;
         if self.blob_exists_as(repo, digest, Access::Push).await? {
             tracing::debug!(%digest, repo, "blob already present; not uploading");
             if let Some(p) = &progress {
@@ -428,6 +460,15 @@ impl Registry {
             }
             return Ok(false);
         }
+        let session = self.start_upload(repo).await?;
+        self.finish_upload(repo, session, digest, size, source, progress).await?;
+        Ok(true)
+    }
+
+    /// Open an upload session in `repo` (POST), for a blob whose bytes may not exist yet.
+    /// Either [`Self::finish_upload`] or [`Self::cancel_upload`] it.
+    pub async fn start_upload(&self, repo: &str) -> Result<UploadSession, RegistryError> {
+        let what = format!("a blob upload to {repo}");
         let start = format!("{}/blobs/uploads/", self.repo_url(repo));
         let response = self
             .send_with_auth(repo, Access::Push, &what, |http| {
@@ -435,9 +476,24 @@ impl Registry {
             })
             .await?;
         if response.status() != reqwest::StatusCode::ACCEPTED {
-            return Err(self.answer_error(what, response).await);
+            return Err(self.write_error(repo, what, response).await);
         }
-        let location = self.upload_location(&response, &what)?;
+        Ok(UploadSession { location: self.upload_location(&response, &what)? })
+    }
+
+    /// Send the whole of blob `digest` (`size` bytes) into `session` with one PUT.
+    pub async fn finish_upload(
+        &self,
+        repo: &str,
+        session: UploadSession,
+        digest: &Digest,
+        size: u64,
+        source: BlobSource<'_>,
+        progress: Option<Progress>,
+    ) -> Result<(), RegistryError> {
+        check_bytes(&self.host, repo, digest, size, &source)?;
+        let what = format!("blob {repo}@{digest}");
+        let location = session.location;
         let separator = if location.contains('?') { '&' } else { '?' };
         let target = format!("{location}{separator}digest={}", urlencode(&digest.to_string()));
         let body = match source {
@@ -467,12 +523,26 @@ impl Registry {
         request = self.with_credentials(request, repo, Access::Push).await;
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         if response.status() != reqwest::StatusCode::CREATED {
-            return Err(self.answer_error(what, response).await);
+            return Err(self.write_error(repo, what, response).await);
         }
         if let (BlobSource::Bytes(_), Some(p)) = (source, &progress) {
             p(size);
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Abandon `session` (DELETE), so the registry can drop it now rather than at its
+    /// purge interval. Best effort: a registry that refuses only keeps a stale session.
+    pub async fn cancel_upload(&self, repo: &str, session: UploadSession) {
+        let what = format!("the unused blob upload to {repo}");
+        let location = session.location;
+        match self.send_with_auth(repo, Access::Push, &what, |http| Ok(http.delete(&location))).await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::debug!(repo, status = %response.status(), "registry kept an unused upload session")
+            }
+            Err(e) => tracing::debug!(repo, error = %e, "cannot cancel an unused upload session"),
+        }
     }
 
     /// Store `manifest` (of `media_type`) in `repo` under `tag_or_digest` (a tag, or the
@@ -506,7 +576,7 @@ impl Registry {
             })
             .await?;
         if response.status() != reqwest::StatusCode::CREATED {
-            return Err(self.answer_error(what, response).await);
+            return Err(self.write_error(repo, what, response).await);
         }
         Ok(digest)
     }
@@ -539,6 +609,18 @@ impl Registry {
 
     /// The error for an unexpected answer, with the registry's own error codes and messages.
     async fn answer_error(&self, what: String, response: reqwest::Response) -> RegistryError {
+        self.error_from(what, response, Refusal::Credentials).await
+    }
+
+    /// [`Self::answer_error`] for a write to `repo`: a 403 DENIED there is the registry
+    /// refusing the write (no push permission, read-only mode), not proof of bad credentials.
+    async fn write_error(&self, repo: &str, what: String, response: reqwest::Response) -> RegistryError {
+        let authenticated = self.authenticated(repo).await;
+        self.error_from(what, response, Refusal::WriteDenied { authenticated }).await
+    }
+
+    /// The error for `response`; a 403 DENIED counts as `denied`.
+    async fn error_from(&self, what: String, response: reqwest::Response, denied: Refusal) -> RegistryError {
         let status = response.status();
         let body = read_limited(response, MAX_MANIFEST_BYTES).await.unwrap_or_default();
         #[derive(serde::Deserialize)]
@@ -563,15 +645,18 @@ impl Registry {
             };
             format!("{}: {}{detail}", e.code, e.message)
         }
-        let detail = match serde_json::from_slice::<Envelope>(&body) {
-            Ok(e) if !e.errors.is_empty() => {
+        let envelope = serde_json::from_slice::<Envelope>(&body).ok().filter(|e| !e.errors.is_empty());
+        let detail = match &envelope {
+            Some(e) => {
                 format!("HTTP {}: {}", status.as_u16(), e.errors.iter().map(describe).collect::<Vec<_>>().join("; "))
             }
-            _ => format!("HTTP {status}: {}", truncate(&String::from_utf8_lossy(&body))),
+            None => format!("HTTP {status}: {}", truncate(&String::from_utf8_lossy(&body))),
         };
+        let is_denied = envelope.is_some_and(|e| e.errors.iter().any(|e| e.code.eq_ignore_ascii_case("DENIED")));
         let registry = self.host.clone();
         let error = match status.as_u16() {
-            401 | 403 => RegistryError::Unauthorized { registry, what, detail },
+            403 if is_denied => RegistryError::Unauthorized { registry, what, detail, refusal: denied },
+            401 | 403 => RegistryError::Unauthorized { registry, what, detail, refusal: Refusal::Credentials },
             404 => RegistryError::NotFound { registry, what },
             400..=499 => RegistryError::Rejected { registry, what, detail },
             _ => RegistryError::Protocol { registry, what, detail },
@@ -626,6 +711,7 @@ impl Registry {
                 registry: self.host.clone(),
                 what,
                 detail: format!("HTTP {status}"),
+                refusal: Refusal::Credentials,
             });
         }
         if !status.is_success() {
@@ -702,16 +788,26 @@ impl Registry {
         repo: &str,
         access: Access,
     ) -> reqwest::RequestBuilder {
+        match (self.token(repo, access).await, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
+            (None, _) => request,
+        }
+    }
+
+    /// The cached bearer token for `repo` and `access` (a push token also serves pulls).
+    async fn token(&self, repo: &str, access: Access) -> Option<String> {
         let tokens = self.bearer.lock().await;
         let token = tokens.get(&(repo.to_string(), access)).or_else(|| match access {
             Access::Pull => tokens.get(&(repo.to_string(), Access::Push)),
             Access::Push => None,
         });
-        match (token, &self.auth) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
-            (None, _) => request,
-        }
+        token.cloned()
+    }
+
+    /// Whether writes to `repo` carry credentials: a push token, or Basic credentials.
+    async fn authenticated(&self, repo: &str) -> bool {
+        matches!(self.auth, RegistryAuth::Basic(..)) || self.token(repo, Access::Push).await.is_some()
     }
 
     /// Sends the request `make` builds; on a 401 with a Bearer challenge, obtains a token for
@@ -761,6 +857,7 @@ impl Registry {
                 registry: self.host.clone(),
                 what: what.to_string(),
                 detail: format!("token service answered HTTP {}", token_response.status()),
+                refusal: Refusal::Credentials,
             });
         }
         #[derive(serde::Deserialize)]
@@ -768,19 +865,25 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = read_limited(token_response, MAX_MANIFEST_BYTES).await.map_err(|detail| {
-            RegistryError::Unauthorized { registry: self.host.clone(), what: what.to_string(), detail }
-        })?;
+        let body =
+            read_limited(token_response, MAX_MANIFEST_BYTES).await.map_err(|detail| RegistryError::Unauthorized {
+                registry: self.host.clone(),
+                what: what.to_string(),
+                detail,
+                refusal: Refusal::Credentials,
+            })?;
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| RegistryError::Unauthorized {
             registry: self.host.clone(),
             what: what.to_string(),
             detail: format!("token service answer is not JSON: {e}"),
+            refusal: Refusal::Credentials,
         })?;
         let Some(token) = answer.token.or(answer.access_token) else {
             return Err(RegistryError::Unauthorized {
                 registry: self.host.clone(),
                 what: what.to_string(),
                 detail: "token service returned no token".into(),
+                refusal: Refusal::Credentials,
             });
         };
         self.bearer.lock().await.insert((repo.to_string(), access), token.clone());
@@ -822,17 +925,22 @@ fn default_auth(host: &str) -> RegistryAuth {
 fn classify(registry: &str, what: String, err: OciDistributionError) -> RegistryError {
     let registry = registry.to_string();
     match err {
-        OciDistributionError::UnauthorizedError { url } => {
-            RegistryError::Unauthorized { registry, what, detail: format!("HTTP 401 from {url}") }
+        OciDistributionError::UnauthorizedError { url } => RegistryError::Unauthorized {
+            registry,
+            what,
+            detail: format!("HTTP 401 from {url}"),
+            refusal: Refusal::Credentials,
+        },
+        OciDistributionError::AuthenticationFailure(detail) => {
+            RegistryError::Unauthorized { registry, what, detail, refusal: Refusal::Credentials }
         }
-        OciDistributionError::AuthenticationFailure(detail) => RegistryError::Unauthorized { registry, what, detail },
         OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { registry, what },
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
             let detail =
                 envelope.errors.iter().map(|e| format!("{:?}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ");
             if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
-                RegistryError::Unauthorized { registry, what, detail }
+                RegistryError::Unauthorized { registry, what, detail, refusal: Refusal::Credentials }
             } else if codes.iter().any(|c| {
                 matches!(
                     c,
@@ -849,7 +957,7 @@ fn classify(registry: &str, what: String, err: OciDistributionError) -> Registry
         }
         OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound { registry, what },
         OciDistributionError::ServerError { code: 401 | 403, message, .. } => {
-            RegistryError::Unauthorized { registry, what, detail: truncate(&message) }
+            RegistryError::Unauthorized { registry, what, detail: truncate(&message), refusal: Refusal::Credentials }
         }
         OciDistributionError::ServerError { code, message, .. } if (400..500).contains(&code) => {
             RegistryError::Rejected { registry, what, detail: format!("HTTP {code}: {}", truncate(&message)) }
@@ -861,7 +969,7 @@ fn classify(registry: &str, what: String, err: OciDistributionError) -> Registry
             if e.is_connect() || e.is_timeout() {
                 RegistryError::Unreachable { registry, detail: error_chain(&e) }
             } else if e.status().is_some_and(|s| s == reqwest::StatusCode::UNAUTHORIZED) {
-                RegistryError::Unauthorized { registry, what, detail: error_chain(&e) }
+                RegistryError::Unauthorized { registry, what, detail: error_chain(&e), refusal: Refusal::Credentials }
             } else if e.status().is_some_and(|s| s == reqwest::StatusCode::NOT_FOUND) {
                 RegistryError::NotFound { registry, what }
             } else {
@@ -870,6 +978,28 @@ fn classify(registry: &str, what: String, err: OciDistributionError) -> Registry
         }
         OciDistributionError::DigestError(e) => RegistryError::Protocol { registry, what, detail: e.to_string() },
         other => RegistryError::Protocol { registry, what, detail: other.to_string() },
+    }
+}
+
+/// In-memory bytes must be the blob they claim to be; checked before sending, so a caller's
+/// mistake reads as a mismatch rather than as the registry's refusal.
+fn check_bytes(
+    registry: &str,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    source: &BlobSource<'_>,
+) -> Result<(), RegistryError> {
+    match source {
+        BlobSource::Bytes(bytes) if bytes.len() as u64 != size || &Digest::of(bytes) != digest => {
+            Err(RegistryError::DigestMismatch {
+                registry: registry.to_string(),
+                what: format!("blob {repo}@{digest}"),
+                expected: digest.clone(),
+                actual: Digest::of(bytes),
+            })
+        }
+        _ => Ok(()),
     }
 }
 

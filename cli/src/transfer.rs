@@ -8,7 +8,7 @@ use crate::artifact::{self, ArtifactError, BuiltArtifact, LayerFile, Limits};
 use crate::digest::Digest;
 use crate::layout::{self, LayoutError};
 use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
-use crate::registry::{BlobSource, Progress, Registry, RegistryError};
+use crate::registry::{BlobSource, Progress, Registry, RegistryError, UploadSession};
 
 /// Largest config blob berth reads into memory.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -50,19 +50,71 @@ pub struct PushOutcome {
     pub uploaded_blobs: usize,
 }
 
-/// Push a built artifact to `repo` under `tag`.
+/// Registry work of [`push_built`] done while the artifact still builds: everything that
+/// does not need the layer. The config blob is the same for every berth artifact
+/// ([`artifact::CONFIG_BYTES`]), so it goes up now; and when the repository lacks it, no
+/// berth artifact was ever pushed there, so the layer is not expected there either and its
+/// upload session is opened now too (after the build, one PUT sends it). Where the config is present, the layer may be as well (a
+/// re-push): it is asked for after the build, and a session opened only if it is missing.
+#[derive(Debug)]
+pub struct PushPreparation {
+    config: Digest,
+    config_uploaded: bool,
+    layer_session: Option<UploadSession>,
+}
+
+/// Prepare a push of a built artifact to `repo` (see [`PushPreparation`]). Writes at most an
+/// unreferenced config blob and an upload session: [`abandon_push`] if the build fails.
+pub async fn prepare_push(registry: &Registry, repo: &str) -> Result<PushPreparation, TransferError> {
+    let config = Digest::of(artifact::CONFIG_BYTES);
+    if registry.prepare_push(repo, &config).await? {
+        return Ok(PushPreparation { config, config_uploaded: false, layer_session: None });
+    }
+    let size = artifact::CONFIG_BYTES.len() as u64;
+    let upload_config = async {
+        let session = registry.start_upload(repo).await?;
+        registry.finish_upload(repo, session, &config, size, BlobSource::Bytes(artifact::CONFIG_BYTES), None).await
+    };
+    let (_, layer_session) = tokio::try_join!(upload_config, registry.start_upload(repo))?;
+    Ok(PushPreparation { config, config_uploaded: true, layer_session: Some(layer_session) })
+}
+
+/// Give up a prepared push whose artifact could not be built.
+pub async fn abandon_push(registry: &Registry, repo: &str, prepared: PushPreparation) {
+    if let Some(session) = prepared.layer_session {
+        registry.cancel_upload(repo, session).await;
+    }
+}
+
+/// Push a built artifact to `repo` under `tag`, after [`prepare_push`].
 pub async fn push_built(
     registry: &Registry,
     repo: &str,
     tag: &str,
     built: &BuiltArtifact,
+    prepared: PushPreparation,
     progress: Option<Progress>,
 ) -> Result<PushOutcome, TransferError> {
-    // The two blobs go up side by side; the manifest only once both are there.
-    let (layer, config) = tokio::try_join!(
-        registry.push_blob(repo, &built.layer.digest, built.layer.size, BlobSource::File(&built.layer_path), progress),
-        registry.push_blob(repo, &built.config.digest, built.config.size, BlobSource::Bytes(&built.config_bytes), None),
-    )?;
+    let layer_source = BlobSource::File(&built.layer_path);
+    let layer = async {
+        match prepared.layer_session {
+            Some(session) => registry
+                .finish_upload(repo, session, &built.layer.digest, built.layer.size, layer_source, progress)
+                .await
+                .map(|()| true),
+            None => registry.push_blob(repo, &built.layer.digest, built.layer.size, layer_source, progress).await,
+        }
+    };
+    // The config was uploaded while building, unless the build made another one.
+    let config = async {
+        if built.config.digest == prepared.config {
+            return Ok(prepared.config_uploaded);
+        }
+        let source = BlobSource::Bytes(&built.config_bytes);
+        registry.push_blob(repo, &built.config.digest, built.config.size, source, None).await
+    };
+    // The manifest only once both blobs are there: registries check that they exist.
+    let (layer, config) = tokio::try_join!(layer, config)?;
     let uploaded = usize::from(layer) + usize::from(config);
     let digest = registry.push_manifest(repo, &built.manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag).await?;
     Ok(PushOutcome { digest, uploaded_blobs: uploaded })

@@ -72,24 +72,34 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
         Input::Files { files, _spool } => {
             let meta = args.build.metadata()?;
             let (path, rules) = (args.path.clone(), args.build.rules());
-            // Build on a blocking thread; meanwhile connect and obtain push access, which
-            // writes nothing, so a failed validation still leaves the registry untouched.
+            // Build on a blocking thread; meanwhile connect, obtain push access and do the
+            // registry work that does not need the layer. A failed validation leaves at most
+            // the config blob (the same for every berth artifact, referenced by nothing).
             let building = tokio::task::spawn_blocking(move || berth::artifact::build(&files, &path, &meta, rules));
-            let config_digest = berth::digest::Digest::of(berth::artifact::CONFIG_BYTES);
-            let (built, prepared) = tokio::join!(building, registry.prepare_push(&repo, &config_digest));
+            let (built, prepared) = tokio::join!(building, transfer::prepare_push(&registry, &repo));
             let built = built.map_err(|e| {
                 Failure::new(
                     super::Exit::Generic,
                     format!("the build thread failed: {e}"),
                     "this is a bug in berth; please report it",
                 )
-            })??;
+            });
+            let built = match built.and_then(|b| b.map_err(Failure::from)) {
+                Ok(built) => built,
+                Err(failure) => {
+                    if let Ok(prepared) = prepared {
+                        transfer::abandon_push(&registry, &repo, prepared).await;
+                    }
+                    return Err(failure);
+                }
+            };
             // A registry problem is reported after validation, as before: bad input comes first.
-            prepared?;
+            let prepared = prepared?;
             drop(_spool);
             let progress = progress_bar(global, built.layer.size, "pushing");
             let result =
-                transfer::push_built(&registry, &repo, &tag, &built, progress.as_ref().map(|p| p.1.clone())).await;
+                transfer::push_built(&registry, &repo, &tag, &built, prepared, progress.as_ref().map(|p| p.1.clone()))
+                    .await;
             if let Some((bar, _)) = progress {
                 bar.finish_and_clear();
             }
