@@ -124,7 +124,7 @@ impl Refusal {
                 "pass --creds USER:PASSWORD, set BERTH_REGISTRY_USER/BERTH_REGISTRY_PASSWORD, or log in with a Docker credential helper"
             }
             Refusal::WriteDenied { authenticated: true } => {
-                "the credentials were accepted: check that the account may push to this repository and whether the registry is read-only"
+                "the registry denied the write despite the credentials: check that the account may push to this repository, and whether the registry is read-only"
             }
             Refusal::WriteDenied { authenticated: false } => {
                 "the write was anonymous: if the registry needs an account to push, pass --creds USER:PASSWORD; otherwise check whether it is read-only"
@@ -468,7 +468,7 @@ impl Registry {
     /// Open an upload session in `repo` (POST), for a blob whose bytes may not exist yet.
     /// Either [`Self::finish_upload`] or [`Self::cancel_upload`] it.
     pub async fn start_upload(&self, repo: &str) -> Result<UploadSession, RegistryError> {
-        let what = format!("a blob upload to {repo}");
+        let what = format!("a new blob in {repo}");
         let start = format!("{}/blobs/uploads/", self.repo_url(repo));
         let response = self
             .send_with_auth(repo, Access::Push, &what, |http| {
