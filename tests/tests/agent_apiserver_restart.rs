@@ -272,6 +272,18 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
     );
     assert_inventory_covers(env, home.name(), "big", &partial);
 
+    // While it is down, a new run fails in its first stage (discovery, before any write) the
+    // same clear way, not with the client library's raw error.
+    let out = run(&mut api.agent_apply(all.path(), home.name(), "big", &[]));
+    assert_eq!(out.code, Some(1), "apply against the dead API server\n{}\n{}", out.stdout, out.stderr);
+    let error_line = out.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(
+        error_line.contains(&format!("lost the API server {}", api.url)) && error_line.contains("unreachable"),
+        "planning must report the unreachable API server by name: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("ServiceError"), "kube's raw error leaked: {}", out.stderr);
+
     // Back on the same port: the same apply converges.
     api.restart();
     let out = run(&mut api.agent_apply(all.path(), home.name(), "big", &[]));

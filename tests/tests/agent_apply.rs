@@ -288,12 +288,11 @@ fn an_unknown_field_fails_the_dry_run_naming_object_and_field_and_nothing_is_app
         (format!("ConfigMap {}/typo", ns.name()), ".dataa"),
         (format!("Deployment.apps {}/app", ns.name()), ".spec.replica"),
     ] {
-        let line = out.stderr.split("; ").find(|part| part.contains(&object));
-        assert!(
-            line.is_some_and(|l| l.contains(field)),
-            "the error must name {object} and its field {field}: {}",
-            out.stderr
-        );
+        // From the object to the next object's origin: its own origin, then the server's message.
+        let entry = out.stderr.find(&object).map(|at| &out.stderr[at..]).unwrap_or_default();
+        let own_origin_end = entry.find(".yaml:1)").map_or(entry.len(), |e| e + 1);
+        let entry = &entry[..entry[own_origin_end..].find(".yaml:1)").map_or(entry.len(), |e| e + own_origin_end)];
+        assert!(entry.contains(field), "the error must name {object} and its field {field}: {}", out.stderr);
     }
     for (kind, name) in [("configmap", "fine"), ("configmap", "typo"), ("deployment", "app"), ("secret", "unknown")] {
         assert!(
