@@ -496,8 +496,14 @@ impl Registry {
         let location = session.location;
         let separator = if location.contains('?') { '&' } else { '?' };
         let target = format!("{location}{separator}digest={}", urlencode(&digest.to_string()));
+        let streamed = matches!(source, BlobSource::File(_)) && size > UPLOAD_BUFFER_BYTES as u64;
         let body = match source {
             BlobSource::Bytes(bytes) => reqwest::Body::from(bytes.to_vec()),
+            // No more than one read buffer: read at once, not chunk by chunk through the
+            // blocking pool, whose thread hops a small layer would wait on after the build.
+            BlobSource::File(path) if !streamed => reqwest::Body::from(
+                std::fs::read(path).map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?,
+            ),
             BlobSource::File(path) => {
                 let file = std::fs::File::open(path)
                     .map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?;
@@ -525,7 +531,7 @@ impl Registry {
         if response.status() != reqwest::StatusCode::CREATED {
             return Err(self.write_error(repo, what, response).await);
         }
-        if let (BlobSource::Bytes(_), Some(p)) = (source, &progress) {
+        if let (false, Some(p)) = (streamed, &progress) {
             p(size);
         }
         Ok(())
