@@ -52,10 +52,11 @@ pub struct PushOutcome {
 
 /// Registry work of [`push_built`] done while the artifact still builds: everything that
 /// does not need the layer. The config blob is the same for every berth artifact
-/// ([`artifact::CONFIG_BYTES`]), so it goes up now; and when the repository lacks it, no
-/// berth artifact was ever pushed there, so the layer is not expected there either and its
-/// upload session is opened now too (after the build, one PUT sends it). Where the config is present, the layer may be as well (a
-/// re-push): it is asked for after the build, and a session opened only if it is missing.
+/// ([`artifact::CONFIG_BYTES`]), so it goes up now. When the repository lacked it, no berth
+/// artifact was ever pushed there, so the layer is not expected there either: its upload
+/// session is opened now too, and after the build one PUT sends it. Where the config is
+/// present, the layer may be as well (a re-push): it is asked for after the build, and a
+/// session opened only if it is missing, so unchanged content uploads nothing.
 #[derive(Debug)]
 pub struct PushPreparation {
     config: Digest,
