@@ -277,10 +277,7 @@ fn validated_in_order(
             .iter()
             .map(|file| {
                 let bytes = file.read()?;
-                let mut objects = manifests::parse_file(&file.name, &bytes, rules)?;
-                for object in &mut objects {
-                    object.value = serde_json::Value::Null;
-                }
+                let objects = manifests::identify_file(&file.name, &bytes, rules)?;
                 Ok((file.name.clone(), bytes, objects))
             })
             .collect()

@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+mod scan;
+
 /// Largest single manifest file berth parses in memory. Rendered manifests are far smaller;
 /// anything bigger is almost certainly not a manifest.
 pub const MAX_MANIFEST_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -117,23 +119,67 @@ pub fn parse_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<Manifest
         return Ok(objects);
     }
     for doc in split_documents(text) {
+        if !is_blank_document(doc.text) {
+            parse_document(file, doc, rules, &mut objects)?;
+        }
+    }
+    Ok(objects)
+}
+
+/// [`parse_file`] for packing: the same objects in the same order and the same errors, but
+/// without content (every `value` is `Null`). A YAML document whose identity the fast scan
+/// ([`scan`]) is certain of skips the full parse; every other document gets it.
+pub fn identify_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<ManifestObject>, ManifestError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText { file: file.to_string() })?;
+    if file.to_ascii_lowercase().ends_with(".json") {
+        let mut objects = parse_file(file, bytes, rules)?;
+        objects.iter_mut().for_each(|o| o.value = Value::Null);
+        return Ok(objects);
+    }
+    let mut objects = Vec::new();
+    for doc in split_documents(text) {
         if is_blank_document(doc.text) {
             continue;
         }
-        let value: Value = serde_saphyr::from_str(doc.text).map_err(|e| {
-            let line = e.location().map(|l| l.line() as usize).unwrap_or(1);
-            ManifestError::InvalidYaml {
-                file: file.to_string(),
-                line: doc.first_line + line.saturating_sub(1),
-                message: first_line_of(&e.to_string()),
+        match scan::scan_document(doc.text) {
+            scan::Scan::Object { api_version, kind, name, namespace } => objects.push(object(
+                file,
+                doc.content_line,
+                api_version.into_owned(),
+                kind.into_owned(),
+                name.into_owned(),
+                namespace.map(|n| n.into_owned()),
+                Value::Null,
+            )),
+            scan::Scan::Unsure => {
+                let first = objects.len();
+                parse_document(file, doc, rules, &mut objects)?;
+                objects[first..].iter_mut().for_each(|o| o.value = Value::Null);
             }
-        })?;
-        if value.is_null() {
-            continue;
         }
-        collect_objects(file, doc.content_line, value, rules, &mut objects)?;
     }
     Ok(objects)
+}
+
+/// Fully parses one YAML document and collects its objects.
+fn parse_document(
+    file: &str,
+    doc: Document<'_>,
+    rules: Rules,
+    out: &mut Vec<ManifestObject>,
+) -> Result<(), ManifestError> {
+    let value: Value = serde_saphyr::from_str(doc.text).map_err(|e| {
+        let line = e.location().map(|l| l.line() as usize).unwrap_or(1);
+        ManifestError::InvalidYaml {
+            file: file.to_string(),
+            line: doc.first_line + line.saturating_sub(1),
+            message: first_line_of(&e.to_string()),
+        }
+    })?;
+    if value.is_null() {
+        return Ok(());
+    }
+    collect_objects(file, doc.content_line, value, rules, out)
 }
 
 /// A YAML document's source text and where it starts.
@@ -250,17 +296,20 @@ fn identify(file: &str, line: usize, value: Value) -> Result<ManifestObject, Man
         .to_string();
     let namespace =
         metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-    let group = match api_version.split_once('/') {
-        Some((group, _)) => group.to_string(),
-        None => String::new(),
-    };
-    Ok(ManifestObject {
-        id: ObjectId { group, kind, namespace, name },
-        api_version,
-        file: file.to_string(),
-        line,
-        value,
-    })
+    Ok(object(file, line, api_version, kind, name, namespace, value))
+}
+
+fn object(
+    file: &str,
+    line: usize,
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    value: Value,
+) -> ManifestObject {
+    let group = api_version.split_once('/').map_or_else(String::new, |(group, _)| group.to_string());
+    ManifestObject { id: ObjectId { group, kind, namespace, name }, api_version, file: file.to_string(), line, value }
 }
 
 fn check_secret(object: &ManifestObject, rules: Rules) -> Result<(), ManifestError> {
@@ -405,6 +454,94 @@ mod tests {
         assert_eq!(objs.len(), 2);
         let err = parse("l.json", "{\n  \"apiVersion\": \"v1\",\n  oops\n}").unwrap_err();
         assert!(matches!(err, ManifestError::InvalidJson { line: 3, .. }), "{err}");
+    }
+
+    /// The packing path must agree with the full parse on every input: same objects (ids,
+    /// versions, lines), same errors.
+    #[test]
+    fn identify_file_agrees_with_parse_file() {
+        let inputs = [
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: n\ndata: {k: v}\n---\n# c\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: 123\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata: {a: 1, a: 2}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata: {a: .nan}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\nx: &a [1]\ny: *a\n",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  p: q\n",
+            "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+            "apiVersion: v1\nmetadata:\n  name: a\n",
+            "kind: ConfigMap\nmetadata:\n  name: a\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+            "- a\n",
+            "~\n",
+            "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n...\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: 'a'\n  namespace: \"\"\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n\tbad: tab\n",
+        ];
+        let summary = |r: Result<Vec<ManifestObject>, ManifestError>| match r {
+            Ok(objects) => Ok(objects.into_iter().map(|o| (o.id, o.api_version, o.file, o.line)).collect::<Vec<_>>()),
+            Err(e) => Err(e.to_string()),
+        };
+        for text in inputs {
+            for rules in [Rules::default(), Rules { allow_secrets: true }] {
+                let full = summary(parse_file("f.yaml", text.as_bytes(), rules));
+                let fast = summary(identify_file("f.yaml", text.as_bytes(), rules));
+                assert_eq!(fast, full, "{text}");
+            }
+        }
+    }
+
+    /// The same agreement over a directory of real-world YAML (run by hand on large corpora,
+    /// e.g. the Go module cache):
+    /// `BERTH_YAML_CORPUS=~/go/pkg/mod cargo test -p berth --lib corpus -- --ignored --nocapture`
+    #[test]
+    #[ignore = "needs BERTH_YAML_CORPUS"]
+    fn identify_file_agrees_with_parse_file_on_a_corpus() {
+        let root = std::env::var("BERTH_YAML_CORPUS").expect("BERTH_YAML_CORPUS");
+        let (mut files, mut scanned) = (0, 0);
+        let mut stack = vec![std::path::PathBuf::from(root)];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = path.to_string_lossy().to_string();
+                if !kind.is_file() || !is_manifest_name(&name) || name.ends_with(".json") {
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                if bytes.len() > 4 << 20 {
+                    continue;
+                }
+                files += 1;
+                for rules in [Rules::default(), Rules { allow_secrets: true }] {
+                    let full = parse_file(&name, &bytes, rules);
+                    let fast = identify_file(&name, &bytes, rules);
+                    let same = match (&full, &fast) {
+                        (Ok(a), Ok(b)) => {
+                            a.len() == b.len()
+                                && a.iter()
+                                    .zip(b)
+                                    .all(|(a, b)| (&a.id, &a.api_version, a.line) == (&b.id, &b.api_version, b.line))
+                        }
+                        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+                        _ => false,
+                    };
+                    assert!(same, "{name}: full {full:?} vs fast {fast:?}");
+                }
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    scanned += split_documents(text)
+                        .iter()
+                        .filter(|d| matches!(scan::scan_document(d.text), scan::Scan::Object { .. }))
+                        .count();
+                }
+            }
+        }
+        println!("{files} files agree; {scanned} documents identified by the scan alone");
     }
 
     #[test]
