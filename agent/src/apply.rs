@@ -250,12 +250,12 @@ async fn apply_one(
     answer: Answer,
 ) -> Result<Applied, ObjectFailure> {
     let api = api_for(client, o);
-    // The dry-run decodes strictly: an unknown or duplicate field rejects the whole set before
-    // anything is written (the server's default only warns, and nobody reads the warning).
-    // The real apply then sends bodies that just passed, so it skips the server's second,
-    // strict decode of each one (Warn pays for it too).
+    // Server-side apply converts every body to the schema's type and refuses unknown fields
+    // whatever the directive (the dry-run names them); duplicate fields cannot occur in the JSON
+    // berth serializes. The server's extra strict decode of each body, which Strict and the
+    // default Warn both pay for, would check nothing: skip it on both passes.
     let mut pp = match mode {
-        Mode::DryRun => PatchParams::apply(FIELD_MANAGER).dry_run().validation_strict(),
+        Mode::DryRun => PatchParams::apply(FIELD_MANAGER).dry_run().validation_ignore(),
         Mode::Apply => PatchParams::apply(FIELD_MANAGER).validation_ignore(),
     };
     if policy.force {

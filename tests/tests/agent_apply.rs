@@ -268,9 +268,9 @@ fn one_invalid_object_means_nothing_is_applied() {
     );
 }
 
-/// A misspelt field would otherwise vanish without a word: the dry-run (strict field
-/// validation) refuses the set, naming each object and its field, before anything is written;
-/// the real apply, which skips the server's strict decode, is never reached.
+/// A misspelt field must not vanish without a word: server-side apply's typed conversion
+/// refuses it in the dry-run (the agent asks the server to skip its redundant strict decode),
+/// naming each object and its field, before anything is written.
 #[test]
 fn an_unknown_field_fails_the_dry_run_naming_object_and_field_and_nothing_is_applied() {
     let env = env();
