@@ -177,10 +177,13 @@ fn olareg_read_only_store_refuses_the_manifest_and_push_gives_its_reason() {
     let repo = env().repo("rejects-oci");
 
     let (out, refused_digest) = push_new_manifest_to_read_only(&writable, &read_only, &repo);
-    // olareg answers 403 with the OCI error code DENIED, which berth files under
-    // authorization (exit 5), with the registry's detail kept in the message.
+    // olareg answers 403 with the OCI error code DENIED: exit 5 (permission), reported as a
+    // denied write with the registry's detail, and a hint that does not blame credentials alone.
     assert_eq!(out.code, Some(5), "{}", out.stderr);
     let error = out.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(error.contains("denied the write"), "says the write was denied: {error}");
+    let hint = out.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(hint.contains("read-only"), "the hint names the read-only possibility: {hint}");
     assert!(error.contains(&format!("registry {}", read_only.host)), "names the registry: {error}");
     assert!(error.contains(&format!("manifest {repo}:v2")), "names the reference: {error}");
     assert!(error.contains("repository is read-only"), "gives the registry's reason: {error}");
