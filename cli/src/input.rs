@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use crate::manifests;
 
@@ -141,28 +142,51 @@ fn collect_stdin() -> Result<Input, InputError> {
 /// All manifest files under `root`, sorted by their artifact name.
 pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
     let canonical_root = root.canonicalize().map_err(|source| InputError::Io { path: root.to_path_buf(), source })?;
-    let walker = ignore::WalkBuilder::new(root)
+    // The walk runs on every core (thousands of entries take milliseconds on one); the
+    // entries are then judged in name order, so the error reported does not depend on timing.
+    let found: Mutex<Vec<(String, PathBuf, std::fs::FileType)>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    ignore::WalkBuilder::new(root)
         // Only .berthignore decides: a repository's .gitignore may hide rendered output on purpose.
         .standard_filters(false)
         .add_custom_ignore_filename(IGNORE_FILE)
         .follow_links(false)
-        .build();
-    let mut files = Vec::new();
-    for entry in walker {
-        let entry = entry.map_err(|e| InputError::Walk { path: root.to_path_buf(), detail: e.to_string() })?;
-        let path = entry.path();
-        let rel = path.strip_prefix(root).unwrap_or(path);
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let name = artifact_name(rel);
+        .build_parallel()
+        .run(|| {
+            let (found, failures) = (&found, &failures);
+            Box::new(move |entry| {
+                match entry {
+                    Ok(entry) => {
+                        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+                        if let (false, Some(file_type)) = (rel.as_os_str().is_empty(), entry.file_type()) {
+                            let name = artifact_name(rel);
+                            found.lock().unwrap_or_else(PoisonError::into_inner).push((
+                                name,
+                                entry.into_path(),
+                                file_type,
+                            ));
+                        }
+                    }
+                    Err(e) => failures.lock().unwrap_or_else(PoisonError::into_inner).push(e.to_string()),
+                }
+                ignore::WalkState::Continue
+            })
+        });
+    let mut failures = failures.into_inner().unwrap_or_else(PoisonError::into_inner);
+    failures.sort();
+    if let Some(detail) = failures.into_iter().next() {
+        return Err(InputError::Walk { path: root.to_path_buf(), detail });
+    }
+    let mut found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut files = Vec::with_capacity(found.len());
+    for (name, path, file_type) in found {
         // Version-control metadata and berth's own ignore file are never content.
-        if rel.components().any(|c| c.as_os_str() == ".git") || name.rsplit('/').next() == Some(IGNORE_FILE) {
+        if name.split('/').any(|c| c == ".git") || name.rsplit('/').next() == Some(IGNORE_FILE) {
             continue;
         }
-        let Some(file_type) = entry.file_type() else { continue };
         let content_path = if file_type.is_symlink() {
-            let target = path.canonicalize().map_err(|source| InputError::Io { path: path.to_path_buf(), source })?;
+            let target = path.canonicalize().map_err(|source| InputError::Io { path: path.clone(), source })?;
             if !target.starts_with(&canonical_root) {
                 return Err(InputError::SymlinkEscapes { file: name, target });
             }
@@ -174,7 +198,7 @@ pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
         } else if file_type.is_dir() {
             continue;
         } else if file_type.is_file() {
-            path.to_path_buf()
+            path
         } else {
             return Err(InputError::NotAManifest { file: name });
         };
@@ -183,7 +207,6 @@ pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
         }
         files.push(InputFile { name, path: content_path });
     }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
 }
 

@@ -51,9 +51,9 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
         Some(key) => Some(signing::prepare_push_signing(key, &args.sign_format)?),
         None => None,
     };
-    let registry = global.registry(&reference)?;
-    let outcome = match input {
+    let (outcome, registry) = match input {
         Input::Layout(dir) => {
+            let registry = global.registry(&reference)?;
             if args.build.has_metadata_flags() {
                 return Err(Failure::usage(
                     format!("{} is an OCI image layout: its metadata was fixed by `berth pack`", dir.display()),
@@ -67,7 +67,7 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
             if let Some((bar, _)) = progress {
                 bar.finish_and_clear();
             }
-            result?
+            (result?, registry)
         }
         Input::Files { files, _spool } => {
             let meta = args.build.metadata()?;
@@ -76,6 +76,17 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
             // registry work that does not need the layer. A failed validation leaves at most
             // the config blob (the same for every berth artifact, referenced by nothing).
             let building = tokio::task::spawn_blocking(move || berth::artifact::build(&files, &path, &meta, rules));
+            // The client (TLS roots, credentials) is set up while the build runs; if both
+            // fail, the input's error comes first.
+            let registry = match global.registry(&reference) {
+                Ok(registry) => registry,
+                Err(failure) => {
+                    if let Ok(Err(invalid)) = building.await {
+                        return Err(invalid.into());
+                    }
+                    return Err(failure);
+                }
+            };
             let (built, prepared) = tokio::join!(building, transfer::prepare_push(&registry, &repo));
             let built = built.map_err(|e| {
                 Failure::new(
@@ -103,7 +114,7 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
             if let Some((bar, _)) = progress {
                 bar.finish_and_clear();
             }
-            result?
+            (result?, registry)
         }
     };
     let pinned = reference.with_tag(&tag);
