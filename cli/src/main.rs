@@ -9,9 +9,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     // TLS failures are reported once, as berth's own error with a hint; the TLS stack's own
