@@ -254,10 +254,10 @@ async fn apply_one(
     // whatever the directive (the dry-run names them); duplicate fields cannot occur in the JSON
     // berth serializes. The server's extra strict decode of each body, which Strict and the
     // default Warn both pay for, would check nothing: skip it on both passes.
-    let mut pp = match mode {
-        Mode::DryRun => PatchParams::apply(FIELD_MANAGER).dry_run().validation_ignore(),
-        Mode::Apply => PatchParams::apply(FIELD_MANAGER).validation_ignore(),
-    };
+    let mut pp = PatchParams::apply(FIELD_MANAGER).validation_ignore();
+    if mode == Mode::DryRun {
+        pp = pp.dry_run();
+    }
     if policy.force {
         pp = pp.force();
     }

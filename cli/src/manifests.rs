@@ -130,12 +130,12 @@ pub fn parse_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<Manifest
 /// without content (every `value` is `Null`). A YAML document whose identity the fast scan
 /// ([`scan`]) is certain of skips the full parse; every other document gets it.
 pub fn identify_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<ManifestObject>, ManifestError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText { file: file.to_string() })?;
     if file.to_ascii_lowercase().ends_with(".json") {
         let mut objects = parse_file(file, bytes, rules)?;
         objects.iter_mut().for_each(|o| o.value = Value::Null);
         return Ok(objects);
     }
+    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText { file: file.to_string() })?;
     let mut objects = Vec::new();
     for doc in split_documents(text) {
         if is_blank_document(doc.text) {
