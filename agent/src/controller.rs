@@ -23,6 +23,9 @@ use crate::source::Source;
 
 /// Sources reconciled at the same time: bounds memory (each holds one artifact) and API load.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 4;
+/// How often what is remembered about deleted Sources is dropped. A Source re-created under
+/// the same name is told apart by its uid before then.
+const FORGET_DELETED_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -53,6 +56,8 @@ pub struct RunOptions {
     pub receiver: Option<ReceiverConfig>,
     /// Tenant lockdown rules applied to every Source.
     pub lockdown: crate::lockdown::Lockdown,
+    /// The container's memory limit in bytes; artifacts share a budget derived from it.
+    pub memory_limit: u64,
 }
 
 /// The Lease the replicas compete for.
@@ -99,6 +104,13 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
         tracing::info!(rules = ?opts.lockdown, "tenant lockdown on");
     }
     ctx.lockdown = opts.lockdown;
+    ctx.budget = crate::budget::MemoryBudget::for_limit(opts.memory_limit);
+    tracing::info!(
+        memory_limit = opts.memory_limit,
+        artifact_budget = ctx.budget.total(),
+        per_artifact = ctx.budget.share(),
+        "memory budget"
+    );
     let ctx = Arc::new(ctx);
     let mut shutdown = crate::shutdown::on_signal();
     let election = match opts.election {
@@ -167,6 +179,27 @@ async fn run_term(
     let controller = Controller::new(sources, watcher::Config::default());
     // /readyz of a leader waits for the Source cache of this term to be filled.
     let store = controller.store();
+    // Deleted Sources are forgotten (their verified artifact, registry client, failures).
+    let sweeper = {
+        let store = store.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FORGET_DELETED_EVERY);
+            loop {
+                tick.tick().await;
+                // Never awaited for long: the readiness channel wakes only its last poller.
+                if !matches!(
+                    tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await,
+                    Ok(Ok(()))
+                ) {
+                    continue;
+                }
+                let live = store.state().iter().map(|s| reconcile::key_of(s)).collect();
+                ctx.retain_sources(&live);
+            }
+        })
+    };
+    let _abort_sweeper = AbortOnDrop(sweeper);
     crate::metrics::global().set_synced(false);
     let synced = tokio::spawn(async move {
         // Polled again every half second: the store's readiness is a oneshot channel that

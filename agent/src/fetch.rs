@@ -15,13 +15,12 @@ use berth::reference::Reference;
 use berth::registry::{Registry, RegistryError};
 use berth::signature::policy::{self, TrustPolicy, VerifyError};
 
+use crate::budget::PARSED_FACTOR;
 use crate::plan::Desired;
 
-/// Largest content layer the agent downloads. The agent keeps the layer in memory while it
-/// unpacks, and its whole memory budget is about 100 MiB.
+/// Largest content layer the agent downloads, whatever its memory budget: the layer is kept
+/// in memory while it is unpacked.
 pub const MAX_LAYER_BYTES: u64 = 64 * 1024 * 1024;
-/// Decompressed bytes the agent accepts from one layer (a decompression bomb stops here).
-pub const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
 /// Files in one layer.
 pub const MAX_LAYER_ENTRIES: usize = 20_000;
 /// Tags listed when following a semver range.
@@ -34,6 +33,23 @@ pub enum Trust {
     Keys(TrustPolicy),
     /// Verification explicitly switched off by the user.
     SkipVerify,
+}
+
+impl Trust {
+    /// A value that changes whenever the policy could judge a signature differently (a key
+    /// added, removed or rotated, verification switched on or off, repository matching): the
+    /// agent verifies an applied digest again when it changes.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Trust::SkipVerify => "insecureSkipVerify".to_string(),
+            Trust::Keys(policy) => {
+                let mut keys: Vec<String> =
+                    policy.keys.iter().map(|k| format!("{} {}", k.fingerprint(), k.source())).collect();
+                keys.sort();
+                format!("keys [{}] repository {:?}", keys.join(", "), policy.repository)
+            }
+        }
+    }
 }
 
 /// A pulled, verified, unpacked artifact.
@@ -57,8 +73,14 @@ pub enum FetchError {
     InvalidSemver { range: String, message: String },
     #[error("{reference}: {source}")]
     Artifact { reference: String, source: ArtifactError },
-    #[error("{reference}: content layer is {size} bytes, more than the agent's limit of {limit}")]
+    #[error(
+        "{reference}: content layer is {size} bytes, more than the {limit} one artifact may use of the agent's memory (--memory-limit)"
+    )]
     LayerTooLarge { reference: String, size: u64, limit: u64 },
+    #[error(
+        "{reference}: {file} would take about {needed} bytes of memory parsed, more than the {limit} left of one artifact's share of the agent's memory (--memory-limit); split the artifact or raise the limit"
+    )]
+    OverBudget { reference: String, file: String, needed: u64, limit: u64 },
     #[error("{reference}: {source}")]
     Manifest { reference: String, source: ManifestError },
     #[error("{reference}: refusing to apply, {source}")]
@@ -67,6 +89,10 @@ pub enum FetchError {
     VerifyUnavailable { reference: String, source: Box<VerifyError> },
     #[error("{0}")]
     Input(#[from] InputError),
+    #[error(
+        "{reference}: refusing to go back to an older artifact: it was created {created}, the applied one {applied} (spec.verify.refuseOlder; pin ref.digest to go back on purpose)"
+    )]
+    Older { reference: String, created: String, applied: String },
 }
 
 impl FetchError {
@@ -77,9 +103,12 @@ impl FetchError {
             FetchError::Registry(_) | FetchError::VerifyUnavailable { .. } => "RegistryUnavailable",
             FetchError::NoSemverMatch { .. } => "NoMatchingTag",
             FetchError::InvalidSemver { .. } => "InvalidSpec",
-            FetchError::Artifact { .. } | FetchError::LayerTooLarge { .. } => "InvalidArtifact",
+            FetchError::Artifact { .. } | FetchError::LayerTooLarge { .. } | FetchError::OverBudget { .. } => {
+                "InvalidArtifact"
+            }
             FetchError::Manifest { .. } | FetchError::Input(_) => "InvalidManifests",
             FetchError::Untrusted { .. } => "VerificationFailed",
+            FetchError::Older { .. } => "OlderArtifact",
         }
     }
 
@@ -129,21 +158,34 @@ pub async fn resolve(
 #[derive(Debug)]
 pub struct Pulled {
     pub revision: Option<String>,
+    /// `org.opencontainers.image.created`, covered by the signature like the whole manifest.
+    pub created: Option<String>,
     pub layer: Vec<u8>,
 }
 
-/// Phase 2, pull: by digest only, so what is verified next is exactly what was pulled.
-pub async fn pull(registry: &Registry, reference: &Reference, digest: &Digest) -> Result<Pulled, FetchError> {
+/// Phase 2, pull: by digest only, so what is verified next is exactly what was pulled. The
+/// layer may take at most `share` bytes (and [`MAX_LAYER_BYTES`]).
+pub async fn pull(
+    registry: &Registry,
+    reference: &Reference,
+    digest: &Digest,
+    share: u64,
+) -> Result<Pulled, FetchError> {
     let at = reference.with_digest(digest.clone()).to_string();
     let (bytes, _media_type) = registry.fetch_manifest(reference.repository(), digest).await?;
     let (manifest, layer) =
         artifact::content_layer(&bytes).map_err(|source| FetchError::Artifact { reference: at.clone(), source })?;
-    if layer.size > MAX_LAYER_BYTES {
-        return Err(FetchError::LayerTooLarge { reference: at, size: layer.size, limit: MAX_LAYER_BYTES });
+    let limit = MAX_LAYER_BYTES.min(share);
+    if layer.size > limit {
+        return Err(FetchError::LayerTooLarge { reference: at, size: layer.size, limit });
     }
     let mut content = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
     registry.fetch_blob(reference.repository(), &layer.digest, layer.size, &mut content).await?;
-    Ok(Pulled { revision: manifest.annotations.get(oci::ANNOTATION_REVISION).cloned(), layer: content })
+    Ok(Pulled {
+        revision: manifest.annotations.get(oci::ANNOTATION_REVISION).cloned(),
+        created: manifest.annotations.get(oci::ANNOTATION_CREATED).cloned(),
+        layer: content,
+    })
 }
 
 /// Phase 3, verify: a signature by a trusted key over exactly `digest`.
@@ -165,16 +207,49 @@ pub async fn verify(
     }
 }
 
-/// Phase 4, unpack: every manifest file of the layer parsed in memory, bounded by the limits
-/// above; links, devices, absolute paths and `..` are refused by the library.
-pub fn unpack(reference: &str, layer: &[u8]) -> Result<Vec<Desired>, FetchError> {
-    let limits = Limits { max_bytes: MAX_UNPACKED_BYTES, max_entries: MAX_LAYER_ENTRIES };
+/// With `spec.verify.refuseOlder`: the artifact at `reference` may not be older than the one
+/// applied last (`created` annotations, RFC 3339). An artifact without a readable `created`
+/// cannot show it is not older and is refused too, once something dated was applied.
+pub fn refuse_older(reference: &str, created: Option<&str>, applied: Option<&str>) -> Result<(), FetchError> {
+    let Some(applied) = applied else { return Ok(()) };
+    let Ok(applied_at) = applied.parse::<k8s_openapi::jiff::Timestamp>() else { return Ok(()) };
+    let older = || FetchError::Older {
+        reference: reference.to_string(),
+        created: created.unwrap_or("(no created annotation)").to_string(),
+        applied: applied.to_string(),
+    };
+    match created.map(str::parse::<k8s_openapi::jiff::Timestamp>) {
+        Some(Ok(at)) if at >= applied_at => Ok(()),
+        _ => Err(older()),
+    }
+}
+
+/// Phase 4, unpack: every manifest file of the layer parsed in memory; links, devices,
+/// absolute paths and `..` are refused by the library. The layer and its manifests must fit
+/// in `share` bytes: the compressed layer plus [`PARSED_FACTOR`] times each manifest file,
+/// every declared size of the archive counted before anything is read. Returns the manifests
+/// and the bytes charged for them.
+pub fn unpack(reference: &str, layer: &[u8], share: u64) -> Result<(Vec<Desired>, u64), FetchError> {
+    let room = share.saturating_sub(layer.len() as u64);
+    let limits = Limits { max_bytes: room, max_entries: MAX_LAYER_ENTRIES, max_file_bytes: room / PARSED_FACTOR };
     let mut out = Vec::new();
-    let mut manifest_error: Option<ManifestError> = None;
+    let mut charged: u64 = 0;
+    let mut failure: Option<FetchError> = None;
     artifact::read_layer(layer, limits, |file, content| {
-        if !manifests::is_manifest_name(&file.name) || manifest_error.is_some() {
+        if !manifests::is_manifest_name(&file.name) || failure.is_some() {
             return Ok(());
         }
+        let needed = file.size.saturating_mul(PARSED_FACTOR);
+        if charged.saturating_add(needed) > room {
+            failure = Some(FetchError::OverBudget {
+                reference: reference.to_string(),
+                file: file.name.clone(),
+                needed,
+                limit: room - charged,
+            });
+            return Ok(());
+        }
+        charged += needed;
         let mut bytes = Vec::with_capacity(usize::try_from(file.size).unwrap_or(0));
         std::io::Read::read_to_end(content, &mut bytes)
             .map_err(|e| ArtifactError::Corrupt { detail: format!("{}: {e}", file.name) })?;
@@ -184,15 +259,15 @@ pub fn unpack(reference: &str, layer: &[u8]) -> Result<Vec<Desired>, FetchError>
             Ok(objects) => out.extend(
                 objects.into_iter().map(|o| Desired { origin: format!("{}:{}", o.file, o.line), value: o.value }),
             ),
-            Err(e) => manifest_error = Some(e),
+            Err(source) => failure = Some(FetchError::Manifest { reference: reference.to_string(), source }),
         }
         Ok(())
     })
     .map_err(|source| FetchError::Artifact { reference: reference.to_string(), source })?;
-    if let Some(source) = manifest_error {
-        return Err(FetchError::Manifest { reference: reference.to_string(), source });
+    if let Some(e) = failure {
+        return Err(e);
     }
-    Ok(out)
+    Ok((out, charged))
 }
 
 /// Manifests from a local directory (for `apply --dir`), read with the same parser as pack.
@@ -215,16 +290,36 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, FetchError> {
     Ok(out)
 }
 
-/// All four phases for one reference.
+/// All four phases for one reference, within `share` bytes of memory.
 pub async fn fetch(
     registry: &Registry,
     reference: &Reference,
     semver: Option<&str>,
     trust: &Trust,
+    share: u64,
 ) -> Result<Fetched, FetchError> {
     let (resolved, digest) = resolve(registry, reference, semver).await?;
-    let pulled = pull(registry, &resolved, &digest).await?;
+    let pulled = pull(registry, &resolved, &digest, share).await?;
     let signer = verify(registry, &resolved, &digest, trust).await?;
-    let manifests = unpack(&resolved.with_digest(digest.clone()).to_string(), &pulled.layer)?;
+    let (manifests, _) = unpack(&resolved.with_digest(digest.clone()).to_string(), &pulled.layer, share)?;
     Ok(Fetched { digest, revision: pulled.revision, signer, manifests })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests report failure by panicking
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_artifacts_are_refused_once_something_dated_was_applied() {
+        let at = "oci://r/a@sha256:x";
+        assert!(refuse_older(at, Some("2026-01-01T00:00:00Z"), None).is_ok());
+        assert!(refuse_older(at, Some("2026-01-02T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_ok());
+        assert!(refuse_older(at, Some("2026-01-01T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_ok());
+        let e = refuse_older(at, Some("2025-12-31T23:59:59Z"), Some("2026-01-01T00:00:00Z")).unwrap_err();
+        assert_eq!(e.reason(), "OlderArtifact");
+        assert!(e.to_string().contains("created 2025-12-31T23:59:59Z, the applied one 2026-01-01T00:00:00Z"), "{e}");
+        assert!(refuse_older(at, None, Some("2026-01-01T00:00:00Z")).is_err());
+        assert!(refuse_older(at, Some("yesterday"), Some("2026-01-01T00:00:00Z")).is_err());
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod api_error;
 pub mod apply;
+pub mod budget;
 pub mod controller;
 pub mod duration;
 pub mod engine;

@@ -164,6 +164,36 @@ struct RunArgs {
     /// Namespaced objects only in their Source's own namespace; no Namespace objects.
     #[arg(long)]
     source_namespace_only: bool,
+    /// The container's memory limit (bytes, or a quantity such as 256Mi or 1Gi). Half of it
+    /// is the budget that artifacts being pulled, unpacked and kept for drift checks share;
+    /// one artifact may use half of that. The Deployment sets it from its own limit.
+    #[arg(long, env = "BERTH_MEMORY_LIMIT", value_name = "BYTES", default_value = "256Mi", value_parser = parse_memory)]
+    memory_limit: u64,
+}
+
+/// A memory quantity as Kubernetes writes it: bytes, or a number with a binary (Ki, Mi, Gi,
+/// Ti) or decimal (k, M, G, T) suffix.
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("'{s}' is not a memory quantity such as 256Mi"))?;
+    let factor: u64 = match suffix {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000_u64.pow(2),
+        "G" => 1000_u64.pow(3),
+        "T" => 1000_u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(format!("'{s}': unknown suffix '{suffix}' (use Ki, Mi, Gi, Ti, k, M, G or T)")),
+    };
+    let bytes = number.checked_mul(factor).ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes < 16 << 20 {
+        return Err(format!("'{s}' is less than the 16Mi the agent needs to run"));
+    }
+    Ok(bytes)
 }
 
 /// A failure with the exit code and the hint the user sees.
@@ -289,6 +319,7 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 shutdown_grace,
                 receiver,
                 lockdown,
+                memory_limit: args.memory_limit,
             };
             controller::run(opts).await.map_err(|e| Failure::new(1, e.to_string()))?;
             Ok(0)
@@ -372,7 +403,8 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
             let options = RegistryOptions { creds: None, ca_file: args.ca_file.clone(), insecure: args.insecure };
             let registry = Registry::for_reference(&reference, &options)
                 .map_err(|e| Failure::new(1, e.to_string()).hint(e.hint()))?;
-            let fetched = fetch::fetch(&registry, &reference, args.semver.as_deref(), &trust).await?;
+            let share = berth_agent::budget::MemoryBudget::for_limit(berth_agent::budget::DEFAULT_MEMORY_LIMIT).share();
+            let fetched = fetch::fetch(&registry, &reference, args.semver.as_deref(), &trust, share).await?;
             tracing::info!(digest = %fetched.digest, signer = %fetched.signer, objects = fetched.manifests.len(), "artifact verified");
             let base = reference.repository().rsplit('/').next().unwrap_or("berth").to_string();
             let at = reference.with_digest(fetched.digest.clone()).to_string();

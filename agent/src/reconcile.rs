@@ -37,13 +37,28 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub const MAX_KEY_BYTES: usize = 16 * 1024;
 
 /// The manifests of the last applied digest of each Source, so an unchanged digest costs one
-/// HEAD request and no pull.
+/// HEAD request and no pull. The entry is only trusted for the Source object (uid) and spec
+/// (generation) it was verified for, under the trust policy (fingerprint) that verified it:
+/// anything else makes the next reconcile verify the digest again before applying.
 #[derive(Debug, Clone)]
 struct Cached {
+    uid: Option<String>,
+    generation: Option<i64>,
+    trust: String,
     digest: Digest,
     revision: Option<String>,
+    created: Option<String>,
     signer: String,
     manifests: Vec<Desired>,
+    /// The part of the memory budget these manifests hold while cached.
+    _grant: Arc<crate::budget::Grant>,
+}
+
+impl Cached {
+    /// Whether this entry was verified for exactly this Source object, spec and trust policy.
+    fn vouched_for(&self, src: &Source, trust: &str) -> bool {
+        self.uid == src.metadata.uid && self.generation == src.metadata.generation && self.trust == trust
+    }
 }
 
 /// Shared state of all reconciles.
@@ -59,6 +74,8 @@ pub struct Context {
     registries: Mutex<HashMap<String, (String, Arc<Registry>)>>,
     /// Tenant lockdown rules of `berth-agent run` (empty: none).
     pub lockdown: crate::lockdown::Lockdown,
+    /// Memory every artifact being fetched or kept in the cache draws from.
+    pub budget: crate::budget::MemoryBudget,
 }
 
 impl std::fmt::Debug for Context {
@@ -79,7 +96,42 @@ impl Context {
             scratch,
             registries: Mutex::default(),
             lockdown: crate::lockdown::Lockdown::default(),
+            budget: crate::budget::MemoryBudget::for_limit(crate::budget::DEFAULT_MEMORY_LIMIT),
         })
+    }
+}
+
+impl Context {
+    /// Drops the verified artifact remembered for a Source: the next reconcile pulls and
+    /// verifies again.
+    pub(crate) fn forget(&self, key: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(key);
+        }
+    }
+
+    /// Drops one cached artifact to return its memory to the budget (its Source pulls it again
+    /// at its next reconcile); false when nothing is cached.
+    fn evict_one(&self) -> bool {
+        let Ok(mut c) = self.cache.lock() else { return false };
+        let Some(victim) = c.keys().next().cloned() else { return false };
+        tracing::info!(source = %victim, "memory budget full: dropping a cached artifact");
+        c.remove(&victim);
+        true
+    }
+
+    /// Forgets every Source whose key is not in `live` (deleted Sources): a Source
+    /// re-created under the same name never inherits its predecessor's verified artifact.
+    pub fn retain_sources(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|k, _| live.contains(k));
+        }
+        if let Ok(mut r) = self.registries.lock() {
+            r.retain(|k, _| live.contains(k));
+        }
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|k, _| live.contains(k));
+        }
     }
 }
 
@@ -203,6 +255,7 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 pub(crate) struct Applied {
     pub(crate) digest: Digest,
     pub(crate) revision: Option<String>,
+    pub(crate) created: Option<String>,
     pub(crate) signer: String,
     /// The ref resolved to a rolled-back digest and the held one was applied instead.
     pub(crate) held: bool,
@@ -243,29 +296,63 @@ pub(crate) async fn converge(
     let with_digest = |e: ReconcileError| (e, Some(digest.clone()));
 
     let key = key_of(src);
-    let cached = ctx.cache.lock().ok().and_then(|c| c.get(&key).cloned()).filter(|c| c.digest == digest);
+    // The trust policy is read on every reconcile, not only for a new digest: a rotated key,
+    // a deleted Secret or insecureSkipVerify switched off must stop the next apply of the
+    // digest already in the cluster, not wait for the next push.
+    let trust = trust_of(src, ctx).await.map_err(with_digest)?;
+    let trust_print = trust.fingerprint();
+    let cached = ctx
+        .cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).cloned())
+        .filter(|c| c.digest == digest && c.uid == src.metadata.uid);
     // A spec change (namespace, force, identity…) changes the plan even for the same digest:
     // it goes through the dry-run gate again.
     let spec_unchanged = src.status.as_ref().and_then(|s| s.observed_generation) == src.metadata.generation;
-    let drift_check = cached.is_some() && spec_unchanged;
+    let drift_check = cached.as_ref().is_some_and(|c| c.vouched_for(src, &trust_print)) && spec_unchanged;
     let artifact = match cached {
-        Some(c) => {
+        Some(c) if c.vouched_for(src, &trust_print) => {
             tracing::debug!("digest unchanged; checking for drift");
             c
         }
+        Some(c) => {
+            // Same digest and manifests, but the spec or the trust policy changed since it
+            // was verified: nothing is applied until it verifies again. The entry goes first,
+            // so a refusal leaves nothing trusted behind.
+            tracing::info!("spec or trust policy changed; verifying the applied digest again");
+            ctx.forget(&key);
+            let signer = verify_counted(&registry, &resolved, &digest, &trust).await.map_err(with_digest)?;
+            Cached { generation: src.metadata.generation, trust: trust_print, signer, ..c }
+        }
         None => {
             set_reconciling(src, ctx, &digest).await.map_err(with_digest)?;
-            let trust = trust_of(src, ctx).await.map_err(with_digest)?;
-            let pulled = fetch::pull(&registry, &resolved, &digest).await;
+            let mut grant = ctx.budget.reserve(|| ctx.evict_one()).await;
+            let share = ctx.budget.share();
+            let pulled = fetch::pull(&registry, &resolved, &digest, share).await;
             crate::metrics::global().registry_request("pull", pulled.is_ok());
             let pulled = pulled.map_err(|e| with_digest(e.into()))?;
-            let signer = fetch::verify(&registry, &resolved, &digest, &trust).await;
-            crate::metrics::global().registry_request("verify", signer.is_ok());
-            let signer = signer.map_err(|e| with_digest(e.into()))?;
+            let signer = verify_counted(&registry, &resolved, &digest, &trust).await.map_err(with_digest)?;
             let at = resolved.with_digest(digest.clone()).to_string();
-            let manifests = fetch::unpack(&at, &pulled.layer).map_err(|e| with_digest(e.into()))?;
-            tracing::info!(signer = %signer, objects = manifests.len(), "artifact verified");
-            Cached { digest: digest.clone(), revision: pulled.revision, signer, manifests }
+            if src.spec.verify.refuse_older && !matches!(src.spec.reference.kind(), Ok(RefKind::Digest(_))) {
+                let applied = src.status.as_ref().and_then(|s| s.last_applied_created.as_deref());
+                fetch::refuse_older(&at, pulled.created.as_deref(), applied).map_err(|e| with_digest(e.into()))?;
+            }
+            let (manifests, charged) = fetch::unpack(&at, &pulled.layer, share).map_err(|e| with_digest(e.into()))?;
+            tracing::info!(signer = %signer, objects = manifests.len(), charged, "artifact verified");
+            // The layer is dropped here; the cached manifests keep what they were charged.
+            grant.shrink_to(charged);
+            Cached {
+                uid: src.metadata.uid.clone(),
+                generation: src.metadata.generation,
+                trust: trust_print,
+                digest: digest.clone(),
+                revision: pulled.revision,
+                created: pulled.created,
+                signer,
+                manifests,
+                _grant: Arc::new(grant),
+            }
         }
     };
 
@@ -313,6 +400,7 @@ pub(crate) async fn converge(
     let applied = Applied {
         digest: artifact.digest.clone(),
         revision: artifact.revision.clone(),
+        created: artifact.created.clone(),
         signer: artifact.signer.clone(),
         held,
     };
@@ -320,6 +408,18 @@ pub(crate) async fn converge(
         c.insert(key, artifact);
     }
     Ok((report, applied))
+}
+
+/// Phase 3 with its outcome counted in the registry metrics.
+async fn verify_counted(
+    registry: &Registry,
+    resolved: &Reference,
+    digest: &Digest,
+    trust: &Trust,
+) -> Result<String, ReconcileError> {
+    let signer = fetch::verify(registry, resolved, digest, trust).await;
+    crate::metrics::global().registry_request("verify", signer.is_ok());
+    Ok(signer?)
 }
 
 pub(crate) fn reference_of(src: &Source) -> Result<Reference, ReconcileError> {
@@ -585,6 +685,7 @@ pub(crate) async fn record_success(
     status.last_applied_digest = Some(applied.digest.to_string());
     status.last_attempted_digest = Some(applied.digest.to_string());
     status.last_applied_revision = applied.revision.clone();
+    status.last_applied_created = applied.created.clone();
     status.signer = Some(applied.signer.clone());
     if digest_changed || !report.changed.is_empty() || !report.pruned.is_empty() {
         status.objects = Some(ObjectCounts {

@@ -135,6 +135,17 @@ pub struct VerifySpec {
     /// Apply unsigned artifacts. Must be set explicitly; never the default.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Accept only signatures that name this Source's repository (`host/path` of `url`) as
+    /// the one they were made in: a digest copied with its signature into another repository
+    /// is refused. Only classic (`.sig`) signatures name a repository; Sigstore bundles do not
+    /// and are then refused.
+    #[serde(default)]
+    pub match_repository: bool,
+    /// Refuse an artifact whose `org.opencontainers.image.created` is older than that of the
+    /// last applied one (a tag moved back to an older signed digest), unless `ref.digest` pins
+    /// it. Needs artifacts pushed with `--created` or `SOURCE_DATE_EPOCH`.
+    #[serde(default)]
+    pub refuse_older: bool,
 }
 
 /// Where one or more public keys come from: exactly one of secretRef or configMapRef.
@@ -175,6 +186,9 @@ pub struct SourceStatus {
     /// `org.opencontainers.image.revision` of the applied artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_revision: Option<String>,
+    /// `org.opencontainers.image.created` of the applied artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_created: Option<String>,
     /// Digest the last reconcile tried (differs from lastAppliedDigest after a failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_digest: Option<String>,

@@ -40,6 +40,10 @@ const GZIP_OS_UNKNOWN: u8 = 255;
 pub const MAX_UNPACKED_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default bound on the number of tar entries in a layer.
 pub const MAX_ENTRIES: usize = 100_000;
+/// Largest PAX or GNU long-name extension header read. The `tar` crate would buffer one of
+/// any declared size before returning the entry it describes; berth reads the archive raw
+/// and refuses larger ones before reading them. Real ones hold a path or a few attributes.
+pub const MAX_EXTENSION_BYTES: u64 = 64 * 1024;
 /// Files a build worker validates in one go (fewer hand-overs between threads).
 const BUILD_CHUNK_FILES: usize = 16;
 /// Chunks validated ahead of the one being compressed: bounds memory while building.
@@ -72,6 +76,8 @@ pub enum ArtifactError {
     UnsafeDestination { path: PathBuf, entry: String, reason: &'static str },
     #[error("layer exceeds the limit of {limit} {what}")]
     TooLarge { what: &'static str, limit: u64 },
+    #[error("layer entry '{entry}' declares {size} bytes, more than the limit of {limit} {what}")]
+    EntryTooLarge { entry: String, what: &'static str, size: u64, limit: u64 },
     #[error("layer is not a valid tar.gz: {detail}")]
     Corrupt { detail: String },
     #[error("artifact layer has media type '{media_type}'; berth reads {expected}")]
@@ -91,9 +97,10 @@ impl ArtifactError {
             }
             ArtifactError::InvalidAnnotation { .. } => "write --annotation key=value",
             ArtifactError::Write { .. } => "check the output path and free space",
-            ArtifactError::UnsafeEntry { .. } | ArtifactError::TooLarge { .. } | ArtifactError::Corrupt { .. } => {
-                "the artifact was not produced by berth or flux; do not deploy it"
-            }
+            ArtifactError::UnsafeEntry { .. }
+            | ArtifactError::TooLarge { .. }
+            | ArtifactError::EntryTooLarge { .. }
+            | ArtifactError::Corrupt { .. } => "the artifact was not produced by berth or flux; do not deploy it",
             ArtifactError::UnsafeDestination { .. } => "remove it from the destination, or pull into a new directory",
             ArtifactError::UnsupportedLayer { .. } | ArtifactError::InvalidManifest { .. } => {
                 "check that the reference names a berth or Flux artifact"
@@ -422,13 +429,16 @@ pub fn content_layer(manifest: &[u8]) -> Result<(ImageManifest, Descriptor), Art
 /// Bounds applied when reading a layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Sum of the sizes every entry declares (directories and extension headers included).
     pub max_bytes: u64,
     pub max_entries: usize,
+    /// Largest single regular file.
+    pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: MAX_UNPACKED_BYTES, max_entries: MAX_ENTRIES }
+        Limits { max_bytes: MAX_UNPACKED_BYTES, max_entries: MAX_ENTRIES, max_file_bytes: MAX_UNPACKED_BYTES }
     }
 }
 
@@ -452,15 +462,64 @@ pub fn read_layer(
     let mut files = Vec::new();
     let mut total: u64 = 0;
     let mut count = 0usize;
-    for entry in archive.entries().map_err(corrupt)? {
+    // Raw entries: PAX and GNU long-name headers come to berth as entries of their own, so
+    // their declared size is checked before anything of them is read (the crate's own
+    // handling buffers them whole), and the name they carry is applied here.
+    let mut long_name: Option<String> = None;
+    for entry in archive.entries().map_err(corrupt)?.raw(true) {
         let mut entry = entry.map_err(corrupt)?;
         count += 1;
         if count > limits.max_entries {
             return Err(ArtifactError::TooLarge { what: "entries", limit: limits.max_entries as u64 });
         }
-        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        let size = entry.header().size().map_err(corrupt)?;
+        // Every declared size counts, whatever the entry type: a directory's or an
+        // extension's content is decompressed all the same.
+        total = total.saturating_add(size);
+        if total > limits.max_bytes {
+            return Err(ArtifactError::TooLarge { what: "bytes decompressed", limit: limits.max_bytes });
+        }
+        if kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions()
+        {
+            if size > MAX_EXTENSION_BYTES {
+                let entry = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                return Err(ArtifactError::EntryTooLarge {
+                    entry,
+                    what: "bytes of a PAX/GNU extension header",
+                    size,
+                    limit: MAX_EXTENSION_BYTES,
+                });
+            }
+            if kind.is_gnu_longname() {
+                let mut name = Vec::new();
+                entry.read_to_end(&mut name).map_err(corrupt)?;
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                long_name = Some(String::from_utf8_lossy(&name[..end]).into_owned());
+            } else if kind.is_pax_local_extensions() {
+                for record in entry.pax_extensions().map_err(corrupt)?.into_iter().flatten() {
+                    let record = record.map_err(corrupt)?;
+                    match record.key() {
+                        Ok("path") => long_name = Some(String::from_utf8_lossy(record.value_bytes()).into_owned()),
+                        // A size record would make the next entry longer than its header
+                        // says; berth's and Flux's archives never need one.
+                        Ok("size") => {
+                            return Err(ArtifactError::Corrupt {
+                                detail: "a PAX size record (files over 8 GiB) is not supported".to_string(),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            continue;
+        }
+        let raw_name = long_name.take().unwrap_or_else(|| String::from_utf8_lossy(&entry.path_bytes()).into_owned());
         let name = safe_name(&raw_name)?;
-        match entry.header().entry_type() {
+        match kind {
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Symlink | tar::EntryType::Link => {
@@ -477,10 +536,13 @@ pub fn read_layer(
             }
         }
         let Some(name) = name else { continue };
-        let size = entry.header().size().map_err(corrupt)?;
-        total = total.saturating_add(size);
-        if total > limits.max_bytes {
-            return Err(ArtifactError::TooLarge { what: "bytes decompressed", limit: limits.max_bytes });
+        if size > limits.max_file_bytes {
+            return Err(ArtifactError::EntryTooLarge {
+                entry: name,
+                what: "bytes per file",
+                size,
+                limit: limits.max_file_bytes,
+            });
         }
         let file = LayerFile { name, size };
         // Bound the read by the declared size too, in case the header lies.
@@ -755,7 +817,47 @@ mod tests {
         }
         assert!(!out.path().parent().unwrap().join("evil.yaml").exists());
         let big = tar_gz(|b| raw_entry(b, "big.yaml", tar::EntryType::Regular, &[b'a'; 2048]));
-        let err = unpack(big.as_slice(), out.path(), Limits { max_bytes: 1024, max_entries: 10 }).unwrap_err();
+        let err = unpack(big.as_slice(), out.path(), Limits { max_bytes: 1024, max_entries: 10, ..Limits::default() })
+            .unwrap_err();
         assert!(matches!(err, ArtifactError::TooLarge { .. }), "{err}");
+    }
+
+    /// Every file `read_layer` hands out, by name, or the error.
+    fn names(layer: &[u8], limits: Limits) -> Result<Vec<String>, ArtifactError> {
+        read_layer(layer, limits, |_, _| Ok(())).map(|files| files.into_iter().map(|f| f.name).collect())
+    }
+
+    #[test]
+    fn long_names_from_gnu_and_pax_headers_apply_to_the_next_entry() {
+        let long = format!("{}/deep.yaml", "d".repeat(120));
+        let gnu = tar_gz(|b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            b.append_data(&mut h, &long, &b"a"[..]).unwrap();
+        });
+        assert_eq!(names(&gnu, Limits::default()).unwrap(), [long.clone()]);
+        let pax = tar_gz(|b| {
+            b.append_pax_extensions([("path", long.as_bytes()), ("mtime", b"0".as_slice())]).unwrap();
+            raw_entry(b, "short.yaml", tar::EntryType::Regular, b"a");
+        });
+        assert_eq!(names(&pax, Limits::default()).unwrap(), [long]);
+    }
+
+    #[test]
+    fn every_declared_size_counts_and_is_capped() {
+        // A PAX header of 1 MiB is refused before it is read.
+        let huge_pax = tar_gz(|b| raw_entry(b, "PaxHeaders/x", tar::EntryType::XHeader, &vec![b'a'; 1024 * 1024]));
+        let err = names(&huge_pax, Limits::default()).unwrap_err();
+        assert!(matches!(err, ArtifactError::EntryTooLarge { size: 1_048_576, .. }), "{err}");
+        assert!(err.to_string().contains("PAX/GNU extension header"), "{err}");
+        // A directory's declared content counts towards the total like a file's.
+        let dir = tar_gz(|b| raw_entry(b, "dir/", tar::EntryType::Directory, &[0; 4096]));
+        let err = names(&dir, Limits { max_bytes: 1024, ..Limits::default() }).unwrap_err();
+        assert!(matches!(err, ArtifactError::TooLarge { what: "bytes decompressed", .. }), "{err}");
+        // One file over the per-file limit is named.
+        let file = tar_gz(|b| raw_entry(b, "bomb.yaml", tar::EntryType::Regular, &[b'#'; 4096]));
+        let err = names(&file, Limits { max_file_bytes: 1024, ..Limits::default() }).unwrap_err();
+        assert!(err.to_string().contains("'bomb.yaml' declares 4096 bytes"), "{err}");
     }
 }

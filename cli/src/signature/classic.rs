@@ -166,6 +166,12 @@ pub fn signed_digest(descriptor: &Descriptor, payload: &[u8]) -> Result<String, 
     Ok(doc.critical.image.docker_manifest_digest)
 }
 
+/// The repository a payload says it was signed in (`critical.identity.docker-reference`),
+/// `None` when the payload is not simple-signing JSON.
+pub fn signed_reference(payload: &[u8]) -> Option<String> {
+    serde_json::from_slice::<SimpleSigning>(payload).ok().map(|doc| doc.critical.identity.docker_reference)
+}
+
 /// The raw signature bytes from a layer's annotation.
 pub fn layer_signature(descriptor: &Descriptor) -> Result<Vec<u8>, ClassicError> {
     let b64 = descriptor

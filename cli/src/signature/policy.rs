@@ -16,11 +16,22 @@ use super::{Format, bundle, classic};
 #[derive(Debug, Clone, Default)]
 pub struct TrustPolicy {
     pub keys: Vec<PublicKey>,
+    /// When set (`host[:port]/repository`), a signature counts only if it names this
+    /// repository as the one it was made in (the classic payload's `docker-reference`). This
+    /// stops a digest copied with its signature into another repository. A Sigstore bundle
+    /// names no repository, so it cannot satisfy this.
+    pub repository: Option<String>,
 }
 
 impl TrustPolicy {
     pub fn new(keys: Vec<PublicKey>) -> TrustPolicy {
-        TrustPolicy { keys }
+        TrustPolicy { keys, repository: None }
+    }
+
+    /// The same keys, and only signatures made in `repository` (`host[:port]/path`).
+    pub fn in_repository(mut self, repository: impl Into<String>) -> TrustPolicy {
+        self.repository = Some(repository.into());
+        self
     }
 }
 
@@ -206,7 +217,19 @@ fn classic_status(
 ) -> SignatureStatus {
     for key in &policy.keys {
         match classic::check_layer(layer, payload, digest, key) {
-            Ok(classic::LayerCheck::Verified) => return SignatureStatus::verified_by(key),
+            Ok(classic::LayerCheck::Verified) => {
+                if let Some(want) = &policy.repository {
+                    let signed = classic::signed_reference(payload).unwrap_or_default();
+                    if signed != *want {
+                        return SignatureStatus::Rejected {
+                            reason: format!(
+                                "signed in repository '{signed}', not '{want}' (the trust policy requires the repository to match)"
+                            ),
+                        };
+                    }
+                }
+                return SignatureStatus::verified_by(key);
+            }
             Ok(classic::LayerCheck::BadSignature) => {}
             Err(e) => return SignatureStatus::Rejected { reason: e.to_string() },
         }
@@ -217,6 +240,9 @@ fn classic_status(
 fn bundle_status(blob: &Digest, bytes: &[u8], digest: &Digest, policy: &TrustPolicy) -> SignatureStatus {
     match bundle::check(blob, bytes, digest) {
         Ok(checked) => match policy.keys.iter().find(|key| checked.verifies_with(key)) {
+            Some(_) if policy.repository.is_some() => SignatureStatus::Rejected {
+                reason: "a Sigstore bundle names no repository, and the trust policy requires the signed repository to match (sign with the classic format)".to_string(),
+            },
             Some(key) => SignatureStatus::verified_by(key),
             None => SignatureStatus::Rejected {
                 reason: "bundle signature does not verify with any trusted key".to_string(),
@@ -340,6 +366,27 @@ mod tests {
         let wrong = Digest::of(b"another");
         assert!(
             matches!(bundle_status(&Digest::of(&b), &b, &wrong, &policy), SignatureStatus::Rejected { reason } if reason.contains("subject"))
+        );
+    }
+
+    #[test]
+    fn repository_match_refuses_signatures_made_elsewhere() {
+        let key = SigningKey::generate();
+        let d = Digest::of(b"artifact");
+        let layer = classic::SignatureLayer::sign(&key, "reg:5000/team/app", &d);
+        let keys = TrustPolicy::new(vec![key.public_key().clone()]);
+        let here = keys.clone().in_repository("reg:5000/team/app");
+        assert!(matches!(
+            classic_status(&layer.descriptor, &layer.payload, &d, &here),
+            SignatureStatus::Verified { .. }
+        ));
+        let elsewhere = keys.in_repository("reg:5000/other/app");
+        assert!(
+            matches!(classic_status(&layer.descriptor, &layer.payload, &d, &elsewhere), SignatureStatus::Rejected { reason } if reason.contains("'reg:5000/team/app'"))
+        );
+        let b = bundle::sign(&key, &d).unwrap();
+        assert!(
+            matches!(bundle_status(&Digest::of(&b), &b, &d, &here), SignatureStatus::Rejected { reason } if reason.contains("names no repository"))
         );
     }
 }
