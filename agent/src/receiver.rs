@@ -288,8 +288,7 @@ enum Denied {
     NoSecret,
 }
 
-/// What the headers prove before the body is read.
-#[derive(Debug)]
+/// What the headers prove before the body is read. (No `Debug`: it holds the key.)
 enum Claim {
     /// The bearer token matched: authenticated.
     Token,
@@ -297,7 +296,6 @@ enum Claim {
     Signed(Signed),
 }
 
-#[derive(Debug)]
 struct Signed {
     key: Vec<u8>,
     /// As sent (it is part of what was signed).
