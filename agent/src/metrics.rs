@@ -233,7 +233,8 @@ pub async fn serve(addr: SocketAddr, client: kube::Client) -> Result<SocketAddr,
     let bound = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     let client = Arc::new(client);
-    tokio::spawn(serve_http(listener, move |req| {
+    // Probes and scrapes come from the cluster network; no per-listener limits here.
+    tokio::spawn(serve_http(listener, None, move |req| {
         let client = client.clone();
         async move { Ok::<_, Infallible>(route(req, &client).await) }
     }));
@@ -284,14 +285,33 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// What one listener of [`serve_http`] may hold at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    /// Connections served at once; more wait in the kernel's accept queue until one ends.
+    pub connections: usize,
+    /// Largest request head (request line and headers) read into memory; larger → 431.
+    pub header_bytes: usize,
+}
+
 /// Accept loop shared by the metrics server and the receiver: HTTP/1.1, one task per
-/// connection, header read timeout.
-pub(crate) async fn serve_http<F, Fut>(listener: tokio::net::TcpListener, handler: F)
+/// connection, header read timeout, and optionally [`ConnectionLimits`].
+pub(crate) async fn serve_http<F, Fut>(listener: tokio::net::TcpListener, limits: Option<ConnectionLimits>, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
+    let slots = limits.map(|l| Arc::new(tokio::sync::Semaphore::new(l.connections)));
     loop {
+        // Waiting for a slot before accepting leaves the next connections queued in the
+        // kernel (served in order as slots free up) instead of costing a task each.
+        let slot = match &slots {
+            Some(s) => match s.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return, // the semaphore is never closed
+            },
+            None => None,
+        };
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -303,10 +323,14 @@ where
         };
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper::service::service_fn(handler);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            if let Some(l) = limits {
+                builder.max_header_size(l.header_bytes).max_buf_size(l.header_bytes.max(8192));
+            }
             if let Err(e) = builder.serve_connection(io, service).await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }

@@ -6,8 +6,9 @@
 //! verifies and applies exactly as a timed one does, so a forged trigger cannot change what
 //! is applied.
 //!
-//! Authentication, from the Secret `--receiver-secret NAMESPACE/NAME` (read per request, so a
-//! rotated Secret applies at once):
+//! Authentication, from the Secret `--receiver-secret NAMESPACE/NAME` (kept in memory by a
+//! watch of that one Secret, so a rotated Secret applies as soon as the watch delivers it and
+//! refusing a request costs the API server nothing):
 //! - key `token`: `Authorization: Bearer <token>`, compared in constant time;
 //! - key `hmac-key`: `X-Berth-Timestamp: <unix seconds>` and
 //!   `X-Berth-Signature: sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`; stale
@@ -15,35 +16,60 @@
 //!
 //! Every failure before authentication answers 401 whatever the path names, so the receiver
 //! never tells an unauthenticated caller which Sources exist.
+//!
+//! What an unauthenticated caller can make the receiver hold is bounded: the credentials are
+//! checked on the headers, before any body byte is read (a token request is settled there;
+//! a signed one is refused there when stale, malformed or already seen). Only a signed request
+//! needs its body before it can be judged, so only [`MAX_UNVERIFIED_BODIES`] such bodies, each
+//! at most its declared length ≤ [`MAX_BODY_BYTES`], are read at once, each within
+//! [`BODY_DEADLINE`]. At most [`MAX_CONNECTIONS`] connections are served at once, each head at
+//! most [`MAX_HEADER_BYTES`] within `metrics::HEADER_READ_TIMEOUT`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 
-use crate::metrics::text;
+use crate::metrics::{ConnectionLimits, text};
 use crate::source::Source;
 
 /// Largest request body read; a registry envelope of one push is a few KiB.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// A body (declared by `Content-Length`) must arrive whole within this, else 408.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// Signed requests whose bodies are read at once (the signature can only be checked on the
+/// whole body, so these are the bodies an unauthenticated caller can make the receiver hold:
+/// 16 × 256 KiB = 4 MiB at most). More answer 503 at once. A registry sends its notifications
+/// one at a time per endpoint; token requests are authenticated first and do not count.
+pub const MAX_UNVERIFIED_BODIES: usize = 16;
+/// Connections served at once; more wait in the kernel's accept queue until one ends. Each
+/// holds at most [`MAX_HEADER_BYTES`] of buffer and a task until it is answered.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Largest request line and headers; a registry's notification head is under 1 KiB.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Signed requests older (or further in the future) than this are refused.
 pub const MAX_SIGNATURE_AGE: Duration = Duration::from_secs(300);
-/// Signatures remembered to refuse replays within [`MAX_SIGNATURE_AGE`].
-pub const MAX_REMEMBERED_SIGNATURES: usize = 4096;
+/// Valid signatures remembered at most. Each is kept until its timestamp leaves the
+/// ±[`MAX_SIGNATURE_AGE`] window, never dropped earlier (it could be replayed); when this many
+/// are remembered, new signed requests answer 429 until the oldest expire. 65 536 in ten
+/// minutes is over 100 a second, and costs about 4 MiB.
+pub const MAX_REMEMBERED_SIGNATURES: usize = 65_536;
 /// Triggers queued for the controller; beyond this the oldest are dropped (the interval
 /// still reconciles everything).
 pub const TRIGGER_QUEUE: usize = 256;
@@ -120,11 +146,87 @@ struct Receiver {
     client: Client,
     config: ReceiverConfig,
     triggers: Triggers,
+    credentials: Credentials,
+    unverified_bodies: Semaphore,
     seen: Mutex<SeenSignatures>,
 }
 
-/// Signatures seen recently: oldest first (to expire them), and as a set (to look them up).
-type SeenSignatures = (VecDeque<(u64, String)>, HashMap<String, u64>);
+/// The receiver's Secret as the watch last delivered it.
+struct Credentials {
+    store: Store<Secret>,
+    key: ObjectRef<Secret>,
+}
+
+impl Credentials {
+    /// Watches the one Secret (a field selector on its name, which RBAC's `resourceNames`
+    /// allows for list and watch) in the background, retrying with backoff.
+    fn watch(client: Client, namespace: &str, name: &str) -> Credentials {
+        let api: Api<Secret> = Api::namespaced(client, namespace);
+        let (store, writer) = reflector::store();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let events = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "receiver: cannot watch its Secret; requests are refused until it can");
+                }
+            }
+        });
+        Credentials { store, key: ObjectRef::new(name).within(namespace) }
+    }
+
+    /// The value of `key` in the Secret, if the Secret exists and the entry is not empty.
+    fn entry(&self, key: &str) -> Option<Vec<u8>> {
+        let secret = self.store.get(&self.key)?;
+        let value = secret.data.as_ref()?.get(key)?.0.trim_ascii();
+        (!value.is_empty()).then(|| value.to_vec())
+    }
+}
+
+/// Signatures accepted within the window, by timestamp (to expire them in order) and raw
+/// signature. A replay carries the same timestamp, since the signature covers it.
+#[derive(Debug, Default)]
+struct SeenSignatures(BTreeSet<(u64, [u8; 32])>);
+
+/// What [`SeenSignatures::remember`] made of a valid signature.
+#[derive(Debug, PartialEq)]
+enum Remembered {
+    New,
+    Replay,
+    /// [`MAX_REMEMBERED_SIGNATURES`] are still inside the window: come back in this many seconds.
+    Full {
+        retry_after: u64,
+    },
+}
+
+impl SeenSignatures {
+    fn contains(&self, seconds: u64, signature: &[u8; 32]) -> bool {
+        self.0.contains(&(seconds, *signature))
+    }
+
+    /// Records a signature that matched its body, after forgetting those that left the window.
+    fn remember(&mut self, seconds: u64, signature: [u8; 32], now: u64) -> Remembered {
+        let window = MAX_SIGNATURE_AGE.as_secs();
+        // Timestamps up to `window` in the future are accepted, so an entry expires `window`
+        // after its own timestamp, not after its arrival.
+        while let Some(&(t, _)) = self.0.first()
+            && t.saturating_add(window) < now
+        {
+            self.0.pop_first();
+        }
+        if self.contains(seconds, &signature) {
+            return Remembered::Replay;
+        }
+        if let Some(&(oldest, _)) = self.0.first()
+            && self.0.len() >= MAX_REMEMBERED_SIGNATURES
+        {
+            return Remembered::Full { retry_after: oldest.saturating_add(window + 1).saturating_sub(now).max(1) };
+        }
+        self.0.insert((seconds, signature));
+        Remembered::New
+    }
+}
 
 /// Binds now (a taken port fails the start) and serves in the background.
 pub async fn serve(client: Client, config: ReceiverConfig, triggers: Triggers) -> Result<SocketAddr, ReceiverError> {
@@ -132,8 +234,17 @@ pub async fn serve(client: Client, config: ReceiverConfig, triggers: Triggers) -
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ReceiverError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| ReceiverError::Bind { addr, source })?;
     tracing::info!(addr = %bound, secret = %format!("{}/{}", config.secret_namespace, config.secret_name), "receiving push notifications");
-    let receiver = Arc::new(Receiver { client, config, triggers, seen: Mutex::default() });
-    tokio::spawn(crate::metrics::serve_http(listener, move |req| {
+    let credentials = Credentials::watch(client.clone(), &config.secret_namespace, &config.secret_name);
+    let receiver = Arc::new(Receiver {
+        client,
+        config,
+        triggers,
+        credentials,
+        unverified_bodies: Semaphore::new(MAX_UNVERIFIED_BODIES),
+        seen: Mutex::default(),
+    });
+    let limits = ConnectionLimits { connections: MAX_CONNECTIONS, header_bytes: MAX_HEADER_BYTES };
+    tokio::spawn(crate::metrics::serve_http(listener, Some(limits), move |req| {
         let receiver = receiver.clone();
         async move { Ok::<_, Infallible>(receiver.handle(req).await) }
     }));
@@ -173,7 +284,24 @@ enum Denied {
     BadSignature,
     Stale,
     Replayed,
-    SecretUnreadable,
+    /// The Secret does not exist (yet), or the watch has not delivered it.
+    NoSecret,
+}
+
+/// What the headers prove before the body is read. (No `Debug`: it holds the key.)
+enum Claim {
+    /// The bearer token matched: authenticated.
+    Token,
+    /// A well-formed, fresh, unseen signature: authenticated once it matches the body.
+    Signed(Signed),
+}
+
+struct Signed {
+    key: Vec<u8>,
+    /// As sent (it is part of what was signed).
+    timestamp: String,
+    seconds: u64,
+    signature: [u8; 32],
 }
 
 impl Receiver {
@@ -181,25 +309,59 @@ impl Receiver {
         if req.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
         }
-        if req
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .is_some_and(|n| n > MAX_BODY_BYTES)
-        {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        // No Content-Length and no Transfer-Encoding is an empty body; a chunked one has no
+        // length to check before reading it, so it is refused.
+        match req.body().size_hint().exact() {
+            None => return text(StatusCode::LENGTH_REQUIRED, "Content-Length required\n"),
+            Some(n) if n > MAX_BODY_BYTES as u64 => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+            Some(_) => {}
         }
         let path = req.uri().path().to_string();
-        let headers = req.headers().clone();
-        let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
-        };
-        if let Err(why) = self.authenticate(&headers, &body).await {
+        let refused = |why: Denied| {
             tracing::warn!(path = %path, reason = ?why, "receiver: request refused");
-            return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            text(StatusCode::UNAUTHORIZED, "unauthorized\n")
+        };
+        let claim = match self.authenticate_headers(req.headers()) {
+            Ok(c) => c,
+            Err(why) => return refused(why),
+        };
+        let slot = match claim {
+            Claim::Token => None,
+            Claim::Signed(_) => match self.unverified_bodies.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return busy(StatusCode::SERVICE_UNAVAILABLE, "too many signed requests in flight; retry\n", 1);
+                }
+            },
+        };
+        // hyper ends the body at the declared length; Limited is a second fence.
+        let body =
+            match tokio::time::timeout(BODY_DEADLINE, Limited::new(req.into_body(), MAX_BODY_BYTES).collect()).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "incomplete body\n"),
+                Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "body not received in time\n"),
+            };
+        if let Claim::Signed(signed) = claim {
+            if !signed.matches(&body) {
+                return refused(Denied::BadSignature);
+            }
+            let remembered = match self.seen.lock() {
+                Ok(mut seen) => seen.remember(signed.seconds, signed.signature, unix_now()),
+                Err(_) => Remembered::Replay,
+            };
+            match remembered {
+                Remembered::New => {}
+                Remembered::Replay => return refused(Denied::Replayed),
+                Remembered::Full { retry_after } => {
+                    tracing::warn!(
+                        remembered = MAX_REMEMBERED_SIGNATURES,
+                        "receiver: replay memory full; signed requests refused until the oldest leave the window"
+                    );
+                    return busy(StatusCode::TOO_MANY_REQUESTS, "too many signed requests; retry later\n", retry_after);
+                }
+            }
         }
+        drop(slot);
         if crate::metrics::global().leader_value() != 1 {
             return text(StatusCode::SERVICE_UNAVAILABLE, "not the leader; retry\n");
         }
@@ -214,7 +376,9 @@ impl Receiver {
         text(StatusCode::NOT_FOUND, "not found\n")
     }
 
-    async fn authenticate(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Result<(), Denied> {
+    /// Everything that can be decided from the headers and the cached Secret, without the
+    /// body and without a request to the API server.
+    fn authenticate_headers(&self, headers: &hyper::HeaderMap) -> Result<Claim, Denied> {
         let bearer = headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -225,50 +389,27 @@ impl Receiver {
         if bearer.is_none() && signature.is_none() {
             return Err(Denied::NoCredentials);
         }
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.config.secret_namespace);
-        let secret = api.get(&self.config.secret_name).await.map_err(|e| {
-            tracing::warn!(error = %e, "receiver: cannot read its Secret");
-            Denied::SecretUnreadable
-        })?;
-        let data = secret.data.unwrap_or_default();
+        if self.credentials.store.get(&self.credentials.key).is_none() {
+            return Err(Denied::NoSecret);
+        }
         if let Some(given) = bearer {
-            let Some(want) = data.get(TOKEN_KEY).filter(|t| !t.0.is_empty()) else { return Err(Denied::BadToken) };
-            let want = trim_ascii(&want.0);
-            return if bool::from(want.ct_eq(given.as_bytes())) { Ok(()) } else { Err(Denied::BadToken) };
+            let want = self.credentials.entry(TOKEN_KEY).ok_or(Denied::BadToken)?;
+            return if bool::from(want.ct_eq(given.as_bytes())) { Ok(Claim::Token) } else { Err(Denied::BadToken) };
         }
         let (Some(signature), Some(timestamp)) = (signature, timestamp) else { return Err(Denied::BadSignature) };
-        let Some(key) = data.get(HMAC_KEY).filter(|k| !k.0.is_empty()) else { return Err(Denied::BadSignature) };
-        let ts: u64 = timestamp.trim().parse().map_err(|_| Denied::Stale)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if now.abs_diff(ts) > MAX_SIGNATURE_AGE.as_secs() {
+        let key = self.credentials.entry(HMAC_KEY).ok_or(Denied::BadSignature)?;
+        let timestamp = timestamp.trim();
+        let seconds: u64 = timestamp.parse().map_err(|_| Denied::Stale)?;
+        if unix_now().abs_diff(seconds) > MAX_SIGNATURE_AGE.as_secs() {
             return Err(Denied::Stale);
         }
-        let expected = sign(trim_ascii(&key.0), timestamp.trim(), body);
-        let given = signature.trim().strip_prefix("sha256=").unwrap_or("").to_ascii_lowercase();
-        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-            return Err(Denied::BadSignature);
+        let signature = signature.trim().strip_prefix("sha256=").and_then(parse_hex32).ok_or(Denied::BadSignature)?;
+        // A replay is refused here already, before its body is read; `remember` settles races.
+        match self.seen.lock() {
+            Ok(seen) if !seen.contains(seconds, &signature) => {}
+            _ => return Err(Denied::Replayed),
         }
-        self.remember(ts, now, given)
-    }
-
-    /// Records a valid signature; refuses it if it was seen within the window.
-    fn remember(&self, ts: u64, now: u64, signature: String) -> Result<(), Denied> {
-        let Ok(mut guard) = self.seen.lock() else { return Err(Denied::Replayed) };
-        let (order, set) = &mut *guard;
-        while let Some((t, s)) = order.front() {
-            if now.saturating_sub(*t) > MAX_SIGNATURE_AGE.as_secs() || order.len() >= MAX_REMEMBERED_SIGNATURES {
-                set.remove(s);
-                order.pop_front();
-            } else {
-                break;
-            }
-        }
-        if set.contains_key(&signature) {
-            return Err(Denied::Replayed);
-        }
-        set.insert(signature.clone(), ts);
-        order.push_back((ts, signature));
-        Ok(())
+        Ok(Claim::Signed(Signed { key, timestamp: timestamp.to_string(), seconds, signature }))
     }
 
     fn sources(&self, namespace: Option<&str>) -> Api<Source> {
@@ -340,21 +481,55 @@ fn repository_of(url: &str) -> Option<&str> {
     rest.split_once('/').map(|(_, repo)| repo)
 }
 
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    b.trim_ascii()
+impl Signed {
+    /// Constant-time comparison of the signature with the HMAC of this body.
+    fn matches(&self, body: &[u8]) -> bool {
+        mac(&self.key, &self.timestamp, body).is_some_and(|m| m.verify_slice(&self.signature).is_ok())
+    }
+}
+
+/// HMAC-SHA256 of `<timestamp>.<body>` (`None` cannot happen: HMAC takes keys of any length).
+fn mac(key: &[u8], timestamp: &str, body: &[u8]) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(mac)
 }
 
 /// Lowercase hex HMAC-SHA256 of `<timestamp>.<body>`.
 pub fn sign(key: &[u8], timestamp: &str, body: &[u8]) -> String {
-    // new_from_slice accepts any key length for HMAC; the error arm cannot happen.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { return String::new() };
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    let Some(mac) = mac(key, timestamp, body) else { return String::new() };
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// 64 hex digits (either case) as 32 bytes.
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let digit = |c: u8| (c as char).to_digit(16);
+        *byte = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A refusal the caller should retry after `seconds`.
+fn busy(status: StatusCode, body: &str, seconds: u64) -> Response<Full<Bytes>> {
+    let mut r = text(status, body);
+    r.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds));
+    r
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests report failure by panicking
 mod tests {
     use super::*;
 
@@ -372,6 +547,53 @@ mod tests {
         assert_ne!(a, sign(b"k", "101", b"{}"));
         assert_ne!(a, sign(b"k", "100", b"{ }"));
         assert_ne!(a, sign(b"other", "100", b"{}"));
+    }
+
+    #[test]
+    fn signatures_are_remembered_until_they_leave_the_window_never_by_count() {
+        let window = MAX_SIGNATURE_AGE.as_secs();
+        let now = 1_000_000;
+        let mut seen = SeenSignatures::default();
+        let first = [1u8; 32];
+        assert_eq!(seen.remember(now, first, now), Remembered::New);
+        // Far more than the 4 096 an older receiver kept, all inside the window.
+        for i in 0..10_000u32 {
+            let mut sig = [0u8; 32];
+            sig[..4].copy_from_slice(&i.to_be_bytes());
+            assert_eq!(seen.remember(now, sig, now), Remembered::New);
+        }
+        assert_eq!(seen.remember(now, first, now + window), Remembered::Replay, "still inside the window");
+        assert_eq!(seen.remember(now, first, now + window + 1), Remembered::New, "left the window");
+        // A timestamp from the future stays until `window` after that timestamp.
+        let future = [2u8; 32];
+        assert_eq!(seen.remember(now + window, future, now), Remembered::New);
+        assert_eq!(seen.remember(now + window, future, now + 2 * window), Remembered::Replay);
+    }
+
+    #[test]
+    fn a_full_replay_memory_refuses_new_signatures_instead_of_forgetting_old_ones() {
+        let now = 1_000_000;
+        let mut seen = SeenSignatures::default();
+        for i in 0..MAX_REMEMBERED_SIGNATURES as u32 {
+            let mut sig = [0u8; 32];
+            sig[..4].copy_from_slice(&i.to_be_bytes());
+            assert_eq!(seen.remember(now - 10, sig, now), Remembered::New);
+        }
+        let retry_after = MAX_SIGNATURE_AGE.as_secs() - 10 + 1;
+        assert_eq!(seen.remember(now, [9u8; 32], now), Remembered::Full { retry_after });
+        assert_eq!(seen.remember(now - 10, [0u8; 32], now), Remembered::Replay, "the oldest is still refused");
+        assert_eq!(seen.remember(now, [9u8; 32], now + retry_after), Remembered::New, "once the oldest left");
+    }
+
+    #[test]
+    fn signatures_are_64_hex_digits() {
+        let sig = sign(b"k", "100", b"{}");
+        let raw = parse_hex32(&sig).unwrap();
+        assert_eq!(parse_hex32(&sig.to_uppercase()), Some(raw));
+        assert!(mac(b"k", "100", b"{}").unwrap().verify_slice(&raw).is_ok());
+        assert_eq!(parse_hex32(&sig[..62]), None);
+        assert_eq!(parse_hex32(&format!("{}zz", &sig[..62])), None);
+        assert_eq!(parse_hex32(&format!("{sig}00")), None);
     }
 
     #[test]

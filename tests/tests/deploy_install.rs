@@ -12,7 +12,7 @@ mod deploy_common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_e2e::{env, run, run_ok};
 use deploy_common::{
@@ -204,8 +204,10 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     let out = run(as_agent().args(["auth", "can-i", "get", "secrets/signing-key", "-n", "berth-system"]));
     assert_eq!(out.stdout.trim(), "no", "the agent may read any Secret of its namespace");
     // …and what it needs, so the checks above can tell "no" from a broken token.
-    let out = run(as_agent().args(["auth", "can-i", "get", "secrets/berth-receiver", "-n", "berth-system"]));
-    assert_eq!(out.stdout.trim(), "yes", "the agent must read its receiver Secret: {}", out.stderr);
+    for verb in ["list", "watch"] {
+        let out = run(as_agent().args(["auth", "can-i", verb, "secrets/berth-receiver", "-n", "berth-system"]));
+        assert_eq!(out.stdout.trim(), "yes", "the agent must {verb} its receiver Secret: {}", out.stderr);
+    }
     let out = run(as_agent().args(["auth", "can-i", "watch", "sources.berth.dev", "--all-namespaces"]));
     assert_eq!(out.stdout.trim(), "yes", "the agent must watch Sources: {}", out.stderr);
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
@@ -283,7 +285,12 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
             out.trim().to_string()
         };
         assert_eq!(post("wrong-token"), "401", "a wrong token is refused");
-        assert_eq!(post("e2e-receiver-token"), "202", "the leader accepts a trigger\n{}", agent.log());
+        // The receiver learns of the new Secret through its watch: within a moment, not at once.
+        let start = Instant::now();
+        while post("e2e-receiver-token") != "202" {
+            assert!(start.elapsed() < Duration::from_secs(10), "the leader accepts a trigger\n{}", agent.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
     } else {
         assert!(
             !args.iter().any(|a| a.starts_with("--receiver-addr")),
