@@ -512,6 +512,44 @@ fn keygen_refuses_to_overwrite_and_signing_appends() {
 }
 
 #[test]
+fn keygen_force_writes_a_private_key_only_its_owner_reads_and_never_through_a_link() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let keygen = |name: &str| {
+        let mut cmd = env.berth();
+        cmd.args(["keygen", "--force", "--output-key-prefix"]).arg(dir.path().join(name));
+        cmd.env("COSIGN_PASSWORD", PASSWORD);
+        cmd
+    };
+
+    // An old key file anyone may read is replaced by one only its owner reads.
+    let key = dir.path().join("team.key");
+    std::fs::write(&key, "old key\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    run_ok(&mut keygen("team"));
+    assert_ne!(std::fs::read_to_string(&key).unwrap(), "old key\n", "the key was replaced");
+    assert_eq!(mode(&key), 0o600, "private key mode");
+    assert_eq!(mode(&dir.path().join("team.pub")), 0o644, "public key mode");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["team.key", "team.pub"], "no temporary file is left behind");
+
+    // A symbolic link where the key goes is refused; the file it points to is untouched.
+    let target = dir.path().join("precious.txt");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("linked.key")).unwrap();
+    let out = run_fail(&mut keygen("linked"));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("linked.key is a symbolic link"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert!(std::fs::symlink_metadata(dir.path().join("linked.key")).unwrap().file_type().is_symlink());
+    assert!(!dir.path().join("linked.pub").exists(), "nothing was written");
+}
+
+#[test]
 fn push_signs_and_promote_carries_both_formats_across_registries() {
     let env = env();
     let dir = tempfile::tempdir().unwrap();
