@@ -95,6 +95,19 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RegistryError::NotFound { .. })
     }
+
+    /// Whether the failure is the object itself — missing, larger than allowed, not matching
+    /// its digest or size — rather than reaching the registry (an outage, refused access, a
+    /// rate limit), where trying again later may give another answer.
+    pub fn is_bad_object(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::NotFound { .. }
+                | RegistryError::TooLarge { .. }
+                | RegistryError::DigestMismatch { .. }
+                | RegistryError::SizeMismatch { .. }
+        )
+    }
 }
 
 /// Why a registry refused a request (both are exit code 5, "access").
