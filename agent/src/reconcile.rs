@@ -439,7 +439,8 @@ pub(crate) fn reference_of(src: &Source) -> Result<Reference, ReconcileError> {
     })
 }
 
-/// Registry access from `secretRef` (docker config JSON), `caSecretRef` and `insecure`.
+/// Registry access from `secretRef` (docker config JSON), `caSecretRef` and `insecure`;
+/// without `secretRef` anonymous, never the agent's own environment or Docker config.
 /// The registry client for a Source, reused while its access settings stay the same so a
 /// quiet interval costs one request (the client keeps its bearer token between intervals).
 pub(crate) async fn registry_for(

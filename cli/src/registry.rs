@@ -1,9 +1,12 @@
-//! The registry layer: one OCI distribution registry, reached with the user's credentials
-//! and TLS settings. Knows references, digests, manifests and blobs — nothing about
-//! Kubernetes or signatures. Built on `oci-client`; the referrers endpoint is called
-//! directly because berth must tell "no referrers API" (404) from "no referrers".
+//! The registry layer: one OCI distribution registry, reached with the credentials and TLS
+//! settings the caller passes in (it reads no environment or Docker config itself). Knows
+//! references, digests, manifests and blobs — nothing about Kubernetes or signatures. Built
+//! on `oci-client`; the referrers endpoint is called directly because berth must tell "no
+//! referrers API" (404) from "no referrers".
 //!
-//! Every fetch verifies the digest (and size, when known) of what it received.
+//! Every fetch verifies the digest (and size, when known) of what it received. Credentials go
+//! only to the registry they belong to: never to an upload `Location` on another host, and
+//! to a token service (bearer realm) only over HTTPS or on the registry's own host.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,10 +23,6 @@ use tokio::sync::Mutex;
 use crate::digest::Digest;
 use crate::oci::{self, ImageIndex};
 use crate::reference::Reference;
-
-/// Environment variables with registry credentials, used when `--creds` is not given.
-pub const ENV_USER: &str = "BERTH_REGISTRY_USER";
-pub const ENV_PASSWORD: &str = "BERTH_REGISTRY_PASSWORD";
 
 /// How long to wait for a TCP/TLS connection before calling the registry unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,6 +94,19 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RegistryError::NotFound { .. })
     }
+
+    /// Whether the failure is the object itself — missing, larger than allowed, not matching
+    /// its digest or size — rather than reaching the registry (an outage, refused access, a
+    /// rate limit), where trying again later may give another answer.
+    pub fn is_bad_object(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::NotFound { .. }
+                | RegistryError::TooLarge { .. }
+                | RegistryError::DigestMismatch { .. }
+                | RegistryError::SizeMismatch { .. }
+        )
+    }
 }
 
 /// Why a registry refused a request (both are exit code 5, "access").
@@ -108,12 +120,15 @@ pub enum Refusal {
         /// Whether the request carried credentials (Basic or a bearer token).
         authenticated: bool,
     },
+    /// The registry named a token service that may not have the credentials (plain HTTP on
+    /// another host), so berth did not send them.
+    UnsafeTokenService,
 }
 
 impl Refusal {
     fn verb(self) -> &'static str {
         match self {
-            Refusal::Credentials => "refused access to",
+            Refusal::Credentials | Refusal::UnsafeTokenService => "refused access to",
             Refusal::WriteDenied { .. } => "denied the write of",
         }
     }
@@ -126,6 +141,9 @@ impl Refusal {
             Refusal::WriteDenied { authenticated: true } => {
                 "the registry denied the write despite the credentials: check that the account may push to this repository, and whether the registry is read-only"
             }
+            Refusal::UnsafeTokenService => {
+                "the registry's token service (the bearer realm) must use HTTPS or be on the registry's own host; fix the registry's auth configuration"
+            }
             Refusal::WriteDenied { authenticated: false } => {
                 "the write was anonymous: if the registry needs an account to push, pass --creds USER:PASSWORD; otherwise check whether it is read-only"
             }
@@ -136,8 +154,8 @@ impl Refusal {
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// Explicit `(user, password)`; when `None`, the environment and then Docker's
-    /// `config.json` (with credential helpers) are consulted, else access is anonymous.
+    /// `(user, password)` for this registry; `None` is anonymous access. Where they come
+    /// from (flags, environment, Docker's `config.json`, a Kubernetes Secret) is the caller's choice.
     pub creds: Option<(String, String)>,
     /// Extra PEM CA certificates to trust (in addition to the system roots).
     pub ca_file: Option<PathBuf>,
@@ -175,6 +193,8 @@ pub struct Registry {
     client_config: std::sync::Mutex<Option<ClientConfig>>,
     ca_file: Option<PathBuf>,
     auth: RegistryAuth,
+    /// Set once the registry's token service was found fit for `auth` (see [`Self::oci_auth`]).
+    realm_checked: tokio::sync::OnceCell<()>,
     /// Plain HTTP client for the endpoints oci-client does not expose as we need them;
     /// built on first use, since loading the system roots costs ~10 ms per client.
     http: std::sync::OnceLock<reqwest::Client>,
@@ -224,7 +244,7 @@ impl Registry {
         };
         let auth = match &options.creds {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
-            None => default_auth(host),
+            None => RegistryAuth::Anonymous,
         };
         Ok(Registry {
             host: host.to_string(),
@@ -233,6 +253,7 @@ impl Registry {
             client_config: std::sync::Mutex::new(Some(config)),
             ca_file: options.ca_file.clone(),
             auth,
+            realm_checked: tokio::sync::OnceCell::new(),
             http: std::sync::OnceLock::new(),
             extra_certs: reqwest_certs,
             bearer: Mutex::new(std::collections::HashMap::new()),
@@ -289,8 +310,11 @@ impl Registry {
             return Err(RegistryError::NotFound { registry: self.host.clone(), what });
         };
         let r = self.oci_ref(reference.repository(), Some(&selector));
-        let digest =
-            self.oci()?.fetch_manifest_digest(&r, &self.auth).await.map_err(|e| self.classify(what.clone(), e))?;
+        let digest = self
+            .oci()?
+            .fetch_manifest_digest(&r, self.oci_auth().await?)
+            .await
+            .map_err(|e| self.classify(what.clone(), e))?;
         digest.parse().map_err(|_| RegistryError::Protocol {
             registry: self.host.clone(),
             what,
@@ -331,7 +355,7 @@ impl Registry {
         let r = self.oci_ref(repo, Some(selector));
         let (bytes, _) = self
             .oci()?
-            .pull_manifest_raw(&r, &self.auth, oci::ACCEPTED_MANIFEST_TYPES)
+            .pull_manifest_raw(&r, self.oci_auth().await?, oci::ACCEPTED_MANIFEST_TYPES)
             .await
             .map_err(|e| self.classify(what.clone(), e))?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
@@ -373,7 +397,7 @@ impl Registry {
         let what = format!("blob {repo}@{digest}");
         let r = self.oci_ref(repo, Some(&digest.to_string()));
         // Authenticate first so the blob request carries credentials.
-        self.oci()?.store_auth_if_needed(&self.host, &self.auth).await;
+        self.oci()?.store_auth_if_needed(&self.host, self.oci_auth().await?).await;
         let digest_str = digest.to_string();
         let mut stream =
             self.oci()?.pull_blob_stream(&r, digest_str.as_str()).await.map_err(|e| self.classify(what.clone(), e))?;
@@ -526,7 +550,7 @@ impl Registry {
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(body);
-        request = self.with_credentials(request, repo, Access::Push).await;
+        request = self.with_credentials(request, repo, Access::Push).await?;
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         if response.status() != reqwest::StatusCode::CREATED {
             return Err(self.write_error(repo, what, response).await);
@@ -678,7 +702,7 @@ impl Registry {
             let last = tags.last().cloned();
             let page = self
                 .oci()?
-                .list_tags(&r, &self.auth, Some(TAGS_PAGE_SIZE), last.as_deref())
+                .list_tags(&r, self.oci_auth().await?, Some(TAGS_PAGE_SIZE), last.as_deref())
                 .await
                 .map_err(|e| self.classify(format!("repository {repo}"), e))?;
             let n = page.tags.len();
@@ -787,18 +811,76 @@ impl Registry {
     }
 
     /// `request` with the credentials known for `repo` and `access`: a cached bearer token
-    /// (a push token also serves pulls), else Basic credentials, else none.
+    /// (a push token also serves pulls), else Basic credentials, else none. Only when it goes
+    /// to this registry itself: an upload `Location` may name another host (a storage
+    /// service), which gets no Authorization header.
     async fn with_credentials(
         &self,
         request: reqwest::RequestBuilder,
         repo: &str,
         access: Access,
-    ) -> reqwest::RequestBuilder {
-        match (self.token(repo, access).await, &self.auth) {
+    ) -> Result<reqwest::RequestBuilder, RegistryError> {
+        let (client, request) = request.build_split();
+        let request = request.map_err(|e| self.unreachable(&e))?;
+        let own = self.is_own_origin(request.url());
+        let request = reqwest::RequestBuilder::from_parts(client, request);
+        Ok(match (self.token(repo, access).await, &self.auth) {
+            _ if !own => request,
             (Some(token), _) => request.bearer_auth(token),
             (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
             (None, _) => request,
+        })
+    }
+
+    /// Whether `url` is this registry itself: same host and port, and not plain HTTP when the
+    /// registry is reached over HTTPS. The distribution spec forbids forwarding credentials
+    /// across hosts (CVE-2020-15157); oci-client applies the same rule to its own requests.
+    fn is_own_origin(&self, url: &reqwest::Url) -> bool {
+        let Ok(own) = reqwest::Url::parse(&format!("{}://{}", self.scheme, self.host)) else { return false };
+        url.host_str() == own.host_str()
+            && url.port_or_known_default() == own.port_or_known_default()
+            && (own.scheme() == "http" || url.scheme() == "https")
+    }
+
+    /// Whether Basic credentials may go to the token service at `realm`: over HTTPS, or on
+    /// the registry's own origin. A plain-HTTP realm elsewhere would hand the password to
+    /// another host in the clear.
+    fn may_send_credentials_to(&self, realm: &str) -> bool {
+        reqwest::Url::parse(realm).is_ok_and(|url| url.scheme() == "https" || self.is_own_origin(&url))
+    }
+
+    fn unsafe_token_service(&self, what: &str, realm: &str) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: self.host.clone(),
+            what: what.to_string(),
+            detail: format!(
+                "its token service {realm} is plain HTTP on another host; berth does not send the credentials there"
+            ),
+            refusal: Refusal::UnsafeTokenService,
         }
+    }
+
+    /// The credentials handed to oci-client. It sends Basic credentials to whatever token
+    /// service the registry's `GET /v2/` challenge names, so berth reads that challenge first
+    /// (once per client) and withholds them, as for its own requests, from a realm that may
+    /// not have them.
+    async fn oci_auth(&self) -> Result<&RegistryAuth, RegistryError> {
+        if !matches!(self.auth, RegistryAuth::Basic(..)) {
+            return Ok(&self.auth);
+        }
+        self.realm_checked
+            .get_or_try_init(|| async {
+                let url = format!("{}://{}/v2/", self.scheme, self.host);
+                let response = self.http()?.get(&url).send().await.map_err(|e| self.unreachable(&e))?;
+                match bearer_realm(&response) {
+                    Some(realm) if !self.may_send_credentials_to(&realm) => {
+                        Err(self.unsafe_token_service("the registry API", &realm))
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .await?;
+        Ok(&self.auth)
     }
 
     /// The cached bearer token for `repo` and `access` (a push token also serves pulls).
@@ -816,9 +898,10 @@ impl Registry {
         matches!(self.auth, RegistryAuth::Basic(..)) || self.token(repo, Access::Push).await.is_some()
     }
 
-    /// Sends the request `make` builds; on a 401 with a Bearer challenge, obtains a token for
-    /// `repo` and `access` from the token service (with the Basic credentials, if any), caches
-    /// it and sends a fresh request once more. Other answers are returned as they are.
+    /// Sends the request `make` builds; on a 401 from this registry with a Bearer challenge,
+    /// obtains a token for `repo` and `access` from the token service (with the Basic
+    /// credentials, if any and if it may have them), caches it and sends a fresh request once
+    /// more. Other answers are returned as they are.
     async fn send_with_auth(
         &self,
         repo: &str,
@@ -827,21 +910,14 @@ impl Registry {
         make: impl Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, RegistryError>,
     ) -> Result<reqwest::Response, RegistryError> {
         let http = self.http()?;
-        let request = self.with_credentials(make(http)?, repo, access).await;
+        let request = self.with_credentials(make(http)?, repo, access).await?;
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
-        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED || !self.is_own_origin(response.url()) {
             return Ok(response);
         }
-        let challenge = response
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let Some(params) = challenge.strip_prefix("Bearer ").or_else(|| challenge.strip_prefix("bearer ")) else {
+        let Some(params) = bearer_challenge(&response) else {
             return Ok(response);
         };
-        let params = parse_challenge(params);
         let Some(realm) = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()) else {
             return Ok(response);
         };
@@ -855,6 +931,9 @@ impl Registry {
         }
         let mut token_request = http.get(&realm).query(&query);
         if let RegistryAuth::Basic(u, p) = &self.auth {
+            if !self.may_send_credentials_to(&realm) {
+                return Err(self.unsafe_token_service(what, &realm));
+            }
             token_request = token_request.basic_auth(u, Some(p));
         }
         let token_response = token_request.send().await.map_err(|e| self.unreachable(&e))?;
@@ -902,30 +981,6 @@ impl Registry {
 enum Access {
     Pull,
     Push,
-}
-
-/// Credentials from the environment, else Docker's `config.json` and its credential
-/// helpers, else anonymous.
-fn default_auth(host: &str) -> RegistryAuth {
-    if let (Ok(user), Ok(password)) = (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
-        return RegistryAuth::Basic(user, password);
-    }
-    // config.json keys are written with or without a scheme depending on the tool.
-    for key in [host.to_string(), format!("https://{host}"), format!("http://{host}")] {
-        match docker_credential::get_credential(&key) {
-            Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
-                return RegistryAuth::Basic(user, password);
-            }
-            Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
-                tracing::debug!(
-                    registry = host,
-                    "Docker config holds an identity token, which berth cannot use; trying anonymous"
-                );
-            }
-            Err(e) => tracing::trace!(registry = host, key, error = %e, "no Docker credential"),
-        }
-    }
-    RegistryAuth::Anonymous
 }
 
 fn classify(registry: &str, what: String, err: OciDistributionError) -> RegistryError {
@@ -1045,6 +1100,18 @@ async fn read_limited(response: reqwest::Response, limit: u64) -> Result<Vec<u8>
     Ok(body)
 }
 
+/// The parameters of the `WWW-Authenticate: Bearer …` challenge in `response`, if it has one.
+fn bearer_challenge(response: &reqwest::Response) -> Option<Vec<(String, String)>> {
+    let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE)?.to_str().ok()?;
+    let params = challenge.strip_prefix("Bearer ").or_else(|| challenge.strip_prefix("bearer "))?;
+    Some(parse_challenge(params))
+}
+
+/// The token service (`realm`) a Bearer challenge in `response` names.
+fn bearer_realm(response: &reqwest::Response) -> Option<String> {
+    bearer_challenge(response)?.into_iter().find(|(k, _)| k == "realm").map(|(_, v)| v)
+}
+
 /// `key="value", key2="value2"` from a WWW-Authenticate challenge.
 fn parse_challenge(params: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -1095,6 +1162,39 @@ mod tests {
         assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
         assert_eq!(p[1], ("service".into(), "registry.example".into()));
         assert_eq!(p[2].1, "repository:a:pull");
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registry_and_to_token_services_that_may_have_them() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let tls = Registry::new("reg.example:5000", &RegistryOptions::default()).unwrap();
+        assert!(tls.is_own_origin(&url("https://REG.example:5000/v2/app/blobs/uploads/1?state=x")));
+        assert!(!tls.is_own_origin(&url("https://storage.example/bucket/1?signature=x")), "another host");
+        assert!(!tls.is_own_origin(&url("https://reg.example/v2/")), "another port");
+        assert!(!tls.is_own_origin(&url("http://reg.example:5000/v2/")), "HTTPS downgraded to HTTP");
+        assert!(tls.may_send_credentials_to("https://auth.example/token"));
+        assert!(!tls.may_send_credentials_to("http://auth.example/token"));
+        assert!(!tls.may_send_credentials_to("http://reg.example:5000/token"), "HTTPS downgraded to HTTP");
+
+        let plain =
+            Registry::new("reg.example:5000", &RegistryOptions { insecure: true, ..Default::default() }).unwrap();
+        assert!(plain.may_send_credentials_to("http://reg.example:5000/token"));
+        assert!(!plain.may_send_credentials_to("http://auth.example/token"));
+        assert!(!plain.may_send_credentials_to("no url at all"));
+    }
+
+    #[tokio::test]
+    async fn an_upload_location_on_another_host_gets_no_authorization() {
+        let options = RegistryOptions { creds: Some(("ci".into(), "secret".into())), ..Default::default() };
+        let registry = Registry::new("reg.example:5000", &options).unwrap();
+        let http = registry.http().unwrap();
+        for (location, authorized) in
+            [("https://reg.example:5000/v2/app/blobs/uploads/1", true), ("https://storage.example/upload/1", false)]
+        {
+            let request = registry.with_credentials(http.put(location), "app", Access::Push).await.unwrap();
+            let request = request.build().unwrap();
+            assert_eq!(request.headers().contains_key(reqwest::header::AUTHORIZATION), authorized, "{location}");
+        }
     }
 
     #[test]

@@ -255,3 +255,60 @@ fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is
     );
     assert!(s["lastAppliedDigest"].is_null(), "nothing was applied as the powerless account");
 }
+
+#[test]
+fn apply_without_credentials_is_anonymous_even_when_the_agent_environment_holds_some() {
+    let env = env();
+    let ns = env.namespace("agent-anon");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = env.keypair(keys.path(), "signer");
+    let repo = env.repo("agent-anon");
+    let reg = &env.registry_dist_tls;
+    let creds = format!("{}:{}", env.registry_user, env.registry_password);
+    let dir = manifests(&[("a.yaml", configmap("anonymous", "1"))]);
+    let pushed = run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", "e2e")
+            .args(["push", &format!("oci://{reg}/{repo}:v1")])
+            .arg(dir.path())
+            .args(["--creds", &creds, "--output", "json", "--sign-key"])
+            .arg(&key)
+            .arg("--ca-file")
+            .arg(&env.ca_file),
+    );
+    let digest = serde_json::from_str::<Value>(&pushed).unwrap()["digest"].as_str().unwrap().to_string();
+
+    // Valid credentials for this registry wherever the berth CLI looks without --creds: the
+    // environment variables and a Docker config.json.
+    use base64::Engine as _;
+    let docker = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(&creds);
+    std::fs::write(docker.path().join("config.json"), format!(r#"{{"auths":{{"{reg}":{{"auth":"{auth}"}}}}}}"#))
+        .unwrap();
+    let ambient = |cmd: &mut std::process::Command| {
+        cmd.env("BERTH_REGISTRY_USER", &env.registry_user)
+            .env("BERTH_REGISTRY_PASSWORD", &env.registry_password)
+            .env("DOCKER_CONFIG", docker.path())
+            .arg("--ca-file")
+            .arg(&env.ca_file);
+    };
+
+    // The CLI uses them: its command layer reads them and hands them to the registry client.
+    let mut cmd = env.berth();
+    cmd.args(["inspect", &format!("oci://{reg}/{repo}@{digest}")]);
+    ambient(&mut cmd);
+    run_ok(&mut cmd);
+    let mut cmd = env.berth();
+    cmd.args(["inspect", &format!("oci://{reg}/{repo}@{digest}")]).env("DOCKER_CONFIG", docker.path());
+    cmd.arg("--ca-file").arg(&env.ca_file);
+    run_ok(&mut cmd);
+
+    // The agent does not: it pulls with what it is given (here nothing), so the registry refuses.
+    let mut cmd = env.berth_agent();
+    cmd.args(["apply", &format!("oci://{reg}/{repo}@{digest}"), "-n", ns.name(), "--key"]).arg(&public);
+    ambient(&mut cmd);
+    let out = run_fail(&mut cmd);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("registry {reg} refused access")), "{}", out.stderr);
+    assert!(env.object("configmap", Some(ns.name()), "anonymous").is_none(), "applied with ambient credentials");
+}

@@ -440,6 +440,103 @@ fn berth_verify_rejects_other_keys_copied_corrupted_and_misdirected_signatures()
     assert_verified(&berth_verify(reg, &repo, ":a", &public), "bundle");
 }
 
+/// A blob larger than any signature berth reads, and a descriptor of it (of `media_type`) that
+/// claims 200 bytes: what anyone with push access can attach so that reading one signature
+/// fails. Registries check that a manifest's blobs exist, not their sizes.
+fn oversize_blob(reg: Registry<'_>, dir: &Path, repo: &str, media_type: &str) -> serde_json::Value {
+    let mut bytes = berth_e2e::unique_name("oversize", 40).into_bytes();
+    bytes.resize(1_200_000, b'x');
+    let file = dir.join(format!("{}.bin", berth_e2e::unique_name("blob", 20)));
+    std::fs::write(&file, &bytes).unwrap();
+    run_ok(&mut reg.oras(&["blob", "push", &reg.name(repo), file.to_str().unwrap()]));
+    serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(&bytes)), "size": 200})
+}
+
+#[test]
+fn one_unreadable_signature_does_not_hide_a_valid_one_and_is_named_when_alone() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = cosign_keygen(env, dir.path());
+
+    // Classic: real cosign v2 signs; a second layer in the .sig manifest points at an oversize blob.
+    let reg = Registry::dist(env);
+    let repo = env.repo("broken-classic");
+    let signed = reg.push_artifact(dir.path(), &repo, "signed", "kind: ConfigMap\nname: signed\n");
+    let broken_only = reg.push_artifact(dir.path(), &repo, "broken", "kind: ConfigMap\nname: broken\n");
+    cosign_sign(reg, &env.cosign_v2, false, &repo, &signed, &key);
+    let sig_tag = |digest: &str| format!("{}.sig", digest.replace(':', "-"));
+    let mut manifest = reg.manifest(&repo, &sig_tag(&signed));
+    let mut broken = oversize_blob(reg, dir.path(), &repo, "application/vnd.dev.cosign.simplesigning.v1+json");
+    broken["annotations"] = manifest["layers"][0]["annotations"].clone();
+    let valid = manifest["layers"][0].clone();
+    manifest["layers"] = serde_json::json!([broken.clone(), valid]);
+    reg.put_manifest(dir.path(), &repo, &sig_tag(&signed), &manifest);
+    assert_verified(&berth_verify(reg, &repo, ":signed", &public), "classic");
+    manifest["layers"] = serde_json::json!([broken.clone()]);
+    reg.put_manifest(dir.path(), &repo, &sig_tag(&broken_only), &manifest);
+    let out = berth_verify(reg, &repo, ":broken", &public);
+    assert_rejected(&out, broken["digest"].as_str().unwrap());
+    assert!(out.stderr.contains("exceeds the limit"), "says what is wrong with it:\n{}", out.stderr);
+
+    // Bundle: real cosign v3 signs; another referrer's bundle blob is oversize.
+    let reg = Registry::oci(env);
+    let repo = env.repo("broken-bundle");
+    let configmap = |name: &str| {
+        berth_e2e::manifests(&[(
+            "cm.yaml",
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: one\n"),
+        )])
+    };
+    let push = |tag: &str, files: &tempfile::TempDir| {
+        let mut cmd = reg.berth();
+        cmd.args(["push", &reg.oci_url(&repo, &format!(":{tag}")), files.path().to_str().unwrap()]);
+        let out = run_ok(cmd.args(["--output", "json"]));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["digest"].as_str().unwrap().to_string()
+    };
+    let signed = push("signed", &configmap("signed"));
+    let broken_only = push("broken", &configmap("broken"));
+    cosign_sign(reg, &env.cosign_v3, true, &repo, &signed, &key);
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, "{}").unwrap();
+    run_ok(&mut reg.oras(&["blob", "push", &reg.name(&repo), empty.to_str().unwrap()]));
+    let broken = oversize_blob(reg, dir.path(), &repo, "application/vnd.dev.sigstore.bundle.v0.3+json");
+    let attach_broken = |subject: &str, tag: &str| {
+        let descriptor =
+            run_ok(&mut reg.oras(&["manifest", "fetch", "--descriptor", &format!("{}@{subject}", reg.name(&repo))]));
+        let referrer = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": format!("sha256:{}", sha256_hex(b"{}")), "size": 2},
+            "layers": [broken.clone()],
+            "subject": serde_json::from_str::<serde_json::Value>(&descriptor).unwrap(),
+        });
+        reg.put_manifest(dir.path(), &repo, tag, &referrer)
+    };
+    attach_broken(&signed, "broken-referrer-1");
+    assert_verified(&berth_verify(reg, &repo, &format!("@{signed}"), &public), "bundle");
+    let referrer = attach_broken(&broken_only, "broken-referrer-2");
+    let out = berth_verify(reg, &repo, &format!("@{broken_only}"), &public);
+    assert_rejected(&out, broken["digest"].as_str().unwrap());
+    assert!(out.stderr.contains(&referrer), "names the referrer:\n{}", out.stderr);
+
+    // The agent decides the same way: applies the signed artifact, refuses the other as
+    // untrusted (exit 3) rather than as a registry it cannot read.
+    let ns = env.namespace("broken-signature");
+    let apply = |digest: &str| {
+        let mut cmd = env.berth_agent();
+        cmd.args(["apply", &reg.oci_url(&repo, &format!("@{digest}")), "--insecure", "-n", ns.name(), "--key"]);
+        run(cmd.arg(&public))
+    };
+    let out = apply(&signed);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(env.object("configmap", Some(ns.name()), "signed").is_some());
+    let out = apply(&broken_only);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains(broken["digest"].as_str().unwrap()), "{}", out.stderr);
+    assert!(env.object("configmap", Some(ns.name()), "broken").is_none(), "an untrusted artifact was applied");
+}
+
 #[test]
 fn sign_with_a_wrong_password_fails_before_touching_the_registry() {
     let env = env();
@@ -509,6 +606,44 @@ fn keygen_refuses_to_overwrite_and_signing_appends() {
     for cosign in [&env.cosign_v2, &env.cosign_v3] {
         assert!(cosign_verify(reg, cosign, &repo, ":v1", &pub2).status.success());
     }
+}
+
+#[test]
+fn keygen_force_writes_a_private_key_only_its_owner_reads_and_never_through_a_link() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let keygen = |name: &str| {
+        let mut cmd = env.berth();
+        cmd.args(["keygen", "--force", "--output-key-prefix"]).arg(dir.path().join(name));
+        cmd.env("COSIGN_PASSWORD", PASSWORD);
+        cmd
+    };
+
+    // An old key file anyone may read is replaced by one only its owner reads.
+    let key = dir.path().join("team.key");
+    std::fs::write(&key, "old key\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    run_ok(&mut keygen("team"));
+    assert_ne!(std::fs::read_to_string(&key).unwrap(), "old key\n", "the key was replaced");
+    assert_eq!(mode(&key), 0o600, "private key mode");
+    assert_eq!(mode(&dir.path().join("team.pub")), 0o644, "public key mode");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["team.key", "team.pub"], "no temporary file is left behind");
+
+    // A symbolic link where the key goes is refused; the file it points to is untouched.
+    let target = dir.path().join("precious.txt");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("linked.key")).unwrap();
+    let out = run_fail(&mut keygen("linked"));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("linked.key is a symbolic link"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert!(std::fs::symlink_metadata(dir.path().join("linked.key")).unwrap().file_type().is_symlink());
+    assert!(!dir.path().join("linked.pub").exists(), "nothing was written");
 }
 
 #[test]

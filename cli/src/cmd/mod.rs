@@ -235,9 +235,14 @@ pub fn parse_reference(arg: &str) -> Result<Reference, Failure> {
     Ok(arg.parse::<Reference>()?)
 }
 
+/// Environment variables with registry credentials, used when `--creds` is not given.
+pub const ENV_USER: &str = "BERTH_REGISTRY_USER";
+pub const ENV_PASSWORD: &str = "BERTH_REGISTRY_PASSWORD";
+
 impl Global {
-    /// Registry options from the global flags.
-    pub fn registry_options(&self) -> Result<RegistryOptions, Failure> {
+    /// Registry options for `host` from the global flags; without `--creds`, the credentials
+    /// the environment holds for that host (see [`ambient_credentials`]).
+    pub fn registry_options(&self, host: &str) -> Result<RegistryOptions, Failure> {
         let creds = match &self.creds {
             Some(value) => match value.split_once(':') {
                 Some((user, password)) if !user.is_empty() => Some((user.to_string(), password.to_string())),
@@ -248,19 +253,44 @@ impl Global {
                     ));
                 }
             },
-            None => None,
+            None => ambient_credentials(host),
         };
         Ok(RegistryOptions { creds, ca_file: self.ca_file.clone(), insecure: self.insecure })
     }
 
     /// A registry client for `reference`'s host.
     pub fn registry(&self, reference: &Reference) -> Result<Registry, Failure> {
-        Ok(Registry::for_reference(reference, &self.registry_options()?)?)
+        Ok(Registry::for_reference(reference, &self.registry_options(reference.registry())?)?)
     }
 
     pub fn json(&self) -> bool {
         self.output == OutputFormat::Json
     }
+}
+
+/// The credentials a CLI user has for `host` without passing `--creds`: `BERTH_REGISTRY_USER`
+/// and `BERTH_REGISTRY_PASSWORD`, else Docker's `config.json` and its credential helpers, else
+/// none (anonymous). Only the command layer reads these; the library is handed the result.
+fn ambient_credentials(host: &str) -> Option<(String, String)> {
+    if let (Ok(user), Ok(password)) = (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
+        return Some((user, password));
+    }
+    // config.json keys are written with or without a scheme depending on the tool.
+    for key in [host.to_string(), format!("https://{host}"), format!("http://{host}")] {
+        match docker_credential::get_credential(&key) {
+            Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+                return Some((user, password));
+            }
+            Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
+                tracing::debug!(
+                    registry = host,
+                    "Docker config holds an identity token, which berth cannot use; trying anonymous"
+                );
+            }
+            Err(e) => tracing::trace!(registry = host, key, error = %e, "no Docker credential"),
+        }
+    }
+    None
 }
 
 /// Print a JSON value on stdout.

@@ -63,6 +63,9 @@ impl From<KeyError> for Failure {
             KeyError::Exists { .. } => {
                 (Exit::Usage, "choose another --output-key-prefix, or pass --force to replace the pair")
             }
+            KeyError::Symlink { .. } => {
+                (Exit::Usage, "remove the link, or choose another --output-key-prefix for the key pair")
+            }
             KeyError::NoPassword | KeyError::PasswordMismatch => {
                 (Exit::Usage, "set COSIGN_PASSWORD (it may be empty) or run on a terminal to be prompted")
             }
@@ -117,17 +120,8 @@ impl From<VerifyError> for Failure {
 /// `berth keygen`.
 pub fn keygen(global: &Global, args: KeygenArgs) -> Result<(), Failure> {
     let prefix = &args.output_key_prefix;
-    // Refuse before asking for a password: typing it twice to be told the file exists is
-    // no fun.
-    if !args.force {
-        for ext in ["key", "pub"] {
-            let path = with_suffix(prefix, ext);
-            if path.exists() {
-                return Err(KeyError::Exists { path }.into());
-            }
-        }
-    }
-    let password = keys::read_password(true, &format!("new private key {}", with_suffix(prefix, "key").display()))?;
+    let (key_path, _) = keys::key_pair_paths(prefix, args.force)?;
+    let password = keys::read_password(true, &format!("new private key {}", key_path.display()))?;
     let key = SigningKey::generate();
     let (key_path, pub_path) = keys::write_key_pair(&key, password.as_bytes(), prefix, args.force)?;
     let fingerprint = key.public_key().fingerprint();
@@ -143,13 +137,6 @@ pub fn keygen(global: &Global, args: KeygenArgs) -> Result<(), Failure> {
         println!("{fingerprint}");
     }
     Ok(())
-}
-
-fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(".");
-    s.push(ext);
-    PathBuf::from(s)
 }
 
 /// Load a private key, asking for its password the cosign way.

@@ -59,6 +59,8 @@ pub enum KeyError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("{path} already exists; pass --force to overwrite it")]
     Exists { path: PathBuf },
+    #[error("{path} is a symbolic link; berth does not write keys through links")]
+    Symlink { path: PathBuf },
     #[error("{source_name} is not a PEM file with a '{expected}' block ({detail})")]
     NotPem { source_name: String, expected: String, detail: String },
     #[error("{source_name}: unsupported PEM block '{label}', expected '{expected}'")]
@@ -299,27 +301,34 @@ impl SigningKey {
     }
 }
 
+/// The paths `<prefix>.key` and `<prefix>.pub` a new key pair would be written to, refused
+/// when either is a symbolic link, or already exists and `force` is not given. Called before
+/// asking for a password too: typing it twice to be told the file exists is no fun.
+pub fn key_pair_paths(prefix: &Path, force: bool) -> Result<(PathBuf, PathBuf), KeyError> {
+    let paths = (with_suffix(prefix, "key"), with_suffix(prefix, "pub"));
+    for path in [&paths.0, &paths.1] {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(KeyError::Symlink { path: path.clone() });
+        }
+        if !force && path.exists() {
+            return Err(KeyError::Exists { path: path.clone() });
+        }
+    }
+    Ok(paths)
+}
+
 /// Write `<prefix>.key` and `<prefix>.pub` for a new key pair; refuses to overwrite either
-/// file unless `force`. Returns the two paths.
+/// file unless `force`, and refuses symbolic links always. Returns the two paths.
 pub fn write_key_pair(
     key: &SigningKey,
     password: &[u8],
     prefix: &Path,
     force: bool,
 ) -> Result<(PathBuf, PathBuf), KeyError> {
-    let key_path = with_suffix(prefix, "key");
-    let pub_path = with_suffix(prefix, "pub");
-    if !force {
-        for path in [&key_path, &pub_path] {
-            if path.exists() {
-                return Err(KeyError::Exists { path: path.clone() });
-            }
-        }
-    }
+    let (key_path, pub_path) = key_pair_paths(prefix, force)?;
     let private_pem = key.to_encrypted_pem(password)?;
-    write_private(&key_path, private_pem.as_bytes())?;
-    std::fs::write(&pub_path, key.public_key().to_pem())
-        .map_err(|source| KeyError::Write { path: pub_path.clone(), source })?;
+    write_new_file(&key_path, private_pem.as_bytes(), 0o600, force)?;
+    write_new_file(&pub_path, key.public_key().to_pem().as_bytes(), 0o644, force)?;
     Ok((key_path, pub_path))
 }
 
@@ -365,24 +374,37 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+/// Write `bytes` to `path` with exactly `mode` (0600 for a private key, like cosign): into a
+/// temporary file in the same directory, then renamed over `path`, so a reader never sees
+/// half a key and an existing file's permissions are never inherited. A symbolic link at
+/// `path` is refused: following it would put the key wherever the link points. Without
+/// `force`, a file that appeared since the caller looked is not replaced either.
+fn write_new_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(), KeyError> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    // 0600 like cosign: the file is encrypted, but there is no reason for others to read it.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| KeyError::Write { path: path.to_path_buf(), source })?;
-    file.write_all(bytes).map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    std::fs::write(path, bytes).map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+    let write_error = |source| KeyError::Write { path: path.to_path_buf(), source };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(KeyError::Symlink { path: path.to_path_buf() });
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Created 0600 (tempfile's default), so the key is never readable by others, not even briefly.
+    let mut file = tempfile::Builder::new().prefix(".berth-keygen-").tempfile_in(dir).map_err(write_error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(write_error)?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    file.write_all(bytes).map_err(write_error)?;
+    file.as_file().sync_all().map_err(write_error)?;
+    let persisted = if force { file.persist(path) } else { file.persist_noclobber(path) };
+    match persisted {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(KeyError::Exists { path: path.to_path_buf() })
+        }
+        Err(e) => Err(write_error(e.error)),
+    }
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {

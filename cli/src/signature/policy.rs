@@ -134,17 +134,13 @@ struct Examination<'a> {
 impl Examination<'_> {
     /// The classic `.sig` signatures of the digest.
     async fn classic(&self) -> Result<Vec<FoundSignature>, VerifyError> {
-        let mut found = Vec::new();
-        let manifest = match store::classic_manifest(self.registry, self.repo, self.digest).await {
-            Ok(m) => m,
-            Err(StoreError::BadSignatureManifest { tag, detail, .. }) => {
-                found.push(malformed(Format::Classic, &tag, format!("malformed signature manifest: {detail}")));
-                None
-            }
-            Err(e) => return Err(self.store_err(e)),
-        };
-        let Some(manifest) = manifest else { return Ok(found) };
         let tag = classic::signature_tag(self.digest);
+        let manifest = match store::classic_manifest(self.registry, self.repo, self.digest).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) => return Ok(vec![malformed(Format::Classic, &tag, self.unusable(e)?)]),
+        };
+        let mut found = Vec::new();
         for layer in manifest.layers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
             let location = format!("tag {tag}, layer {}", layer.digest);
             let status = if layer.media_type != classic::SIMPLE_SIGNING_MEDIA_TYPE {
@@ -156,12 +152,10 @@ impl Examination<'_> {
                     reason: format!("payload of {} bytes exceeds {}", layer.size, classic::MAX_PAYLOAD_BYTES),
                 }
             } else {
-                let payload = self
-                    .registry
-                    .fetch_blob_bytes(self.repo, &layer.digest, classic::MAX_PAYLOAD_BYTES)
-                    .await
-                    .map_err(|e| self.store_err(e.into()))?;
-                classic_status(layer, &payload, self.digest, self.policy)
+                match self.registry.fetch_blob_bytes(self.repo, &layer.digest, classic::MAX_PAYLOAD_BYTES).await {
+                    Ok(payload) => classic_status(layer, &payload, self.digest, self.policy),
+                    Err(e) => SignatureStatus::Rejected { reason: self.unusable(e.into())? },
+                }
             };
             found.push(FoundSignature { format: Format::Classic, location, status });
         }
@@ -170,25 +164,31 @@ impl Examination<'_> {
 
     /// The Sigstore bundle referrers of the digest.
     async fn bundles(&self) -> Result<Vec<FoundSignature>, VerifyError> {
-        let mut found = Vec::new();
         let referrers = match store::bundle_referrers(self.registry, self.repo, self.digest).await {
             Ok(r) => r,
-            Err(StoreError::BadReferrersIndex { tag, detail, .. }) => {
-                found.push(malformed(Format::Bundle, &tag, format!("malformed referrers index: {detail}")));
-                Vec::new()
-            }
-            Err(e) => return Err(self.store_err(e)),
+            Err(e) => return Ok(vec![malformed(Format::Bundle, &self.digest.tag_form(), self.unusable(e)?)]),
         };
+        let mut found = Vec::new();
         for referrer in referrers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
             let location = format!("referrer {}", referrer.digest);
             let status = match store::fetch_bundle(self.registry, self.repo, &referrer.digest).await {
                 Ok(blob) => bundle_status(&blob.blob, &blob.bytes, self.digest, self.policy),
-                Err(StoreError::BadReferrer { detail, .. }) => SignatureStatus::Rejected { reason: detail },
-                Err(e) => return Err(self.store_err(e)),
+                Err(e) => SignatureStatus::Rejected { reason: self.unusable(e)? },
             };
             found.push(FoundSignature { format: Format::Bundle, location, status });
         }
         Ok(found)
+    }
+
+    /// Why a signature object cannot be used, when the fault is the object's own (malformed,
+    /// missing, oversize, not matching its digest): that one signature is rejected and the
+    /// others still count, so one bad object cannot hide a valid signature. Not reaching the
+    /// registry is about no signature in particular and ends the examination: no verdict.
+    fn unusable(&self, e: StoreError) -> Result<String, VerifyError> {
+        match e {
+            StoreError::Registry(r) if !r.is_bad_object() => Err(self.store_err(StoreError::Registry(r))),
+            e => Ok(e.to_string()),
+        }
     }
 
     fn store_err(&self, source: StoreError) -> VerifyError {
