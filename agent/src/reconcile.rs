@@ -570,7 +570,12 @@ pub(crate) async fn trust_of(src: &Source, ctx: &Context) -> Result<Trust, Recon
             keys.push(key);
         }
     }
-    Ok(Trust::Keys(TrustPolicy::new(keys)))
+    let mut policy = TrustPolicy::new(keys);
+    if src.spec.verify.match_repository {
+        let reference = reference_of(src)?;
+        policy = policy.in_repository(format!("{}/{}", reference.registry(), reference.repository()));
+    }
+    Ok(Trust::Keys(policy))
 }
 
 fn select(data: BTreeMap<String, Vec<u8>>, key: Option<&str>) -> BTreeMap<String, Vec<u8>> {

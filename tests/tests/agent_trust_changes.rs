@@ -14,11 +14,11 @@ use std::time::Duration;
 use agent_prod_common::{Agent, condition, configmap, configmap_value, kubectl_apply, push, wait_until};
 use berth_e2e::{Env, env, manifests, run_ok};
 
-/// A Source named `name` in `ns` at `reference`, every 2 s, with `verify` as its trust policy;
+/// A Source named `name` in `ns` at `reference`, every 5 s, with `verify` as its trust policy;
 /// its objects go to namespace `target`.
 fn source_into(env: &Env, ns: &str, name: &str, repo: &str, reference: &str, verify: &str, target: &str) -> String {
     format!(
-        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {reference}\n  interval: 2s\n  timeout: 30s\n  insecure: true\n  targetNamespace: {target}\n  verify: {verify}\n",
+        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {reference}\n  interval: 5s\n  timeout: 30s\n  insecure: true\n  targetNamespace: {target}\n  verify: {verify}\n",
         reg = env.registry_dist
     )
 }
@@ -60,9 +60,9 @@ fn delete_configmap(env: &Env, ns: &str, name: &str) {
     run_ok(env.kubectl_cmd().args(["delete", "configmap", name, "-n", ns, "--wait=true"]));
 }
 
-/// Three intervals pass and `name` is still gone: nothing was re-created from the old digest.
+/// Two intervals pass and `name` is still gone: nothing was re-created from the old digest.
 fn stays_deleted(env: &Env, ns: &str, name: &str, agent: &Agent) {
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(11));
     assert_eq!(
         configmap_value(env, ns, name),
         None,
