@@ -205,7 +205,7 @@ impl From<SyncError> for Failure {
         let code = match &e {
             // Not a rejection: the API server never answered.
             e if e.unreachable() => 1,
-            SyncError::Apply(_) => 4,
+            SyncError::Apply(_) | SyncError::Ownership(berth_agent::ownership::OwnershipError::Claimed { .. }) => 4,
             SyncError::Health(_) => 5,
             _ => 1,
         };
