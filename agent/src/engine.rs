@@ -17,6 +17,7 @@ use crate::api_error;
 use crate::apply::{self, Answer, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure, Unapplied};
 use crate::health::{self, HealthError};
 use crate::inventory::{self, ApplySetParent, Inventory, InventoryError};
+use crate::ownership::{self, OwnershipError};
 use crate::plan::{self, ApplyPlan, Catalog, Desired, NamespaceDefaults, ObjectKey, PlanError, PlannedObject, Stage};
 
 /// The clients one sync uses: the agent's own identity for discovery and the inventory
@@ -71,6 +72,9 @@ pub enum SyncError {
     Empty,
     #[error(transparent)]
     Inventory(#[from] InventoryError),
+    /// Objects of the artifact are members of another ApplySet; nothing was applied.
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("health: {0}")]
@@ -90,6 +94,7 @@ impl SyncError {
         match self {
             SyncError::Plan(e) | SyncError::Inventory(InventoryError::Discovery(e)) => e.unreachable(),
             SyncError::Inventory(e) => e.unreachable(),
+            SyncError::Ownership(e) => e.unreachable(),
             SyncError::Apply(e) => e.main_cause() == apply::FailureCause::Unreachable,
             SyncError::Health(HealthError::Read { source, .. }) | SyncError::NamespaceLookup { source, .. } => {
                 api_error::is_unreachable(source)
@@ -113,6 +118,9 @@ impl SyncError {
             SyncError::Inventory(e) if e.is_forbidden() => "Forbidden",
             SyncError::Inventory(InventoryError::Delete { .. } | InventoryError::List { .. }) => "PruneFailed",
             SyncError::Inventory(_) => "InventoryFailed",
+            SyncError::Ownership(OwnershipError::Claimed { .. }) => "OwnershipConflict",
+            SyncError::Ownership(e) if e.is_forbidden() => "Forbidden",
+            SyncError::Ownership(_) => "InventoryFailed",
             SyncError::Apply(e) => match (e, e.main_cause()) {
                 (_, apply::FailureCause::Forbidden) => "Forbidden",
                 (_, apply::FailureCause::Conflict) => "FieldManagerConflict",
@@ -211,6 +219,14 @@ async fn converge(
     }
     let unchanged = results.len();
     tracing::debug!(unchanged, elapsed_ms = started.elapsed().as_millis(), "objects already as desired");
+
+    // One object, one set: none of the objects this set does not hold yet may belong to
+    // another one. Checked before anything is written, whatever `force` says; a quiet
+    // interval (every object a member already) sends no request for it.
+    let newcomers: Vec<&PlannedObject> = plan.objects.iter().filter(|o| !live.contains_key(&o.key)).collect();
+    if !newcomers.is_empty() {
+        ownership::check(&clients.agent, &newcomers, &id).await?;
+    }
 
     // Gate: dry-run everything that can be dry-run before anything is written.
     let deferred = if opts.dry_run_gate {
@@ -400,6 +416,7 @@ pub async fn diff(
     let plan = plan::plan(manifests, catalog, &opts.namespaces, &parent.id()).await?;
     let recorded = inventory::read(&clients.agent, parent).await?;
     let all: Vec<&PlannedObject> = plan.objects.iter().collect();
+    ownership::check(&clients.agent, &all, &parent.id()).await?;
     let deferred = deferred_objects(&clients.agent, &all).await?;
     let policy = ConflictPolicy { force: opts.force };
     let mut out = Vec::new();

@@ -65,9 +65,10 @@ impl fmt::Display for ApplySetParent {
     }
 }
 
-impl ApplySetParent {
-    pub fn resource(&self) -> ApiResource {
-        match self.kind {
+impl ParentKind {
+    /// The resource parents of this kind are.
+    pub fn resource(self) -> ApiResource {
+        match self {
             ParentKind::Source => ApiResource {
                 group: crate::source::GROUP.into(),
                 version: crate::source::VERSION.into(),
@@ -83,6 +84,12 @@ impl ApplySetParent {
                 plural: "secrets".into(),
             },
         }
+    }
+}
+
+impl ApplySetParent {
+    pub fn resource(&self) -> ApiResource {
+        self.kind.resource()
     }
 
     /// `applyset-<base64url(sha256(<name>.<namespace>.<kind>.<group>))>-v1`, as the spec and

@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod leader;
 pub mod lockdown;
 pub mod metrics;
+pub mod ownership;
 pub mod plan;
 pub mod receiver;
 pub mod reconcile;

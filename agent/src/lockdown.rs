@@ -1,9 +1,14 @@
 //! Tenant lockdown: agent-wide rules an operator sets with flags so that one team's artifact
 //! cannot reach beyond what the operator allows, whatever the artifact or the Source says —
 //! impersonation of the Source's ServiceAccount (required, or a default), allow/deny lists of
-//! kinds and of namespaces, and optionally "only the Source's own namespace". The whole
-//! planned set is checked before anything is dry-run or applied; one violation refuses all.
+//! kinds and of namespaces, and optionally "only the Source's own namespace". Under any
+//! namespace rule, cluster-scoped objects reach past every namespace and are refused unless
+//! their kind is allowed by name; under any rule, `Source` objects (which could apply with
+//! another identity, or rewrite the Source applying them) are refused unless allowed. The
+//! whole planned set is checked before anything is dry-run or applied; one violation refuses
+//! all.
 
+use crate::inventory::{ApplySetParent, ParentKind};
 use crate::plan::{ApplyPlan, ObjectKey};
 use crate::source::Source;
 
@@ -91,10 +96,16 @@ pub struct Lockdown {
     pub deny_namespaces: Vec<NamespaceRule>,
     /// Namespaced objects only in the Source's namespace, and no Namespace objects.
     pub source_namespace_only: bool,
+    /// Cluster-scoped kinds an artifact may still contain under a namespace rule (other than
+    /// Namespace objects, which the namespace rules judge by their name).
+    pub allow_cluster_kinds: Vec<KindRule>,
+    /// Artifacts may contain `Source` objects, the Source that applies them included.
+    pub allow_sources: bool,
 }
 
 impl Lockdown {
-    /// True when no rule is set: the agent behaves as without lockdown.
+    /// True when no rule is set: the agent behaves as without lockdown. The two allowances
+    /// (`allow_cluster_kinds`, `allow_sources`) only relax rules and turn nothing on.
     pub fn is_empty(&self) -> bool {
         !self.enforce_impersonation
             && self.default_service_account.is_none()
@@ -117,12 +128,26 @@ impl Lockdown {
         }
     }
 
+    /// The flag that restricts namespaces, if any: under it cluster-scoped objects are
+    /// refused unless their kind is allowed by name.
+    fn namespace_rule(&self) -> Option<&'static str> {
+        if self.source_namespace_only {
+            Some("--source-namespace-only")
+        } else if !self.allow_namespaces.is_empty() {
+            Some("--allow-namespaces")
+        } else if !self.deny_namespaces.is_empty() {
+            Some("--deny-namespaces")
+        } else {
+            None
+        }
+    }
+
     /// Every object of the plan against every rule; all violations at once, so one fix round
-    /// is enough.
-    pub fn check(&self, plan: &ApplyPlan, source_namespace: &str) -> Result<(), LockdownError> {
+    /// is enough. `parent` is the set the plan is applied to (its namespace is the Source's).
+    pub fn check(&self, plan: &ApplyPlan, parent: &ApplySetParent) -> Result<(), LockdownError> {
         let mut violations = Vec::new();
         for o in &plan.objects {
-            if let Some(why) = self.violation(&o.key, source_namespace) {
+            if let Some(why) = self.violation(&o.key, parent) {
                 violations.push(format!("{} ({}): {why}", o.key, o.origin));
             }
         }
@@ -134,24 +159,47 @@ impl Lockdown {
         Err(LockdownError::Refused { violations, total })
     }
 
-    fn violation(&self, key: &ObjectKey, source_namespace: &str) -> Option<String> {
+    fn violation(&self, key: &ObjectKey, parent: &ApplySetParent) -> Option<String> {
+        let source_namespace = parent.namespace.as_str();
         if self.deny_kinds.iter().any(|r| r.matches(key)) {
             return Some(format!("kind {} is denied (--deny-kinds)", key.group_kind()));
         }
         if !self.allow_kinds.is_empty() && !self.allow_kinds.iter().any(|r| r.matches(key)) {
             return Some(format!("kind {} is not allowed (--allow-kinds)", key.group_kind()));
         }
+        if !self.allow_sources && key.group == crate::source::GROUP && key.kind == crate::source::KIND {
+            let own = parent.kind == ParentKind::Source
+                && key.namespace.as_deref() == Some(source_namespace)
+                && key.name == parent.name;
+            return Some(if own {
+                "the artifact contains the Source that applies it, which could rewrite its own rules (--allow-sources)"
+                    .into()
+            } else {
+                "Source objects are not allowed: one could apply with another ServiceAccount (--allow-sources)".into()
+            });
+        }
         // The namespace an object lives in, or the one a Namespace object creates.
         let namespace = match (&key.namespace, key.group.as_str(), key.kind.as_str()) {
-            (Some(ns), _, _) => Some(ns.as_str()),
+            (Some(ns), _, _) => ns.as_str(),
             (None, "", "Namespace") => {
                 if self.source_namespace_only {
                     return Some("creating namespaces is not allowed (--source-namespace-only)".into());
                 }
-                Some(key.name.as_str())
+                key.name.as_str()
             }
-            _ => None,
-        }?;
+            // Cluster-scoped: in no namespace, so it escapes every namespace rule (a
+            // ClusterRoleBinding, a webhook, a CRD reach all namespaces).
+            _ => {
+                let rule = self.namespace_rule()?;
+                if self.allow_cluster_kinds.iter().any(|r| r.matches(key)) {
+                    return None;
+                }
+                return Some(format!(
+                    "cluster-scoped kind {gk} is not allowed under {rule} (allow it by name with --allow-cluster-kinds {gk})",
+                    gk = key.group_kind()
+                ));
+            }
+        };
         if self.source_namespace_only && namespace != source_namespace {
             return Some(format!(
                 "namespace {namespace} is not the Source's namespace {source_namespace} (--source-namespace-only)"
@@ -175,6 +223,15 @@ mod tests {
         ObjectKey { group: group.into(), kind: kind.into(), namespace: ns.map(String::from), name: name.into() }
     }
 
+    /// The Source `shop` in namespace `a`.
+    fn home() -> ApplySetParent {
+        ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "a".into() }
+    }
+
+    fn kinds(flag: &'static str, text: &str) -> Vec<KindRule> {
+        text.split(',').map(|k| KindRule::parse(flag, k).unwrap_or_else(|e| panic!("{e}"))).collect()
+    }
+
     fn rules() -> Lockdown {
         Lockdown {
             deny_kinds: vec![
@@ -191,19 +248,22 @@ mod tests {
     #[test]
     fn denied_kinds_and_namespaces_are_violations() {
         let l = rules();
-        assert!(l.violation(&key("rbac.authorization.k8s.io", "ClusterRoleBinding", None, "x"), "a").is_some());
-        assert!(l.violation(&key("rbac.authorization.k8s.io", "RoleBinding", Some("a"), "x"), "a").is_none());
-        assert!(l.violation(&key("", "ConfigMap", Some("kube-system"), "x"), "a").is_some());
-        assert!(l.violation(&key("", "Namespace", None, "kube-public"), "a").is_some(), "creating a denied namespace");
-        assert!(l.violation(&key("", "ConfigMap", Some("team-a"), "x"), "a").is_none());
+        assert!(l.violation(&key("rbac.authorization.k8s.io", "ClusterRoleBinding", None, "x"), &home()).is_some());
+        assert!(l.violation(&key("rbac.authorization.k8s.io", "RoleBinding", Some("a"), "x"), &home()).is_none());
+        assert!(l.violation(&key("", "ConfigMap", Some("kube-system"), "x"), &home()).is_some());
+        assert!(
+            l.violation(&key("", "Namespace", None, "kube-public"), &home()).is_some(),
+            "creating a denied namespace"
+        );
+        assert!(l.violation(&key("", "ConfigMap", Some("team-a"), "x"), &home()).is_none());
     }
 
     #[test]
     fn source_namespace_only_keeps_objects_home() {
         let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
-        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), "a").is_none());
-        assert!(l.violation(&key("", "ConfigMap", Some("b"), "x"), "a").is_some());
-        assert!(l.violation(&key("", "Namespace", None, "a"), "a").is_some());
+        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), &home()).is_none());
+        assert!(l.violation(&key("", "ConfigMap", Some("b"), "x"), &home()).is_some());
+        assert!(l.violation(&key("", "Namespace", None, "a"), &home()).is_some());
     }
 
     #[test]
@@ -212,8 +272,82 @@ mod tests {
             allow_kinds: vec![KindRule::parse("--allow-kinds", "ConfigMap").unwrap_or_else(|e| panic!("{e}"))],
             ..Lockdown::default()
         };
-        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), "a").is_none());
-        assert!(l.violation(&key("", "Secret", Some("a"), "x"), "a").is_some());
+        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), &home()).is_none());
+        assert!(l.violation(&key("", "Secret", Some("a"), "x"), &home()).is_some());
+    }
+
+    #[test]
+    fn cluster_scoped_kinds_are_refused_under_any_namespace_rule_unless_allowed_by_name() {
+        let crb = key("rbac.authorization.k8s.io", "ClusterRole", None, "x");
+        let crd = key("apiextensions.k8s.io", "CustomResourceDefinition", None, "widgets.example.com");
+        let hook = key("admissionregistration.k8s.io", "MutatingWebhookConfiguration", None, "x");
+        assert!(Lockdown::default().violation(&crb, &home()).is_none(), "no namespace rule, no restriction");
+        let restricted = [
+            Lockdown { source_namespace_only: true, ..Lockdown::default() },
+            Lockdown {
+                allow_namespaces: vec![
+                    NamespaceRule::parse("--allow-namespaces", "a").unwrap_or_else(|e| panic!("{e}")),
+                ],
+                ..Lockdown::default()
+            },
+            rules(),
+        ];
+        for l in restricted {
+            for k in [&crb, &crd, &hook] {
+                let why = l.violation(k, &home()).unwrap_or_else(|| panic!("{k} passed {l:?}"));
+                assert!(why.contains("cluster-scoped") && why.contains("--allow-cluster-kinds"), "{why}");
+            }
+            let allowed = Lockdown {
+                allow_cluster_kinds: kinds("--allow-cluster-kinds", "CustomResourceDefinition.apiextensions.k8s.io"),
+                ..l
+            };
+            assert!(allowed.violation(&crd, &home()).is_none());
+            assert!(allowed.violation(&crb, &home()).is_some(), "only the kind named is allowed");
+        }
+    }
+
+    #[test]
+    fn namespace_objects_are_judged_by_the_namespace_rules_not_as_cluster_kinds() {
+        let l = Lockdown {
+            allow_namespaces: vec![
+                NamespaceRule::parse("--allow-namespaces", "team-*").unwrap_or_else(|e| panic!("{e}")),
+            ],
+            ..Lockdown::default()
+        };
+        assert!(l.violation(&key("", "Namespace", None, "team-x"), &home()).is_none());
+        assert!(l.violation(&key("", "Namespace", None, "other"), &home()).is_some());
+    }
+
+    #[test]
+    fn source_objects_are_refused_unless_allowed() {
+        let l = Lockdown { enforce_impersonation: true, ..Lockdown::default() };
+        let own = l.violation(&key("berth.dev", "Source", Some("a"), "shop"), &home()).unwrap_or_default();
+        assert!(own.contains("the Source that applies it") && own.contains("--allow-sources"), "{own}");
+        let other = l.violation(&key("berth.dev", "Source", Some("a"), "other"), &home()).unwrap_or_default();
+        assert!(other.contains("Source objects are not allowed") && other.contains("--allow-sources"), "{other}");
+        assert!(l.violation(&key("example.com", "Source", Some("a"), "x"), &home()).is_none(), "another group");
+        let allowed = Lockdown { allow_sources: true, ..l };
+        assert!(allowed.violation(&key("berth.dev", "Source", Some("a"), "shop"), &home()).is_none());
+    }
+
+    #[test]
+    fn every_violation_is_listed_with_its_origin() {
+        let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
+        let gvk = kube::core::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRole");
+        let resource = kube::api::ApiResource::from_gvk(&gvk);
+        let object = |name: &str, origin: &str| crate::plan::PlannedObject {
+            key: key("rbac.authorization.k8s.io", "ClusterRole", None, name),
+            body: kube::api::DynamicObject::new(name, &resource),
+            resource: resource.clone(),
+            namespaced: false,
+            stage: crate::plan::Stage::ClusterScoped,
+            origin: origin.into(),
+            kind_from_plan: false,
+        };
+        let plan = ApplyPlan { objects: vec![object("r1", "roles.yaml:1"), object("r2", "roles.yaml:9")] };
+        let e = l.check(&plan, &home()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("ClusterRole.rbac.authorization.k8s.io r1 (roles.yaml:1)"), "{e}");
+        assert!(e.contains("ClusterRole.rbac.authorization.k8s.io r2 (roles.yaml:9)"), "{e}");
     }
 
     #[test]

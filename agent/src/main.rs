@@ -164,6 +164,16 @@ struct RunArgs {
     /// Namespaced objects only in their Source's own namespace; no Namespace objects.
     #[arg(long)]
     source_namespace_only: bool,
+    /// Cluster-scoped kinds an artifact may contain although a namespace rule is set
+    /// (--source-namespace-only, --allow-namespaces, --deny-namespaces), as Kind or Kind.group,
+    /// comma-separated (e.g. CustomResourceDefinition.apiextensions.k8s.io). Default: none;
+    /// under a namespace rule every other cluster-scoped object refuses the whole artifact.
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    allow_cluster_kinds: Vec<String>,
+    /// Artifacts may contain Source objects (Source.berth.dev), the applying Source itself
+    /// included. Default: refused whenever any lockdown flag is set.
+    #[arg(long)]
+    allow_sources: bool,
     /// The container's memory limit (bytes, or a quantity such as 256Mi or 1Gi). Half of it
     /// is the budget that artifacts being pulled, unpacked and kept for drift checks share;
     /// one artifact may use half of that. The Deployment sets it from its own limit.
@@ -225,7 +235,7 @@ impl From<SyncError> for Failure {
         let code = match &e {
             // Not a rejection: the API server never answered.
             e if e.unreachable() => 1,
-            SyncError::Apply(_) => 4,
+            SyncError::Apply(_) | SyncError::Ownership(berth_agent::ownership::OwnershipError::Claimed { .. }) => 4,
             SyncError::Health(_) => 5,
             _ => 1,
         };
@@ -344,6 +354,8 @@ fn lockdown_of(args: &RunArgs) -> Result<lockdown::Lockdown, lockdown::LockdownE
         allow_namespaces: namespaces("--allow-namespaces", &args.allow_namespaces)?,
         deny_namespaces: namespaces("--deny-namespaces", &args.deny_namespaces)?,
         source_namespace_only: args.source_namespace_only,
+        allow_cluster_kinds: kinds("--allow-cluster-kinds", &args.allow_cluster_kinds)?,
+        allow_sources: args.allow_sources,
     })
 }
 

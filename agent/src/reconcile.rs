@@ -383,7 +383,7 @@ pub(crate) async fn converge(
         let plan = crate::plan::plan(artifact.manifests.clone(), &mut catalog, &opts.namespaces, &parent.id())
             .await
             .map_err(|e| with_digest(ReconcileError::Sync(e.into())))?;
-        ctx.lockdown.check(&plan, &parent.namespace).map_err(|e| with_digest(e.into()))?;
+        ctx.lockdown.check(&plan, &parent).map_err(|e| with_digest(e.into()))?;
     }
     let report =
         engine::sync(&clients, &mut catalog, &parent, artifact.manifests.clone(), &opts).await.map_err(|e| {

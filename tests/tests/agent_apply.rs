@@ -453,3 +453,51 @@ fn a_rollout_that_never_becomes_ready_fails_the_wait_naming_the_deployment() {
     assert!(out.stderr.contains(&format!("Deployment.apps {}/stuck", ns.name())), "names the workload: {}", out.stderr);
     assert!(out.stderr.contains("0/1 replicas ready"), "says what is missing: {}", out.stderr);
 }
+
+#[test]
+fn an_object_of_another_set_is_refused_even_with_force_and_neither_set_flaps() {
+    let env = env();
+    let ns = env.namespace("agent-two-sets");
+    let n = ns.name();
+    let first = manifests(&[
+        ("shared.yaml", configmap("shared", &[("owner", "first")])),
+        ("only-first.yaml", configmap("only-first", &[("a", "1")])),
+    ]);
+    run_ok(&mut agent_apply(env, first.path(), n, "first", &["--prune"]));
+    let first_id = applyset_id(env, n, "first");
+    let shared_rv = rv(&must_get(env, "configmap", Some(n), "shared"));
+
+    // A second set whose artifact also holds `shared`: both apply as field manager berth, so
+    // the API server sees no conflict; berth must.
+    let second = manifests(&[
+        ("only-second.yaml", configmap("only-second", &[("b", "1")])),
+        ("shared.yaml", configmap("shared", &[("owner", "second")])),
+    ]);
+    for extra in [&["--prune"][..], &["--prune", "--force"]] {
+        let out = run_fail(&mut agent_apply(env, second.path(), n, "second", extra));
+        assert_eq!(out.code, Some(4), "{extra:?}: {}", stderr_of(&out));
+        assert!(
+            out.stderr.contains(&format!("ConfigMap {n}/shared (")) && out.stderr.contains("shared.yaml:1)"),
+            "names the object and where it was read: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&format!("Secret {n}/first's ApplySet ({first_id})")),
+            "names the other set: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("nothing was applied"), "{}", out.stderr);
+        assert!(!out.stderr.contains("only-second"), "only the claimed object is named: {}", out.stderr);
+    }
+    assert!(env.object("configmap", Some(n), "only-second").is_none(), "part of the refused artifact was applied");
+    let shared = must_get(env, "configmap", Some(n), "shared");
+    assert_eq!(shared["metadata"]["labels"][APPLYSET_PART_OF], first_id.as_str(), "relabelled: {shared}");
+    assert_eq!(shared["data"]["owner"], "first");
+    assert_eq!(rv(&shared), shared_rv, "the refused set wrote the object");
+
+    // The first set's next apply finds everything as it left it: nothing to apply or prune.
+    let out = run(&mut agent_apply(env, first.path(), n, "first", &["--prune"]));
+    assert_eq!(out.code, Some(0), "{}", stderr_of(&out));
+    assert!(out.stderr.contains("2 object(s), 0 changed, 2 unchanged, 0 pruned"), "{}", stderr_of(&out));
+    assert_eq!(rv(&must_get(env, "configmap", Some(n), "shared")), shared_rv);
+}

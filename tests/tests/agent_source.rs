@@ -312,3 +312,58 @@ fn apply_without_credentials_is_anonymous_even_when_the_agent_environment_holds_
     assert!(out.stderr.contains(&format!("registry {reg} refused access")), "{}", out.stderr);
     assert!(env.object("configmap", Some(ns.name()), "anonymous").is_none(), "applied with ambient credentials");
 }
+
+#[test]
+fn a_source_whose_artifact_holds_another_sources_object_is_refused_and_the_owner_does_not_flap() {
+    let env = env();
+    env.install_source_crd();
+    let ns = env.namespace("agent-claim");
+    let n = ns.name();
+    let repo = env.repo("agent-claim");
+    let mine = manifests(&[("shared.yaml", configmap("shared", "a")), ("a.yaml", configmap("only-a", "1"))]);
+    push(env, &env.registry_dist, &repo, "a", mine.path());
+    let theirs = manifests(&[("b.yaml", configmap("only-b", "1")), ("shared.yaml", configmap("shared", "b"))]);
+    push(env, &env.registry_dist, &repo, "b", theirs.path());
+    let source = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {n}}}\nspec:\n  url: oci://{}/{repo}\n  ref: {{tag: {name}}}\n  interval: 5s\n  timeout: 1m\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n{extra}",
+            env.registry_dist
+        )
+    };
+    kubectl_apply(env, source("a", ""));
+    let agent = Agent::start(env, "claim", n, &[]);
+    wait_until("Source a applied", Duration::from_secs(60), &[&agent], || {
+        ready(&source_status(env, n, "a")).is_some_and(|(s, _)| s == "True")
+    });
+    let shared = env.object("configmap", Some(n), "shared").unwrap();
+    let a_id = shared["metadata"]["labels"][APPLYSET_PART_OF].as_str().unwrap().to_string();
+    let shared_rv = shared["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+
+    // force: true takes fields from other managers; it does not take another set's object.
+    kubectl_apply(env, source("b", "  force: true\n"));
+    wait_until("Source b refused", Duration::from_secs(60), &[&agent], || {
+        ready(&source_status(env, n, "b")).is_some_and(|(s, _)| s == "False")
+    });
+    let status = source_status(env, n, "b");
+    let reason = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(reason["reason"], "OwnershipConflict", "{status}");
+    let m = reason["message"].as_str().unwrap();
+    assert!(
+        m.contains(&format!("ConfigMap {n}/shared (shared.yaml:1) is a member of Source {n}/a's ApplySet ({a_id})")),
+        "{m}"
+    );
+    assert!(env.object("configmap", Some(n), "only-b").is_none(), "part of the refused artifact was applied");
+
+    // Several intervals of both Sources: the object stays a's, unwritten, and nothing is pruned.
+    std::thread::sleep(Duration::from_secs(12));
+    let shared = env.object("configmap", Some(n), "shared").unwrap();
+    assert_eq!(shared["metadata"]["labels"][APPLYSET_PART_OF], a_id.as_str(), "relabelled: {shared}");
+    assert_eq!(shared["metadata"]["resourceVersion"], shared_rv.as_str(), "the two sets flap: {shared}");
+    assert_eq!(shared["data"]["value"], "a");
+    assert!(env.object("configmap", Some(n), "only-a").is_some());
+    assert_eq!(ready(&source_status(env, n, "a")).map(|r| r.0).as_deref(), Some("True"));
+    let log = agent.log();
+    let pruned: Vec<&str> =
+        log.lines().filter(|l| l.contains("\"message\":\"pruned\"") && l.contains("\"object\"")).collect();
+    assert!(pruned.is_empty(), "something was pruned: {pruned:?}");
+}

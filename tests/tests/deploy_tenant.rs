@@ -166,13 +166,22 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         "config.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain-config}\ndata: {greeting: hi}\n",
     );
+    // Its own content: an object of another Source's set would be refused before the identity
+    // is tried (one object, one ApplySet).
+    let ghost_dir = scratch.path().join("ghost");
+    write(
+        &ghost_dir,
+        "config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ghost-config}\ndata: {greeting: boo}\n",
+    );
     let app_url = push_signed_v1(env, &app_dir, &key, "deploy-tenant-app");
+    let ghost_url = push_signed_v1(env, &ghost_dir, &key, "deploy-tenant-ghost");
     let esc_url = push_signed_v1(env, &esc_dir, &key, "deploy-tenant-escalate");
     let plain_url = push_signed_v1(env, &plain_dir, &key, "deploy-tenant-plain");
     let sources = [
         source("app", tenant.name(), &app_url, Some("berth-applier")),
         source("escalate", tenant.name(), &esc_url, Some("berth-applier")),
-        source("ghost", tenant.name(), &app_url, Some("ghost")),
+        source("ghost", tenant.name(), &ghost_url, Some("ghost")),
         // Names no account: the shipped --default-service-account applies it as berth-applier.
         source("plain", tenant.name(), &plain_url, None),
     ]
