@@ -133,7 +133,10 @@ fn peak_rss(pid: u32) -> u64 {
 /// Writes a gzipped tar by hand: `entries` is Python building `raw` tar bytes in chunks
 /// (`put(header)` and `fill(byte, n)`), so headers may declare what Python's tarfile refuses.
 fn raw_layer(dir: &Path, name: &str, entries: &str) -> PathBuf {
-    let layer = dir.join(name);
+    // One directory per layer: oras pushes from it, and each push writes its own key pair there.
+    let own = dir.join(name.split('.').next().unwrap_or(name));
+    std::fs::create_dir_all(&own).unwrap();
+    let layer = own.join(name);
     let prelude = "import io, sys, tarfile, gzip\ng = gzip.open(sys.argv[1], 'wb', compresslevel=9)\ndef put(i): g.write(i.tobuf(tarfile.USTAR_FORMAT))\ndef fill(b, n):\n  chunk = b * (1 << 20)\n  while n > 0:\n    k = min(n, len(chunk)); g.write(chunk[:k]); n -= k\n  g.write(b'\\0' * (-n % 512))\n";
     let ok = format!(
         "data = {CM}\nj = tarfile.TarInfo('ok.yaml'); j.size = len(data); put(j); g.write(data + b'\\0' * (-len(data) % 512))\n"
@@ -185,7 +188,7 @@ fn memory_bombs_from_a_signed_tenant_artifact_are_refused_within_the_agents_memo
     let mut sources = String::new();
     for (name, layer) in [("comments", &comments), ("pax", &pax), ("directory", &directory)] {
         assert!(std::fs::metadata(layer).unwrap().len() < 2 << 20, "{name} should be small compressed");
-        let (at, public) = push_signed(env, dir.path(), layer, FLUX_CONTENT);
+        let (at, public) = push_signed(env, layer.parent().unwrap(), layer, FLUX_CONTENT);
         sources.push_str(&hostile_source(env, ns.name(), name, &at, &public));
     }
     let repo = env.repo("agent-membomb-ok");

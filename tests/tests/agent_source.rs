@@ -230,10 +230,13 @@ fn semver_picks_the_highest_matching_tag_and_a_service_account_without_rights_is
         digests.insert(tag, push(env, &env.registry_dist, &repo, tag, dir.path()));
     }
     run_ok(env.kubectl_cmd().args(["create", "serviceaccount", "nobody", "-n", ns.name()]));
+    let other = env.namespace("agent-semver-sa");
     let sources = format!(
-        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: ranged, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{semver: \">=1.0.0, <2.0.0\"}}\n  interval: 5s\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n---\napiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: powerless, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{tag: \"1.0.0\"}}\n  interval: 5s\n  insecure: true\n  serviceAccountName: nobody\n  targetNamespace: {ns}\n  verify: {{insecureSkipVerify: true}}\n",
+        "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: ranged, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{semver: \">=1.0.0, <2.0.0\"}}\n  interval: 5s\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n---\napiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: powerless, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{tag: \"1.0.0\"}}\n  interval: 5s\n  insecure: true\n  serviceAccountName: nobody\n  targetNamespace: {other}\n  verify: {{insecureSkipVerify: true}}\n",
         ns = ns.name(),
-        reg = env.registry_dist
+        reg = env.registry_dist,
+        // Its own target namespace: both Sources hold the same object, which only one set may own.
+        other = other.name()
     );
     kubectl_apply(env, sources);
     let agent = Agent::start(env, "agent", ns.name(), &[]);
