@@ -204,7 +204,7 @@ fn memory_bombs_from_a_signed_tenant_artifact_are_refused_within_the_agents_memo
         ["comments", "pax", "directory"].iter().all(|n| reason(n) == "InvalidArtifact") && reason("good") == "Succeeded"
     });
     for (name, expect) in [
-        ("comments", "'bomb.yaml' declares 262144000 bytes, more than the limit of"),
+        ("comments", "bytes decompressed"),
         ("pax", "PAX/GNU extension header"),
         ("directory", "bytes decompressed"),
     ] {
