@@ -310,9 +310,10 @@ pub(crate) async fn converge(
     // A spec change (namespace, force, identity…) changes the plan even for the same digest:
     // it goes through the dry-run gate again.
     let spec_unchanged = src.status.as_ref().and_then(|s| s.observed_generation) == src.metadata.generation;
-    let drift_check = cached.as_ref().is_some_and(|c| c.vouched_for(src, &trust_print)) && spec_unchanged;
+    let vouched = cached.as_ref().is_some_and(|c| c.vouched_for(src, &trust_print));
+    let drift_check = vouched && spec_unchanged;
     let artifact = match cached {
-        Some(c) if c.vouched_for(src, &trust_print) => {
+        Some(c) if vouched => {
             tracing::debug!("digest unchanged; checking for drift");
             c
         }
