@@ -12,13 +12,15 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, Config};
 use tokio::sync::watch;
 
 use crate::leader::{self, Election, ElectionConfig, LeaderError};
-use crate::metrics::MetricsError;
+use crate::metrics::Metrics;
 use crate::receiver::{ReceiverConfig, ReceiverError, Triggers};
 use crate::reconcile::{self, Context, ReconcileError};
+use crate::runtime::RuntimeState;
+use crate::server::{Probes, ServeError};
 use crate::source::Source;
 
 /// Sources reconciled at the same time: bounds memory (each holds one artifact) and API load.
@@ -36,7 +38,7 @@ pub enum ControllerError {
     #[error(transparent)]
     Leader(#[from] LeaderError),
     #[error(transparent)]
-    Metrics(#[from] MetricsError),
+    Serve(#[from] ServeError),
     #[error(transparent)]
     Receiver(#[from] ReceiverError),
 }
@@ -87,18 +89,24 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
         None => Api::all(client.clone()),
     };
     sources.list(&ListParams::default().limit(1)).await.map_err(ControllerError::CrdMissing)?;
-    let metrics = crate::metrics::global();
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(RuntimeState::default());
     if let Some(addr) = opts.metrics_addr {
-        crate::metrics::serve(addr, client.clone()).await?;
+        let probes = Probes { client: client.clone(), state: state.clone(), metrics: metrics.clone() };
+        crate::server::serve_probes(addr, probes).await?;
     }
     let triggers = Triggers::default();
     if let Some(r) = opts.receiver {
-        crate::receiver::serve(client.clone(), r, triggers.clone()).await?;
+        crate::receiver::serve(client.clone(), r, triggers.clone(), state.clone()).await?;
     }
+    let lead = |leading: bool| {
+        state.set_leader(leading);
+        metrics.set_leader(leading);
+    };
 
     let reporter = Reporter { controller: "berth-agent".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let mut ctx = Context::new(client.clone(), config.clone(), recorder)
+    let mut ctx = Context::new(client.clone(), config.clone(), recorder, metrics.clone())
         .map_err(|e| ControllerError::Config(format!("creating a private temp dir: {e}")))?;
     if !opts.lockdown.is_empty() {
         tracing::info!(rules = ?opts.lockdown, "tenant lockdown on");
@@ -126,16 +134,16 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
         }
         None => None,
     };
-    metrics.set_started();
+    state.set_started();
 
     tracing::info!(namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"), "controller started");
     match &election {
         None => {
-            metrics.set_leader(true);
-            run_term(sources, ctx, &triggers, shutdown, None, opts.shutdown_grace).await;
+            lead(true);
+            run_term(sources, ctx, &state, &triggers, shutdown, None, opts.shutdown_grace).await;
         }
         Some(election) => loop {
-            metrics.set_leader(false);
+            lead(false);
             let mut leading = election.subscribe();
             let became_leader = tokio::select! {
                 r = async { leading.wait_for(|l| *l).await.is_ok() } => r,
@@ -144,16 +152,24 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
             if !became_leader {
                 break;
             }
-            metrics.set_leader(true);
-            if run_term(sources.clone(), ctx.clone(), &triggers, shutdown.clone(), Some(leading), opts.shutdown_grace)
-                .await
+            lead(true);
+            if run_term(
+                sources.clone(),
+                ctx.clone(),
+                &state,
+                &triggers,
+                shutdown.clone(),
+                Some(leading),
+                opts.shutdown_grace,
+            )
+            .await
                 == TermEnd::Shutdown
             {
                 break;
             }
         },
     }
-    metrics.set_leader(false);
+    lead(false);
     if let Some(election) = election {
         election.release().await;
     }
@@ -168,6 +184,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
 async fn run_term(
     sources: Api<Source>,
     ctx: Arc<Context>,
+    state: &Arc<RuntimeState>,
     triggers: &Triggers,
     mut shutdown: watch::Receiver<bool>,
     leading: Option<watch::Receiver<bool>>,
@@ -200,7 +217,8 @@ async fn run_term(
         })
     };
     let _abort_sweeper = AbortOnDrop(sweeper);
-    crate::metrics::global().set_synced(false);
+    state.set_synced(false);
+    let state = state.clone();
     let synced = tokio::spawn(async move {
         // Polled again every half second: the store's readiness is a oneshot channel that
         // wakes only its last poller, and kube-runtime's own scheduler waits on it too.
@@ -208,7 +226,7 @@ async fn run_term(
             match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
                     tracing::debug!("Source cache synced");
-                    crate::metrics::global().set_synced(true);
+                    state.set_synced(true);
                     break;
                 }
                 Ok(Err(e)) => {
@@ -270,13 +288,14 @@ impl Drop for AbortOnDrop {
 
 /// [`reconcile::reconcile`] with its duration and outcome recorded in the metrics.
 async fn measured_reconcile(src: Arc<Source>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any());
+    let key = reconcile::key_of(&src);
     let started = Instant::now();
+    let metrics = ctx.metrics.clone();
     let result = reconcile::reconcile(src, ctx).await;
     let reason = match &result {
         Ok(_) => "Succeeded",
         Err(e) => e.reason(),
     };
-    crate::metrics::global().reconciled(&key, result.is_ok(), reason, started.elapsed());
+    metrics.reconciled(&key, result.is_ok(), reason, started.elapsed());
     result
 }

@@ -22,5 +22,7 @@ pub mod plan;
 pub mod receiver;
 pub mod reconcile;
 pub mod rollback;
+pub mod runtime;
+pub mod server;
 pub mod shutdown;
 pub mod source;

@@ -1,35 +1,19 @@
-//! What the agent tells Prometheus and the kubelet: the process-wide metrics (reconcile
-//! duration and results by source and reason, objects applied/pruned, last applied time and
-//! digest, registry requests, leadership) and the small HTTP server on `--metrics-addr` that
-//! serves `/metrics`, `/healthz` and `/readyz`.
+//! What the agent tells Prometheus: reconcile duration and results by source and reason,
+//! objects applied/pruned, last applied time and digest, registry requests, rollbacks and
+//! leadership. One [`Metrics`] per controller, handed to the reconciles through their context
+//! and to the `/metrics` endpoint ([`crate::server`]); nothing here decides anything.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-/// Longest a `/readyz` probe waits for the API server before answering "not ready".
-pub const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// A connection that sends no complete request within this time is dropped (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    #[error("cannot listen on {addr} ({source}); pick a free address with --metrics-addr (or port 0)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -61,7 +45,7 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 16))
 }
 
-/// Every metric the agent exports, registered once per process.
+/// Every metric the agent exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -76,21 +60,16 @@ pub struct Metrics {
     rollbacks: Family<SourceLabel, Counter>,
     /// The info series currently exported per source, so a new digest replaces the old one.
     current_info: Mutex<HashMap<String, InfoLabels>>,
-    /// Sources listed and the controller started (or following, waiting for the Lease).
-    started: AtomicBool,
-    /// The leader's Source cache holds the initial list (kube-runtime store ready).
-    synced: AtomicBool,
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process-wide metrics.
-pub fn global() -> &'static Metrics {
-    &METRICS
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("berth");
         let reconcile_duration = Family::<SourceLabel, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram as fn() -> Histogram,
@@ -152,8 +131,6 @@ impl Metrics {
             leader,
             rollbacks,
             current_info: Mutex::default(),
-            started: AtomicBool::new(false),
-            synced: AtomicBool::new(false),
         }
     }
 
@@ -200,21 +177,9 @@ impl Metrics {
         self.rollbacks.get_or_create(&SourceLabel { source: source.to_string() }).inc();
     }
 
+    /// Mirrors [`crate::runtime::RuntimeState`]'s leadership for dashboards.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
-    }
-
-    /// 1 while leading (or running without election), else 0.
-    pub fn leader_value(&self) -> i64 {
-        self.leader.get()
-    }
-
-    pub fn set_synced(&self, synced: bool) {
-        self.synced.store(synced, Ordering::Release);
-    }
-
-    pub fn set_started(&self) {
-        self.started.store(true, Ordering::Release);
     }
 
     /// The text exposition (OpenMetrics, which Prometheus reads).
@@ -223,118 +188,6 @@ impl Metrics {
         // Writing into a String cannot fail; an error would only mean a half page.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// Binds `addr` now (so a taken port fails the start, loudly) and serves the probes and
-/// metrics in the background. Returns the bound address (port 0 picks a free one).
-pub async fn serve(addr: SocketAddr, client: kube::Client) -> Result<SocketAddr, MetricsError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
-    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    let client = Arc::new(client);
-    // Probes and scrapes come from the cluster network; no per-listener limits here.
-    tokio::spawn(serve_http(listener, None, move |req| {
-        let client = client.clone();
-        async move { Ok::<_, Infallible>(route(req, &client).await) }
-    }));
-    Ok(bound)
-}
-
-async fn route(req: Request<Incoming>, client: &kube::Client) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
-    }
-    match req.uri().path() {
-        "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(global().encode())));
-            if let Ok(v) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse() {
-                r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-            }
-            r
-        }
-        // Alive while the runtime answers requests.
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
-            if !global().started.load(Ordering::Acquire) {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "starting: Sources not listed yet\n");
-            }
-            // A follower is ready: it has nothing to reach until it leads. A leader (or a
-            // lone agent) needs the API server.
-            if global().leader.get() == 1 {
-                if !global().synced.load(Ordering::Acquire) {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "leader: Source cache not synced yet\n");
-                }
-                match tokio::time::timeout(READY_PROBE_TIMEOUT, client.apiserver_version()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        return text(StatusCode::SERVICE_UNAVAILABLE, &format!("API server unreachable: {e}\n"));
-                    }
-                    Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "API server did not answer in time\n"),
-                }
-            }
-            text(StatusCode::OK, "ok\n")
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
-    }
-}
-
-pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r
-}
-
-/// What one listener of [`serve_http`] may hold at once.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnectionLimits {
-    /// Connections served at once; more wait in the kernel's accept queue until one ends.
-    pub connections: usize,
-    /// Largest request head (request line and headers) read into memory; larger → 431.
-    pub header_bytes: usize,
-}
-
-/// Accept loop shared by the metrics server and the receiver: HTTP/1.1, one task per
-/// connection, header read timeout, and optionally [`ConnectionLimits`].
-pub(crate) async fn serve_http<F, Fut>(listener: tokio::net::TcpListener, limits: Option<ConnectionLimits>, handler: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
-{
-    let slots = limits.map(|l| Arc::new(tokio::sync::Semaphore::new(l.connections)));
-    loop {
-        // Waiting for a slot before accepting leaves the next connections queued in the
-        // kernel (served in order as slots free up) instead of costing a task each.
-        let slot = match &slots {
-            Some(s) => match s.clone().acquire_owned().await {
-                Ok(permit) => Some(permit),
-                Err(_) => return, // the semaphore is never closed
-            },
-            None => None,
-        };
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and similar: wait instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let service = hyper::service::service_fn(handler);
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-            if let Some(l) = limits {
-                builder.max_header_size(l.header_bytes).max_buf_size(l.header_bytes.max(8192));
-            }
-            if let Err(e) = builder.serve_connection(io, service).await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-        });
     }
 }
 

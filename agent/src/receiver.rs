@@ -23,7 +23,7 @@
 //! needs its body before it can be judged, so only [`MAX_UNVERIFIED_BODIES`] such bodies, each
 //! at most its declared length ≤ [`MAX_BODY_BYTES`], are read at once, each within
 //! [`BODY_DEADLINE`]. At most [`MAX_CONNECTIONS`] connections are served at once, each head at
-//! most [`MAX_HEADER_BYTES`] within `metrics::HEADER_READ_TIMEOUT`.
+//! most [`MAX_HEADER_BYTES`] within `server::HEADER_READ_TIMEOUT`.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -46,7 +46,8 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, broadcast};
 
-use crate::metrics::{ConnectionLimits, text};
+use crate::runtime::RuntimeState;
+use crate::server::{ConnectionLimits, text};
 use crate::source::Source;
 
 /// Largest request body read; a registry envelope of one push is a few KiB.
@@ -146,6 +147,7 @@ struct Receiver {
     client: Client,
     config: ReceiverConfig,
     triggers: Triggers,
+    state: Arc<RuntimeState>,
     credentials: Credentials,
     unverified_bodies: Semaphore,
     seen: Mutex<SeenSignatures>,
@@ -229,7 +231,13 @@ impl SeenSignatures {
 }
 
 /// Binds now (a taken port fails the start) and serves in the background.
-pub async fn serve(client: Client, config: ReceiverConfig, triggers: Triggers) -> Result<SocketAddr, ReceiverError> {
+/// Only a leader's triggers reach a running controller: followers answer 503 (`state`).
+pub async fn serve(
+    client: Client,
+    config: ReceiverConfig,
+    triggers: Triggers,
+    state: Arc<RuntimeState>,
+) -> Result<SocketAddr, ReceiverError> {
     let addr = config.addr;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ReceiverError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| ReceiverError::Bind { addr, source })?;
@@ -239,12 +247,13 @@ pub async fn serve(client: Client, config: ReceiverConfig, triggers: Triggers) -
         client,
         config,
         triggers,
+        state,
         credentials,
         unverified_bodies: Semaphore::new(MAX_UNVERIFIED_BODIES),
         seen: Mutex::default(),
     });
     let limits = ConnectionLimits { connections: MAX_CONNECTIONS, header_bytes: MAX_HEADER_BYTES };
-    tokio::spawn(crate::metrics::serve_http(listener, Some(limits), move |req| {
+    tokio::spawn(crate::server::serve_http(listener, Some(limits), move |req| {
         let receiver = receiver.clone();
         async move { Ok::<_, Infallible>(receiver.handle(req).await) }
     }));
@@ -362,7 +371,7 @@ impl Receiver {
             }
         }
         drop(slot);
-        if crate::metrics::global().leader_value() != 1 {
+        if !self.state.is_leader() {
             return text(StatusCode::SERVICE_UNAVAILABLE, "not the leader; retry\n");
         }
         if path == "/hook/registry" {

@@ -66,6 +66,7 @@ pub struct Context {
     pub client: Client,
     pub config: Config,
     pub recorder: Recorder,
+    pub metrics: Arc<crate::metrics::Metrics>,
     cache: Mutex<HashMap<String, Cached>>,
     failures: Mutex<HashMap<String, u32>>,
     /// Private (0700) directory for registry CA bundles read from Secrets.
@@ -85,12 +86,18 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, recorder: Recorder) -> std::io::Result<Self> {
+    pub fn new(
+        client: Client,
+        config: Config,
+        recorder: Recorder,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> std::io::Result<Self> {
         let scratch = tempfile::Builder::new().prefix("berth-agent-").tempdir()?;
         Ok(Context {
             client,
             config,
             recorder,
+            metrics,
             cache: Mutex::default(),
             failures: Mutex::default(),
             scratch,
@@ -281,7 +288,7 @@ pub(crate) async fn converge(
 
     // Resolve: one HEAD request (or a tag list for semver).
     let resolution = fetch::resolve(&registry, &reference, semver.as_deref()).await;
-    crate::metrics::global().registry_request("resolve", resolution.is_ok());
+    ctx.metrics.registry_request("resolve", resolution.is_ok());
     let (mut resolved, mut digest) = resolution.map_err(|e| no_digest(e.into()))?;
     let mut held = false;
     if let Some(h) = hold
@@ -323,7 +330,7 @@ pub(crate) async fn converge(
             // so a refusal leaves nothing trusted behind.
             tracing::info!("spec or trust policy changed; verifying the applied digest again");
             ctx.forget(&key);
-            let signer = verify_counted(&registry, &resolved, &digest, &trust).await.map_err(with_digest)?;
+            let signer = verify_counted(ctx, &registry, &resolved, &digest, &trust).await.map_err(with_digest)?;
             Cached { generation: src.metadata.generation, trust: trust_print, signer, ..c }
         }
         None => {
@@ -331,9 +338,9 @@ pub(crate) async fn converge(
             let mut grant = ctx.budget.reserve(|| ctx.evict_one()).await;
             let share = ctx.budget.share();
             let pulled = fetch::pull(&registry, &resolved, &digest, share).await;
-            crate::metrics::global().registry_request("pull", pulled.is_ok());
+            ctx.metrics.registry_request("pull", pulled.is_ok());
             let pulled = pulled.map_err(|e| with_digest(e.into()))?;
-            let signer = verify_counted(&registry, &resolved, &digest, &trust).await.map_err(with_digest)?;
+            let signer = verify_counted(ctx, &registry, &resolved, &digest, &trust).await.map_err(with_digest)?;
             let at = resolved.with_digest(digest.clone()).to_string();
             if src.spec.verify.refuse_older && !matches!(src.spec.reference.kind(), Ok(RefKind::Digest(_))) {
                 let applied = src.status.as_ref().and_then(|s| s.last_applied_created.as_deref());
@@ -413,13 +420,14 @@ pub(crate) async fn converge(
 
 /// Phase 3 with its outcome counted in the registry metrics.
 async fn verify_counted(
+    ctx: &Context,
     registry: &Registry,
     resolved: &Reference,
     digest: &Digest,
     trust: &Trust,
 ) -> Result<String, ReconcileError> {
     let signer = fetch::verify(registry, resolved, digest, trust).await;
-    crate::metrics::global().registry_request("verify", signer.is_ok());
+    ctx.metrics.registry_request("verify", signer.is_ok());
     Ok(signer?)
 }
 
@@ -702,7 +710,7 @@ pub(crate) async fn record_success(
         });
     }
     write_status(src, ctx, status).await?;
-    crate::metrics::global().applied(
+    ctx.metrics.applied(
         &key_of(src),
         &applied.digest.to_string(),
         applied.revision.as_deref(),

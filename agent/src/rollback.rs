@@ -134,7 +134,7 @@ async fn reverify(src: &Source, ctx: &Context, good: &Digest) -> Result<String, 
     let registry = reconcile::registry_for(src, ctx, &reference).await?;
     let trust = reconcile::trust_of(src, ctx).await?;
     let signer = fetch::verify(&registry, &reference, good, &trust).await;
-    crate::metrics::global().registry_request("verify", signer.is_ok());
+    ctx.metrics.registry_request("verify", signer.is_ok());
     Ok(signer?)
 }
 
@@ -163,7 +163,7 @@ async fn record_rolled_back(
     reconcile::write_status(src, ctx, status).await?;
     let note = format!("{msg}: {e}");
     reconcile::publish(ctx, src, EventType::Warning, CONDITION, "Rollback", note).await;
-    crate::metrics::global().rolled_back(&reconcile::key_of(src));
+    ctx.metrics.rolled_back(&reconcile::key_of(src));
     Ok(())
 }
 
