@@ -5,20 +5,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Config};
 use tokio::sync::watch;
 
+use crate::context::Context;
 use crate::leader::{self, Election, ElectionConfig, LeaderError};
 use crate::metrics::Metrics;
 use crate::receiver::{ReceiverConfig, ReceiverError, Triggers};
-use crate::reconcile::{self, Context, ReconcileError};
+use crate::reconcile;
 use crate::runtime::RuntimeState;
 use crate::server::{Probes, ServeError};
 use crate::source::Source;
@@ -211,7 +212,7 @@ async fn run_term(
                 ) {
                     continue;
                 }
-                let live = store.state().iter().map(|s| reconcile::key_of(s)).collect();
+                let live = store.state().iter().map(|s| s.key()).collect();
                 ctx.retain_sources(&live);
             }
         })
@@ -243,7 +244,7 @@ async fn run_term(
         .graceful_shutdown_on(async move {
             let _ = stop_rx.await;
         })
-        .run(measured_reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(source = %obj.name, "reconciled"),
@@ -284,18 +285,4 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// [`reconcile::reconcile`] with its duration and outcome recorded in the metrics.
-async fn measured_reconcile(src: Arc<Source>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = reconcile::key_of(&src);
-    let started = Instant::now();
-    let metrics = ctx.metrics.clone();
-    let result = reconcile::reconcile(src, ctx).await;
-    let reason = match &result {
-        Ok(_) => "Succeeded",
-        Err(e) => e.reason(),
-    };
-    metrics.reconciled(&key, result.is_ok(), reason, started.elapsed());
-    result
 }

@@ -16,6 +16,7 @@ use berth::registry::{Registry, RegistryError};
 use berth::signature::policy::{self, TrustPolicy, VerifyError};
 
 use crate::budget::PARSED_FACTOR;
+use crate::conditions::reason;
 use crate::plan::Desired;
 
 /// Largest content layer the agent downloads, whatever its memory budget: the layer is kept
@@ -52,16 +53,35 @@ impl Trust {
     }
 }
 
-/// A pulled, verified, unpacked artifact.
+/// A pulled, verified, unpacked artifact: what the controller applies and remembers, and
+/// what the one-shot commands apply.
 #[derive(Debug, Clone)]
-pub struct Fetched {
+pub struct Artifact {
     pub digest: Digest,
     /// `org.opencontainers.image.revision`, when the artifact has one.
     pub revision: Option<String>,
+    /// `org.opencontainers.image.created`, when the artifact has one.
+    pub created: Option<String>,
     /// `key sha256:… (source)` of the verifying key, or `unverified`.
     pub signer: String,
     pub manifests: Vec<Desired>,
 }
+
+/// What a caller learns and decides while [`fetch_digest`] runs.
+pub trait Observer {
+    /// One registry operation (`resolve`, `pull`, `verify`) finished.
+    fn request(&self, _operation: &'static str, _ok: bool) {}
+    /// The artifact is pulled and its signature verified; refuse it before it is unpacked.
+    fn check(&self, _at: &str, _pulled: &Pulled) -> Result<(), FetchError> {
+        Ok(())
+    }
+}
+
+/// Observes nothing and accepts every verified artifact.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -99,22 +119,17 @@ impl FetchError {
     /// A kstatus-friendly reason users can act on.
     pub fn reason(&self) -> &'static str {
         match self {
-            FetchError::Registry(e) if e.is_not_found() => "ArtifactNotFound",
-            FetchError::Registry(_) | FetchError::VerifyUnavailable { .. } => "RegistryUnavailable",
-            FetchError::NoSemverMatch { .. } => "NoMatchingTag",
-            FetchError::InvalidSemver { .. } => "InvalidSpec",
+            FetchError::Registry(e) if e.is_not_found() => reason::ARTIFACT_NOT_FOUND,
+            FetchError::Registry(_) | FetchError::VerifyUnavailable { .. } => reason::REGISTRY_UNAVAILABLE,
+            FetchError::NoSemverMatch { .. } => reason::NO_MATCHING_TAG,
+            FetchError::InvalidSemver { .. } => reason::INVALID_SPEC,
             FetchError::Artifact { .. } | FetchError::LayerTooLarge { .. } | FetchError::OverBudget { .. } => {
-                "InvalidArtifact"
+                reason::INVALID_ARTIFACT
             }
-            FetchError::Manifest { .. } | FetchError::Input(_) => "InvalidManifests",
-            FetchError::Untrusted { .. } => "VerificationFailed",
-            FetchError::Older { .. } => "OlderArtifact",
+            FetchError::Manifest { .. } | FetchError::Input(_) => reason::INVALID_MANIFESTS,
+            FetchError::Untrusted { .. } => reason::VERIFICATION_FAILED,
+            FetchError::Older { .. } => reason::OLDER_ARTIFACT,
         }
-    }
-
-    /// Whether retrying later can help without anyone changing anything.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Registry(_) | FetchError::VerifyUnavailable { .. })
     }
 }
 
@@ -290,19 +305,42 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, FetchError> {
     Ok(out)
 }
 
-/// All four phases for one reference, within `share` bytes of memory.
+/// Pull → verify → unpack of one digest, within `share` bytes of memory: the one place these
+/// phases are put together, for the controller and the one-shot commands. Returns the
+/// artifact and the bytes its manifests were charged (the layer itself is dropped here).
+pub async fn fetch_digest(
+    registry: &Registry,
+    resolved: &Reference,
+    digest: &Digest,
+    trust: &Trust,
+    share: u64,
+    observer: &impl Observer,
+) -> Result<(Artifact, u64), FetchError> {
+    let pulled = pull(registry, resolved, digest, share).await;
+    observer.request("pull", pulled.is_ok());
+    let pulled = pulled?;
+    let signer = verify(registry, resolved, digest, trust).await;
+    observer.request("verify", signer.is_ok());
+    let signer = signer?;
+    let at = resolved.with_digest(digest.clone()).to_string();
+    observer.check(&at, &pulled)?;
+    let (manifests, charged) = unpack(&at, &pulled.layer, share)?;
+    let artifact =
+        Artifact { digest: digest.clone(), revision: pulled.revision, created: pulled.created, signer, manifests };
+    Ok((artifact, charged))
+}
+
+/// Resolve, then [`fetch_digest`]: one reference, for the one-shot commands.
 pub async fn fetch(
     registry: &Registry,
     reference: &Reference,
     semver: Option<&str>,
     trust: &Trust,
     share: u64,
-) -> Result<Fetched, FetchError> {
+) -> Result<Artifact, FetchError> {
     let (resolved, digest) = resolve(registry, reference, semver).await?;
-    let pulled = pull(registry, &resolved, &digest, share).await?;
-    let signer = verify(registry, &resolved, &digest, trust).await?;
-    let (manifests, _) = unpack(&resolved.with_digest(digest.clone()).to_string(), &pulled.layer, share)?;
-    Ok(Fetched { digest, revision: pulled.revision, signer, manifests })
+    let (artifact, _) = fetch_digest(registry, &resolved, &digest, trust, share, &Unobserved).await?;
+    Ok(artifact)
 }
 
 #[cfg(test)]
@@ -317,7 +355,7 @@ mod tests {
         assert!(refuse_older(at, Some("2026-01-02T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_ok());
         assert!(refuse_older(at, Some("2026-01-01T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_ok());
         let e = refuse_older(at, Some("2025-12-31T23:59:59Z"), Some("2026-01-01T00:00:00Z")).unwrap_err();
-        assert_eq!(e.reason(), "OlderArtifact");
+        assert_eq!(e.reason(), reason::OLDER_ARTIFACT);
         assert!(e.to_string().contains("created 2025-12-31T23:59:59Z, the applied one 2026-01-01T00:00:00Z"), "{e}");
         assert!(refuse_older(at, None, Some("2026-01-01T00:00:00Z")).is_err());
         assert!(refuse_older(at, Some("yesterday"), Some("2026-01-01T00:00:00Z")).is_err());

@@ -5,9 +5,12 @@
 //! reconcile), [`engine`] (plan → dry-run → apply → prune → wait over one set of manifests),
 //! then the parts it uses: [`plan`], [`apply`], [`inventory`], [`health`].
 
+pub mod access;
 pub mod api_error;
 pub mod apply;
 pub mod budget;
+pub mod conditions;
+pub mod context;
 pub mod controller;
 pub mod duration;
 pub mod engine;
@@ -26,3 +29,4 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+pub mod status;

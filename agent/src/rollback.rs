@@ -1,25 +1,16 @@
-//! Automatic rollback (`spec.rollback: onHealthFailure`): when a new digest fails its health
-//! wait, the agent re-verifies the last applied digest against today's trust policy,
-//! re-applies it, records a `RolledBack` condition naming both digests and a Warning Event,
-//! and then holds there. It never loops: while the ref still resolves to the failed digest,
-//! reconciles keep the good one; the failed digest is tried again only when the ref points
-//! elsewhere or the user changes the `berth.dev/retry` annotation. A last good digest whose
-//! signature no longer verifies (the key was rotated) is never re-applied.
-
-use std::time::Duration;
+//! Automatic rollback (`spec.rollback: onHealthFailure`), as decisions the reconcile acts on:
+//! whether a failure calls for going back to the last applied digest, and which hold is in
+//! force. The reconcile re-verifies the last good digest against today's trust policy,
+//! re-applies it and records `RolledBack`; it never loops: while the ref still resolves to the
+//! failed digest, reconciles keep the good one; the failed digest is tried again only when the
+//! ref points elsewhere or the user changes the `berth.dev/retry` annotation. A last good
+//! digest whose signature no longer verifies (the key was rotated) is never re-applied.
 
 use berth::digest::Digest;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
-use crate::engine::SyncError;
-use crate::fetch;
-use crate::reconcile::{self, Applied, Context, ReconcileError};
 use crate::source::Source;
 
-/// Condition type set while the Source is held at the last good digest.
-pub const CONDITION: &str = "RolledBack";
 /// Changing this annotation (any new value) asks for one more try of the failed digest.
 pub const RETRY_ANNOTATION: &str = "berth.dev/retry";
 
@@ -45,6 +36,20 @@ impl Hold {
         }
         Some(Hold { failed, good })
     }
+
+    /// The Ready message while held; the same text on the rollback and on every later
+    /// reconcile so the status does not flap.
+    pub fn message(&self) -> String {
+        format!(
+            "{} failed its health check; rolled back to {} and holding there until the ref points elsewhere or the {RETRY_ANNOTATION} annotation changes",
+            self.failed, self.good
+        )
+    }
+
+    /// The `RolledBack` condition's message.
+    pub fn summary(&self) -> String {
+        format!("rolled back from {} to {}", self.failed, self.good)
+    }
 }
 
 /// The current value of the retry annotation.
@@ -52,164 +57,82 @@ pub fn retry_value(src: &Source) -> Option<String> {
     src.annotations().get(RETRY_ANNOTATION).cloned()
 }
 
-fn interval(src: &Source) -> Duration {
-    src.spec.interval().unwrap_or(Duration::from_secs(300))
-}
-
-/// The Ready message while held; the same text on the rollback and on every later reconcile
-/// so the status does not flap.
-fn held_message(h: &Hold) -> String {
-    format!(
-        "{} failed its health check; rolled back to {} and holding there until the ref points elsewhere or the {RETRY_ANNOTATION} annotation changes",
-        h.failed, h.good
-    )
-}
-
-/// What rollback did with a failed reconcile.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Rolled back (or the ref moved and applied): the reconcile's result.
-    Done(Result<Action, ReconcileError>),
-    /// Not rolled back; the failure and why are recorded. The caller returns its error.
-    Recorded,
-}
-
-/// Called when a reconcile failed. `None` when rollback does not apply: record the failure
-/// as usual.
-pub(crate) async fn after_failure(
-    src: &Source,
-    ctx: &Context,
-    e: &ReconcileError,
-    attempted: Option<&Digest>,
-) -> Option<Outcome> {
+/// After a failed reconcile: the hold to roll back to, or `None` to record the failure as it
+/// is. Only a verdict on a new digest's health counts (`health_verdict`: not a health check cut
+/// short by losing the API server, which would stop the rollback too), and only when there is
+/// an older applied digest to return to.
+pub fn after_failure(src: &Source, health_verdict: bool, attempted: Option<&Digest>) -> Option<Hold> {
     src.spec.rollback?;
-    // Only a verdict on the new digest's health: not a health check cut short by losing the
-    // API server (the rollback could not be applied either).
-    if !matches!(e, ReconcileError::Sync(s @ SyncError::Health(_)) if !s.unreachable()) {
+    if !health_verdict {
         return None;
     }
     let failed = attempted?.clone();
     let good: Digest = src.status.as_ref()?.last_applied_digest.as_deref()?.parse().ok()?;
-    if good == failed {
-        // The digest that was healthy before is what failed now (drift, a node outage…):
-        // there is nothing older to return to.
-        return None;
-    }
-    let hold = Hold { failed, good };
-    tracing::warn!(failed = %hold.failed, good = %hold.good, error = %e, "health check failed; rolling back");
-    if let Err(why) = reverify(src, ctx, &hold.good).await {
-        tracing::warn!(good = %hold.good, error = %why, "not rolling back: the last good digest no longer verifies");
-        let note = format!("not rolled back: the last applied digest {} no longer verifies ({why})", hold.good);
-        return Some(refused(src, ctx, e, &hold, note).await);
-    }
-    match reconcile::converge(src, ctx, Some(&hold)).await {
-        Ok((_, applied)) if applied.held => {
-            let result = record_rolled_back(src, ctx, e, &hold, &applied).await;
-            Some(Outcome::Done(result.map(|()| Action::requeue(interval(src)))))
+    // The digest that was healthy before is what failed now (drift, a node outage…): there is
+    // nothing older to return to.
+    (good != failed).then_some(Hold { failed, good })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn source(rollback: bool, status: serde_json::Value, retry: Option<&str>) -> Source {
+        let mut spec =
+            serde_json::json!({"url": "oci://r/a", "ref": {"tag": "v1"}, "verify": {"insecureSkipVerify": true}});
+        if rollback {
+            spec["rollback"] = "onHealthFailure".into();
         }
-        // The ref moved while we rolled back: the new digest applied cleanly.
-        Ok((report, applied)) => {
-            let result = reconcile::record_success(src, ctx, &report, &applied).await;
-            Some(Outcome::Done(result.map(|()| Action::requeue(interval(src)))))
+        let mut metadata = serde_json::json!({"name": "s", "namespace": "ns"});
+        if let Some(r) = retry {
+            metadata["annotations"] = serde_json::json!({ RETRY_ANNOTATION: r });
         }
-        Err((rollback_error, _)) => {
-            tracing::warn!(error = %rollback_error, "rollback failed");
-            let note = format!("rolling back to {} failed too: {rollback_error}", hold.good);
-            Some(refused(src, ctx, e, &hold, note).await)
+        let v = serde_json::json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Source",
+            "metadata": metadata, "spec": spec, "status": status});
+        match serde_json::from_value(v) {
+            Ok(s) => s,
+            Err(e) => panic!("test Source does not parse: {e}"),
         }
     }
-}
 
-async fn refused(src: &Source, ctx: &Context, e: &ReconcileError, hold: &Hold, note: String) -> Outcome {
-    match record_refused(src, ctx, e, hold, note).await {
-        Ok(()) => Outcome::Recorded,
-        Err(status_error) => Outcome::Done(Err(status_error)),
+    fn digest(s: &str) -> Digest {
+        match s.parse() {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        }
     }
-}
 
-/// Checks the last good digest's signature against the trust policy as it is now, even when
-/// its manifests are cached: a rotated key must stop a rollback to content it no longer trusts.
-async fn reverify(src: &Source, ctx: &Context, good: &Digest) -> Result<String, ReconcileError> {
-    let reference = reconcile::reference_of(src)?;
-    let registry = reconcile::registry_for(src, ctx, &reference).await?;
-    let trust = reconcile::trust_of(src, ctx).await?;
-    let signer = fetch::verify(&registry, &reference, good, &trust).await;
-    ctx.metrics.registry_request("verify", signer.is_ok());
-    Ok(signer?)
-}
-
-async fn record_rolled_back(
-    src: &Source,
-    ctx: &Context,
-    e: &ReconcileError,
-    hold: &Hold,
-    applied: &Applied,
-) -> Result<(), ReconcileError> {
-    let mut status = src.status.clone().unwrap_or_default();
-    let generation = src.metadata.generation;
-    let conditions = &mut status.conditions;
-    reconcile::set_condition(conditions, "Ready", "False", CONDITION, &held_message(hold), generation);
-    let msg = format!("rolled back from {} to {}", hold.failed, hold.good);
-    reconcile::set_condition(conditions, CONDITION, "True", "HealthCheckFailed", &msg, generation);
-    reconcile::clear_condition(conditions, "Reconciling");
-    reconcile::clear_condition(conditions, "Stalled");
-    status.observed_generation = generation;
-    status.last_applied_digest = Some(applied.digest.to_string());
-    status.last_applied_revision = applied.revision.clone();
-    status.last_attempted_digest = Some(hold.failed.to_string());
-    status.signer = Some(applied.signer.clone());
-    status.failed_digest = Some(hold.failed.to_string());
-    status.last_handled_retry = retry_value(src);
-    reconcile::write_status(src, ctx, status).await?;
-    let note = format!("{msg}: {e}");
-    reconcile::publish(ctx, src, EventType::Warning, CONDITION, "Rollback", note).await;
-    ctx.metrics.rolled_back(&reconcile::key_of(src));
-    Ok(())
-}
-
-/// A reconcile while held: the good digest was re-applied (drift correction); the status
-/// says held, and a restart's `Reconciling` is cleared.
-pub(crate) async fn record_held(
-    src: &Source,
-    ctx: &Context,
-    hold: &Hold,
-    applied: &Applied,
-) -> Result<(), ReconcileError> {
-    let mut status = src.status.clone().unwrap_or_default();
-    let generation = src.metadata.generation;
-    reconcile::set_condition(&mut status.conditions, "Ready", "False", CONDITION, &held_message(hold), generation);
-    let msg = format!("rolled back from {} to {}", hold.failed, hold.good);
-    reconcile::set_condition(&mut status.conditions, CONDITION, "True", "HealthCheckFailed", &msg, generation);
-    reconcile::clear_condition(&mut status.conditions, "Reconciling");
-    status.observed_generation = generation;
-    status.last_applied_digest = Some(applied.digest.to_string());
-    status.last_handled_retry = retry_value(src);
-    reconcile::write_status(src, ctx, status).await
-}
-
-/// No rollback: the failure is recorded as usual, with why, and any earlier `RolledBack`
-/// condition is cleared (it would describe a state that is gone).
-async fn record_refused(
-    src: &Source,
-    ctx: &Context,
-    e: &ReconcileError,
-    hold: &Hold,
-    note: String,
-) -> Result<(), ReconcileError> {
-    let mut status = src.status.clone().unwrap_or_default();
-    let generation = src.metadata.generation;
-    let msg = format!("{e}; {note}");
-    reconcile::set_condition(&mut status.conditions, "Ready", "False", e.reason(), &msg, generation);
-    reconcile::clear_condition(&mut status.conditions, CONDITION);
-    reconcile::clear_condition(&mut status.conditions, "Reconciling");
-    status.observed_generation = generation;
-    status.last_attempted_digest = Some(hold.failed.to_string());
-    status.failed_digest = None;
-    status.last_handled_retry = retry_value(src);
-    let changed = src.status.as_ref().map(|s| &s.conditions) != Some(&status.conditions);
-    reconcile::write_status(src, ctx, status).await?;
-    if changed {
-        reconcile::publish(ctx, src, EventType::Warning, "RollbackRefused", "Rollback", msg).await;
+    #[test]
+    fn a_failed_health_check_of_a_new_digest_rolls_back_to_the_applied_one() {
+        let src = source(true, serde_json::json!({"lastAppliedDigest": A}), None);
+        let hold = after_failure(&src, true, Some(&digest(B)));
+        assert_eq!(hold, Some(Hold { failed: digest(B), good: digest(A) }));
     }
-    Ok(())
+
+    #[test]
+    fn no_rollback_without_the_policy_a_verdict_or_an_older_digest() {
+        let applied = serde_json::json!({"lastAppliedDigest": A});
+        assert_eq!(after_failure(&source(false, applied.clone(), None), true, Some(&digest(B))), None);
+        // Not a verdict (the API server went away, the registry failed, …).
+        assert_eq!(after_failure(&source(true, applied.clone(), None), false, Some(&digest(B))), None);
+        // The applied digest itself turned unhealthy: nothing older to go to.
+        assert_eq!(after_failure(&source(true, applied.clone(), None), true, Some(&digest(A))), None);
+        // Nothing applied yet, or the digest never resolved.
+        assert_eq!(after_failure(&source(true, serde_json::json!({}), None), true, Some(&digest(B))), None);
+        assert_eq!(after_failure(&source(true, applied, None), true, None), None);
+    }
+
+    #[test]
+    fn a_hold_lasts_until_the_retry_annotation_changes() {
+        let held = serde_json::json!({"lastAppliedDigest": A, "failedDigest": B, "lastHandledRetry": "1"});
+        let want = Some(Hold { failed: digest(B), good: digest(A) });
+        assert_eq!(Hold::of(&source(true, held.clone(), None)), want);
+        assert_eq!(Hold::of(&source(true, held.clone(), Some("1"))), want);
+        assert_eq!(Hold::of(&source(true, held.clone(), Some("2"))), None);
+        assert_eq!(Hold::of(&source(false, held, None)), None);
+        assert_eq!(Hold::of(&source(true, serde_json::json!({"lastAppliedDigest": A}), None)), None);
+    }
 }

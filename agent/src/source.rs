@@ -277,6 +277,14 @@ impl SourceRef {
     }
 }
 
+impl Source {
+    /// `namespace/name`: how the agent names a Source in logs, metrics and its own maps.
+    pub fn key(&self) -> String {
+        use kube::ResourceExt as _;
+        format!("{}/{}", self.namespace().unwrap_or_default(), self.name_any())
+    }
+}
+
 impl SourceSpec {
     /// Checks everything about the spec that does not need the cluster or the registry.
     pub fn validate(&self) -> Result<(), SpecError> {
