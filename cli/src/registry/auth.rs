@@ -8,6 +8,51 @@ use oci_client::secrets::RegistryAuth;
 
 use super::{MAX_MANIFEST_BYTES, Refusal, Registry, RegistryError, read_limited};
 
+/// The credentials a registry client presents, chosen by whoever builds it. The library
+/// never looks for any itself: no environment variables, no Docker `config.json`, no
+/// credential helpers. A CLI that wants those reads them in its command layer and passes
+/// what it found as [`Credentials::Given`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// None: every request is anonymous.
+    #[default]
+    Anonymous,
+    /// A user and a password or access token, as the caller was given them (a flag, a
+    /// Kubernetes Secret). Sent as Basic credentials, to the registry and to a token
+    /// service that may have them.
+    Given { user: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::Given { user, .. } => f.debug_struct("Given").field("user", user).finish_non_exhaustive(),
+        }
+    }
+}
+
+impl From<Option<(String, String)>> for Credentials {
+    /// `(user, password)` when there are any, else anonymous.
+    fn from(found: Option<(String, String)>) -> Credentials {
+        match found {
+            Some((user, password)) => Credentials::Given { user, password },
+            None => Credentials::Anonymous,
+        }
+    }
+}
+
+impl Credentials {
+    /// How oci-client and berth's own requests present them.
+    pub(super) fn to_registry_auth(&self) -> RegistryAuth {
+        match self {
+            Credentials::Anonymous => RegistryAuth::Anonymous,
+            Credentials::Given { user, password } => RegistryAuth::Basic(user.clone(), password.clone()),
+        }
+    }
+}
+
 impl Registry {
     /// GET `url`, answering a 401 challenge (Bearer token or Basic) once.
     pub(super) async fn get_with_auth(
@@ -268,7 +313,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_upload_location_on_another_host_gets_no_authorization() {
-        let options = RegistryOptions { creds: Some(("ci".into(), "secret".into())), ..Default::default() };
+        let credentials = Credentials::Given { user: "ci".into(), password: "secret".into() };
+        let options = RegistryOptions { credentials, ..Default::default() };
         let registry = Registry::new("reg.example:5000", &options).unwrap();
         let http = registry.http().unwrap();
         for (location, authorized) in

@@ -29,6 +29,7 @@ use crate::oci::{self, ImageIndex};
 use crate::reference::Reference;
 
 use auth::Access;
+pub use auth::Credentials;
 use errors::{FailedAnswer, error_chain};
 pub use errors::{Refusal, RegistryError};
 pub use upload::{BlobSource, Progress, UploadSession};
@@ -47,9 +48,9 @@ const MAX_TAG_PAGES: usize = 1000;
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// `(user, password)` for this registry; `None` is anonymous access. Where they come
-    /// from (flags, environment, Docker's `config.json`, a Kubernetes Secret) is the caller's choice.
-    pub creds: Option<(String, String)>,
+    /// What to present to this registry. Where they come from (flags, environment, Docker's
+    /// `config.json`, a Kubernetes Secret) is the caller's choice.
+    pub credentials: Credentials,
     /// Extra PEM CA certificates to trust (in addition to the system roots).
     pub ca_file: Option<PathBuf>,
     /// Plain HTTP instead of HTTPS. Only when the user asked for it.
@@ -116,10 +117,7 @@ impl Registry {
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        let auth = match &options.creds {
-            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
-            None => RegistryAuth::Anonymous,
-        };
+        let auth = options.credentials.to_registry_auth();
         Ok(Registry {
             host: host.to_string(),
             scheme: if options.insecure { "http" } else { "https" },
