@@ -302,6 +302,12 @@ fn ambient_credentials(host: &str) -> Credentials {
     Credentials::Anonymous
 }
 
+/// `SOURCE_DATE_EPOCH`, the reproducible-builds timestamp, when set: the `created` time of
+/// artifacts (without `--created`) and of signature bundles.
+pub fn source_date_epoch() -> Option<String> {
+    std::env::var(berth::artifact::ENV_SOURCE_DATE_EPOCH).ok()
+}
+
 /// Print a JSON value on stdout.
 pub fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
