@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use berth::digest::Digest;
 use berth::reference::Reference;
-use berth::registry::{Registry, RegistryOptions};
+use berth::registry::{Credentials, Registry, RegistryOptions};
 use berth::signature::{PublicKey, TrustPolicy};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
@@ -129,7 +129,8 @@ async fn registry_for(
 ) -> Result<Arc<Registry>, AccessError> {
     let namespace = src.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let mut options = RegistryOptions { creds: None, ca_file: None, insecure: src.spec.insecure };
+    let mut options =
+        RegistryOptions { credentials: Credentials::Anonymous, ca_file: None, insecure: src.spec.insecure };
     let mut fingerprint = Sha256::new();
     fingerprint.update(format!("{}\0{}\0", reference.registry(), src.spec.insecure));
     if let Some(r) = &src.spec.secret_ref {
@@ -140,8 +141,8 @@ async fn registry_for(
             .get(".dockerconfigjson")
             .or_else(|| data.get("config.json"))
             .ok_or_else(|| AccessError::unusable(&what, "has no .dockerconfigjson entry"))?;
-        options.creds =
-            docker_credentials(&config.0, reference.registry()).map_err(|m| AccessError::unusable(&what, m))?;
+        options.credentials =
+            docker_credentials(&config.0, reference.registry()).map_err(|m| AccessError::unusable(&what, m))?.into();
         fingerprint.update(&config.0);
     }
     if let Some(r) = &src.spec.ca_secret_ref {

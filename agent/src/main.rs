@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use berth::reference::Reference;
-use berth::registry::{Registry, RegistryOptions};
+use berth::registry::{Credentials, Registry, RegistryOptions};
 use berth::signature::{PublicKey, TrustPolicy};
 use berth_agent::engine::{self, Change, Clients, SyncError, SyncOptions};
 use berth_agent::fetch::{self, FetchError, Trust};
@@ -412,7 +412,9 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
                 }
                 Trust::Keys(TrustPolicy::new(keys))
             };
-            let options = RegistryOptions { creds: None, ca_file: args.ca_file.clone(), insecure: args.insecure };
+            // One-shot mode takes no credentials, and the agent never reads ambient ones.
+            let credentials = Credentials::Anonymous;
+            let options = RegistryOptions { credentials, ca_file: args.ca_file.clone(), insecure: args.insecure };
             let registry = Registry::for_reference(&reference, &options)
                 .map_err(|e| Failure::new(1, e.to_string()).hint(e.hint()))?;
             let share = berth_agent::budget::MemoryBudget::for_limit(berth_agent::budget::DEFAULT_MEMORY_LIMIT).share();

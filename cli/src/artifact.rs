@@ -135,19 +135,19 @@ impl Metadata {
     }
 }
 
-/// The `created` timestamp: `flag` if given, else `SOURCE_DATE_EPOCH`, else [`DEFAULT_CREATED`].
-pub fn created_timestamp(flag: Option<&str>) -> Result<String, ArtifactError> {
+/// The `created` timestamp: `flag` if given, else `source_date_epoch` (seconds, the value of
+/// [`ENV_SOURCE_DATE_EPOCH`] when the caller honours it), else [`DEFAULT_CREATED`].
+pub fn created_timestamp(flag: Option<&str>, source_date_epoch: Option<&str>) -> Result<String, ArtifactError> {
     if let Some(value) = flag {
         let parsed = chrono::DateTime::parse_from_rfc3339(value)
             .map_err(|_| ArtifactError::InvalidCreated { value: value.to_string() })?;
         return Ok(parsed.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
-    match std::env::var(ENV_SOURCE_DATE_EPOCH) {
-        Ok(value) if !value.trim().is_empty() => {
-            let secs: i64 =
-                value.trim().parse().map_err(|_| ArtifactError::InvalidSourceDateEpoch { value: value.clone() })?;
-            let time = chrono::DateTime::from_timestamp(secs, 0)
-                .ok_or_else(|| ArtifactError::InvalidSourceDateEpoch { value: value.clone() })?;
+    match source_date_epoch {
+        Some(value) if !value.trim().is_empty() => {
+            let invalid = || ArtifactError::InvalidSourceDateEpoch { value: value.to_string() };
+            let secs: i64 = value.trim().parse().map_err(|_| invalid())?;
+            let time = chrono::DateTime::from_timestamp(secs, 0).ok_or_else(invalid)?;
             Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         }
         _ => Ok(DEFAULT_CREATED.to_string()),
@@ -777,8 +777,12 @@ mod tests {
 
     #[test]
     fn created_comes_from_flag_then_epoch_and_never_the_clock() {
-        assert_eq!(created_timestamp(Some("2024-05-01T14:00:00+02:00")).unwrap(), "2024-05-01T12:00:00Z");
-        assert!(created_timestamp(Some("yesterday")).is_err());
+        assert_eq!(created_timestamp(Some("2024-05-01T14:00:00+02:00"), Some("0")).unwrap(), "2024-05-01T12:00:00Z");
+        assert!(created_timestamp(Some("yesterday"), None).is_err());
+        assert_eq!(created_timestamp(None, Some(" 1700000000 ")).unwrap(), "2023-11-14T22:13:20Z");
+        assert!(created_timestamp(None, Some("yesterday")).is_err());
+        assert_eq!(created_timestamp(None, Some("")).unwrap(), DEFAULT_CREATED);
+        assert_eq!(created_timestamp(None, None).unwrap(), DEFAULT_CREATED);
     }
 
     fn tar_gz(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {

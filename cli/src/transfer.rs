@@ -1,12 +1,15 @@
-//! Moving artifacts between the disk and registries: pushing a built artifact or an OCI
-//! layout, pulling an artifact by digest into a directory, and copying a manifest with its
-//! blobs between repositories or registries (promote). The agent pulls through here too.
+//! Moving artifacts between the disk and registries: building and pushing an artifact (the
+//! registry work overlapping the build), pushing an OCI layout, pulling an artifact by digest
+//! into a directory, and copying a manifest with its blobs between repositories or registries
+//! (promote). The agent pulls through here too.
 
 use std::path::Path;
 
-use crate::artifact::{self, ArtifactError, BuiltArtifact, LayerFile, Limits};
+use crate::artifact::{self, ArtifactError, BuiltArtifact, LayerFile, Limits, Metadata};
 use crate::digest::Digest;
+use crate::input::InputFile;
 use crate::layout::{self, LayoutError};
+use crate::manifests::Rules;
 use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
 use crate::registry::{BlobSource, Progress, Registry, RegistryError, UploadSession};
 
@@ -28,6 +31,8 @@ pub enum TransferError {
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("manifest {digest} has media type '{media_type}', which berth cannot copy")]
     UnsupportedManifest { digest: Digest, media_type: String },
+    #[error("the build thread failed: {detail}")]
+    BuildThread { detail: String },
 }
 
 impl TransferError {
@@ -38,6 +43,7 @@ impl TransferError {
             TransferError::Layout(e) => e.hint(),
             TransferError::Io { .. } => "check the path and free space",
             TransferError::UnsupportedManifest { .. } => "berth copies OCI/Docker image manifests and indexes",
+            TransferError::BuildThread { .. } => "this is a bug in berth; please report it",
         }
     }
 }
@@ -50,6 +56,66 @@ pub struct PushOutcome {
     pub uploaded_blobs: usize,
 }
 
+/// What [`push_artifact`] builds an artifact from.
+#[derive(Debug)]
+pub struct BuildInput {
+    /// The manifest files, as [`crate::input::collect`] found them.
+    pub files: Vec<InputFile>,
+    /// Spooled stdin the files live in, if any: kept until the build has read them.
+    pub spool: Option<tempfile::TempDir>,
+    /// What the user named the input (a path, or `-`), for messages.
+    pub name: String,
+    /// The metadata the manifest records.
+    pub meta: Metadata,
+    /// The safety rules the manifests are checked against.
+    pub rules: Rules,
+}
+
+/// Build `input` into an artifact and push it to `repo` under `tag`, with the registry work
+/// done while it builds: `connect` makes the client (credentials, TLS roots) and
+/// [`prepare_push`] obtains push access and sends what does not need the layer; then both
+/// blobs go up at once, then the manifest. Invalid input is reported before any registry
+/// failure (`connect`'s included), and a failed build leaves at most the config blob, which
+/// nothing references. `progress` is asked for a callback once the layer size is known.
+/// Returns the client, for what the caller does next (signing), with the outcome.
+pub async fn push_artifact<E: From<TransferError>>(
+    input: BuildInput,
+    connect: impl FnOnce() -> Result<Registry, E>,
+    repo: &str,
+    tag: &str,
+    progress: impl FnOnce(u64) -> Option<Progress>,
+) -> Result<(Registry, PushOutcome), E> {
+    let BuildInput { files, spool, name, meta, rules } = input;
+    let building = tokio::task::spawn_blocking(move || {
+        let built = artifact::build(&files, &name, &meta, rules);
+        drop(spool);
+        built
+    });
+    let registry = match connect() {
+        Ok(registry) => registry,
+        Err(failure) => {
+            if let Ok(Err(invalid)) = building.await {
+                return Err(TransferError::from(invalid).into());
+            }
+            return Err(failure);
+        }
+    };
+    let (built, prepared) = tokio::join!(building, prepare_push(&registry, repo));
+    let built = built.map_err(|e| TransferError::BuildThread { detail: e.to_string() });
+    let built = match built.and_then(|b| b.map_err(TransferError::from)) {
+        Ok(built) => built,
+        Err(e) => {
+            if let Ok(prepared) = prepared {
+                abandon_push(&registry, repo, prepared).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let prepared = prepared?;
+    let outcome = push_built(&registry, repo, tag, &built, prepared, progress(built.layer.size)).await?;
+    Ok((registry, outcome))
+}
+
 /// Registry work of [`push_built`] done while the artifact still builds: everything that
 /// does not need the layer. The config blob is the same for every berth artifact
 /// ([`artifact::CONFIG_BYTES`]), so it goes up now. When the repository lacked it, no berth
@@ -58,7 +124,7 @@ pub struct PushOutcome {
 /// present, the layer may be as well (a re-push): it is asked for after the build, and a
 /// session opened only if it is missing, so unchanged content uploads nothing.
 #[derive(Debug)]
-pub struct PushPreparation {
+struct PushPreparation {
     config: Digest,
     config_uploaded: bool,
     layer_session: Option<UploadSession>,
@@ -66,7 +132,7 @@ pub struct PushPreparation {
 
 /// Prepare a push of a built artifact to `repo` (see [`PushPreparation`]). Writes at most an
 /// unreferenced config blob and an upload session: [`abandon_push`] if the build fails.
-pub async fn prepare_push(registry: &Registry, repo: &str) -> Result<PushPreparation, TransferError> {
+async fn prepare_push(registry: &Registry, repo: &str) -> Result<PushPreparation, TransferError> {
     let config = Digest::of(artifact::CONFIG_BYTES);
     if registry.prepare_push(repo, &config).await? {
         return Ok(PushPreparation { config, config_uploaded: false, layer_session: None });
@@ -81,14 +147,14 @@ pub async fn prepare_push(registry: &Registry, repo: &str) -> Result<PushPrepara
 }
 
 /// Give up a prepared push whose artifact could not be built.
-pub async fn abandon_push(registry: &Registry, repo: &str, prepared: PushPreparation) {
+async fn abandon_push(registry: &Registry, repo: &str, prepared: PushPreparation) {
     if let Some(session) = prepared.layer_session {
         registry.cancel_upload(repo, session).await;
     }
 }
 
 /// Push a built artifact to `repo` under `tag`, after [`prepare_push`].
-pub async fn push_built(
+async fn push_built(
     registry: &Registry,
     repo: &str,
     tag: &str,

@@ -22,7 +22,7 @@ use berth::input::InputError;
 use berth::layout::LayoutError;
 use berth::manifests::ManifestError;
 use berth::reference::{Reference, ReferenceError};
-use berth::registry::{Registry, RegistryError, RegistryOptions};
+use berth::registry::{Credentials, Registry, RegistryError, RegistryOptions};
 use berth::transfer::TransferError;
 
 const EXIT_CODES_HELP: &str = "\
@@ -240,22 +240,30 @@ pub const ENV_USER: &str = "BERTH_REGISTRY_USER";
 pub const ENV_PASSWORD: &str = "BERTH_REGISTRY_PASSWORD";
 
 impl Global {
-    /// Registry options for `host` from the global flags; without `--creds`, the credentials
-    /// the environment holds for that host (see [`ambient_credentials`]).
+    /// Registry options for `host` from the global flags.
     pub fn registry_options(&self, host: &str) -> Result<RegistryOptions, Failure> {
-        let creds = match &self.creds {
-            Some(value) => match value.split_once(':') {
-                Some((user, password)) if !user.is_empty() => Some((user.to_string(), password.to_string())),
-                _ => {
-                    return Err(Failure::usage(
-                        "--creds must be USER:PASSWORD",
-                        "e.g. --creds ci-bot:$REGISTRY_TOKEN, or set BERTH_REGISTRY_USER and BERTH_REGISTRY_PASSWORD",
-                    ));
-                }
-            },
-            None => ambient_credentials(host),
+        Ok(RegistryOptions {
+            credentials: self.credentials(host)?,
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure,
+        })
+    }
+
+    /// The credentials for `host`: `--creds` when given, else the ambient ones (see
+    /// [`ambient_credentials`]). The CLI is the only caller that chooses ambient credentials.
+    fn credentials(&self, host: &str) -> Result<Credentials, Failure> {
+        let Some(value) = &self.creds else {
+            return Ok(ambient_credentials(host));
         };
-        Ok(RegistryOptions { creds, ca_file: self.ca_file.clone(), insecure: self.insecure })
+        match value.split_once(':') {
+            Some((user, password)) if !user.is_empty() => {
+                Ok(Credentials::Given { user: user.to_string(), password: password.to_string() })
+            }
+            _ => Err(Failure::usage(
+                "--creds must be USER:PASSWORD",
+                "e.g. --creds ci-bot:$REGISTRY_TOKEN, or set BERTH_REGISTRY_USER and BERTH_REGISTRY_PASSWORD",
+            )),
+        }
     }
 
     /// A registry client for `reference`'s host.
@@ -270,16 +278,17 @@ impl Global {
 
 /// The credentials a CLI user has for `host` without passing `--creds`: `BERTH_REGISTRY_USER`
 /// and `BERTH_REGISTRY_PASSWORD`, else Docker's `config.json` and its credential helpers, else
-/// none (anonymous). Only the command layer reads these; the library is handed the result.
-fn ambient_credentials(host: &str) -> Option<(String, String)> {
+/// none (anonymous). Only the command layer reads these; the library is handed the result,
+/// and the agent, which links the same library, cannot come by them.
+fn ambient_credentials(host: &str) -> Credentials {
     if let (Ok(user), Ok(password)) = (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
-        return Some((user, password));
+        return Credentials::Given { user, password };
     }
     // config.json keys are written with or without a scheme depending on the tool.
     for key in [host.to_string(), format!("https://{host}"), format!("http://{host}")] {
         match docker_credential::get_credential(&key) {
             Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
-                return Some((user, password));
+                return Credentials::Given { user, password };
             }
             Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
                 tracing::debug!(
@@ -290,7 +299,13 @@ fn ambient_credentials(host: &str) -> Option<(String, String)> {
             Err(e) => tracing::trace!(registry = host, key, error = %e, "no Docker credential"),
         }
     }
-    None
+    Credentials::Anonymous
+}
+
+/// `SOURCE_DATE_EPOCH`, the reproducible-builds timestamp, when set: the `created` time of
+/// artifacts (without `--created`) and of signature bundles.
+pub fn source_date_epoch() -> Option<String> {
+    std::env::var(berth::artifact::ENV_SOURCE_DATE_EPOCH).ok()
 }
 
 /// Print a JSON value on stdout.

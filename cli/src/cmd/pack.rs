@@ -9,7 +9,7 @@ use berth::input::{self, Input};
 use berth::layout;
 use berth::manifests::Rules;
 
-use super::{Failure, Global, print_json};
+use super::{Failure, Global, print_json, source_date_epoch};
 
 /// What an artifact is built from: the input and the metadata recorded in its manifest.
 /// Shared by `pack`, `push` and `diff` so they build byte-identical artifacts.
@@ -39,7 +39,7 @@ impl BuildArgs {
         Ok(Metadata {
             source: self.source.clone(),
             revision: self.revision.clone(),
-            created: artifact::created_timestamp(self.created.as_deref())?,
+            created: artifact::created_timestamp(self.created.as_deref(), source_date_epoch().as_deref())?,
             annotations: artifact::parse_annotations(&self.annotations)?,
         })
     }

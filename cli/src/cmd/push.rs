@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use berth::input::{self, Input};
-use berth::transfer;
+use berth::transfer::{self, BuildInput};
 
 use super::pack::BuildArgs;
 use super::{Failure, Global, parse_reference, print_json, progress_bar, signing};
@@ -43,7 +43,7 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
         ));
     }
     let repo = reference.repository().to_string();
-    // Validate and build everything before the first byte goes to the registry.
+    // Validate the input before the first byte goes to the registry.
     let input = input::collect(&args.path)?;
     // Unlock the signing key up front too: a wrong password must stop the push, not leave
     // an unsigned artifact behind.
@@ -51,7 +51,7 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
         Some(key) => Some(signing::prepare_push_signing(key, &args.sign_format)?),
         None => None,
     };
-    let (outcome, registry) = match input {
+    let (registry, outcome) = match input {
         Input::Layout(dir) => {
             let registry = global.registry(&reference)?;
             if args.build.has_metadata_flags() {
@@ -61,60 +61,34 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
                 ));
             }
             let (descriptor, _) = berth::layout::read_manifest(&dir)?;
-            let progress = progress_bar(global, descriptor.size, "pushing");
-            let result =
-                transfer::push_layout(&registry, &repo, &tag, &dir, progress.as_ref().map(|p| p.1.clone())).await;
-            if let Some((bar, _)) = progress {
+            let bar = progress_bar(global, descriptor.size, "pushing");
+            let result = transfer::push_layout(&registry, &repo, &tag, &dir, bar.as_ref().map(|b| b.1.clone())).await;
+            if let Some((bar, _)) = bar {
                 bar.finish_and_clear();
             }
-            (result?, registry)
+            (registry, result?)
         }
-        Input::Files { files, _spool } => {
+        Input::Files { files, _spool: spool } => {
             let meta = args.build.metadata()?;
-            let (path, rules) = (args.path.clone(), args.build.rules());
-            // Build on a blocking thread; meanwhile connect, obtain push access and do the
-            // registry work that does not need the layer. A failed validation leaves at most
-            // the config blob (the same for every berth artifact, referenced by nothing).
-            let building = tokio::task::spawn_blocking(move || berth::artifact::build(&files, &path, &meta, rules));
-            // The client (TLS roots, credentials) is set up while the build runs; if both
-            // fail, the input's error comes first.
-            let registry = match global.registry(&reference) {
-                Ok(registry) => registry,
-                Err(failure) => {
-                    if let Ok(Err(invalid)) = building.await {
-                        return Err(invalid.into());
-                    }
-                    return Err(failure);
-                }
-            };
-            let (built, prepared) = tokio::join!(building, transfer::prepare_push(&registry, &repo));
-            let built = built.map_err(|e| {
-                Failure::new(
-                    super::Exit::Generic,
-                    format!("the build thread failed: {e}"),
-                    "this is a bug in berth; please report it",
-                )
-            });
-            let built = match built.and_then(|b| b.map_err(Failure::from)) {
-                Ok(built) => built,
-                Err(failure) => {
-                    if let Ok(prepared) = prepared {
-                        transfer::abandon_push(&registry, &repo, prepared).await;
-                    }
-                    return Err(failure);
-                }
-            };
-            // A registry problem is reported after validation, as before: bad input comes first.
-            let prepared = prepared?;
-            drop(_spool);
-            let progress = progress_bar(global, built.layer.size, "pushing");
-            let result =
-                transfer::push_built(&registry, &repo, &tag, &built, prepared, progress.as_ref().map(|p| p.1.clone()))
-                    .await;
-            if let Some((bar, _)) = progress {
+            let input = BuildInput { files, spool, name: args.path.clone(), meta, rules: args.build.rules() };
+            // The bar appears once the build knows the layer's size.
+            let mut shown = None;
+            let result = transfer::push_artifact(
+                input,
+                || global.registry(&reference),
+                &repo,
+                &tag,
+                |size| {
+                    let (bar, progress) = progress_bar(global, size, "pushing")?;
+                    shown = Some(bar);
+                    Some(progress)
+                },
+            )
+            .await;
+            if let Some(bar) = shown {
                 bar.finish_and_clear();
             }
-            (result?, registry)
+            result?
         }
     };
     let pinned = reference.with_tag(&tag);

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use zeroize::Zeroizing;
 
 use berth::digest::Digest;
 use berth::registry::Registry;
@@ -12,7 +13,13 @@ use berth::signature::{
     TrustPolicy, VerifiedSignature, VerifyError, keys,
 };
 
-use super::{Exit, Failure, Global, parse_reference, print_json};
+use super::{Exit, Failure, Global, parse_reference, print_json, source_date_epoch};
+
+/// Environment variable cosign reads the key password from; berth honours the same one
+/// so CI pipelines need no change.
+pub const PASSWORD_ENV: &str = "COSIGN_PASSWORD";
+/// What to do when no password can be had.
+const NO_PASSWORD_HINT: &str = "set COSIGN_PASSWORD (it may be empty) or run on a terminal to be prompted";
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -58,7 +65,12 @@ impl From<KeyError> for Failure {
     fn from(e: KeyError) -> Failure {
         let (exit, hint) = match &e {
             KeyError::WrongPassword { .. } => {
-                (Exit::Auth, "set COSIGN_PASSWORD to the password the key was created with")
+                let message = format!("{e}; check {PASSWORD_ENV} or the password you typed");
+                return Failure::new(
+                    Exit::Auth,
+                    message,
+                    "set COSIGN_PASSWORD to the password the key was created with",
+                );
             }
             KeyError::Exists { .. } => {
                 (Exit::Usage, "choose another --output-key-prefix, or pass --force to replace the pair")
@@ -66,10 +78,7 @@ impl From<KeyError> for Failure {
             KeyError::Symlink { .. } => {
                 (Exit::Usage, "remove the link, or choose another --output-key-prefix for the key pair")
             }
-            KeyError::NoPassword | KeyError::PasswordMismatch => {
-                (Exit::Usage, "set COSIGN_PASSWORD (it may be empty) or run on a terminal to be prompted")
-            }
-            KeyError::Read { .. } | KeyError::Write { .. } | KeyError::Prompt(_) | KeyError::Kdf(_) => {
+            KeyError::Read { .. } | KeyError::Write { .. } | KeyError::Kdf(_) => {
                 (Exit::Generic, "check the path and its permissions")
             }
             _ => (Exit::InvalidInput, "pass a key written by `berth keygen` or `cosign generate-key-pair`"),
@@ -121,7 +130,7 @@ impl From<VerifyError> for Failure {
 pub fn keygen(global: &Global, args: KeygenArgs) -> Result<(), Failure> {
     let prefix = &args.output_key_prefix;
     let (key_path, _) = keys::key_pair_paths(prefix, args.force)?;
-    let password = keys::read_password(true, &format!("new private key {}", key_path.display()))?;
+    let password = key_password(true, &format!("new private key {}", key_path.display()))?;
     let key = SigningKey::generate();
     let (key_path, pub_path) = keys::write_key_pair(&key, password.as_bytes(), prefix, args.force)?;
     let fingerprint = key.public_key().fingerprint();
@@ -141,8 +150,47 @@ pub fn keygen(global: &Global, args: KeygenArgs) -> Result<(), Failure> {
 
 /// Load a private key, asking for its password the cosign way.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, Failure> {
-    let password = keys::read_password(false, &format!("private key {}", path.display()))?;
+    let password = key_password(false, &format!("private key {}", path.display()))?;
     Ok(SigningKey::load(path, password.as_bytes())?)
+}
+
+/// The password for `what` (a key file): `COSIGN_PASSWORD` if set (empty allowed, as in
+/// cosign), else a no-echo prompt on the terminal. `confirm` asks twice (for keygen).
+fn key_password(confirm: bool, what: &str) -> Result<Zeroizing<String>, Failure> {
+    if let Ok(value) = std::env::var(PASSWORD_ENV) {
+        return Ok(Zeroizing::new(value));
+    }
+    if !has_terminal() {
+        let message = format!("no key password: set {PASSWORD_ENV} or run on a terminal to be prompted");
+        return Err(Failure::usage(message, NO_PASSWORD_HINT));
+    }
+    let prompt = |text: String| {
+        rpassword::prompt_password(text).map(Zeroizing::new).map_err(|e| {
+            Failure::new(
+                Exit::Generic,
+                format!("cannot read the key password: {e}"),
+                "check the path and its permissions",
+            )
+        })
+    };
+    let first = prompt(format!("Enter password for {what}: "))?;
+    if confirm && *first != *prompt(format!("Enter password for {what} again: "))? {
+        return Err(Failure::usage("the passwords typed do not match", NO_PASSWORD_HINT));
+    }
+    Ok(first)
+}
+
+/// Whether a prompt can be shown. The prompt talks to the controlling terminal, not stdin,
+/// so `kustomize build | berth push - --sign-key …` can still ask for the password.
+#[cfg(unix)]
+fn has_terminal() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
+}
+
+#[cfg(not(unix))]
+fn has_terminal() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdin().is_terminal()
 }
 
 /// `berth sign`.
@@ -165,7 +213,9 @@ pub async fn sign(global: &Global, args: SignArgs) -> Result<(), Failure> {
         Some(d) => d.clone(),
         None => registry.resolve(&reference).await?,
     };
-    let signed = signature::sign_artifact(&registry, reference.repository(), &digest, &key, args.format).await?;
+    let created = signature::store::signed_at(source_date_epoch().as_deref());
+    let signed =
+        signature::sign_artifact(&registry, reference.repository(), &digest, &key, args.format, &created).await?;
     let canonical = reference.with_digest(digest.clone());
     if global.json() {
         print_json(&serde_json::json!({

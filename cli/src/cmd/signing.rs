@@ -8,7 +8,7 @@ use berth::registry::Registry;
 use berth::signature::{self, FormatChoice, SigningKey};
 
 use super::sign::{inspect_section, load_policy, load_signing_key};
-use super::{Failure, Global};
+use super::{Failure, Global, source_date_epoch};
 
 /// The key and format `berth push --sign-key` signs with, unlocked before anything is pushed.
 #[derive(Debug)]
@@ -37,11 +37,13 @@ pub async fn sign_after_push(
     digest: &Digest,
     signer: &PushSigner,
 ) -> Result<(), Failure> {
-    let signed = signature::sign_artifact(registry, repo, digest, &signer.key, signer.format).await.map_err(|e| {
-        let mut f = Failure::from(e);
-        f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
-        f
-    })?;
+    let created = signature::store::signed_at(source_date_epoch().as_deref());
+    let signed =
+        signature::sign_artifact(registry, repo, digest, &signer.key, signer.format, &created).await.map_err(|e| {
+            let mut f = Failure::from(e);
+            f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
+            f
+        })?;
     if !global.json() {
         eprintln!("signed {digest} ({} format, key {}) at {}", signed.format, signed.key_fingerprint, signed.location);
     }

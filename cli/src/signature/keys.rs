@@ -4,6 +4,9 @@
 //!
 //! The file format is go-securesystemslib's `encrypted` package, which `cosign
 //! generate-key-pair` writes; keys made here load in cosign and the other way round.
+//!
+//! Passwords are taken as bytes; where they come from (`COSIGN_PASSWORD`, a prompt) is the
+//! caller's business.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,10 +30,6 @@ pub const SIGSTORE_PRIVATE_KEY_PEM_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY
 pub const COSIGN_PRIVATE_KEY_PEM_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 /// PEM label of a PKIX public key.
 pub const PUBLIC_KEY_PEM_LABEL: &str = "PUBLIC KEY";
-
-/// Environment variable cosign reads the key password from; berth honours the same one
-/// so CI pipelines need no change.
-pub const PASSWORD_ENV: &str = "COSIGN_PASSWORD";
 
 const KDF_NAME: &str = "scrypt";
 const CIPHER_NAME: &str = "nacl/secretbox";
@@ -67,18 +66,10 @@ pub enum KeyError {
     WrongPemLabel { source_name: String, label: String, expected: String },
     #[error("{source_name} is not a valid cosign encrypted key: {detail}")]
     BadEncryptedKey { source_name: String, detail: String },
-    #[error(
-        "wrong password for private key {source_name} (decryption failed); check {PASSWORD_ENV} or the password you typed"
-    )]
+    #[error("wrong password for private key {source_name} (decryption failed)")]
     WrongPassword { source_name: String },
     #[error("{source_name}: only ECDSA P-256 keys are supported (cosign's default): {detail}")]
     UnsupportedKey { source_name: String, detail: String },
-    #[error("cannot read the key password: {0}")]
-    Prompt(std::io::Error),
-    #[error("the passwords typed do not match")]
-    PasswordMismatch,
-    #[error("no key password: set {PASSWORD_ENV} or run on a terminal to be prompted")]
-    NoPassword,
     #[error("key derivation failed: {0}")]
     Kdf(String),
 }
@@ -330,41 +321,6 @@ pub fn write_key_pair(
     write_new_file(&key_path, private_pem.as_bytes(), 0o600, force)?;
     write_new_file(&pub_path, key.public_key().to_pem().as_bytes(), 0o644, force)?;
     Ok((key_path, pub_path))
-}
-
-/// Where the key password comes from: `COSIGN_PASSWORD` if set (empty allowed, as in
-/// cosign), else a no-echo prompt on the terminal. `confirm` asks twice (for keygen).
-pub fn read_password(confirm: bool, what: &str) -> Result<Zeroizing<String>, KeyError> {
-    if let Ok(value) = std::env::var(PASSWORD_ENV) {
-        return Ok(Zeroizing::new(value));
-    }
-    if !has_terminal() {
-        return Err(KeyError::NoPassword);
-    }
-    let first =
-        Zeroizing::new(rpassword::prompt_password(format!("Enter password for {what}: ")).map_err(KeyError::Prompt)?);
-    if confirm {
-        let second = Zeroizing::new(
-            rpassword::prompt_password(format!("Enter password for {what} again: ")).map_err(KeyError::Prompt)?,
-        );
-        if *first != *second {
-            return Err(KeyError::PasswordMismatch);
-        }
-    }
-    Ok(first)
-}
-
-/// Whether a prompt can be shown. The prompt talks to the controlling terminal, not stdin,
-/// so `kustomize build | berth push - --sign-key …` can still ask for the password.
-#[cfg(unix)]
-fn has_terminal() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
-}
-
-#[cfg(not(unix))]
-fn has_terminal() -> bool {
-    use std::io::IsTerminal as _;
-    std::io::stdin().is_terminal()
 }
 
 fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {

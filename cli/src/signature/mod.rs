@@ -95,12 +95,14 @@ pub struct SignedArtifact {
 
 /// Sign manifest `digest` of `repo` with `key` and store the signature in the registry.
 /// The manifest must exist (signing something the registry does not hold is a mistake).
+/// `created` is the RFC 3339 time a bundle referrer records (see [`store::signed_at`]).
 pub async fn sign_artifact(
     registry: &Registry,
     repo: &str,
     digest: &Digest,
     key: &SigningKey,
     choice: FormatChoice,
+    created: &str,
 ) -> Result<SignedArtifact, SignError> {
     let store_err = |source: StoreError| SignError::Store { digest: digest.clone(), source };
     let subject = store::subject_descriptor(registry, repo, digest).await.map_err(store_err)?;
@@ -126,9 +128,7 @@ pub async fn sign_artifact(
         Format::Bundle => {
             let bytes = bundle::sign(key, digest)
                 .map_err(|e| SignError::Build { digest: digest.clone(), detail: e.to_string() })?;
-            let referrer = store::attach_bundle(registry, repo, &subject, &bytes, &store::created_now())
-                .await
-                .map_err(store_err)?;
+            let referrer = store::attach_bundle(registry, repo, &subject, &bytes, created).await.map_err(store_err)?;
             format!("referrer {referrer}")
         }
     };

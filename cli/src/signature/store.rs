@@ -291,14 +291,14 @@ pub async fn copy_signatures(
     Ok(copied)
 }
 
-/// RFC 3339 UTC time for the referrer's `created` annotation: `SOURCE_DATE_EPOCH` when
-/// set (reproducible builds), else now. Signatures are records of an act, so the wall
-/// clock is the honest default here (unlike artifacts, which must be reproducible).
-pub fn created_now() -> String {
-    let secs =
-        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-        });
+/// RFC 3339 UTC time for the referrer's `created` annotation: `source_date_epoch` (seconds,
+/// the reproducible-builds `SOURCE_DATE_EPOCH` when the caller honours it) when given and
+/// valid, else now. Signatures are records of an act, so the wall clock is the honest default
+/// here (unlike artifacts, which must be reproducible).
+pub fn signed_at(source_date_epoch: Option<&str>) -> String {
+    let secs = source_date_epoch.and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    });
     rfc3339(secs)
 }
 
