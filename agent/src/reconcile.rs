@@ -21,10 +21,11 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use tracing::Instrument;
 
+use crate::discovery::ApiDiscovery;
 use crate::engine::{self, Clients, SyncError, SyncOptions, SyncReport};
 use crate::fetch::{self, FetchError, Trust};
 use crate::inventory::{ApplySetParent, ParentKind};
-use crate::plan::{Catalog, Desired, NamespaceDefaults};
+use crate::plan::{Manifest, NamespaceDefaults};
 use crate::source::{Condition, ObjectCounts, RefKind, Source, SourceStatus, SpecError};
 
 /// Field manager of the status the agent writes.
@@ -49,7 +50,7 @@ struct Cached {
     revision: Option<String>,
     created: Option<String>,
     signer: String,
-    manifests: Vec<Desired>,
+    manifests: Vec<Manifest>,
     /// The part of the memory budget these manifests hold while cached.
     _grant: Arc<crate::budget::Grant>,
 }
@@ -377,7 +378,7 @@ pub(crate) async fn converge(
         allow_empty: false,
         dry_run_gate: !drift_check,
     };
-    let mut catalog = Catalog::new(ctx.client.clone());
+    let mut catalog = ApiDiscovery::new(ctx.client.clone());
     if !ctx.lockdown.is_empty() {
         // The same plan the engine builds (discovery is cached in the catalog), checked whole
         // before the engine dry-runs or applies any of it.
