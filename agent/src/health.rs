@@ -268,8 +268,15 @@ mod tests {
         assert_eq!(assess("", "ConfigMap", &obj(c)), Health::Current);
     }
 
-    fn verdict(group: &str, kind: &str, v: Value) -> Health {
-        assess(group, kind, &obj(v))
+    /// The verdict on a `kind` object of `api_version` with these fields (metadata, spec, status).
+    fn verdict(api_version: &str, kind: &str, mut fields: Value) -> Health {
+        fields["apiVersion"] = json!(api_version);
+        fields["kind"] = json!(kind);
+        if fields.get("metadata").is_none() {
+            fields["metadata"] = json!({"name": "x"});
+        }
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        assess(group, kind, &obj(fields))
     }
 
     fn in_progress(h: &Health, why: &str) -> bool {
@@ -280,10 +287,9 @@ mod tests {
     fn deployment_rollouts_stuck_waiting_or_done() {
         let d = |spec: Value, status: Value| {
             verdict(
-                "apps",
+                "apps/v1",
                 "Deployment",
-                json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "generation": 1}, "spec": spec, "status": status}),
+                json!({"metadata": {"name": "web", "generation": 1}, "spec": spec, "status": status}),
             )
         };
         let done = json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3});
@@ -297,6 +303,16 @@ mod tests {
             json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 2}),
         );
         assert!(in_progress(&h, "2/3 replicas ready, 2 available"), "{h:?}");
+        let h = d(
+            json!({"replicas": 3}),
+            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 3}),
+        );
+        assert!(in_progress(&h, "2/3 replicas ready, 3 available"), "available is not enough: {h:?}");
+        let h = d(
+            json!({"replicas": 3}),
+            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 2}),
+        );
+        assert!(in_progress(&h, "3/3 replicas ready, 2 available"), "ready is not enough: {h:?}");
         let h = d(json!({}), json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}));
         assert!(in_progress(&h, "0/1 replicas ready"), "no spec.replicas means one: {h:?}");
         let h = d(json!({"replicas": 0}), json!({"observedGeneration": 1}));
@@ -313,16 +329,16 @@ mod tests {
 
     #[test]
     fn a_status_of_an_older_generation_says_nothing_of_any_kind() {
-        let stale = |kind: &str, group: &str, api: &str| {
+        let stale = |api_version: &str, kind: &str| {
             verdict(
-                group,
+                api_version,
                 kind,
-                json!({"apiVersion": api, "kind": kind, "metadata": {"name": "x", "generation": 3},
+                json!({"metadata": {"name": "x", "generation": 3},
                 "status": {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]}}),
             )
         };
-        for (kind, group, api) in [("StatefulSet", "apps", "apps/v1"), ("Widget", "example.com", "example.com/v1")] {
-            let h = stale(kind, group, api);
+        for (api_version, kind) in [("apps/v1", "StatefulSet"), ("example.com/v1", "Widget")] {
+            let h = stale(api_version, kind);
             assert!(in_progress(&h, "controller has not observed generation 3 yet"), "{kind}: {h:?}");
         }
     }
@@ -331,10 +347,9 @@ mod tests {
     fn statefulset_waits_for_ready_replicas_and_the_update_revision() {
         let s = |strategy: &str, status: Value| {
             verdict(
-                "apps",
+                "apps/v1",
                 "StatefulSet",
-                json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": {"name": "db", "generation": 1},
+                json!({"metadata": {"name": "db", "generation": 1},
                 "spec": {"replicas": 2, "updateStrategy": {"type": strategy}}, "status": status}),
             )
         };
@@ -353,12 +368,7 @@ mod tests {
     #[test]
     fn daemonset_waits_for_every_scheduled_pod() {
         let ds = |status: Value| {
-            verdict(
-                "apps",
-                "DaemonSet",
-                json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
-                "metadata": {"name": "agent", "generation": 1}, "status": status}),
-            )
+            verdict("apps/v1", "DaemonSet", json!({"metadata": {"name": "agent", "generation": 1}, "status": status}))
         };
         let status = |updated: i64, available: i64| json!({"observedGeneration": 1, "desiredNumberScheduled": 3, "updatedNumberScheduled": updated, "numberAvailable": available});
         assert_eq!(ds(status(3, 3)), Health::Current);
@@ -371,9 +381,9 @@ mod tests {
     fn jobs_complete_fail_or_run() {
         let job = |conditions: Value| {
             verdict(
-                "batch",
+                "batch/v1",
                 "Job",
-                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                json!({"metadata": {"name": "j"},
                 "status": {"conditions": conditions}}),
             )
         };
@@ -387,22 +397,14 @@ mod tests {
     #[test]
     fn crds_namespaces_claims_and_pods_by_their_phase_or_condition() {
         let crd = |status: &str| {
-            verdict(
-                "apiextensions.k8s.io",
-                "CustomResourceDefinition",
-                json!({"apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition", "metadata": {"name": "w"},
-                "status": {"conditions": [{"type": "Established", "status": status}]}}),
-            )
+            let status = json!({"conditions": [{"type": "Established", "status": status}]});
+            verdict("apiextensions.k8s.io/v1", "CustomResourceDefinition", json!({"status": status}))
         };
         assert_eq!(crd("True"), Health::Current);
         assert!(in_progress(&crd("False"), "not established yet"));
         let phased = |kind: &str, phase: Option<&str>| {
-            let mut o = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x"}, "status": {}});
-            if let Some(p) = phase {
-                o["status"]["phase"] = json!(p);
-            }
-            verdict("", kind, o)
+            let status = phase.map_or(json!({}), |p| json!({"phase": p}));
+            verdict("v1", kind, json!({"status": status}))
         };
         assert_eq!(phased("Namespace", Some("Active")), Health::Current);
         assert_eq!(phased("Namespace", None), Health::Current);
@@ -413,19 +415,17 @@ mod tests {
         assert_eq!(phased("Pod", Some("Succeeded")), Health::Current);
         assert_eq!(phased("Pod", Some("Failed")), Health::Failed("pod failed".into()));
         assert!(in_progress(&phased("Pod", Some("Running")), "pod not ready"));
-        let ready_pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
-        assert_eq!(verdict("", "Pod", ready_pod), Health::Current);
+        let ready = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        assert_eq!(verdict("v1", "Pod", json!({"status": ready})), Health::Current);
     }
 
     #[test]
     fn other_kinds_by_the_ready_and_stalled_conditions() {
         let widget = |conditions: Value| {
             verdict(
-                "example.com",
+                "example.com/v1",
                 "Widget",
-                json!({"apiVersion": "example.com/v1", "kind": "Widget",
-                "metadata": {"name": "w"}, "status": {"conditions": conditions}}),
+                json!({"metadata": {"name": "w"}, "status": {"conditions": conditions}}),
             )
         };
         assert_eq!(widget(json!([{"type": "Ready", "status": "True"}])), Health::Current);
