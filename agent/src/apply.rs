@@ -10,7 +10,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Client, Config};
 
 use crate::api_error;
-use crate::inventory::PART_OF_LABEL;
+use crate::applyset::PART_OF_LABEL;
 use crate::plan::{ObjectKey, PlannedObject};
 
 /// The field manager of every object berth applies.
@@ -47,9 +47,9 @@ pub struct ConflictPolicy {
     pub force: bool,
 }
 
-/// The server's answer for one object.
+/// The server's answer for one applied (or dry-run) object.
 #[derive(Debug, Clone)]
-pub struct Applied {
+pub struct AppliedObject {
     pub key: ObjectKey,
     pub resource_version: Option<String>,
     pub object: DynamicObject,
@@ -197,7 +197,7 @@ pub async fn apply_all(
     mode: Mode,
     policy: ConflictPolicy,
     answer: Answer,
-) -> Result<Vec<Applied>, Unapplied> {
+) -> Result<Vec<AppliedObject>, Unapplied> {
     let lost = AtomicBool::new(false);
     // Futures are built eagerly (not in a stream closure) so the resulting future stays `Send`
     // for the controller's multi-threaded runtime; each starts only when the buffer polls it.
@@ -220,7 +220,7 @@ pub async fn apply_all(
             }
         })
         .collect();
-    let mut results: Vec<(usize, Option<Result<Applied, ObjectFailure>>)> =
+    let mut results: Vec<(usize, Option<Result<AppliedObject, ObjectFailure>>)> =
         futures::stream::iter(futures).buffer_unordered(MAX_CONCURRENT_APPLIES).collect().await;
     results.sort_unstable_by_key(|(i, _)| *i);
     let mut ok = Vec::with_capacity(results.len());
@@ -235,21 +235,14 @@ pub async fn apply_all(
     if undone.failures.is_empty() { Ok(ok) } else { Err(undone) }
 }
 
-fn api_for(client: &Client, o: &PlannedObject) -> Api<DynamicObject> {
-    match &o.key.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &o.resource),
-        None => Api::all_with(client.clone(), &o.resource),
-    }
-}
-
 async fn apply_one(
     client: &Client,
     o: &PlannedObject,
     mode: Mode,
     policy: ConflictPolicy,
     answer: Answer,
-) -> Result<Applied, ObjectFailure> {
-    let api = api_for(client, o);
+) -> Result<AppliedObject, ObjectFailure> {
+    let api = o.api(client);
     // Server-side apply converts every body to the schema's type and refuses unknown fields
     // whatever the directive (the dry-run names them); duplicate fields cannot occur in the JSON
     // berth serializes. The server's extra strict decode of each body, which Strict and the
@@ -274,7 +267,11 @@ async fn apply_one(
             // Health and diff never read managedFields, and for small objects they are most of
             // the answer: dropping them keeps a large set's results small.
             obj.metadata.managed_fields = None;
-            Ok(Applied { key: o.key.clone(), resource_version: obj.metadata.resource_version.clone(), object: obj })
+            Ok(AppliedObject {
+                key: o.key.clone(),
+                resource_version: obj.metadata.resource_version.clone(),
+                object: obj,
+            })
         }
         Err(e) => Err(failure(o, e)),
     }
@@ -324,49 +321,21 @@ fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
 
 /// Reads the live object (for diff), `None` when it does not exist.
 pub async fn live(client: &Client, o: &PlannedObject) -> Result<Option<DynamicObject>, ObjectFailure> {
-    api_for(client, o).get_opt(&o.key.name).await.map_err(|e| failure(o, e))
+    o.api(client).get_opt(&o.key.name).await.map_err(|e| failure(o, e))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests report failure by panicking
 mod tests {
     use super::*;
-    use kube::api::ApiResource;
-    use kube::core::GroupVersionKind;
-
-    use crate::plan::Stage;
 
     fn configmap(i: usize) -> PlannedObject {
-        let gvk = GroupVersionKind::gvk("", "v1", "ConfigMap");
-        let resource = ApiResource::from_gvk(&gvk);
-        let name = format!("cm-{i}");
-        PlannedObject {
-            key: ObjectKey {
-                group: String::new(),
-                kind: "ConfigMap".into(),
-                namespace: Some("default".into()),
-                name: name.clone(),
-            },
-            body: DynamicObject::new(&name, &resource).within("default"),
-            resource,
-            namespaced: true,
-            stage: Stage::Namespaced,
-            origin: format!("cm-{i}.yaml:1"),
-            kind_from_plan: false,
-        }
-    }
-
-    /// A port nothing listens on: every connection is refused, as by an API server that died.
-    fn closed_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+        PlannedObject::for_test("", "v1", "ConfigMap", Some("default"), &format!("cm-{i}"))
     }
 
     #[tokio::test]
     async fn no_request_starts_after_the_api_server_refused_one() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let url = format!("http://127.0.0.1:{}", closed_port());
-        let client = Client::try_from(Config::new(url.parse().unwrap())).unwrap();
+        let client = api_error::dead_server_client();
         let objects: Vec<PlannedObject> = (0..MAX_CONCURRENT_APPLIES * 4).map(configmap).collect();
         let refs: Vec<&PlannedObject> = objects.iter().collect();
         let undone = apply_all(&client, &refs, Mode::Apply, ConflictPolicy { force: false }, Answer::Metadata)
@@ -381,5 +350,90 @@ mod tests {
         let e = ApplyError::dry_run(undone);
         assert!(matches!(e, ApplyError::DryRunUnfinished { .. }), "{e}");
         assert!(!e.to_string().contains("rejected"), "{e}");
+    }
+
+    fn refused(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(kube::core::Status::failure(message, "").with_code(code).boxed())
+    }
+
+    #[test]
+    fn the_servers_answer_decides_the_cause() {
+        let o = configmap(0);
+        let cause = |e| failure(&o, e).cause;
+        assert_eq!(cause(refused(422, "spec.replicas: Invalid value")), FailureCause::Invalid);
+        assert_eq!(cause(refused(400, "bad request")), FailureCause::Invalid);
+        assert_eq!(cause(refused(403, "User \"x\" cannot patch")), FailureCause::Forbidden);
+        assert_eq!(
+            cause(refused(403, "namespace shop is being terminated")),
+            FailureCause::Other,
+            "namespace lifecycle admission, not RBAC"
+        );
+        assert_eq!(cause(refused(404, "namespaces \"shop\" not found")), FailureCause::NotFound);
+        assert_eq!(cause(refused(409, "Apply failed with 1 conflict")), FailureCause::Conflict);
+        assert_eq!(cause(refused(500, "etcdserver: request timed out")), FailureCause::Other);
+        let f = failure(&o, refused(409, "Apply failed with 1 conflict"));
+        assert_eq!(f.to_string(), "ConfigMap default/cm-0 (cm-0.yaml:1): Apply failed with 1 conflict");
+    }
+
+    fn failed(causes: &[FailureCause]) -> Unapplied {
+        let failures = causes
+            .iter()
+            .enumerate()
+            .map(|(i, &cause)| ObjectFailure {
+                object: configmap(i).key,
+                origin: configmap(i).origin,
+                cause,
+                message: format!("{cause:?}"),
+            })
+            .collect();
+        Unapplied { failures, not_sent: 0 }
+    }
+
+    #[test]
+    fn the_most_telling_cause_leads_and_gives_the_hint() {
+        use FailureCause::*;
+        let main = |causes: &[FailureCause]| ApplyError::apply(failed(causes)).main_cause();
+        assert_eq!(main(&[Invalid, Conflict, Forbidden, Unreachable]), Unreachable);
+        assert_eq!(main(&[Invalid, Conflict, Forbidden]), Forbidden);
+        assert_eq!(main(&[NotFound, Invalid, Conflict]), Conflict);
+        assert_eq!(main(&[NotFound, Invalid]), Invalid);
+        assert_eq!(main(&[Other, NotFound]), NotFound);
+        assert_eq!(main(&[Other]), Other);
+        let text = |causes: &[FailureCause]| ApplyError::apply(failed(causes)).to_string();
+        assert!(text(&[Conflict, Forbidden]).ends_with(
+            "grant the applying identity RBAC rights for these objects, or apply as another ServiceAccount)"
+        ));
+        assert!(text(&[Conflict]).contains("set force: true / --force to take them over"));
+        assert!(
+            text(&[Invalid]).ends_with("ConfigMap default/cm-0 (cm-0.yaml:1): Invalid"),
+            "no hint for invalid objects"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_that_lost_the_server_is_unfinished_not_rejected() {
+        use FailureCause::*;
+        assert!(matches!(ApplyError::dry_run(failed(&[Invalid, Conflict])), ApplyError::DryRunRejected { .. }));
+        let e = ApplyError::dry_run(failed(&[Invalid, Unreachable]));
+        assert!(matches!(e, ApplyError::DryRunUnfinished { .. }), "{e}");
+        let rejected = ApplyError::dry_run(failed(&[Invalid])).to_string();
+        assert!(
+            rejected.starts_with("1 object(s) rejected by the API server's dry-run, nothing was applied: "),
+            "{rejected}"
+        );
+    }
+
+    #[test]
+    fn long_failure_lists_are_cut_and_counted() {
+        let mut u = failed(&[FailureCause::Invalid; MAX_FAILURES_SHOWN + 2]);
+        u.not_sent = 3;
+        let e = ApplyError::apply(u).to_string();
+        assert!(e.starts_with(&format!("{} object(s) failed to apply, 3 not sent: ", MAX_FAILURES_SHOWN + 2)), "{e}");
+        assert!(e.ends_with("; and 2 more"), "{e}");
+        assert!(
+            e.contains(&format!("cm-{}.yaml", MAX_FAILURES_SHOWN - 1))
+                && !e.contains(&format!("cm-{}.yaml", MAX_FAILURES_SHOWN)),
+            "{e}"
+        );
     }
 }

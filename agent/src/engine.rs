@@ -14,11 +14,13 @@ use kube::api::Api;
 use serde_json::Value;
 
 use crate::api_error;
-use crate::apply::{self, Answer, Applied, ApplyError, ConflictPolicy, Mode, ObjectFailure, Unapplied};
+use crate::apply::{self, Answer, AppliedObject, ApplyError, ConflictPolicy, Mode, ObjectFailure, Unapplied};
+use crate::applyset::Stage;
+use crate::discovery::ApiDiscovery;
 use crate::health::{self, HealthError};
 use crate::inventory::{self, ApplySetParent, Inventory, InventoryError};
 use crate::ownership::{self, OwnershipError};
-use crate::plan::{self, ApplyPlan, Catalog, Desired, NamespaceDefaults, ObjectKey, PlanError, PlannedObject, Stage};
+use crate::plan::{self, ApplyPlan, Manifest, NamespaceDefaults, ObjectKey, PlanError, PlannedObject};
 
 /// The clients one sync uses: the agent's own identity for discovery and the inventory
 /// parent, and the applying identity (possibly an impersonated ServiceAccount) for everything
@@ -92,7 +94,7 @@ impl SyncError {
     /// nothing is wrong with the artifact, and the same sync is worth running again.
     pub fn unreachable(&self) -> bool {
         match self {
-            SyncError::Plan(e) | SyncError::Inventory(InventoryError::Discovery(e)) => e.unreachable(),
+            SyncError::Plan(e) => e.unreachable(),
             SyncError::Inventory(e) => e.unreachable(),
             SyncError::Ownership(e) => e.unreachable(),
             SyncError::Apply(e) => e.main_cause() == apply::FailureCause::Unreachable,
@@ -109,7 +111,7 @@ impl SyncError {
             return "APIServerUnreachable";
         }
         match self {
-            SyncError::Plan(PlanError::Discovery { .. }) => "DiscoveryFailed",
+            SyncError::Plan(PlanError::Discovery(_)) => "DiscoveryFailed",
             SyncError::Plan(_) => "InvalidManifests",
             SyncError::Empty => "EmptyArtifact",
             SyncError::Inventory(InventoryError::OtherTooling { .. } | InventoryError::IdMismatch { .. }) => {
@@ -140,37 +142,37 @@ impl SyncError {
 /// are dry-run right after those are applied, before any of them is applied.
 pub async fn sync(
     clients: &Clients,
-    catalog: &mut Catalog,
+    discovery: &mut ApiDiscovery,
     parent: &ApplySetParent,
-    manifests: Vec<Desired>,
+    manifests: Vec<Manifest>,
     opts: &SyncOptions,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
-    let applied = tokio::time::timeout(opts.timeout, converge(clients, catalog, parent, manifests, opts))
+    let applied = tokio::time::timeout(opts.timeout, converge(clients, discovery, parent, manifests, opts))
         .await
         .map_err(|_| SyncError::Timeout { timeout: opts.timeout })??;
     let (plan, results, report) = applied;
     if opts.wait {
         let remaining = opts.timeout.saturating_sub(started.elapsed()).max(health::POLL_INTERVAL);
-        let pairs: Vec<(&PlannedObject, &Applied)> =
+        let pairs: Vec<(&PlannedObject, &AppliedObject)> =
             plan.objects.iter().filter_map(|o| results.get(&o.key).map(|a| (o, a))).collect();
         health::wait_healthy(&clients.applier, &pairs, remaining).await?;
     }
     Ok(report)
 }
 
-type Converged = (ApplyPlan, BTreeMap<ObjectKey, Applied>, SyncReport);
+type Converged = (ApplyPlan, BTreeMap<ObjectKey, AppliedObject>, SyncReport);
 
 async fn converge(
     clients: &Clients,
-    catalog: &mut Catalog,
+    discovery: &mut ApiDiscovery,
     parent: &ApplySetParent,
-    manifests: Vec<Desired>,
+    manifests: Vec<Manifest>,
     opts: &SyncOptions,
 ) -> Result<Converged, SyncError> {
     let started = Instant::now();
     let id = parent.id();
-    let plan = plan::plan(manifests, catalog, &opts.namespaces, &id).await?;
+    let plan = plan::plan(manifests, discovery, &opts.namespaces, &id).await?;
     if plan.objects.is_empty() && !opts.allow_empty {
         return Err(SyncError::Empty);
     }
@@ -184,7 +186,7 @@ async fn converge(
     // What the set holds now: resourceVersions tell changed objects from no-ops afterwards,
     // and the members missing from the plan are what prune deletes. Listing is read-only
     // and done as the agent, so a ServiceAccount needs rights only for what it applies.
-    let members = inventory::list_members(&clients.agent, catalog, parent, &widened).await?;
+    let members = inventory::list_members(&clients.agent, discovery, parent, &widened).await?;
     tracing::debug!(members = members.len(), elapsed_ms = started.elapsed().as_millis(), "planned and listed the set");
     let before: BTreeMap<ObjectKey, String> =
         members.iter().filter_map(|m| m.resource_version.clone().map(|rv| (m.key.clone(), rv))).collect();
@@ -193,7 +195,7 @@ async fn converge(
     // all: an apply would be a no-op. Anything else (a missing or different field, a
     // normalised quantity, another API version) is sent, and the server decides.
     let live: BTreeMap<&ObjectKey, &inventory::Member> = members.iter().map(|m| (&m.key, m)).collect();
-    let mut results: BTreeMap<ObjectKey, Applied> = BTreeMap::new();
+    let mut results: BTreeMap<ObjectKey, AppliedObject> = BTreeMap::new();
     for o in &plan.objects {
         // Only compare in the same API version: fields differ between versions.
         let Some(l) = live.get(&o.key).filter(|m| m.resource.api_version == o.resource.api_version).map(|m| &m.live)
@@ -209,7 +211,7 @@ async fn converge(
         if contained(&desired, &current) {
             results.insert(
                 o.key.clone(),
-                Applied {
+                AppliedObject {
                     key: o.key.clone(),
                     resource_version: l.metadata.resource_version.clone(),
                     object: (*l).clone(),
@@ -272,14 +274,14 @@ async fn converge(
 
     if !later.is_empty() {
         // The deferred objects need the CRDs just applied to be served.
-        let crds: Vec<(&PlannedObject, &Applied)> = plan
+        let crds: Vec<(&PlannedObject, &AppliedObject)> = plan
             .objects
             .iter()
             .filter(|o| o.stage == Stage::CustomResourceDefinitions)
             .filter_map(|o| results.get(&o.key).map(|a| (o, a)))
             .collect();
         health::wait_healthy(&clients.agent, &crds, opts.timeout).await?;
-        catalog.invalidate();
+        discovery.invalidate();
         if opts.dry_run_gate {
             dry_run(&clients.applier, &later, policy).await?;
             tracing::debug!(
@@ -290,7 +292,7 @@ async fn converge(
         }
     }
 
-    for stage in [Stage::CustomResourceDefinitions, Stage::Namespaces, Stage::ClusterScoped, Stage::Namespaced] {
+    for stage in Stage::APPLY_ORDER {
         let batch: Vec<&PlannedObject> =
             plan.objects.iter().filter(|o| o.stage == stage && !results.contains_key(&o.key)).collect();
         apply_stage(&clients.applier, &batch, policy, answer_for(stage), &mut results).await?;
@@ -384,7 +386,7 @@ async fn apply_stage(
     objects: &[&PlannedObject],
     policy: ConflictPolicy,
     answer: Answer,
-    results: &mut BTreeMap<ObjectKey, Applied>,
+    results: &mut BTreeMap<ObjectKey, AppliedObject>,
 ) -> Result<(), ApplyError> {
     if objects.is_empty() {
         return Ok(());
@@ -408,12 +410,12 @@ pub enum Change {
 /// dry-run (defaults, webhooks and field ownership included). Writes nothing.
 pub async fn diff(
     clients: &Clients,
-    catalog: &mut Catalog,
+    discovery: &mut ApiDiscovery,
     parent: &ApplySetParent,
-    manifests: Vec<Desired>,
+    manifests: Vec<Manifest>,
     opts: &SyncOptions,
 ) -> Result<Vec<(ObjectKey, Change)>, SyncError> {
-    let plan = plan::plan(manifests, catalog, &opts.namespaces, &parent.id()).await?;
+    let plan = plan::plan(manifests, discovery, &opts.namespaces, &parent.id()).await?;
     let recorded = inventory::read(&clients.agent, parent).await?;
     let all: Vec<&PlannedObject> = plan.objects.iter().collect();
     ownership::check(&clients.agent, &all, &parent.id()).await?;
@@ -459,7 +461,7 @@ pub async fn diff(
     if opts.prune {
         let mut scope = recorded.union(&Inventory { group_kinds: plan.group_kinds(), namespaces: plan.namespaces() });
         scope.namespaces.insert(parent.namespace.clone());
-        let members = inventory::list_members(&clients.agent, catalog, parent, &scope).await?;
+        let members = inventory::list_members(&clients.agent, discovery, parent, &scope).await?;
         out.extend(inventory::prune_candidates(&members, &plan.keys()).into_iter().map(|m| (m.key, Change::Prune)));
     }
     Ok(out)
@@ -561,5 +563,83 @@ mod tests {
         assert_eq!(hide_secret_value("data.password: \"czNjcjN0\" -> \"b3RoZXI=\""), "data.password: (value hidden)");
         assert_eq!(hide_secret_value("data: {\"a\":\"b\"} -> (absent)"), "data: (value hidden)");
         assert_eq!(hide_secret_value("metadata.labels.x: \"1\" -> \"2\""), "metadata.labels.x: \"1\" -> \"2\"");
+    }
+
+    fn answered(code: u16) -> kube::Error {
+        kube::Error::Api(kube::core::Status::failure("refused", "").with_code(code).boxed())
+    }
+
+    fn down() -> kube::Error {
+        kube::Error::Service(Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused")))
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey { group: String::new(), kind: "ConfigMap".into(), namespace: Some("a".into()), name: "c".into() }
+    }
+
+    fn apply_error(dry_run: bool, cause: apply::FailureCause) -> SyncError {
+        let failure = ObjectFailure { object: key(), origin: "c.yaml:1".into(), cause, message: "no".into() };
+        let u = Unapplied { failures: vec![failure], not_sent: 0 };
+        SyncError::Apply(if dry_run { ApplyError::dry_run(u) } else { ApplyError::apply(u) })
+    }
+
+    #[test]
+    fn every_failure_has_the_reason_users_see() {
+        use apply::FailureCause::*;
+        let parent = || "secrets/demo in namespace default".to_string();
+        let discovery = |source| crate::discovery::DiscoveryError { source };
+        let cases: Vec<(SyncError, &str)> = vec![
+            (SyncError::Empty, "EmptyArtifact"),
+            (PlanError::InvalidObject { origin: "c.yaml:1".into(), problem: "no".into() }.into(), "InvalidManifests"),
+            (PlanError::Discovery(discovery(answered(500))).into(), "DiscoveryFailed"),
+            (PlanError::Discovery(discovery(down())).into(), "APIServerUnreachable"),
+            (
+                InventoryError::OtherTooling { parent: parent(), tooling: "kubectl/v1".into() }.into(),
+                "InventoryConflict",
+            ),
+            (
+                InventoryError::IdMismatch { parent: parent(), found: "x".into(), expected: "y".into() }.into(),
+                "InventoryConflict",
+            ),
+            (InventoryError::List { group_kind: "ConfigMap".into(), source: answered(403) }.into(), "Forbidden"),
+            (InventoryError::Delete { object: Box::new(key()), source: answered(403) }.into(), "Forbidden"),
+            (InventoryError::List { group_kind: "ConfigMap".into(), source: answered(500) }.into(), "PruneFailed"),
+            (InventoryError::Delete { object: Box::new(key()), source: answered(500) }.into(), "PruneFailed"),
+            (InventoryError::Delete { object: Box::new(key()), source: down() }.into(), "APIServerUnreachable"),
+            (
+                InventoryError::Parent { action: "reading", parent: parent(), source: answered(500) }.into(),
+                "InventoryFailed",
+            ),
+            (
+                InventoryError::Parent { action: "reading", parent: parent(), source: down() }.into(),
+                "APIServerUnreachable",
+            ),
+            (InventoryError::ParentMissing { parent: parent() }.into(), "InventoryFailed"),
+            (InventoryError::Discovery(discovery(answered(500))).into(), "InventoryFailed"),
+            (InventoryError::Discovery(discovery(down())).into(), "APIServerUnreachable"),
+            (OwnershipError::Claimed { claims: vec![] }.into(), "OwnershipConflict"),
+            (OwnershipError::List { group_kind: "ConfigMap".into(), source: answered(403) }.into(), "Forbidden"),
+            (OwnershipError::List { group_kind: "ConfigMap".into(), source: answered(500) }.into(), "InventoryFailed"),
+            (OwnershipError::List { group_kind: "ConfigMap".into(), source: down() }.into(), "APIServerUnreachable"),
+            (apply_error(true, Invalid), "DryRunFailed"),
+            (apply_error(true, Forbidden), "Forbidden"),
+            (apply_error(true, Conflict), "FieldManagerConflict"),
+            (apply_error(true, Unreachable), "APIServerUnreachable"),
+            (apply_error(false, Invalid), "ApplyFailed"),
+            (apply_error(false, NotFound), "ApplyFailed"),
+            (apply_error(false, Forbidden), "Forbidden"),
+            (apply_error(false, Unreachable), "APIServerUnreachable"),
+            (HealthError::Timeout { timeout: Duration::from_secs(1), pending: vec![] }.into(), "HealthCheckTimeout"),
+            (HealthError::Failed { object: Box::new(key()), reason: "job failed".into() }.into(), "HealthCheckFailed"),
+            (HealthError::Read { object: Box::new(key()), source: answered(500) }.into(), "HealthCheckFailed"),
+            (HealthError::Read { object: Box::new(key()), source: down() }.into(), "APIServerUnreachable"),
+            (SyncError::NamespaceLookup { namespace: "a".into(), source: answered(500) }, "ApplyFailed"),
+            (SyncError::NamespaceLookup { namespace: "a".into(), source: down() }, "APIServerUnreachable"),
+            (SyncError::Timeout { timeout: Duration::from_secs(1) }, "ApplyTimeout"),
+        ];
+        for (e, reason) in cases {
+            assert_eq!(e.reason(), reason, "{e}");
+            assert_eq!(e.unreachable(), reason == "APIServerUnreachable", "{e}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use berth::signature::policy::{self, TrustPolicy, VerifyError};
 
 use crate::budget::PARSED_FACTOR;
 use crate::conditions::reason;
-use crate::plan::Desired;
+use crate::plan::Manifest;
 
 /// Largest content layer the agent downloads, whatever its memory budget: the layer is kept
 /// in memory while it is unpacked.
@@ -64,7 +64,7 @@ pub struct Artifact {
     pub created: Option<String>,
     /// `key sha256:… (source)` of the verifying key, or `unverified`.
     pub signer: String,
-    pub manifests: Vec<Desired>,
+    pub manifests: Vec<Manifest>,
 }
 
 /// What a caller learns and decides while [`fetch_digest`] runs.
@@ -244,7 +244,7 @@ pub fn refuse_older(reference: &str, created: Option<&str>, applied: Option<&str
 /// in `share` bytes: the compressed layer plus [`PARSED_FACTOR`] times each manifest file,
 /// every declared size of the archive counted before anything is read. Returns the manifests
 /// and the bytes charged for them.
-pub fn unpack(reference: &str, layer: &[u8], share: u64) -> Result<(Vec<Desired>, u64), FetchError> {
+pub fn unpack(reference: &str, layer: &[u8], share: u64) -> Result<(Vec<Manifest>, u64), FetchError> {
     let room = share.saturating_sub(layer.len() as u64);
     let limits = Limits { max_bytes: room, max_entries: MAX_LAYER_ENTRIES, max_file_bytes: room / PARSED_FACTOR };
     let mut out = Vec::new();
@@ -272,7 +272,7 @@ pub fn unpack(reference: &str, layer: &[u8], share: u64) -> Result<(Vec<Desired>
         // (packed with --allow-secrets) must still apply.
         match manifests::parse_file(&file.name, &bytes, Rules { allow_secrets: true }) {
             Ok(objects) => out.extend(
-                objects.into_iter().map(|o| Desired { origin: format!("{}:{}", o.file, o.line), value: o.value }),
+                objects.into_iter().map(|o| Manifest { origin: format!("{}:{}", o.file, o.line), value: o.value }),
             ),
             Err(source) => failure = Some(FetchError::Manifest { reference: reference.to_string(), source }),
         }
@@ -286,7 +286,7 @@ pub fn unpack(reference: &str, layer: &[u8], share: u64) -> Result<(Vec<Desired>
 }
 
 /// Manifests from a local directory (for `apply --dir`), read with the same parser as pack.
-pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, FetchError> {
+pub fn read_dir(dir: &Path) -> Result<Vec<Manifest>, FetchError> {
     let files = berth::input::collect_dir(dir)?;
     let mut out = Vec::new();
     for f in files {
@@ -299,7 +299,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Desired>, FetchError> {
         out.extend(
             objects
                 .into_iter()
-                .map(|o| Desired { origin: format!("{}:{}", dir.join(&o.file).display(), o.line), value: o.value }),
+                .map(|o| Manifest { origin: format!("{}:{}", dir.join(&o.file).display(), o.line), value: o.value }),
         );
     }
     Ok(out)

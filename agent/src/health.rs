@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::Client;
-use kube::api::{Api, DynamicObject};
+use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::apply::{Applied, MAX_CONCURRENT_APPLIES};
+use crate::apply::{AppliedObject, MAX_CONCURRENT_APPLIES};
 use crate::plan::{ObjectKey, PlannedObject};
 
 /// Longest pause between health polls: long enough not to load the API server with GETs of
@@ -28,14 +28,16 @@ pub enum Health {
     Failed(String),
 }
 
+/// Object keys are boxed: unboxed, they would make every `Result` that carries this error
+/// (and the sync and reconcile errors around it) large.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
     #[error("{object} failed: {reason}")]
-    Failed { object: ObjectKey, reason: String },
+    Failed { object: Box<ObjectKey>, reason: String },
     #[error("not healthy within {timeout:?}: {}", pending_list(.pending))]
     Timeout { timeout: Duration, pending: Vec<(ObjectKey, String)> },
     #[error("reading {object} for its health: {}", crate::api_error::message(.source))]
-    Read { object: ObjectKey, source: kube::Error },
+    Read { object: Box<ObjectKey>, source: kube::Error },
 }
 
 fn pending_list(p: &[(ObjectKey, String)]) -> String {
@@ -179,7 +181,7 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
 /// give the first verdict, so only objects not already current are polled.
 pub async fn wait_healthy(
     client: &Client,
-    applied: &[(&PlannedObject, &Applied)],
+    applied: &[(&PlannedObject, &AppliedObject)],
     timeout: Duration,
 ) -> Result<(), HealthError> {
     let deadline = Instant::now() + timeout;
@@ -187,7 +189,7 @@ pub async fn wait_healthy(
     for (o, a) in applied {
         match assess(&o.key.group, &o.key.kind, &a.object) {
             Health::Current => {}
-            Health::Failed(reason) => return Err(HealthError::Failed { object: o.key.clone(), reason }),
+            Health::Failed(reason) => return Err(HealthError::Failed { object: Box::new(o.key.clone()), reason }),
             Health::InProgress(reason) => pending.push((o, reason)),
         }
     }
@@ -209,7 +211,7 @@ pub async fn wait_healthy(
             let (o, h) = v?;
             match h {
                 Health::Current => {}
-                Health::Failed(reason) => return Err(HealthError::Failed { object: o.key.clone(), reason }),
+                Health::Failed(reason) => return Err(HealthError::Failed { object: Box::new(o.key.clone()), reason }),
                 Health::InProgress(reason) => still.push((o, reason)),
             }
         }
@@ -219,13 +221,9 @@ pub async fn wait_healthy(
 }
 
 async fn poll_one<'a>(client: &Client, o: &'a PlannedObject) -> Result<(&'a PlannedObject, Health), HealthError> {
-    let api: Api<DynamicObject> = match &o.key.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &o.resource),
-        None => Api::all_with(client.clone(), &o.resource),
-    };
-    match api.get(&o.key.name).await {
+    match o.api(client).get(&o.key.name).await {
         Ok(live) => Ok((o, assess(&o.key.group, &o.key.kind, &live))),
-        Err(source) => Err(HealthError::Read { object: o.key.clone(), source }),
+        Err(source) => Err(HealthError::Read { object: Box::new(o.key.clone()), source }),
     }
 }
 
@@ -268,5 +266,217 @@ mod tests {
     fn objects_without_status_are_current() {
         let c = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}});
         assert_eq!(assess("", "ConfigMap", &obj(c)), Health::Current);
+    }
+
+    /// The verdict on a `kind` object of `api_version` with these fields (metadata, spec, status).
+    fn verdict(api_version: &str, kind: &str, mut fields: Value) -> Health {
+        fields["apiVersion"] = json!(api_version);
+        fields["kind"] = json!(kind);
+        if fields.get("metadata").is_none() {
+            fields["metadata"] = json!({"name": "x"});
+        }
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        assess(group, kind, &obj(fields))
+    }
+
+    fn in_progress(h: &Health, why: &str) -> bool {
+        matches!(h, Health::InProgress(r) if r.contains(why))
+    }
+
+    #[test]
+    fn deployment_rollouts_stuck_waiting_or_done() {
+        let d = |spec: Value, status: Value| {
+            verdict(
+                "apps/v1",
+                "Deployment",
+                json!({"metadata": {"name": "web", "generation": 1}, "spec": spec, "status": status}),
+            )
+        };
+        let done = json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3});
+        assert_eq!(d(json!({"replicas": 3}), done.clone()), Health::Current);
+        let h = d(json!({"replicas": 3}), json!({}));
+        assert!(in_progress(&h, "rollout not observed yet"), "{h:?}");
+        let h = d(json!({"replicas": 3}), json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1}));
+        assert!(in_progress(&h, "1/3 replicas updated"), "{h:?}");
+        let h = d(
+            json!({"replicas": 3}),
+            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 2}),
+        );
+        assert!(in_progress(&h, "2/3 replicas ready, 2 available"), "{h:?}");
+        let h = d(
+            json!({"replicas": 3}),
+            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 3}),
+        );
+        assert!(in_progress(&h, "2/3 replicas ready, 3 available"), "available is not enough: {h:?}");
+        let h = d(
+            json!({"replicas": 3}),
+            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 2}),
+        );
+        assert!(in_progress(&h, "3/3 replicas ready, 2 available"), "ready is not enough: {h:?}");
+        let h = d(json!({}), json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}));
+        assert!(in_progress(&h, "0/1 replicas ready"), "no spec.replicas means one: {h:?}");
+        let h = d(json!({"replicas": 0}), json!({"observedGeneration": 1}));
+        assert_eq!(h, Health::Current, "scaled to zero");
+        let mut stuck = done;
+        stuck["conditions"] = json!([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+            "message": "ReplicaSet \"web-1\" has timed out progressing."}]);
+        let h = d(json!({"replicas": 3}), stuck);
+        assert_eq!(
+            h,
+            Health::Failed("progress deadline exceeded: ReplicaSet \"web-1\" has timed out progressing.".into())
+        );
+    }
+
+    #[test]
+    fn a_status_of_an_older_generation_says_nothing_of_any_kind() {
+        let stale = |api_version: &str, kind: &str| {
+            verdict(
+                api_version,
+                kind,
+                json!({"metadata": {"name": "x", "generation": 3},
+                "status": {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]}}),
+            )
+        };
+        for (api_version, kind) in [("apps/v1", "StatefulSet"), ("example.com/v1", "Widget")] {
+            let h = stale(api_version, kind);
+            assert!(in_progress(&h, "controller has not observed generation 3 yet"), "{kind}: {h:?}");
+        }
+    }
+
+    #[test]
+    fn statefulset_waits_for_ready_replicas_and_the_update_revision() {
+        let s = |strategy: &str, status: Value| {
+            verdict(
+                "apps/v1",
+                "StatefulSet",
+                json!({"metadata": {"name": "db", "generation": 1},
+                "spec": {"replicas": 2, "updateStrategy": {"type": strategy}}, "status": status}),
+            )
+        };
+        let status = |ready: i64, updated: i64, current: &str| {
+            json!({"observedGeneration": 1, "readyReplicas": ready, "updatedReplicas": updated,
+                   "currentRevision": current, "updateRevision": "db-2"})
+        };
+        assert_eq!(s("RollingUpdate", status(2, 2, "db-2")), Health::Current);
+        assert!(in_progress(&s("RollingUpdate", status(1, 2, "db-2")), "1/2 replicas ready"));
+        assert!(in_progress(&s("RollingUpdate", status(2, 2, "db-1")), "2/2 replicas updated"));
+        assert!(in_progress(&s("RollingUpdate", status(2, 1, "db-2")), "1/2 replicas updated"));
+        assert_eq!(s("OnDelete", status(2, 0, "db-1")), Health::Current, "OnDelete pods update when deleted");
+        assert!(in_progress(&s("RollingUpdate", json!({})), "rollout not observed yet"));
+    }
+
+    #[test]
+    fn daemonset_waits_for_every_scheduled_pod() {
+        let ds = |status: Value| {
+            verdict("apps/v1", "DaemonSet", json!({"metadata": {"name": "agent", "generation": 1}, "status": status}))
+        };
+        let status = |updated: i64, available: i64| json!({"observedGeneration": 1, "desiredNumberScheduled": 3, "updatedNumberScheduled": updated, "numberAvailable": available});
+        assert_eq!(ds(status(3, 3)), Health::Current);
+        assert!(in_progress(&ds(status(2, 3)), "3/3 pods available, 2 updated"));
+        assert!(in_progress(&ds(status(3, 1)), "1/3 pods available"));
+        assert!(in_progress(&ds(json!({})), "rollout not observed yet"));
+    }
+
+    #[test]
+    fn jobs_complete_fail_or_run() {
+        let job = |conditions: Value| {
+            verdict(
+                "batch/v1",
+                "Job",
+                json!({"metadata": {"name": "j"},
+                "status": {"conditions": conditions}}),
+            )
+        };
+        assert_eq!(job(json!([{"type": "Complete", "status": "True"}])), Health::Current);
+        assert!(in_progress(&job(json!([])), "job not complete"));
+        assert!(in_progress(&job(json!([{"type": "Complete", "status": "False"}])), "job not complete"));
+        let h = job(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}]));
+        assert_eq!(h, Health::Failed("job failed (DeadlineExceeded): too slow".into()));
+    }
+
+    #[test]
+    fn crds_namespaces_claims_and_pods_by_their_phase_or_condition() {
+        let crd = |status: &str| {
+            let status = json!({"conditions": [{"type": "Established", "status": status}]});
+            verdict("apiextensions.k8s.io/v1", "CustomResourceDefinition", json!({"status": status}))
+        };
+        assert_eq!(crd("True"), Health::Current);
+        assert!(in_progress(&crd("False"), "not established yet"));
+        let phased = |kind: &str, phase: Option<&str>| {
+            let status = phase.map_or(json!({}), |p| json!({"phase": p}));
+            verdict("v1", kind, json!({"status": status}))
+        };
+        assert_eq!(phased("Namespace", Some("Active")), Health::Current);
+        assert_eq!(phased("Namespace", None), Health::Current);
+        assert!(in_progress(&phased("Namespace", Some("Terminating")), "phase Terminating"));
+        assert_eq!(phased("PersistentVolumeClaim", Some("Bound")), Health::Current);
+        assert_eq!(phased("PersistentVolumeClaim", Some("Lost")), Health::Failed("claim lost its volume".into()));
+        assert!(in_progress(&phased("PersistentVolumeClaim", None), "phase Pending"));
+        assert_eq!(phased("Pod", Some("Succeeded")), Health::Current);
+        assert_eq!(phased("Pod", Some("Failed")), Health::Failed("pod failed".into()));
+        assert!(in_progress(&phased("Pod", Some("Running")), "pod not ready"));
+        let ready = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        assert_eq!(verdict("v1", "Pod", json!({"status": ready})), Health::Current);
+    }
+
+    #[test]
+    fn other_kinds_by_the_ready_and_stalled_conditions() {
+        let widget = |conditions: Value| {
+            verdict(
+                "example.com/v1",
+                "Widget",
+                json!({"metadata": {"name": "w"}, "status": {"conditions": conditions}}),
+            )
+        };
+        assert_eq!(widget(json!([{"type": "Ready", "status": "True"}])), Health::Current);
+        assert_eq!(widget(json!([])), Health::Current, "no Ready condition: nothing to wait for");
+        let h = widget(json!([{"type": "Ready", "status": "False", "reason": "Pending", "message": "waiting"}]));
+        assert_eq!(h, Health::InProgress("not ready (Pending): waiting".into()));
+        assert!(in_progress(&widget(json!([{"type": "Ready", "status": "Unknown"}])), "not ready"));
+        let h = widget(json!([{"type": "Ready", "status": "True"},
+                              {"type": "Stalled", "status": "True", "reason": "BadSpec", "message": "no such image"}]));
+        assert_eq!(h, Health::Failed("stalled (BadSpec): no such image".into()));
+    }
+
+    fn applied(o: &PlannedObject, status: Value) -> AppliedObject {
+        let mut object = o.body.clone();
+        object.data = json!({"status": status});
+        AppliedObject { key: o.key.clone(), resource_version: Some("1".into()), object }
+    }
+
+    #[tokio::test]
+    async fn the_apply_answers_are_judged_before_anything_is_polled() {
+        // The API server is gone: any poll would fail with a read error.
+        let client = crate::api_error::dead_server_client();
+        let cm = PlannedObject::for_test("", "v1", "ConfigMap", Some("a"), "c");
+        let job = PlannedObject::for_test("batch", "v1", "Job", Some("a"), "j");
+        let (cm_done, job_failed) = (
+            applied(&cm, json!({})),
+            applied(
+                &job,
+                json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}),
+            ),
+        );
+        assert!(wait_healthy(&client, &[(&cm, &cm_done)], Duration::from_secs(5)).await.is_ok());
+        let e = wait_healthy(&client, &[(&cm, &cm_done), (&job, &job_failed)], Duration::from_secs(5)).await.err();
+        assert!(matches!(&e, Some(HealthError::Failed { object, .. }) if object.name == "j"), "{e:?}");
+
+        let running = applied(&job, json!({}));
+        let e = wait_healthy(&client, &[(&job, &running)], Duration::ZERO).await.err().map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("not healthy within 0ns: Job.batch a/j: job not complete"));
+        let e = wait_healthy(&client, &[(&job, &running)], Duration::from_secs(5)).await.err();
+        assert!(matches!(&e, Some(HealthError::Read { object, .. }) if object.name == "j"), "then it is polled: {e:?}");
+    }
+
+    #[test]
+    fn a_timeout_names_the_first_pending_objects_and_counts_the_rest() {
+        let pending: Vec<(ObjectKey, String)> = (0..MAX_PENDING_SHOWN + 2)
+            .map(|i| {
+                (PlannedObject::for_test("", "v1", "Pod", Some("a"), &format!("p{i}")).key, "pod not ready".into())
+            })
+            .collect();
+        let e = HealthError::Timeout { timeout: Duration::from_secs(60), pending }.to_string();
+        assert!(e.starts_with("not healthy within 60s: Pod a/p0: pod not ready; Pod a/p1"), "{e}");
+        assert!(e.ends_with(&format!("Pod a/p{}: pod not ready; and 2 more", MAX_PENDING_SHOWN - 1)), "{e}");
     }
 }

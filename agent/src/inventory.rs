@@ -14,31 +14,19 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::api_error;
-use crate::plan::{Catalog, ObjectKey, PRUNE_ANNOTATION, PRUNE_DISABLED, PlanError, Stage};
+use crate::applyset::{
+    self, ADDITIONAL_NAMESPACES_ANNOTATION, GROUP_KINDS_ANNOTATION, ID_LABEL, PART_OF_LABEL, Stage, TOOLING_ANNOTATION,
+    tooling,
+};
+use crate::discovery::{ApiDiscovery, DiscoveryError, api_for};
+use crate::plan::ObjectKey;
 
-/// Label on members, value = the set's id.
-pub const PART_OF_LABEL: &str = "applyset.kubernetes.io/part-of";
-/// Label on the parent, value = the set's id.
-pub const ID_LABEL: &str = "applyset.kubernetes.io/id";
-/// Parent annotation naming the tool that owns the set; other tools refuse to touch it.
-pub const TOOLING_ANNOTATION: &str = "applyset.kubernetes.io/tooling";
-/// Parent annotation: comma-separated `Kind.group` of every member kind.
-pub const GROUP_KINDS_ANNOTATION: &str = "applyset.kubernetes.io/contains-group-kinds";
-/// Parent annotation: namespaces holding members, other than the parent's own.
-pub const ADDITIONAL_NAMESPACES_ANNOTATION: &str = "applyset.kubernetes.io/additional-namespaces";
-/// Tool name in the tooling annotation (`<name>/<version>`).
-pub const TOOL_NAME: &str = "berth";
 /// Field manager for the parent's ApplySet metadata; kubectl uses `<tool>-applyset` too.
 pub const INVENTORY_FIELD_MANAGER: &str = "berth-applyset";
 /// Page size when listing members: bounds memory per request on large sets.
 pub const LIST_PAGE_SIZE: u32 = 500;
 /// Deletes in flight at once during prune.
 pub const MAX_CONCURRENT_DELETES: usize = 16;
-
-/// The value of the tooling annotation berth writes.
-pub fn tooling() -> String {
-    format!("{TOOL_NAME}/v{}", env!("CARGO_PKG_VERSION"))
-}
 
 /// What kind of object anchors the set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,20 +57,8 @@ impl ParentKind {
     /// The resource parents of this kind are.
     pub fn resource(self) -> ApiResource {
         match self {
-            ParentKind::Source => ApiResource {
-                group: crate::source::GROUP.into(),
-                version: crate::source::VERSION.into(),
-                api_version: format!("{}/{}", crate::source::GROUP, crate::source::VERSION),
-                kind: crate::source::KIND.into(),
-                plural: "sources".into(),
-            },
-            ParentKind::Secret => ApiResource {
-                group: String::new(),
-                version: "v1".into(),
-                api_version: "v1".into(),
-                kind: "Secret".into(),
-                plural: "secrets".into(),
-            },
+            ParentKind::Source => ApiResource::erase::<crate::source::Source>(&()),
+            ParentKind::Secret => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
         }
     }
 }
@@ -119,6 +95,8 @@ impl Inventory {
     }
 }
 
+/// Object keys are boxed: unboxed, they would make every `Result` that carries this error
+/// (and the sync and reconcile errors around it) large.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("ApplySet parent {parent} does not exist")]
@@ -136,9 +114,9 @@ pub enum InventoryError {
     #[error("listing members of kind {group_kind} for prune: {}", api_error::message(.source))]
     List { group_kind: String, source: kube::Error },
     #[error("pruning {object}: {}; it stays in the inventory and prune retries next time", api_error::message(.source))]
-    Delete { object: ObjectKey, source: kube::Error },
+    Delete { object: Box<ObjectKey>, source: kube::Error },
     #[error(transparent)]
-    Discovery(#[from] PlanError),
+    Discovery(#[from] DiscoveryError),
 }
 
 impl InventoryError {
@@ -194,11 +172,18 @@ pub async fn read_recorded(client: &Client, parent: &ApplySetParent) -> Result<R
         Ok(None) => return Err(InventoryError::ParentMissing { parent: parent.to_string() }),
         Err(source) => return Err(InventoryError::Parent { action: "reading", parent: parent.to_string(), source }),
     };
-    let annotations = obj.metadata.annotations.unwrap_or_default();
-    let labels = obj.metadata.labels.unwrap_or_default();
+    recorded_on(parent, &obj.metadata.labels.unwrap_or_default(), &obj.metadata.annotations.unwrap_or_default())
+}
+
+/// What an existing parent with these labels and annotations records, or why berth may not
+/// use it as this set's parent.
+fn recorded_on(
+    parent: &ApplySetParent,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Recorded, InventoryError> {
     if let Some(tooling) = annotations.get(TOOLING_ANNOTATION) {
-        let base = tooling.rsplit_once('/').map(|(b, _)| b).unwrap_or(tooling);
-        if base != TOOL_NAME {
+        if !applyset::is_berth_tooling(tooling) {
             return Err(InventoryError::OtherTooling { parent: parent.to_string(), tooling: tooling.clone() });
         }
     } else if parent.kind == ParentKind::Secret {
@@ -214,7 +199,7 @@ pub async fn read_recorded(client: &Client, parent: &ApplySetParent) -> Result<R
     }
     let labelled =
         annotations.get(TOOLING_ANNOTATION) == Some(&tooling()) && labels.get(ID_LABEL) == Some(&parent.id());
-    Ok(Recorded { inventory: parse(&annotations, &parent.namespace), labelled })
+    Ok(Recorded { inventory: parse(annotations, &parent.namespace), labelled })
 }
 
 fn split_list(value: Option<&String>) -> impl Iterator<Item = String> + '_ {
@@ -271,7 +256,7 @@ pub struct Member {
     pub resource: ApiResource,
     pub stage: Stage,
     pub resource_version: Option<String>,
-    /// Annotated `berth.dev/prune: disabled`.
+    /// Opted out of prune ([`applyset::PRUNE_ANNOTATION`]).
     pub keep: bool,
     /// The live object as listed (lets the engine skip objects already as desired).
     pub live: DynamicObject,
@@ -282,7 +267,7 @@ pub struct Member {
 /// Kinds no longer served are skipped: no objects of them can exist.
 pub async fn list_members(
     client: &Client,
-    catalog: &mut Catalog,
+    discovery: &mut ApiDiscovery,
     parent: &ApplySetParent,
     scope: &Inventory,
 ) -> Result<Vec<Member>, InventoryError> {
@@ -291,18 +276,15 @@ pub async fn list_members(
     // concurrently: a set spanning many namespaces costs one round trip, not one per list.
     let mut lists = Vec::new();
     for gk in &scope.group_kinds {
-        let (kind, group) = gk.split_once('.').unwrap_or((gk.as_str(), ""));
-        let Some((resource, namespaced)) = catalog.resolve_group_kind(group, kind).await? else {
+        let (group, kind) = applyset::split_group_kind(gk);
+        let Some((resource, namespaced)) = discovery.resolve_group_kind(group, kind).await? else {
             tracing::debug!(group_kind = %gk, "kind is not served; it has no members");
             continue;
         };
-        let namespaces: Vec<Option<&String>> =
-            if namespaced { scope.namespaces.iter().map(Some).collect() } else { vec![None] };
+        let namespaces: Vec<Option<&str>> =
+            if namespaced { scope.namespaces.iter().map(|ns| Some(ns.as_str())).collect() } else { vec![None] };
         for ns in namespaces {
-            let api: Api<DynamicObject> = match ns {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                None => Api::all_with(client.clone(), &resource),
-            };
+            let api = api_for(client, &resource, ns);
             let kind = GroupKindOf { group, kind, gk, resource: resource.clone(), namespaced };
             lists.push(list_one(api, kind, &selector));
         }
@@ -322,36 +304,35 @@ struct GroupKindOf<'a> {
     namespaced: bool,
 }
 
+impl GroupKindOf<'_> {
+    /// A listed object of this kind as a member of the set (`None` without a name).
+    fn member(&self, mut item: DynamicObject) -> Option<Member> {
+        let name = item.metadata.name.clone()?;
+        // Never compared nor shown, and the bulk of a small object: not kept in memory.
+        item.metadata.managed_fields = None;
+        Some(Member {
+            key: ObjectKey {
+                group: self.group.to_string(),
+                kind: self.kind.to_string(),
+                namespace: item.metadata.namespace.clone(),
+                name,
+            },
+            resource: self.resource.clone(),
+            stage: Stage::of(self.group, self.kind, self.namespaced),
+            resource_version: item.metadata.resource_version.clone(),
+            keep: applyset::opts_out_of_prune(item.metadata.annotations.as_ref()),
+            live: item,
+        })
+    }
+}
+
 /// Members of one kind in one namespace (or cluster-wide), page by page.
 async fn list_one(api: Api<DynamicObject>, of: GroupKindOf<'_>, selector: &str) -> Result<Vec<Member>, InventoryError> {
     let mut members = Vec::new();
     let mut lp = ListParams::default().labels(selector).limit(LIST_PAGE_SIZE);
     loop {
         let page = api.list(&lp).await.map_err(|source| InventoryError::List { group_kind: of.gk.clone(), source })?;
-        for mut item in page.items {
-            let Some(name) = item.metadata.name.clone() else { continue };
-            let keep = item
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(PRUNE_ANNOTATION))
-                .is_some_and(|v| v == PRUNE_DISABLED);
-            // Never compared nor shown, and the bulk of a small object: not kept in memory.
-            item.metadata.managed_fields = None;
-            members.push(Member {
-                key: ObjectKey {
-                    group: of.group.to_string(),
-                    kind: of.kind.to_string(),
-                    namespace: item.metadata.namespace.clone(),
-                    name,
-                },
-                resource: of.resource.clone(),
-                stage: stage_of(of.group, of.kind, of.namespaced),
-                resource_version: item.metadata.resource_version.clone(),
-                keep,
-                live: item,
-            });
-        }
+        members.extend(page.items.into_iter().filter_map(|item| of.member(item)));
         match page.metadata.continue_.as_deref() {
             Some(token) if !token.is_empty() => lp = lp.continue_token(token),
             _ => break,
@@ -372,7 +353,7 @@ pub fn prune_candidates(members: &[Member], keep: &BTreeSet<ObjectKey>) -> Vec<M
 /// propagation. Returns what was deleted (or was already gone).
 pub async fn delete_members(client: &Client, doomed: &[Member]) -> Result<Vec<ObjectKey>, InventoryError> {
     let mut pruned = Vec::with_capacity(doomed.len());
-    for stage in [Stage::Namespaced, Stage::ClusterScoped, Stage::Namespaces, Stage::CustomResourceDefinitions] {
+    for stage in Stage::APPLY_ORDER.into_iter().rev() {
         let futures: Vec<_> = doomed.iter().filter(|m| m.stage == stage).map(|m| delete(client, m)).collect();
         let done: Vec<ObjectKey> =
             futures::stream::iter(futures).buffer_unordered(MAX_CONCURRENT_DELETES).try_collect().await?;
@@ -382,27 +363,14 @@ pub async fn delete_members(client: &Client, doomed: &[Member]) -> Result<Vec<Ob
 }
 
 async fn delete(client: &Client, m: &Member) -> Result<ObjectKey, InventoryError> {
-    let api: Api<DynamicObject> = match &m.key.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &m.resource),
-        None => Api::all_with(client.clone(), &m.resource),
-    };
+    let api = api_for(client, &m.resource, m.key.namespace.as_deref());
     match api.delete(&m.key.name, &DeleteParams::background()).await {
         Ok(_) => {
             tracing::info!(object = %m.key, "pruned");
             Ok(m.key.clone())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(m.key.clone()),
-        Err(source) => Err(InventoryError::Delete { object: m.key.clone(), source }),
-    }
-}
-
-/// The apply stage of a kind, for ordering deletes.
-pub fn stage_of(group: &str, kind: &str, namespaced: bool) -> Stage {
-    match (group, kind, namespaced) {
-        ("apiextensions.k8s.io", "CustomResourceDefinition", _) => Stage::CustomResourceDefinitions,
-        ("", "Namespace", _) => Stage::Namespaces,
-        (_, _, false) => Stage::ClusterScoped,
-        (_, _, true) => Stage::Namespaced,
+        Err(source) => Err(InventoryError::Delete { object: Box::new(m.key.clone()), source }),
     }
 }
 
@@ -435,6 +403,132 @@ mod tests {
     fn source_parent_id_uses_group_and_kind() {
         let p = ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "apps".into() };
         assert_eq!(p.id(), expected_id("shop.apps.Source.berth.dev"));
+    }
+
+    #[test]
+    fn parent_resources_are_the_source_crd_and_secrets() {
+        let r = ParentKind::Source.resource();
+        assert_eq!(
+            (r.api_version.as_str(), r.kind.as_str(), r.plural.as_str()),
+            ("berth.dev/v1alpha1", "Source", "sources")
+        );
+        let r = ParentKind::Secret.resource();
+        assert_eq!((r.api_version.as_str(), r.kind.as_str(), r.plural.as_str()), ("v1", "Secret", "secrets"));
+        let p = ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "apps".into() };
+        assert_eq!(p.to_string(), "sources.berth.dev/shop in namespace apps");
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_parent_of_other_tooling_or_another_set_is_refused() {
+        let source = ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "apps".into() };
+        let secret = ApplySetParent { kind: ParentKind::Secret, ..source.clone() };
+        let none = BTreeMap::new();
+        let kubectl = map(&[(TOOLING_ANNOTATION, "kubectl/v1.31.0")]);
+        for parent in [&source, &secret] {
+            let e = recorded_on(parent, &none, &kubectl).err();
+            assert!(
+                matches!(&e, Some(InventoryError::OtherTooling { tooling, .. }) if tooling == "kubectl/v1.31.0"),
+                "{e:?}"
+            );
+            let ours = map(&[(TOOLING_ANNOTATION, "berth/v0.0.1")]);
+            let e = recorded_on(parent, &map(&[(ID_LABEL, "applyset-other-v1")]), &ours).err();
+            assert!(
+                matches!(&e, Some(InventoryError::IdMismatch { found, .. }) if found == "applyset-other-v1"),
+                "{e:?}"
+            );
+        }
+        // A Source is the set's parent by its nature; a Secret without berth's tooling is
+        // someone else's, and its data is never adopted.
+        assert_eq!(
+            recorded_on(&source, &none, &none).ok(),
+            Some(Recorded {
+                inventory: Inventory { group_kinds: BTreeSet::new(), namespaces: ["apps".to_string()].into() },
+                labelled: false,
+            })
+        );
+        let e = recorded_on(&secret, &none, &none).err();
+        assert!(matches!(&e, Some(InventoryError::OtherTooling { tooling, .. }) if tooling == "(none)"), "{e:?}");
+    }
+
+    #[test]
+    fn a_parent_is_labelled_only_with_this_version_and_the_set_id() {
+        let parent = ApplySetParent { kind: ParentKind::Secret, name: "demo".into(), namespace: "default".into() };
+        let inv =
+            Inventory { group_kinds: ["ConfigMap".to_string()].into(), namespaces: ["default".to_string()].into() };
+        let id = map(&[(ID_LABEL, &parent.id())]);
+        let current = recorded_on(&parent, &id, &annotations(&inv, "default")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(current.labelled && current.holds(&inv));
+        let wider = Inventory { namespaces: ["default", "shop"].map(String::from).into(), ..inv.clone() };
+        assert!(!current.holds(&wider), "another inventory is written");
+        let mut older = annotations(&inv, "default");
+        older.insert(TOOLING_ANNOTATION.into(), "berth/v0.0.1".into());
+        let old = recorded_on(&parent, &id, &older).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!old.labelled && !old.holds(&inv), "an older berth's parent is rewritten");
+        let unlabelled = recorded_on(&parent, &BTreeMap::new(), &annotations(&inv, "default"));
+        assert!(unlabelled.is_ok_and(|r| !r.holds(&inv)), "the id label is added");
+    }
+
+    fn member(group: &str, kind: &str, namespace: Option<&str>, name: &str, annotations: &[(&str, &str)]) -> Member {
+        let gk = applyset::group_kind(group, kind);
+        let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, "v1", kind));
+        let of = GroupKindOf { group, kind, gk: &gk, resource: resource.clone(), namespaced: namespace.is_some() };
+        let mut live = DynamicObject::new(name, &resource);
+        live.metadata.namespace = namespace.map(String::from);
+        live.metadata.annotations = Some(map(annotations));
+        live.metadata.resource_version = Some("7".into());
+        live.metadata.managed_fields = Some(vec![Default::default()]);
+        of.member(live).unwrap_or_else(|| panic!("{name} has a name"))
+    }
+
+    #[test]
+    fn a_listed_member_keeps_its_identity_stage_and_opt_out() {
+        let m = member("apps", "Deployment", Some("shop"), "web", &[(applyset::PRUNE_ANNOTATION, "disabled")]);
+        assert_eq!(m.key.to_string(), "Deployment.apps shop/web");
+        assert_eq!((m.stage, m.keep, m.resource_version.as_deref()), (Stage::Namespaced, true, Some("7")));
+        assert!(m.live.metadata.managed_fields.is_none(), "managedFields are not kept");
+        let ns = member("", "Namespace", None, "shop", &[(applyset::PRUNE_ANNOTATION, "enabled")]);
+        assert_eq!((ns.stage, ns.keep), (Stage::Namespaces, false));
+        let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("", "v1", "ConfigMap"));
+        let gk = "ConfigMap".to_string();
+        let of = GroupKindOf { group: "", kind: "ConfigMap", gk: &gk, resource: resource.clone(), namespaced: true };
+        let mut nameless = DynamicObject::new("", &resource);
+        nameless.metadata.name = None;
+        assert!(of.member(nameless).is_none());
+    }
+
+    #[test]
+    fn prune_deletes_what_left_the_artifact_unless_opted_out_workloads_first_crds_last() {
+        let opt_out = [(applyset::PRUNE_ANNOTATION, "disabled")];
+        let members = [
+            member("apiextensions.k8s.io", "CustomResourceDefinition", None, "widgets.example.com", &[]),
+            member("", "Namespace", None, "shop", &[]),
+            member("", "ConfigMap", Some("shop"), "b", &[]),
+            member("rbac.authorization.k8s.io", "ClusterRole", None, "reader", &[]),
+            member("", "ConfigMap", Some("shop"), "kept", &opt_out),
+            member("", "ConfigMap", Some("shop"), "still-there", &[]),
+            member("", "ConfigMap", Some("admin"), "z", &[]),
+            member("example.com", "Widget", Some("shop"), "w", &[]),
+        ];
+        let in_artifact: BTreeSet<ObjectKey> =
+            members.iter().filter(|m| m.key.name == "still-there").map(|m| m.key.clone()).collect();
+        let doomed: Vec<String> =
+            prune_candidates(&members, &in_artifact).into_iter().map(|m| m.key.to_string()).collect();
+        assert_eq!(
+            doomed,
+            [
+                "ConfigMap admin/z",
+                "ConfigMap shop/b",
+                "Widget.example.com shop/w",
+                "ClusterRole.rbac.authorization.k8s.io reader",
+                "Namespace shop",
+                "CustomResourceDefinition.apiextensions.k8s.io widgets.example.com",
+            ]
+        );
+        assert!(prune_candidates(&members[4..6], &in_artifact).is_empty());
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //!
 //! Reading order: [`source`] (the custom resource), [`reconcile`] (the phases of one
 //! reconcile), [`engine`] (plan → dry-run → apply → prune → wait over one set of manifests),
-//! then the parts it uses: [`plan`], [`apply`], [`inventory`], [`health`].
+//! then the parts it uses: [`plan`], [`apply`], [`inventory`], [`health`], and below them
+//! [`applyset`] (the labels, annotations and apply stages they share) and [`discovery`].
 
 pub mod access;
 pub mod api_error;
 pub mod apply;
+pub mod applyset;
 pub mod budget;
 pub mod conditions;
 pub mod context;
 pub mod controller;
+pub mod discovery;
 pub mod duration;
 pub mod engine;
 pub mod fetch;

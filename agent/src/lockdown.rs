@@ -333,16 +333,9 @@ mod tests {
     #[test]
     fn every_violation_is_listed_with_its_origin() {
         let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
-        let gvk = kube::core::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRole");
-        let resource = kube::api::ApiResource::from_gvk(&gvk);
         let object = |name: &str, origin: &str| crate::plan::PlannedObject {
-            key: key("rbac.authorization.k8s.io", "ClusterRole", None, name),
-            body: kube::api::DynamicObject::new(name, &resource),
-            resource: resource.clone(),
-            namespaced: false,
-            stage: crate::plan::Stage::ClusterScoped,
             origin: origin.into(),
-            kind_from_plan: false,
+            ..crate::plan::PlannedObject::for_test("rbac.authorization.k8s.io", "v1", "ClusterRole", None, name)
         };
         let plan = ApplyPlan { objects: vec![object("r1", "roles.yaml:1"), object("r2", "roles.yaml:9")] };
         let e = l.check(&plan, &home()).err().map(|e| e.to_string()).unwrap_or_default();
@@ -355,5 +348,113 @@ mod tests {
         assert!(KindRule::parse("--deny-kinds", "").is_err());
         assert!(KindRule::parse("--deny-kinds", "cluster role").is_err());
         assert!(NamespaceRule::parse("--deny-namespaces", "Kube_System").is_err());
+    }
+
+    #[test]
+    fn a_denied_kind_stays_denied_when_also_allowed() {
+        let l = Lockdown {
+            allow_kinds: kinds("--allow-kinds", "ConfigMap,Secret"),
+            deny_kinds: kinds("--deny-kinds", "Secret"),
+            ..Lockdown::default()
+        };
+        let why = l.violation(&key("", "Secret", Some("a"), "x"), &home()).unwrap_or_default();
+        assert_eq!(why, "kind Secret is denied (--deny-kinds)");
+        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), &home()).is_none());
+    }
+
+    #[test]
+    fn a_kind_rule_without_group_matches_every_group_and_a_trailing_dot_only_the_core_group() {
+        let any = kinds("--deny-kinds", "Service");
+        let core = kinds("--deny-kinds", "Service.");
+        let serving = key("serving.knative.dev", "Service", Some("a"), "x");
+        let plain = key("", "Service", Some("a"), "x");
+        assert!(any[0].matches(&serving) && any[0].matches(&plain));
+        assert!(core[0].matches(&plain) && !core[0].matches(&serving));
+        let grouped = kinds("--deny-kinds", "Deployment.apps");
+        assert!(grouped[0].matches(&key("apps", "Deployment", Some("a"), "x")));
+        assert!(!grouped[0].matches(&key("extensions", "Deployment", Some("a"), "x")));
+        assert!(!grouped[0].matches(&key("apps", "StatefulSet", Some("a"), "x")), "kinds match whole");
+    }
+
+    #[test]
+    fn namespace_rules_match_a_name_or_a_prefix() {
+        let rule = |text| NamespaceRule::parse("--allow-namespaces", text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(rule("team-*").matches("team-a") && rule("team-*").matches("team-"));
+        assert!(!rule("team-*").matches("teams") && !rule("team-*").matches("other-team-a"));
+        assert!(rule("shop").matches("shop") && !rule("shop").matches("shop-2"), "a name is not a prefix");
+        assert!(rule("*").matches("anything"));
+    }
+
+    #[test]
+    fn the_allowances_alone_turn_no_lockdown_on() {
+        assert!(Lockdown::default().is_empty());
+        let relaxed = Lockdown {
+            allow_sources: true,
+            allow_cluster_kinds: kinds("--allow-cluster-kinds", "ClusterRole"),
+            ..Lockdown::default()
+        };
+        assert!(relaxed.is_empty());
+        let rules = [
+            Lockdown { enforce_impersonation: true, ..Lockdown::default() },
+            Lockdown { default_service_account: Some("deployer".into()), ..Lockdown::default() },
+            Lockdown { allow_kinds: kinds("--allow-kinds", "ConfigMap"), ..Lockdown::default() },
+            Lockdown { deny_kinds: kinds("--deny-kinds", "Secret"), ..Lockdown::default() },
+            Lockdown { source_namespace_only: true, ..Lockdown::default() },
+            rules(),
+        ];
+        for l in rules {
+            assert!(!l.is_empty(), "{l:?}");
+        }
+    }
+
+    fn source(service_account: Option<&str>) -> Source {
+        let mut spec = serde_json::json!({"url": "oci://registry.example/shop", "ref": {"tag": "1"}, "verify": {}});
+        if let Some(sa) = service_account {
+            spec["serviceAccountName"] = sa.into();
+        }
+        let v = serde_json::json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Source",
+            "metadata": {"name": "shop", "namespace": "a"}, "spec": spec});
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn objects_are_applied_as_the_sources_account_else_the_default_else_the_agent_unless_enforced() {
+        let default = Lockdown { default_service_account: Some("deployer".into()), ..Lockdown::default() };
+        let enforced = Lockdown { enforce_impersonation: true, ..Lockdown::default() };
+        assert_eq!(default.service_account(&source(Some("own"))), Ok(Some("own".into())));
+        assert_eq!(default.service_account(&source(None)), Ok(Some("deployer".into())));
+        assert_eq!(Lockdown::default().service_account(&source(None)), Ok(None));
+        assert_eq!(enforced.service_account(&source(Some("own"))), Ok(Some("own".into())));
+        assert_eq!(
+            enforced.service_account(&source(None)),
+            Err(LockdownError::ServiceAccountRequired { namespace: "a".into() })
+        );
+        let both = Lockdown { default_service_account: Some("deployer".into()), ..enforced };
+        assert_eq!(both.service_account(&source(None)), Ok(Some("deployer".into())), "a default satisfies enforcement");
+    }
+
+    #[test]
+    fn long_violation_lists_are_cut_and_counted() {
+        let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
+        let plan = ApplyPlan {
+            objects: (0..MAX_LISTED_VIOLATIONS + 3)
+                .map(|i| crate::plan::PlannedObject::for_test("", "v1", "ConfigMap", Some("b"), &format!("c{i}")))
+                .chain([crate::plan::PlannedObject::for_test("", "v1", "ConfigMap", Some("a"), "home")])
+                .collect(),
+        };
+        match l.check(&plan, &home()) {
+            Err(LockdownError::Refused { violations, total }) => {
+                assert_eq!((violations.len(), total), (MAX_LISTED_VIOLATIONS, MAX_LISTED_VIOLATIONS + 3));
+                assert_eq!(
+                    violations[0],
+                    "ConfigMap b/c0 (c0.yaml:1): namespace b is not the Source's namespace a (--source-namespace-only)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = l.check(&plan, &home()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.ends_with(" (and 3 more)"), "{e}");
+        let home_only = ApplyPlan { objects: plan.objects[MAX_LISTED_VIOLATIONS + 3..].to_vec() };
+        assert_eq!(l.check(&home_only, &home()), Ok(()));
     }
 }

@@ -13,10 +13,11 @@ use std::process::ExitCode;
 use berth::reference::Reference;
 use berth::registry::{Credentials, Registry, RegistryOptions};
 use berth::signature::{PublicKey, TrustPolicy};
+use berth_agent::discovery::ApiDiscovery;
 use berth_agent::engine::{self, Change, Clients, SyncError, SyncOptions};
 use berth_agent::fetch::{self, FetchError, Trust};
 use berth_agent::inventory::{ApplySetParent, ParentKind};
-use berth_agent::plan::{Catalog, Desired, NamespaceDefaults};
+use berth_agent::plan::{Manifest, NamespaceDefaults};
 use berth_agent::{apply, controller, duration, lockdown, source};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -386,7 +387,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
     };
     let clients = Clients { agent: agent.clone(), applier };
 
-    let (manifests, what, default_name): (Vec<Desired>, String, String) = match (&args.dir, &args.reference) {
+    let (manifests, what, default_name): (Vec<Manifest>, String, String) = match (&args.dir, &args.reference) {
         (Some(dir), _) => {
             let m = fetch::read_dir(dir).map_err(|e| Failure::new(1, e.to_string()))?;
             let base = dir
@@ -442,9 +443,9 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
         allow_empty: args.allow_empty,
         dry_run_gate: true,
     };
-    let mut catalog = Catalog::new(agent);
+    let mut discovery = ApiDiscovery::new(agent);
     if diff_only {
-        let changes = engine::diff(&clients, &mut catalog, &parent, manifests, &opts)
+        let changes = engine::diff(&clients, &mut discovery, &parent, manifests, &opts)
             .await
             .map_err(|e| Failure { code: 6, ..sync_failure(e, &config.cluster_url) })?;
         let mut differs = false;
@@ -466,7 +467,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
         eprintln!("{what}: {} object(s) differ, {unchanged} unchanged", changes.len() - unchanged);
         return Ok(u8::from(differs));
     }
-    let report = engine::sync(&clients, &mut catalog, &parent, manifests, &opts)
+    let report = engine::sync(&clients, &mut discovery, &parent, manifests, &opts)
         .await
         .map_err(|e| sync_failure(e, &config.cluster_url))?;
     for k in &report.changed {

@@ -15,7 +15,9 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::PartialObjectMeta;
 
 use crate::api_error;
-use crate::inventory::{ID_LABEL, LIST_PAGE_SIZE, MAX_CONCURRENT_LISTS, PART_OF_LABEL, ParentKind};
+use crate::applyset::{ID_LABEL, PART_OF_LABEL, PRUNE_ANNOTATION, PRUNE_DISABLED};
+use crate::discovery::api_for;
+use crate::inventory::{LIST_PAGE_SIZE, MAX_CONCURRENT_LISTS, ParentKind};
 use crate::plan::{ObjectKey, PlannedObject};
 
 /// Objects of another set spelled out in one error message; the rest are counted.
@@ -45,7 +47,7 @@ impl fmt::Display for Claim {
 #[derive(Debug, thiserror::Error)]
 pub enum OwnershipError {
     #[error(
-        "{} object(s) already belong to another ApplySet, nothing was applied: {}{}; an object belongs to one set only, and force does not change that: remove it from this artifact, or release it from the other set first (drop it from that set with the annotation berth.dev/prune: disabled, then remove its label {PART_OF_LABEL})",
+        "{} object(s) already belong to another ApplySet, nothing was applied: {}{}; an object belongs to one set only, and force does not change that: remove it from this artifact, or release it from the other set first (drop it from that set with the annotation {PRUNE_ANNOTATION}: {PRUNE_DISABLED}, then remove its label {PART_OF_LABEL})",
         .claims.len(), list(.claims), more(.claims.len())
     )]
     Claimed { claims: Vec<Claim> },
@@ -80,42 +82,17 @@ type ListScope = (String, String, String, Option<String>);
 /// metadata list per kind and namespace, selecting only members of other sets; objects whose
 /// kind is not served yet cannot exist and are skipped. Reads only, as `client`.
 pub async fn check(client: &Client, objects: &[&PlannedObject], own_id: &str) -> Result<(), OwnershipError> {
-    // (group, version, plural, namespace) → the resource and the planned objects in it.
-    let mut groups: BTreeMap<ListScope, (ApiResource, Vec<&PlannedObject>)> = BTreeMap::new();
-    for o in objects.iter().filter(|o| !o.kind_from_plan) {
-        let r = &o.resource;
-        groups
-            .entry((r.group.clone(), r.version.clone(), r.plural.clone(), o.key.namespace.clone()))
-            .or_insert_with(|| (r.clone(), Vec::new()))
-            .1
-            .push(o);
-    }
-    let selector = format!("{PART_OF_LABEL},{PART_OF_LABEL}!={own_id}");
-    let lists: Vec<_> = groups
+    let selector = other_sets_selector(own_id);
+    let lists: Vec<_> = by_list(objects)
         .into_values()
         .map(|(resource, planned)| {
             let selector = selector.as_str();
             async move {
-                let api: Api<DynamicObject> = match &planned[0].key.namespace {
-                    Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                    None => Api::all_with(client.clone(), &resource),
-                };
+                let api = api_for(client, &resource, planned[0].key.namespace.as_deref());
                 let foreign = list_foreign(&api, selector)
                     .await
                     .map_err(|source| OwnershipError::List { group_kind: planned[0].key.group_kind(), source })?;
-                Ok::<_, OwnershipError>(
-                    planned
-                        .into_iter()
-                        .filter_map(|o| {
-                            foreign.get(&o.key.name).map(|other| Claim {
-                                object: o.key.clone(),
-                                origin: o.origin.clone(),
-                                other_set: other.clone(),
-                                parent: None,
-                            })
-                        })
-                        .collect::<Vec<_>>(),
-                )
+                Ok::<_, OwnershipError>(claims_in(planned, &foreign))
             }
         })
         .collect();
@@ -137,6 +114,42 @@ pub async fn check(client: &Client, objects: &[&PlannedObject], own_id: &str) ->
         c.parent = parents.get(&c.other_set).cloned();
     }
     Err(OwnershipError::Claimed { claims })
+}
+
+/// Members of any set but `own_id`: objects with a `part-of` label naming another id.
+fn other_sets_selector(own_id: &str) -> String {
+    format!("{PART_OF_LABEL},{PART_OF_LABEL}!={own_id}")
+}
+
+/// `objects` by the list request that finds them: one per resource and namespace. Objects
+/// whose kind is not served yet cannot exist, and are left out.
+fn by_list<'a>(objects: &[&'a PlannedObject]) -> BTreeMap<ListScope, (ApiResource, Vec<&'a PlannedObject>)> {
+    let mut lists: BTreeMap<ListScope, (ApiResource, Vec<&PlannedObject>)> = BTreeMap::new();
+    for o in objects.iter().filter(|o| !o.kind_from_plan) {
+        let r = &o.resource;
+        lists
+            .entry((r.group.clone(), r.version.clone(), r.plural.clone(), o.key.namespace.clone()))
+            .or_insert_with(|| (r.clone(), Vec::new()))
+            .1
+            .push(o);
+    }
+    lists
+}
+
+/// Claims on the `planned` objects (of one list) that `foreign` (name → other set's id, from
+/// that list) holds.
+fn claims_in(planned: Vec<&PlannedObject>, foreign: &BTreeMap<String, String>) -> Vec<Claim> {
+    planned
+        .into_iter()
+        .filter_map(|o| {
+            foreign.get(&o.key.name).map(|other| Claim {
+                object: o.key.clone(),
+                origin: o.origin.clone(),
+                other_set: other.clone(),
+                parent: None,
+            })
+        })
+        .collect()
 }
 
 /// Name → `part-of` value of the objects `api` lists with `selector`, page by page.
@@ -220,5 +233,63 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("force does not change that"), "{e}");
+    }
+
+    #[test]
+    fn members_of_other_sets_are_selected_by_their_part_of_label() {
+        assert_eq!(
+            other_sets_selector("applyset-own-v1"),
+            "applyset.kubernetes.io/part-of,applyset.kubernetes.io/part-of!=applyset-own-v1"
+        );
+    }
+
+    #[test]
+    fn one_list_per_resource_and_namespace_and_none_for_kinds_not_served_yet() {
+        let planned = |group, kind, ns, name| PlannedObject::for_test(group, "v1", kind, ns, name);
+        let widget = PlannedObject { kind_from_plan: true, ..planned("example.com", "Widget", Some("a"), "w") };
+        let objects = [
+            planned("", "ConfigMap", Some("a"), "c1"),
+            planned("", "ConfigMap", Some("b"), "c2"),
+            planned("", "ConfigMap", Some("a"), "c3"),
+            planned("", "Secret", Some("a"), "s"),
+            planned("rbac.authorization.k8s.io", "ClusterRole", None, "r"),
+            widget,
+        ];
+        let refs: Vec<&PlannedObject> = objects.iter().collect();
+        let lists: Vec<(String, Option<String>, Vec<&str>)> = by_list(&refs)
+            .into_iter()
+            .map(|((_, _, plural, ns), (_, objects))| {
+                (plural, ns, objects.iter().map(|o| o.key.name.as_str()).collect())
+            })
+            .collect();
+        assert_eq!(
+            lists,
+            [
+                ("configmaps".into(), Some("a".into()), vec!["c1", "c3"]),
+                ("configmaps".into(), Some("b".into()), vec!["c2"]),
+                ("secrets".into(), Some("a".into()), vec!["s"]),
+                ("clusterroles".into(), None, vec!["r"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_planned_objects_another_set_holds_are_claimed() {
+        let mine = PlannedObject::for_test("", "v1", "ConfigMap", Some("a"), "mine");
+        let theirs = PlannedObject::for_test("", "v1", "ConfigMap", Some("a"), "theirs");
+        let foreign = BTreeMap::from([
+            ("theirs".to_string(), "applyset-other-v1".to_string()),
+            ("not-planned".to_string(), "applyset-other-v1".to_string()),
+        ]);
+        assert_eq!(
+            claims_in(vec![&mine, &theirs], &foreign),
+            [Claim {
+                object: theirs.key.clone(),
+                origin: "theirs.yaml:1".into(),
+                other_set: "applyset-other-v1".into(),
+                parent: None,
+            }]
+        );
+        assert!(claims_in(vec![&mine], &foreign).is_empty());
     }
 }

@@ -1,38 +1,25 @@
 //! The apply plan: turns parsed manifests into typed, namespaced, labelled objects in
-//! dependency order (CRDs, Namespaces, other cluster-scoped, namespaced), resolving every
-//! kind through a cached discovery of the API server — or through a CRD in the same set.
+//! dependency order (the [`Stage`]s: CRDs, Namespaces, other cluster-scoped, namespaced),
+//! resolving every kind through the API server's discovery — or through a CRD in the same set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use kube::Client;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
-use kube::discovery::{Discovery, Scope};
 use serde_json::Value;
 
-use crate::inventory::PART_OF_LABEL;
+use crate::applyset::{self, PART_OF_LABEL, Stage};
+use crate::discovery::{DiscoveryError, ServedKinds, api_for};
 
-/// Kinds with this annotation value are kept when they leave the artifact.
-pub const PRUNE_ANNOTATION: &str = "berth.dev/prune";
-/// Value of [`PRUNE_ANNOTATION`] that opts an object out of prune.
-pub const PRUNE_DISABLED: &str = "disabled";
-
-/// One manifest as it came out of the artifact: a JSON object and where it was read.
+/// One manifest as it was read from the artifact (or a directory): a JSON object and where
+/// it was read.
 #[derive(Debug, Clone)]
-pub struct Desired {
+pub struct Manifest {
     pub value: Value,
     /// `file:line` (or similar) so errors point at the source.
     pub origin: String,
-}
-
-/// Apply order. Everything in a stage is applied before the next stage starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    CustomResourceDefinitions,
-    Namespaces,
-    ClusterScoped,
-    Namespaced,
 }
 
 /// Identity of an object in the cluster, independent of API version.
@@ -47,13 +34,8 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// `Kind.group` as the ApplySet annotations and kubectl spell it (`Kind` for the core group).
     pub fn group_kind(&self) -> String {
-        group_kind(&self.group, &self.kind)
+        applyset::group_kind(&self.group, &self.kind)
     }
-}
-
-/// `Kind.group`, or `Kind` for the core group.
-pub fn group_kind(group: &str, kind: &str) -> String {
-    if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") }
 }
 
 impl fmt::Display for ObjectKey {
@@ -76,6 +58,38 @@ pub struct PlannedObject {
     pub origin: String,
     /// The kind is defined by a CRD in this same plan and not served yet.
     pub kind_from_plan: bool,
+}
+
+impl PlannedObject {
+    /// The API the object is applied, read and deleted through.
+    pub fn api(&self, client: &Client) -> Api<DynamicObject> {
+        api_for(client, &self.resource, self.key.namespace.as_deref())
+    }
+}
+
+#[cfg(test)]
+impl PlannedObject {
+    /// An object of a served kind as the plan leaves it, read from `<name>.yaml:1`: for tests
+    /// of what comes after the plan.
+    pub(crate) fn for_test(group: &str, version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let mut body = DynamicObject::new(name, &resource);
+        body.metadata.namespace = namespace.map(String::from);
+        PlannedObject {
+            key: ObjectKey {
+                group: group.into(),
+                kind: kind.into(),
+                namespace: namespace.map(String::from),
+                name: name.into(),
+            },
+            resource,
+            namespaced: namespace.is_some(),
+            stage: Stage::of(group, kind, namespace.is_some()),
+            body,
+            origin: format!("{name}.yaml:1"),
+            kind_from_plan: false,
+        }
+    }
 }
 
 /// Objects in apply order.
@@ -109,6 +123,8 @@ pub struct NamespaceDefaults {
     pub fallback: String,
 }
 
+/// Object keys are boxed: unboxed, they would make every `Result` that carries this error
+/// (and the sync and reconcile errors around it) large.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("{origin}: {problem}; fix the manifest and publish a new artifact")]
@@ -118,71 +134,17 @@ pub enum PlanError {
     )]
     UnknownKind { origin: String, api_version: String, kind: String },
     #[error("{object} appears twice ({first} and {second}); each object may appear once")]
-    Duplicate { object: ObjectKey, first: String, second: String },
+    Duplicate { object: Box<ObjectKey>, first: String, second: String },
     #[error("{origin}: {object} is cluster-scoped but names namespace {namespace:?}; remove metadata.namespace")]
-    NamespaceOnClusterScoped { origin: String, object: ObjectKey, namespace: String },
-    #[error("discovery of the API server's resources failed: {}; check the API server is reachable", crate::api_error::message(.source))]
-    Discovery { source: kube::Error },
+    NamespaceOnClusterScoped { origin: String, object: Box<ObjectKey>, namespace: String },
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
 }
 
 impl PlanError {
     /// Whether discovery got no answer from the API server at all.
     pub fn unreachable(&self) -> bool {
-        matches!(self, PlanError::Discovery { source } if crate::api_error::is_unreachable(source))
-    }
-}
-
-/// What the API server serves, discovered once and refreshed when a kind is missing
-/// (e.g. after this agent applied a CRD).
-pub struct Catalog {
-    client: Client,
-    discovery: Option<Discovery>,
-}
-
-impl fmt::Debug for Catalog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Catalog").field("discovered", &self.discovery.is_some()).finish()
-    }
-}
-
-impl Catalog {
-    pub fn new(client: Client) -> Self {
-        Catalog { client, discovery: None }
-    }
-
-    /// Forgets what was discovered; the next lookup runs discovery again (e.g. after this
-    /// agent applied a CRD).
-    pub fn invalidate(&mut self) {
-        self.discovery = None;
-    }
-
-    async fn ensure(&mut self) -> Result<&Discovery, PlanError> {
-        let d = match self.discovery.take() {
-            Some(d) => d,
-            // Aggregated discovery: two requests for the whole server instead of one per group.
-            None => Discovery::new(self.client.clone())
-                .run_aggregated()
-                .await
-                .map_err(|source| PlanError::Discovery { source })?,
-        };
-        Ok(&*self.discovery.insert(d))
-    }
-
-    /// Resource and scope of an exact group/version/kind.
-    pub async fn resolve_gvk(&mut self, gvk: &GroupVersionKind) -> Result<Option<(ApiResource, bool)>, PlanError> {
-        let d = self.ensure().await?;
-        Ok(d.resolve_gvk(gvk).map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
-    }
-
-    /// Resource and scope of a group/kind at the server's preferred version (for prune,
-    /// where the recorded inventory has no version).
-    pub async fn resolve_group_kind(
-        &mut self,
-        group: &str,
-        kind: &str,
-    ) -> Result<Option<(ApiResource, bool)>, PlanError> {
-        let d = self.ensure().await?;
-        Ok(d.get(group).and_then(|g| g.recommended_kind(kind)).map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
+        matches!(self, PlanError::Discovery(e) if e.unreachable())
     }
 }
 
@@ -196,8 +158,8 @@ struct PlannedKind {
 /// Builds the ordered plan. Fails on the first object that cannot be placed; nothing is
 /// sent to the cluster here except discovery.
 pub async fn plan(
-    manifests: Vec<Desired>,
-    catalog: &mut Catalog,
+    manifests: Vec<Manifest>,
+    kinds: &mut impl ServedKinds,
     defaults: &NamespaceDefaults,
     applyset_id: &str,
 ) -> Result<ApplyPlan, PlanError> {
@@ -218,7 +180,7 @@ pub async fn plan(
             return Err(invalid("metadata.generateName cannot be applied repeatedly; use metadata.name"));
         }
 
-        let (resource, namespaced, kind_from_plan) = match catalog.resolve_gvk(&gvk).await? {
+        let (resource, namespaced, kind_from_plan) = match kinds.resolve_gvk(&gvk).await? {
             Some((ar, namespaced)) => (ar, namespaced, false),
             None => match planned_kinds.get(&(gvk.group.clone(), gvk.kind.clone())) {
                 Some(pk) if pk.versions.iter().any(|v| v == &gvk.version) => (
@@ -255,7 +217,7 @@ pub async fn plan(
             if let Some(ns) = body.metadata.namespace.clone().filter(|ns| !ns.is_empty()) {
                 return Err(PlanError::NamespaceOnClusterScoped {
                     origin: m.origin,
-                    object: ObjectKey { group: gvk.group, kind: gvk.kind, namespace: None, name },
+                    object: Box::new(ObjectKey { group: gvk.group, kind: gvk.kind, namespace: None, name }),
                     namespace: ns,
                 });
             }
@@ -279,16 +241,11 @@ pub async fn plan(
 
         let key = ObjectKey { group: gvk.group.clone(), kind: gvk.kind.clone(), namespace, name };
         if let Some(first) = seen.get(&key) {
-            return Err(PlanError::Duplicate { object: key, first: first.clone(), second: m.origin });
+            return Err(PlanError::Duplicate { object: Box::new(key), first: first.clone(), second: m.origin });
         }
         seen.insert(key.clone(), m.origin.clone());
 
-        let stage = match (gvk.group.as_str(), gvk.kind.as_str(), namespaced) {
-            ("apiextensions.k8s.io", "CustomResourceDefinition", _) => Stage::CustomResourceDefinitions,
-            ("", "Namespace", _) => Stage::Namespaces,
-            (_, _, false) => Stage::ClusterScoped,
-            (_, _, true) => Stage::Namespaced,
-        };
+        let stage = Stage::of(&gvk.group, &gvk.kind, namespaced);
         objects.push(PlannedObject { key, resource, namespaced, stage, body, origin: m.origin, kind_from_plan });
     }
     // Stable within a stage: the artifact's own order is kept for objects of equal rank.
@@ -297,7 +254,7 @@ pub async fn plan(
 }
 
 /// Kinds that CRDs in this set define, keyed by (group, kind).
-fn kinds_defined_by_crds(manifests: &[Desired]) -> BTreeMap<(String, String), PlannedKind> {
+fn kinds_defined_by_crds(manifests: &[Manifest]) -> BTreeMap<(String, String), PlannedKind> {
     let mut out = BTreeMap::new();
     for m in manifests {
         let v = &m.value;
@@ -328,17 +285,230 @@ fn kinds_defined_by_crds(manifests: &[Desired]) -> BTreeMap<(String, String), Pl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::Served;
     use serde_json::json;
 
-    #[test]
-    fn group_kind_spelling_matches_kubectl() {
-        assert_eq!(group_kind("", "ConfigMap"), "ConfigMap");
-        assert_eq!(group_kind("apps", "Deployment"), "Deployment.apps");
+    /// What the test's API server serves: each kind and whether it is namespaced.
+    struct Table(Vec<(GroupVersionKind, bool)>);
+
+    impl ServedKinds for Table {
+        async fn resolve_gvk(&mut self, gvk: &GroupVersionKind) -> Result<Option<Served>, DiscoveryError> {
+            Ok(self.0.iter().find(|(g, _)| g == gvk).map(|(g, namespaced)| (ApiResource::from_gvk(g), *namespaced)))
+        }
+    }
+
+    fn served() -> Table {
+        let kind = |group, version, kind, namespaced| (GroupVersionKind::gvk(group, version, kind), namespaced);
+        Table(vec![
+            kind("", "v1", "ConfigMap", true),
+            kind("", "v1", "Namespace", false),
+            kind("apps", "v1", "Deployment", true),
+            kind("rbac.authorization.k8s.io", "v1", "ClusterRole", false),
+            kind("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", false),
+            kind("apiregistration.k8s.io", "v1", "APIService", false),
+            kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition", false),
+        ])
+    }
+
+    const ID: &str = "applyset-own-v1";
+
+    fn manifest(api_version: &str, kind: &str, name: &str, namespace: Option<&str>) -> Manifest {
+        let mut value = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+        if let Some(ns) = namespace {
+            value["metadata"]["namespace"] = json!(ns);
+        }
+        Manifest { value, origin: format!("{name}.yaml:1") }
+    }
+
+    fn widget_crd(scope: &str) -> Manifest {
+        Manifest {
+            origin: "crd.yaml:1".into(),
+            value: json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "widgets.example.com"},
+                "spec": {"group": "example.com", "scope": scope,
+                         "names": {"kind": "Widget", "plural": "widgets"},
+                         "versions": [{"name": "v1"}]}
+            }),
+        }
+    }
+
+    async fn plan_in(manifests: Vec<Manifest>, target: Option<&str>) -> Result<ApplyPlan, PlanError> {
+        let defaults = NamespaceDefaults { target: target.map(String::from), fallback: "default".into() };
+        plan(manifests, &mut served(), &defaults, ID).await
+    }
+
+    fn shown(plan: &ApplyPlan) -> Vec<String> {
+        plan.objects.iter().map(|o| o.key.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn crds_and_namespaces_come_first_then_cluster_kinds_then_the_rest_in_artifact_order() {
+        let plan = plan_in(
+            vec![
+                manifest("apps/v1", "Deployment", "web", Some("shop")),
+                manifest("rbac.authorization.k8s.io/v1", "ClusterRole", "reader", None),
+                manifest("v1", "ConfigMap", "a", None),
+                manifest("v1", "Namespace", "shop", None),
+                manifest("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "hook", None),
+                widget_crd("Namespaced"),
+                manifest("v1", "ConfigMap", "b", Some("shop")),
+                manifest("apiregistration.k8s.io/v1", "APIService", "v1.metrics.example.com", None),
+            ],
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            shown(&plan),
+            [
+                "CustomResourceDefinition.apiextensions.k8s.io widgets.example.com",
+                "Namespace shop",
+                "ClusterRole.rbac.authorization.k8s.io reader",
+                "ValidatingWebhookConfiguration.admissionregistration.k8s.io hook",
+                "APIService.apiregistration.k8s.io v1.metrics.example.com",
+                "Deployment.apps shop/web",
+                "ConfigMap default/a",
+                "ConfigMap shop/b",
+            ]
+        );
+        assert_eq!(plan.namespaces(), ["default", "shop"].map(String::from).into());
+        assert!(plan.group_kinds().contains("CustomResourceDefinition.apiextensions.k8s.io"));
+    }
+
+    #[tokio::test]
+    async fn namespaced_objects_keep_their_namespace_else_take_the_target_else_the_fallback() {
+        let objects =
+            || vec![manifest("v1", "ConfigMap", "own", Some("mine")), manifest("v1", "ConfigMap", "none", None)];
+        let targeted = plan_in(objects(), Some("team")).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&targeted), ["ConfigMap mine/own", "ConfigMap team/none"]);
+        let bodies: Vec<Option<&str>> = targeted.objects.iter().map(|o| o.body.metadata.namespace.as_deref()).collect();
+        assert_eq!(bodies, [Some("mine"), Some("team")], "the body sent says the namespace too");
+        let untargeted = plan_in(objects(), None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&untargeted), ["ConfigMap mine/own", "ConfigMap default/none"]);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_scoped_object_may_not_name_a_namespace() {
+        let e = plan_in(vec![manifest("rbac.authorization.k8s.io/v1", "ClusterRole", "r", Some("shop"))], Some("team"))
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("r.yaml:1: ClusterRole.rbac.authorization.k8s.io r is cluster-scoped"), "{e}");
+        assert!(e.contains("remove metadata.namespace"), "{e}");
+        let empty = plan_in(vec![manifest("rbac.authorization.k8s.io/v1", "ClusterRole", "r", Some(""))], Some("team"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(empty.objects[0].key.namespace, None);
+        assert_eq!(empty.objects[0].body.metadata.namespace, None, "the target namespace is not added");
+    }
+
+    #[tokio::test]
+    async fn an_object_may_appear_once_however_its_namespace_is_given() {
+        let twice = vec![
+            manifest("v1", "ConfigMap", "c", Some("default")),
+            Manifest { origin: "other.yaml:3".into(), ..manifest("v1", "ConfigMap", "c", None) },
+        ];
+        match plan_in(twice, None).await {
+            Err(PlanError::Duplicate { object, first, second }) => {
+                assert_eq!(
+                    (object.to_string(), first.as_str(), second.as_str()),
+                    ("ConfigMap default/c".into(), "c.yaml:1", "other.yaml:3")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let apart = vec![manifest("v1", "ConfigMap", "c", Some("a")), manifest("v1", "ConfigMap", "c", Some("b"))];
+        assert_eq!(plan_in(apart, None).await.map(|p| p.objects.len()).ok(), Some(2), "same name, other namespace");
+    }
+
+    #[tokio::test]
+    async fn custom_resources_of_a_crd_in_the_set_are_planned_from_the_crd() {
+        let widget = |version: &str| manifest(&format!("example.com/{version}"), "Widget", "w", None);
+        let plan =
+            plan_in(vec![widget("v1"), widget_crd("Namespaced")], Some("team")).await.unwrap_or_else(|e| panic!("{e}"));
+        let w = &plan.objects[1];
+        assert_eq!(w.key.to_string(), "Widget.example.com team/w");
+        assert!(w.kind_from_plan && w.namespaced && w.stage == Stage::Namespaced);
+        assert_eq!((w.resource.plural.as_str(), w.resource.api_version.as_str()), ("widgets", "example.com/v1"));
+        assert!(!plan.objects[0].kind_from_plan, "the CRD's own kind is served");
+
+        let cluster = plan_in(vec![widget("v1"), widget_crd("Cluster")], None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (cluster.objects[1].key.namespace.as_deref(), cluster.objects[1].stage),
+            (None, Stage::ClusterScoped)
+        );
+
+        let e = plan_in(vec![widget("v2"), widget_crd("Namespaced")], None).await.err().map(|e| e.to_string());
+        assert!(e.as_ref().is_some_and(|e| e.starts_with("w.yaml:1: unknown kind example.com/v2/Widget")), "{e:?}");
+        let e = plan_in(vec![widget("v1")], None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("no CRD in the artifact defines it; install its CRD or remove the object"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn berth_labels_every_object_and_drops_fields_server_side_apply_refuses() {
+        let mut exported = manifest("v1", "ConfigMap", "c", None);
+        exported.value["metadata"]["resourceVersion"] = json!("12");
+        exported.value["metadata"]["uid"] = json!("0b7e");
+        exported.value["metadata"]["creationTimestamp"] = json!("2024-01-01T00:00:00Z");
+        exported.value["metadata"]["managedFields"] = json!([{"manager": "kubectl"}]);
+        exported.value["metadata"]["labels"] = json!({"app": "shop", PART_OF_LABEL: ID});
+        let plan = plan_in(vec![exported], None).await.unwrap_or_else(|e| panic!("{e}"));
+        let meta = &plan.objects[0].body.metadata;
+        let labels = meta.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(PART_OF_LABEL).map(String::as_str), Some(ID));
+        assert_eq!(labels.get("app").map(String::as_str), Some("shop"));
+        assert!(meta.resource_version.is_none() && meta.uid.is_none());
+        assert!(meta.creation_timestamp.is_none() && meta.managed_fields.is_none());
+        let unlabelled =
+            plan_in(vec![manifest("v1", "ConfigMap", "d", None)], None).await.unwrap_or_else(|e| panic!("{e}"));
+        let labels = unlabelled.objects[0].body.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(PART_OF_LABEL).map(String::as_str), Some(ID));
+
+        let mut foreign = manifest("v1", "ConfigMap", "c", None);
+        foreign.value["metadata"]["labels"] = json!({PART_OF_LABEL: "applyset-other-v1"});
+        let e = plan_in(vec![foreign], None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.starts_with("c.yaml:1: label applyset.kubernetes.io/part-of=applyset-other-v1 is set by the manifest"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn objects_berth_cannot_apply_are_refused_with_their_origin() {
+        let with = |f: fn(&mut Value)| {
+            let mut m = manifest("v1", "ConfigMap", "c", None);
+            f(&mut m.value);
+            m
+        };
+        let cases: [(Manifest, &str); 4] = [
+            (with(|v| v["metadata"] = json!({})), "metadata.name is required"),
+            (
+                with(|v| v["metadata"]["generateName"] = json!("c-")),
+                "metadata.generateName cannot be applied repeatedly",
+            ),
+            (
+                with(|v| {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("kind");
+                    }
+                }),
+                "apiVersion and kind are required",
+            ),
+            (with(|v| v["metadata"] = json!("c")), "not a Kubernetes object"),
+        ];
+        for (m, problem) in cases {
+            let e = plan_in(vec![m], None).await.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.starts_with("c.yaml:1: ") && e.contains(problem), "{e}");
+        }
+        let e = plan_in(vec![manifest("example.com/v1", "Gadget", "g", None)], None).await.err();
+        assert!(matches!(&e, Some(PlanError::UnknownKind { kind, .. }) if kind == "Gadget"), "{e:?}");
     }
 
     #[test]
     fn crds_in_the_set_define_kinds_with_scope_and_versions() {
-        let crd = Desired {
+        let crd = Manifest {
             origin: "crd.yaml:1".into(),
             value: json!({
                 "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",

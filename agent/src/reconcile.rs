@@ -20,7 +20,8 @@ use crate::engine::{self, Clients, SyncError, SyncOptions, SyncReport};
 use crate::fetch::{self, Artifact, FetchError, Observer, Pulled};
 use crate::inventory::{ApplySetParent, ParentKind};
 use crate::metrics::Metrics;
-use crate::plan::{Catalog, NamespaceDefaults};
+use crate::discovery::ApiDiscovery;
+use crate::plan::NamespaceDefaults;
 use crate::rollback::{self, Hold};
 use crate::source::{RefKind, Source, SpecError};
 use crate::status::{self, Failure, Outcome};
@@ -373,16 +374,16 @@ async fn apply(
         allow_empty: false,
         dry_run_gate: !drift_check,
     };
-    let mut catalog = Catalog::new(ctx.client.clone());
+    let mut discovery = ApiDiscovery::new(ctx.client.clone());
     if !ctx.lockdown.is_empty() {
-        // The same plan the engine builds (discovery is cached in the catalog), checked whole
+        // The same plan the engine builds (discovery answers are kept for it), checked whole
         // before the engine dry-runs or applies any of it.
-        let plan = crate::plan::plan(artifact.manifests.clone(), &mut catalog, &opts.namespaces, &parent.id())
+        let plan = crate::plan::plan(artifact.manifests.clone(), &mut discovery, &opts.namespaces, &parent.id())
             .await
             .map_err(|e| ReconcileError::Sync(e.into()))?;
         ctx.lockdown.check(&plan, &parent)?;
     }
-    engine::sync(&clients, &mut catalog, &parent, artifact.manifests.clone(), &opts).await.map_err(|e| {
+    engine::sync(&clients, &mut discovery, &parent, artifact.manifests.clone(), &opts).await.map_err(|e| {
         match (&prepared.service_account, e) {
             (Some(sa), SyncError::Apply(a)) if a.main_cause() == crate::apply::FailureCause::Forbidden => {
                 ReconcileError::ForbiddenAs {
