@@ -61,6 +61,7 @@ pub mod reason {
     pub const DRY_RUN_FAILED: &str = "DryRunFailed";
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const PRUNE_FAILED: &str = "PruneFailed";
+    pub const APPLY_TIMEOUT: &str = "ApplyTimeout";
     pub const HEALTH_CHECK_TIMEOUT: &str = "HealthCheckTimeout";
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::api_error;
 use crate::apply::{self, Answer, AppliedObject, ApplyError, ConflictPolicy, Mode, ObjectFailure, Unapplied};
 use crate::applyset::Stage;
+use crate::conditions::reason;
 use crate::discovery::ApiDiscovery;
 use crate::health::{self, HealthError};
 use crate::inventory::{self, ApplySetParent, Inventory, InventoryError};
@@ -108,31 +109,31 @@ impl SyncError {
     /// A kstatus-friendly reason users can act on.
     pub fn reason(&self) -> &'static str {
         if self.unreachable() {
-            return "APIServerUnreachable";
+            return reason::API_SERVER_UNREACHABLE;
         }
         match self {
-            SyncError::Plan(PlanError::Discovery(_)) => "DiscoveryFailed",
-            SyncError::Plan(_) => "InvalidManifests",
-            SyncError::Empty => "EmptyArtifact",
+            SyncError::Plan(PlanError::Discovery(_)) => reason::DISCOVERY_FAILED,
+            SyncError::Plan(_) => reason::INVALID_MANIFESTS,
+            SyncError::Empty => reason::EMPTY_ARTIFACT,
             SyncError::Inventory(InventoryError::OtherTooling { .. } | InventoryError::IdMismatch { .. }) => {
-                "InventoryConflict"
+                reason::INVENTORY_CONFLICT
             }
-            SyncError::Inventory(e) if e.is_forbidden() => "Forbidden",
-            SyncError::Inventory(InventoryError::Delete { .. } | InventoryError::List { .. }) => "PruneFailed",
-            SyncError::Inventory(_) => "InventoryFailed",
-            SyncError::Ownership(OwnershipError::Claimed { .. }) => "OwnershipConflict",
-            SyncError::Ownership(e) if e.is_forbidden() => "Forbidden",
-            SyncError::Ownership(_) => "InventoryFailed",
+            SyncError::Inventory(e) if e.is_forbidden() => reason::FORBIDDEN,
+            SyncError::Inventory(InventoryError::Delete { .. } | InventoryError::List { .. }) => reason::PRUNE_FAILED,
+            SyncError::Inventory(_) => reason::INVENTORY_FAILED,
+            SyncError::Ownership(OwnershipError::Claimed { .. }) => reason::OWNERSHIP_CONFLICT,
+            SyncError::Ownership(e) if e.is_forbidden() => reason::FORBIDDEN,
+            SyncError::Ownership(_) => reason::INVENTORY_FAILED,
             SyncError::Apply(e) => match (e, e.main_cause()) {
-                (_, apply::FailureCause::Forbidden) => "Forbidden",
-                (_, apply::FailureCause::Conflict) => "FieldManagerConflict",
-                (ApplyError::DryRunRejected { .. } | ApplyError::DryRunUnfinished { .. }, _) => "DryRunFailed",
-                (ApplyError::ApplyFailed { .. }, _) => "ApplyFailed",
+                (_, apply::FailureCause::Forbidden) => reason::FORBIDDEN,
+                (_, apply::FailureCause::Conflict) => reason::FIELD_MANAGER_CONFLICT,
+                (ApplyError::DryRunRejected { .. } | ApplyError::DryRunUnfinished { .. }, _) => reason::DRY_RUN_FAILED,
+                (ApplyError::ApplyFailed { .. }, _) => reason::APPLY_FAILED,
             },
-            SyncError::Health(HealthError::Timeout { .. }) => "HealthCheckTimeout",
-            SyncError::Health(_) => "HealthCheckFailed",
-            SyncError::NamespaceLookup { .. } => "ApplyFailed",
-            SyncError::Timeout { .. } => "ApplyTimeout",
+            SyncError::Health(HealthError::Timeout { .. }) => reason::HEALTH_CHECK_TIMEOUT,
+            SyncError::Health(_) => reason::HEALTH_CHECK_FAILED,
+            SyncError::NamespaceLookup { .. } => reason::APPLY_FAILED,
+            SyncError::Timeout { .. } => reason::APPLY_TIMEOUT,
         }
     }
 }
