@@ -1,10 +1,7 @@
 //! The `berth-agent` binary: runs in the cluster and keeps it in step with signed artifacts
 //! (`run`), or does one reconcile from a workstation (`apply`, `diff`), or prints its CRD.
 //!
-//! Exit codes: 0 success (for `diff`: no differences); 1 error (for `diff`: differences
-//! found, as `kubectl diff`); 2 usage; 3 the artifact failed verification; 4 the API server
-//! rejected objects (dry-run, conflicts, RBAC); 5 objects did not become healthy in time;
-//! 6 any other failure of `diff`.
+//! Exit codes: see [`Exit`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -207,15 +204,41 @@ fn parse_memory(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// The exit codes of `berth-agent`, documented in its README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Success; for `diff`: no differences.
+    Success = 0,
+    /// Any error; for `diff`: differences found, as `kubectl diff`.
+    Error = 1,
+    /// Bad flags or arguments.
+    Usage = 2,
+    /// The artifact failed verification.
+    Unverified = 3,
+    /// The API server rejected objects (dry-run, conflicts, RBAC, another set's objects).
+    Rejected = 4,
+    /// Objects did not become healthy in time.
+    Unhealthy = 5,
+    /// `diff` failed (it could not tell whether anything differs).
+    DiffFailed = 6,
+}
+
+impl Exit {
+    /// `diff`'s answer when it worked: differences or none.
+    fn differences(found: bool) -> Exit {
+        if found { Exit::Error } else { Exit::Success }
+    }
+}
+
 /// A failure with the exit code and the hint the user sees.
 struct Failure {
-    code: u8,
+    code: Exit,
     message: String,
     hint: Option<&'static str>,
 }
 
 impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Self {
+    fn new(code: Exit, message: impl Into<String>) -> Self {
         Failure { code, message: message.into(), hint: None }
     }
     fn hint(mut self, hint: &'static str) -> Self {
@@ -226,7 +249,7 @@ impl Failure {
 
 impl From<FetchError> for Failure {
     fn from(e: FetchError) -> Self {
-        let code = if matches!(e, FetchError::Untrusted { .. }) { 3 } else { 1 };
+        let code = if matches!(e, FetchError::Untrusted { .. }) { Exit::Unverified } else { Exit::Error };
         Failure::new(code, e.to_string())
     }
 }
@@ -235,10 +258,12 @@ impl From<SyncError> for Failure {
     fn from(e: SyncError) -> Self {
         let code = match &e {
             // Not a rejection: the API server never answered.
-            e if e.unreachable() => 1,
-            SyncError::Apply(_) | SyncError::Ownership(berth_agent::ownership::OwnershipError::Claimed { .. }) => 4,
-            SyncError::Health(_) => 5,
-            _ => 1,
+            e if e.unreachable() => Exit::Error,
+            SyncError::Apply(_) | SyncError::Ownership(berth_agent::ownership::OwnershipError::Claimed { .. }) => {
+                Exit::Rejected
+            }
+            SyncError::Health(_) => Exit::Unhealthy,
+            _ => Exit::Error,
         };
         Failure::new(code, e.to_string())
     }
@@ -264,17 +289,17 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Error as u8);
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => ExitCode::from(code as u8),
         Err(f) => {
             eprintln!("error: {}", f.message);
             if let Some(h) = f.hint {
                 eprintln!("hint: {h}");
             }
-            ExitCode::from(f.code)
+            ExitCode::from(f.code as u8)
         }
     }
 }
@@ -295,20 +320,21 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(command: Command) -> Result<u8, Failure> {
+async fn run(command: Command) -> Result<Exit, Failure> {
     match command {
         Command::Crd => {
-            let yaml = source::crd_yaml().map_err(|e| Failure::new(1, format!("cannot render the CRD: {e}")))?;
+            let yaml =
+                source::crd_yaml().map_err(|e| Failure::new(Exit::Error, format!("cannot render the CRD: {e}")))?;
             print!("{yaml}");
-            Ok(0)
+            Ok(Exit::Success)
         }
         Command::Apply(args) => one_shot(args, false).await,
         Command::Diff(args) => one_shot(args, true).await,
         Command::Run(args) => {
-            let lease_duration =
-                duration::parse(&args.lease_duration).map_err(|e| Failure::new(2, format!("--lease-duration: {e}")))?;
-            let shutdown_grace =
-                duration::parse(&args.shutdown_grace).map_err(|e| Failure::new(2, format!("--shutdown-grace: {e}")))?;
+            let lease_duration = duration::parse(&args.lease_duration)
+                .map_err(|e| Failure::new(Exit::Usage, format!("--lease-duration: {e}")))?;
+            let shutdown_grace = duration::parse(&args.shutdown_grace)
+                .map_err(|e| Failure::new(Exit::Usage, format!("--shutdown-grace: {e}")))?;
             let election = args.leader_elect.then(|| controller::LeaseOptions {
                 name: args.lease_name.clone(),
                 namespace: args.lease_namespace.clone(),
@@ -318,11 +344,11 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let receiver = match (args.receiver_addr, &args.receiver_secret) {
                 (Some(addr), Some(secret)) => Some(
                     berth_agent::receiver::ReceiverConfig::new(addr, secret, args.watch_namespace.clone())
-                        .map_err(|e| Failure::new(2, e.to_string()))?,
+                        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?,
                 ),
                 _ => None,
             };
-            let lockdown = lockdown_of(&args).map_err(|e| Failure::new(2, e.to_string()))?;
+            let lockdown = lockdown_of(&args).map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
             let opts = controller::RunOptions {
                 watch_namespace: args.watch_namespace,
                 election,
@@ -332,8 +358,8 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 lockdown,
                 memory_limit: args.memory_limit,
             };
-            controller::run(opts).await.map_err(|e| Failure::new(1, e.to_string()))?;
-            Ok(0)
+            controller::run(opts).await.map_err(|e| Failure::new(Exit::Error, e.to_string()))?;
+            Ok(Exit::Success)
         }
     }
 }
@@ -372,24 +398,24 @@ fn object_name(text: &str) -> String {
     if s.is_empty() { "berth".to_string() } else { s }
 }
 
-async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
-    let timeout = duration::parse(&args.timeout).map_err(|e| Failure::new(2, format!("--timeout: {e}")))?;
+async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
+    let timeout = duration::parse(&args.timeout).map_err(|e| Failure::new(Exit::Usage, format!("--timeout: {e}")))?;
     let config = kube::Config::infer().await.map_err(|e| {
-        Failure::new(1, format!("no usable kubeconfig: {e}")).hint("set KUBECONFIG or run inside a cluster")
+        Failure::new(Exit::Error, format!("no usable kubeconfig: {e}")).hint("set KUBECONFIG or run inside a cluster")
     })?;
     let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
     let agent = kube::Client::try_from(config.clone())
-        .map_err(|e| Failure::new(1, format!("cannot build the Kubernetes client: {e}")))?;
+        .map_err(|e| Failure::new(Exit::Error, format!("cannot build the Kubernetes client: {e}")))?;
     let applier = match &args.service_account {
         Some(sa) => apply::impersonating(&config, &namespace, sa)
-            .map_err(|e| Failure::new(1, format!("cannot build the impersonating client: {e}")))?,
+            .map_err(|e| Failure::new(Exit::Error, format!("cannot build the impersonating client: {e}")))?,
         None => agent.clone(),
     };
     let clients = Clients { agent: agent.clone(), applier };
 
     let (manifests, what, default_name): (Vec<Manifest>, String, String) = match (&args.dir, &args.reference) {
         (Some(dir), _) => {
-            let m = fetch::read_dir(dir).map_err(|e| Failure::new(1, e.to_string()))?;
+            let m = fetch::read_dir(dir).map_err(|e| Failure::new(Exit::Error, e.to_string()))?;
             let base = dir
                 .canonicalize()
                 .ok()
@@ -398,18 +424,18 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
             (m, dir.display().to_string(), base)
         }
         (None, Some(r)) => {
-            let reference: Reference = r.parse().map_err(|e| Failure::new(2, format!("{e}")))?;
+            let reference: Reference = r.parse().map_err(|e| Failure::new(Exit::Usage, format!("{e}")))?;
             let trust = if args.insecure_skip_verify {
                 Trust::SkipVerify
             } else if args.keys.is_empty() {
                 return Err(Failure::new(
-                    2,
+                    Exit::Usage,
                     "no trust policy: pass --key cosign.pub (or --insecure-skip-verify to apply unsigned content)",
                 ));
             } else {
                 let mut keys = Vec::new();
                 for k in &args.keys {
-                    keys.push(PublicKey::load(k).map_err(|e| Failure::new(2, format!("{e}")))?);
+                    keys.push(PublicKey::load(k).map_err(|e| Failure::new(Exit::Usage, format!("{e}")))?);
                 }
                 Trust::Keys(TrustPolicy::new(keys))
             };
@@ -417,7 +443,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
             let credentials = Credentials::Anonymous;
             let options = RegistryOptions { credentials, ca_file: args.ca_file.clone(), insecure: args.insecure };
             let registry = Registry::for_reference(&reference, &options)
-                .map_err(|e| Failure::new(1, e.to_string()).hint(e.hint()))?;
+                .map_err(|e| Failure::new(Exit::Error, e.to_string()).hint(e.hint()))?;
             let share = berth_agent::budget::MemoryBudget::for_limit(berth_agent::budget::DEFAULT_MEMORY_LIMIT).share();
             let fetched = fetch::fetch(&registry, &reference, args.semver.as_deref(), &trust, share).await?;
             tracing::info!(digest = %fetched.digest, signer = %fetched.signer, objects = fetched.manifests.len(), "artifact verified");
@@ -426,7 +452,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
             eprintln!("artifact {at} ({})", fetched.signer);
             (fetched.manifests, at, base)
         }
-        (None, None) => return Err(Failure::new(2, "give an oci:// reference or --dir PATH")),
+        (None, None) => return Err(Failure::new(Exit::Usage, "give an oci:// reference or --dir PATH")),
     };
 
     let parent = ApplySetParent {
@@ -447,7 +473,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
     if diff_only {
         let changes = engine::diff(&clients, &mut discovery, &parent, manifests, &opts)
             .await
-            .map_err(|e| Failure { code: 6, ..sync_failure(e, &config.cluster_url) })?;
+            .map_err(|e| Failure { code: Exit::DiffFailed, ..sync_failure(e, &config.cluster_url) })?;
         let mut differs = false;
         for (key, change) in &changes {
             match change {
@@ -465,7 +491,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
         }
         let unchanged = changes.iter().filter(|(_, c)| *c == Change::Unchanged).count();
         eprintln!("{what}: {} object(s) differ, {unchanged} unchanged", changes.len() - unchanged);
-        return Ok(u8::from(differs));
+        return Ok(Exit::differences(differs));
     }
     let report = engine::sync(&clients, &mut discovery, &parent, manifests, &opts)
         .await
@@ -484,5 +510,5 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<u8, Failure> {
         report.pruned.len(),
         parent.id()
     );
-    Ok(0)
+    Ok(Exit::Success)
 }

@@ -181,13 +181,18 @@ pub async fn record(src: &Source, ctx: &Context, outcome: &Outcome) -> Result<()
     let (st, notes) = next(src, outcome);
     write(src, ctx, st).await?;
     match outcome {
-        Outcome::Applied { artifact, report } => ctx.metrics.applied(
-            &src.key(),
-            &artifact.digest.to_string(),
-            artifact.revision.as_deref(),
-            report.changed.len(),
-            report.pruned.len(),
-        ),
+        Outcome::Applied { artifact, report } => {
+            if notes.iter().any(|n| n.reason == reason::APPLIED) {
+                tracing::info!(digest = %artifact.digest, objects = report.total, "applied a new digest");
+            }
+            ctx.metrics.applied(
+                &src.key(),
+                &artifact.digest.to_string(),
+                artifact.revision.as_deref(),
+                report.changed.len(),
+                report.pruned.len(),
+            );
+        }
         Outcome::RolledBack { .. } => ctx.metrics.rolled_back(&src.key()),
         Outcome::Held { .. } | Outcome::RollbackRefused { .. } | Outcome::Failed { .. } => {}
     }
