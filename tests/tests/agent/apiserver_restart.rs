@@ -3,7 +3,6 @@
 //! cluster) is SIGKILLed while the agent writes a large set through it, then restarted on the
 //! same port. The interrupted run must fail promptly and say why, the ApplySet inventory must
 //! still cover every object the run created, and later runs must converge and prune.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
-//! Helpers shared by the `deploy_*` tests: rendering `deploy/` with `kubectl kustomize`
+//! Helpers shared by the deploy tests: rendering `deploy/` with `kubectl kustomize`
 //! (also through overlays generated in a temp dir, so tests can install under unique names),
 //! kubeconfigs built from ServiceAccount tokens, and a second, empty kube-apiserver for what
 //! must start from a cluster without berth (shipped `berth-system`, no CRD).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -299,10 +298,6 @@ impl FreshCluster {
         let mut cmd = env.kubectl_cmd();
         cmd.env("KUBECONFIG", &self.kubeconfig);
         cmd
-    }
-
-    pub fn log(&self) -> String {
-        self.process.log()
     }
 }
 

@@ -4,10 +4,7 @@
 //! working; a wrong token costs the API server nothing; and a signed request cannot be
 //! replayed inside its window however many others were signed since.
 //!
-//! A binary of its own, so the flood does not run next to the receiver's latency test.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
+//! They never run beside the receiver's latency test (`common::loading_the_receiver`).
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -17,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::{Env, env, free_port, run_ok};
 
 const TOKEN: &str = "e2e-limits-token-5d1e";
@@ -161,6 +158,7 @@ fn slow_body_flood(addr: &str, credentials: impl Fn(usize) -> String, opened: im
 
 #[test]
 fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_and_triggers_working() {
+    let _beside_no_latency_test = loading_the_receiver();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-flood");
@@ -332,6 +330,7 @@ fn signatures(timestamp: &str, bodies: &[Vec<u8>]) -> Vec<String> {
 
 #[test]
 fn a_wrong_token_costs_the_api_server_nothing_and_no_signature_replays_inside_its_window() {
+    let _beside_no_latency_test = loading_the_receiver();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-replay");

@@ -1,11 +1,8 @@
 //! Registry trouble gives one clear line, a hint and the documented exit code:
 //! unreachable 4, refused credentials 5, not found 6, tag given to promote 2.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cli_common;
-
+use crate::common::{Reg, app};
 use berth_e2e::{env, run, run_ok};
-use cli_common::{Reg, app};
 
 #[test]
 fn unreachable_registry_exits_4() {

@@ -1,15 +1,32 @@
-//! Shared by the `agent_prod_*` tests and `agent_source`: agents run as child processes
-//! against the real API server, their JSON logs, the Source CRD, pushes and small HTTP requests.
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+//! Shared by the agent tests that run `berth-agent` as a controller: agents run as child
+//! processes against the real API server, their JSON logs, the Source CRD, pushes and small HTTP
+//! requests.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub use berth_e2e::manifests;
 use berth_e2e::{Env, Namespace, run_ok};
 use serde_json::Value;
+
+/// Keeps the push receiver's latency measurement apart from the receiver-limits tests (a flood
+/// of slow connections, thousands of signed requests), which ran in a test binary of their own
+/// for that reason before the agent tests became one binary. Every other test runs beside both.
+static RECEIVER_LATENCY: RwLock<()> = RwLock::new(());
+
+/// Held for the whole of the receiver's latency test: no receiver-limits test runs meanwhile.
+pub fn measuring_receiver_latency() -> RwLockWriteGuard<'static, ()> {
+    RECEIVER_LATENCY.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held for the whole of each receiver-limits test: they may run beside each other, not beside
+/// the latency test.
+pub fn loading_the_receiver() -> RwLockReadGuard<'static, ()> {
+    RECEIVER_LATENCY.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub fn configmap(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")

@@ -2,14 +2,11 @@
 //! notification endpoint can name this test's agent) notifies `berth-agent run
 //! --receiver-addr`, and the pushed artifact is applied within seconds although the Source's
 //! interval is 10 minutes. Plus the requests the receiver must refuse.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::{env, run_ok};
 
 /// What the issue promises: push → applied within this, while the interval is 10 minutes.
@@ -69,6 +66,7 @@ fn secret(env: &berth_e2e::Env, ns: &str) {
 
 #[test]
 fn a_registry_push_is_applied_within_two_seconds_while_the_interval_is_ten_minutes() {
+    let _no_receiver_load_meanwhile = measuring_receiver_latency();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-push");

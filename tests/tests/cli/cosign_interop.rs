@@ -2,7 +2,6 @@
 //! (v2 for the classic scheme, v3 for bundles) accepts — and rejects once the tag points at
 //! a tampered manifest; what real `cosign sign` (v2 classic, v3 bundle) makes, `berth verify`
 //! accepts; and `berth verify` refuses every forgery a registry writer could attempt.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

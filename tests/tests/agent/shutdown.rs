@@ -1,13 +1,10 @@
 //! Graceful shutdown of `berth-agent run` on SIGTERM (what the kubelet sends): idle, it exits
 //! at once; in the middle of a rollout that waits for health, it stops taking work, gives the
 //! reconcile `--shutdown-grace`, then abandons it cleanly and exits 0.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::{Duration, Instant};
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::env;
 
 #[test]

@@ -6,19 +6,16 @@
 //! the shipped ServiceAccount, takes the leader Lease, and has no access it should not have;
 //! with `overlays/simple` on top it applies cluster-scoped objects; its push receiver works
 //! with the shipped RBAC; `kubectl delete -k` uninstalls and leaves applied objects in place.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod deploy_common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_e2e::{env, run, run_ok};
-use deploy_common::{
+use crate::common::{
     FreshCluster, Process, agent_args, deploy_dir, documents, find, kustomize, push_signed_v1, relative,
     token_kubeconfig, wait_until,
 };
+use berth_e2e::{env, run, run_ok};
 use serde_json::Value;
 
 /// Every kustomization in `deploy/` a user applies, rendered; the tenant one through an

@@ -1,13 +1,10 @@
 //! Several `berth-agent run --leader-elect` replicas against the real API server: exactly one
 //! reconciles; when the leader is SIGKILLed a follower takes the Lease within the lease
 //! duration and applies the next change exactly once; SIGTERM hands the Lease over at once.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::{Duration, Instant};
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::env;
 
 /// Short so the test is quick; failover must happen within it (plus a poll's slack).
