@@ -2,7 +2,7 @@
 //! test in read-only mode over storage that a writable twin filled first, so the blobs are
 //! already there and only the manifest PUT reaches the refusal. berth must exit non-zero
 //! naming the registry, the reference and the registry's own reason, and tag nothing.
-//! Also the registry errors of the other commands that `cli_errors.rs` does not cover.
+//! Also the registry errors of the other commands that `registry_errors.rs` does not cover.
 
 use std::io::{Read, Write};
 use std::path::Path;
