@@ -391,24 +391,35 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
 }
 
-/// Polls `check` until it holds; panics naming `what` (and `context()`) after `timeout`.
-/// Returns how long it took.
+/// Polls `check` every 100 ms until it holds; panics naming `what` (and `context()`) after
+/// `timeout`. Returns how long it took.
 pub fn wait_for(
     what: &str,
     timeout: std::time::Duration,
+    check: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> std::time::Duration {
+    poll_until(what, timeout, std::time::Duration::from_millis(100), check, context)
+}
+
+/// Polls `check` every `every` until it holds; panics naming `what` (and `context()`, a log or
+/// an object's status) once `timeout` has passed. Only a check begun within `timeout` counts.
+/// Returns how long it took.
+pub fn poll_until(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
     mut check: impl FnMut() -> bool,
     context: impl Fn() -> String,
 ) -> std::time::Duration {
     let start = std::time::Instant::now();
-    loop {
+    while start.elapsed() < timeout {
         if check() {
             return start.elapsed();
         }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(every);
     }
+    panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
 }
 
 /// A peer process one test starts for itself (a private API server, a private registry),

@@ -9,7 +9,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub use berth_e2e::manifests;
-use berth_e2e::{Env, Namespace, run_ok};
+use berth_e2e::{Env, Namespace, poll_until, run_ok};
 use serde_json::Value;
 
 /// Keeps the push receiver's latency measurement apart from the receiver-limits tests (a flood
@@ -192,15 +192,8 @@ pub fn logs(agents: &[&Agent]) -> String {
 }
 
 /// Polls `check` every 200 ms; panics with the agents' logs after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, agents: &[&Agent], mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}\n{}", logs(agents));
+pub fn wait_until(what: &str, timeout: Duration, agents: &[&Agent], check: impl FnMut() -> bool) -> Duration {
+    poll_until(what, timeout, Duration::from_millis(200), check, || logs(agents))
 }
 
 /// Who holds the Lease `name` in `ns` (None when free or absent).
@@ -208,6 +201,21 @@ pub fn lease_holder(env: &Env, ns: &str, name: &str) -> Option<String> {
     get(env, "lease", ns, name)
         .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
         .filter(|h| !h.is_empty())
+}
+
+/// The Secret `receiver` in `ns` that `--receiver-secret NS/receiver` names: the bearer
+/// `token` and the `hmac-key` of the push receiver.
+pub fn receiver_secret(env: &Env, ns: &str, token: &str, hmac: &str) {
+    run_ok(env.kubectl_cmd().args([
+        "create",
+        "secret",
+        "generic",
+        "receiver",
+        "-n",
+        ns,
+        &format!("--from-literal=token={token}"),
+        &format!("--from-literal=hmac-key={hmac}"),
+    ]));
 }
 
 /// A minimal HTTP/1.1 request; returns (status, body).

@@ -2,12 +2,12 @@
 //! unreachable 4, refused credentials 5, not found 6, tag given to promote 2.
 
 use crate::common::{Reg, app};
-use berth_e2e::{env, run, run_ok};
+use berth_e2e::{env, free_port, run, run_ok};
 
 #[test]
 fn unreachable_registry_exits_4() {
     // A port nothing listens on: bind, note it, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let out = run(env().berth().args([
         "push",
         &format!("oci://127.0.0.1:{port}/e2e/nowhere:v1"),

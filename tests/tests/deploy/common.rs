@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::{Env, repo_root, run, run_ok};
+use berth_e2e::{Env, free_port, poll_until, repo_root, run, run_ok};
 use serde_json::Value;
 
 /// `deploy/` in this checkout.
@@ -165,15 +165,8 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 /// Polls `check` every half second until it holds or `timeout` passes; then panics with
 /// `what` and whatever `context` says (a log, an object's status).
-pub fn wait_until(what: &str, timeout: Duration, context: impl Fn() -> String, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
+pub fn wait_until(what: &str, timeout: Duration, context: impl Fn() -> String, check: impl FnMut() -> bool) {
+    poll_until(what, timeout, Duration::from_millis(500), check, context);
 }
 
 /// A process killed (and reaped) when dropped, its stderr in a file.
@@ -240,20 +233,9 @@ impl FreshCluster {
     pub fn start(env: &Env) -> FreshCluster {
         // The environment's own API server shows how to run one here: same binary and flags,
         // another port and another etcd prefix.
-        let pid_file = env.state.join("pids/kube-apiserver.pid");
-        let pid = fs::read_to_string(&pid_file).unwrap();
-        let pid = pid.split_whitespace().next().expect("pid in kube-apiserver.pid");
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("the environment's kube-apiserver is running");
-        let mut args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let mut args = env.peer_command_line("kube-apiserver");
         let program = args.remove(0);
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let mut etcd = String::new();
         for i in 0..args.len().saturating_sub(1) {
             match args[i].as_str() {
@@ -270,10 +252,8 @@ impl FreshCluster {
         let dir = tempfile::tempdir().unwrap();
         let process = Process::spawn(Command::new(&program).args(&args), dir.path().join("kube-apiserver.log"));
         let server = format!("https://127.0.0.1:{port}");
-        let admin = fs::read_to_string(&env.kubeconfig).unwrap();
-        assert!(admin.contains(&env.apiserver), "admin kubeconfig does not name {}", env.apiserver);
         let kubeconfig = dir.path().join("admin.kubeconfig");
-        fs::write(&kubeconfig, admin.replace(&env.apiserver, &server)).unwrap();
+        env.kubeconfig_for(&server, &kubeconfig);
         let mut fresh = FreshCluster { process, prefix, etcd, server, kubeconfig, _dir: dir };
 
         let start = Instant::now();
