@@ -3,13 +3,12 @@
 //! requests.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub use berth_e2e::manifests;
-use berth_e2e::{Env, Namespace, poll_until, run_ok};
+use berth_e2e::{Env, Namespace, Process, poll_until, run_ok};
 use serde_json::Value;
 
 /// Keeps the push receiver's latency measurement apart from the receiver-limits tests (a flood
@@ -97,18 +96,8 @@ pub fn leader_flags<'a>(ns: &'a str, lease_duration: &'a str, identity: &'a str)
 
 /// `berth-agent run` as a child process with a JSON log file; SIGKILLed when dropped.
 pub struct Agent {
-    pub child: Option<Child>,
-    pub log: PathBuf,
+    process: Process,
     pub name: String,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 impl Agent {
@@ -119,7 +108,6 @@ impl Agent {
     /// Like [`Agent::start`], reaching the API server through `kubeconfig` when given.
     pub fn start_with_kubeconfig(env: &Env, name: &str, ns: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Agent {
         let log = std::env::temp_dir().join(format!("berth-agent-{ns}-{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
         let mut cmd = env.berth_agent();
         cmd.args(["run", "--watch-namespace", ns, "--log-format", "json"])
             .args(extra)
@@ -127,40 +115,31 @@ impl Agent {
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
-        Agent { child: Some(child), log, name: name.to_string() }
+        Agent { process: Process::spawn(&mut cmd, log), name: name.to_string() }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.process.pid()
     }
 
     /// SIGKILL: no chance to release anything, as when a node dies.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        self.process.kill9();
     }
 
     /// SIGTERM, as the kubelet sends; returns the exit code after it stopped.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let mut c = self.child.take().unwrap();
-        run_ok(std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]));
-        let start = Instant::now();
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status.code();
-            }
-            if start.elapsed() > within {
-                let _ = c.kill();
+        run_ok(std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]));
+        match self.process.wait_exit(within) {
+            Some(status) => status.code(),
+            None => {
+                self.process.kill9();
                 panic!("agent {} did not stop within {within:?} of SIGTERM\n{}", self.name, self.log());
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -5,10 +5,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use berth_e2e::{Env, free_port, poll_until, repo_root, run, run_ok};
+use berth_e2e::{Env, PrivateApiServer, poll_until, repo_root, run_ok};
 use serde_json::Value;
 
 /// `deploy/` in this checkout.
@@ -169,122 +169,31 @@ pub fn wait_until(what: &str, timeout: Duration, context: impl Fn() -> String, c
     poll_until(what, timeout, Duration::from_millis(500), check, context);
 }
 
-/// A process killed (and reaped) when dropped, its stderr in a file.
-pub struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Process {
-        let file = fs::File::create(&log).unwrap();
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
-        Process { child, log }
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Still running?
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The exit status if the process ends within `timeout`; `None` if it is still running.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if start.elapsed() >= timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A second kube-apiserver on the test environment's etcd, under its own key prefix: an
 /// empty cluster (no CRDs, no berth-system) with RBAC and the same CA and token signer as
 /// the environment's. It has no controller-manager, scheduler or nodes: objects are stored
 /// and admitted, nothing runs. Stopped, and its keys deleted from etcd, when dropped.
 pub struct FreshCluster {
-    process: Process,
+    pub api: PrivateApiServer,
     prefix: String,
     etcd: String,
-    pub server: String,
-    pub kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
-/// How long a fresh API server may take to become ready on a busy machine.
-const FRESH_APISERVER_TIMEOUT: Duration = Duration::from_secs(90);
-
 impl FreshCluster {
-    pub fn start(env: &Env) -> FreshCluster {
+    pub fn start(env: &'static Env) -> FreshCluster {
         // The environment's own API server shows how to run one here: same binary and flags,
         // another port and another etcd prefix.
-        let mut args = env.peer_command_line("kube-apiserver");
-        let program = args.remove(0);
-        let port = free_port();
-        let mut etcd = String::new();
-        for i in 0..args.len().saturating_sub(1) {
-            match args[i].as_str() {
-                "--secure-port" => args[i + 1] = port.to_string(),
-                "--etcd-servers" => etcd = args[i + 1].split(',').next().unwrap().to_string(),
-                _ => {}
-            }
-        }
-        assert!(!etcd.is_empty(), "the environment's kube-apiserver has no --etcd-servers flag: {args:?}");
         let prefix = format!("/{}", berth_e2e::unique_name("berth-e2e-fresh", 60));
-        args.push("--etcd-prefix".into());
-        args.push(prefix.clone());
-
-        let dir = tempfile::tempdir().unwrap();
-        let process = Process::spawn(Command::new(&program).args(&args), dir.path().join("kube-apiserver.log"));
-        let server = format!("https://127.0.0.1:{port}");
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        env.kubeconfig_for(&server, &kubeconfig);
-        let mut fresh = FreshCluster { process, prefix, etcd, server, kubeconfig, _dir: dir };
-
-        let start = Instant::now();
-        loop {
-            let out = run(fresh.kubectl(env).args(["get", "--raw", "/readyz"]));
-            if out.status.success() {
-                break;
-            }
-            assert!(fresh.process.running(), "the fresh kube-apiserver exited:\n{}", fresh.process.log());
-            assert!(
-                start.elapsed() < FRESH_APISERVER_TIMEOUT,
-                "the fresh kube-apiserver was not ready in {FRESH_APISERVER_TIMEOUT:?}:\n{}",
-                fresh.process.log()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        fresh
-    }
-
-    /// `kubectl` as the cluster admin of this cluster.
-    pub fn kubectl(&self, env: &Env) -> Command {
-        let mut cmd = env.kubectl_cmd();
-        cmd.env("KUBECONFIG", &self.kubeconfig);
-        cmd
+        let api = PrivateApiServer::start(env, &["--etcd-prefix".into(), prefix.clone()]);
+        let etcd = api.flag("--etcd-servers").and_then(|s| s.split(',').next()).unwrap_or_default().to_string();
+        assert!(!etcd.is_empty(), "the environment's kube-apiserver has no --etcd-servers flag");
+        FreshCluster { api, prefix, etcd }
     }
 }
 
 impl Drop for FreshCluster {
     fn drop(&mut self) {
-        let _ = self.process.child.kill();
-        let _ = self.process.child.wait();
+        self.api.kill9();
         // Every key under the prefix: [prefix/, prefix0) in etcd's v3 JSON gateway.
         let key = base64_encode(format!("{}/", self.prefix).as_bytes());
         let end = base64_encode(format!("{}0", self.prefix).as_bytes());

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::{
-    ClusterScoped, Process, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, push_signed_v1,
-    relative, token_kubeconfig, wait_until,
+    ClusterScoped, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, push_signed_v1, relative,
+    token_kubeconfig, wait_until,
 };
-use berth_e2e::{Env, env, run, run_ok, unique_name};
+use berth_e2e::{Env, Process, env, run, run_ok, unique_name};
 use serde_json::Value;
 
 /// `deploy/base` in `system` under `prefix` (see [`prefixed_install`]) and `deploy/tenant`
