@@ -242,6 +242,21 @@ impl Env {
         (prefix.with_extension("key"), prefix.with_extension("pub"))
     }
 
+    /// berth's global flags for one of the test registries: the CA and credentials for the TLS
+    /// ones, `--insecure` (plain HTTP) for the others.
+    pub fn berth_flags(&self, tls: bool) -> Vec<String> {
+        if tls {
+            vec![
+                "--ca-file".into(),
+                self.ca_file.display().to_string(),
+                "--creds".into(),
+                format!("{}:{}", self.registry_user, self.registry_password),
+            ]
+        } else {
+            vec!["--insecure".into()]
+        }
+    }
+
     /// oras's flags for one of the test registries: the CA and credentials for the TLS ones,
     /// `--plain-http` for the others.
     pub fn oras_flags(&self, tls: bool) -> Vec<String> {

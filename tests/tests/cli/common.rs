@@ -34,17 +34,7 @@ impl Reg {
 
     /// berth's global flags for this registry.
     pub fn berth_flags(&self) -> Vec<String> {
-        let env = env();
-        if self.tls {
-            vec![
-                "--ca-file".into(),
-                env.ca_file.display().to_string(),
-                "--creds".into(),
-                format!("{}:{}", env.registry_user, env.registry_password),
-            ]
-        } else {
-            vec!["--insecure".into()]
-        }
+        env().berth_flags(self.tls)
     }
 
     /// oras flags for this registry.
