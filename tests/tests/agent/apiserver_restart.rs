@@ -3,6 +3,8 @@
 //! cluster) is SIGKILLed while the agent writes a large set through it, then restarted on the
 //! same port. The interrupted run must fail promptly and say why, the ApplySet inventory must
 //! still cover every object the run created, and later runs must converge and prune.
+//! It loads the machine, so it never runs beside a test that measures how fast the agent reacts
+//! (`common::loading_the_machine`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -89,6 +91,7 @@ fn assert_inventory_covers(env: &Env, ns: &str, name: &str, live: &BTreeSet<(Str
 
 #[test]
 fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_and_prunes() {
+    let _loading = crate::common::loading_the_machine();
     let env = env();
     let home = env.namespace("apirestart");
     let second = env.namespace("apirestart-b");

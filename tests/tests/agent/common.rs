@@ -11,20 +11,23 @@ pub use berth_e2e::manifests;
 use berth_e2e::{Env, Namespace, Process, poll_until, run_ok};
 use serde_json::Value;
 
-/// Keeps the push receiver's latency measurement apart from the receiver-limits tests (a flood
-/// of slow connections, thousands of signed requests), which ran in a test binary of their own
-/// for that reason before the agent tests became one binary. Every other test runs beside both.
-static RECEIVER_LATENCY: RwLock<()> = RwLock::new(());
+/// Keeps the tests that hold the agent to a wall-clock bound (push-to-applied, failover, stepping
+/// down, shutdown) apart from the tests that load the machine for a while (the receiver flood,
+/// thousands of signed requests, a second kube-apiserver writing 1,500 objects). Each of those
+/// ran in a test binary of its own, the flood expressly so, before the agent tests became one
+/// binary. Every other test runs beside both kinds.
+static TIMING: RwLock<()> = RwLock::new(());
 
-/// Held for the whole of the receiver's latency test: no receiver-limits test runs meanwhile.
-pub fn measuring_receiver_latency() -> RwLockWriteGuard<'static, ()> {
-    RECEIVER_LATENCY.write().unwrap_or_else(PoisonError::into_inner)
+/// Held for the whole of a test that measures how fast the agent reacts: no machine-loading test
+/// runs meanwhile (nor another measuring one).
+pub fn measuring_reaction_time() -> RwLockWriteGuard<'static, ()> {
+    TIMING.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Held for the whole of each receiver-limits test: they may run beside each other, not beside
-/// the latency test.
-pub fn loading_the_receiver() -> RwLockReadGuard<'static, ()> {
-    RECEIVER_LATENCY.read().unwrap_or_else(PoisonError::into_inner)
+/// Held for the whole of a test that loads the machine: such tests may run beside each other,
+/// not beside a measuring one.
+pub fn loading_the_machine() -> RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub fn configmap(name: &str, value: &str) -> String {

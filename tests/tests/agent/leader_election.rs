@@ -22,6 +22,7 @@ fn replica(env: &'static berth_e2e::Env, name: &str, ns: &str) -> Agent {
 
 #[test]
 fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exactly_once() {
+    let _measuring = measuring_reaction_time();
     let env = env();
     let (ns, repo, d1) = live_source(env, "prod-leader", &[("a.yaml", configmap("app", "one"))]);
 
@@ -168,6 +169,7 @@ impl Relay {
 
 #[test]
 fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_next_to_the_new_leader() {
+    let _measuring = measuring_reaction_time();
     let env = env();
     let (ns, repo, _) = live_source(env, "prod-cutoff", &[("a.yaml", configmap("app", "one"))]);
 

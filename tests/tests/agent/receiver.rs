@@ -49,7 +49,7 @@ fn registry_with_notifications(port: u16, hook: &str, token: &str) -> Registry {
 
 #[test]
 fn a_registry_push_is_applied_within_two_seconds_while_the_interval_is_ten_minutes() {
-    let _no_receiver_load_meanwhile = measuring_receiver_latency();
+    let _measuring = measuring_reaction_time();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-push");

@@ -4,7 +4,8 @@
 //! working; a wrong token costs the API server nothing; and a signed request cannot be
 //! replayed inside its window however many others were signed since.
 //!
-//! They never run beside the receiver's latency test (`common::loading_the_receiver`).
+//! They load the machine, so they never run beside the receiver's latency test or any other
+//! test that measures how fast the agent reacts (`common::loading_the_machine`).
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -145,7 +146,7 @@ fn slow_body_flood(addr: &str, credentials: impl Fn(usize) -> String, opened: im
 
 #[test]
 fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_and_triggers_working() {
-    let _beside_no_latency_test = loading_the_receiver();
+    let _loading = loading_the_machine();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-flood");
@@ -317,7 +318,7 @@ fn signatures(timestamp: &str, bodies: &[Vec<u8>]) -> Vec<String> {
 
 #[test]
 fn a_wrong_token_costs_the_api_server_nothing_and_no_signature_replays_inside_its_window() {
-    let _beside_no_latency_test = loading_the_receiver();
+    let _loading = loading_the_machine();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-replay");

@@ -9,6 +9,7 @@ use berth_e2e::env;
 
 #[test]
 fn sigterm_exits_at_once_when_idle_and_after_the_grace_period_mid_rollout() {
+    let _measuring = measuring_reaction_time();
     let env = env();
     let (ns, repo, _) = live_source(env, "prod-shutdown", &[("a.yaml", configmap("app", "one"))]);
     let grace = ["--shutdown-grace", "3s"];
