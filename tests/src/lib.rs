@@ -242,6 +242,21 @@ impl Env {
         (prefix.with_extension("key"), prefix.with_extension("pub"))
     }
 
+    /// berth's global flags for one of the test registries: the CA and credentials for the TLS
+    /// ones, `--insecure` (plain HTTP) for the others.
+    pub fn berth_flags(&self, tls: bool) -> Vec<String> {
+        if tls {
+            vec![
+                "--ca-file".into(),
+                self.ca_file.display().to_string(),
+                "--creds".into(),
+                format!("{}:{}", self.registry_user, self.registry_password),
+            ]
+        } else {
+            vec!["--insecure".into()]
+        }
+    }
+
     /// oras's flags for one of the test registries: the CA and credentials for the TLS ones,
     /// `--plain-http` for the others.
     pub fn oras_flags(&self, tls: bool) -> Vec<String> {
@@ -391,24 +406,35 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
 }
 
-/// Polls `check` until it holds; panics naming `what` (and `context()`) after `timeout`.
-/// Returns how long it took.
+/// Polls `check` every 100 ms until it holds; panics naming `what` (and `context()`) after
+/// `timeout`. Returns how long it took.
 pub fn wait_for(
     what: &str,
     timeout: std::time::Duration,
+    check: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> std::time::Duration {
+    poll_until(what, timeout, std::time::Duration::from_millis(100), check, context)
+}
+
+/// Polls `check` every `every` until it holds; panics naming `what` (and `context()`, a log or
+/// an object's status) once `timeout` has passed. Only a check begun within `timeout` counts.
+/// Returns how long it took.
+pub fn poll_until(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
     mut check: impl FnMut() -> bool,
     context: impl Fn() -> String,
 ) -> std::time::Duration {
     let start = std::time::Instant::now();
-    loop {
+    while start.elapsed() < timeout {
         if check() {
             return start.elapsed();
         }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(every);
     }
+    panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
 }
 
 /// A peer process one test starts for itself (a private API server, a private registry),
@@ -467,5 +493,162 @@ impl PrivatePeer {
 impl Drop for PrivatePeer {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A program a test starts and watches (an agent under test, mostly): its stdout discarded, its
+/// stderr in the file `log`, SIGKILLed and reaped when dropped.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Process {
+        let file = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)));
+        Process { child: Some(child), log }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the process was killed").id()
+    }
+
+    /// Still running (not exited, not killed)?
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The exit status if the process ends within `timeout`; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("the process was killed");
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL, then reap: no chance to release anything, as when a node dies.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A kube-apiserver of one test's own: the shared one's binary and flags (plus `extra` flags)
+/// on its own loopback port, with the shared etcd, certificates and service-account keys, as
+/// a [`PrivatePeer`] (SIGKILLed when dropped). `kubeconfig` is the shared admin kubeconfig
+/// pointed at it.
+#[derive(Debug)]
+pub struct PrivateApiServer {
+    env: &'static Env,
+    argv: Vec<String>,
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    log: PathBuf,
+    process: Option<PrivatePeer>,
+    _dir: tempfile::TempDir,
+}
+
+/// How long a fresh kube-apiserver may take to answer /readyz (the env's own start budget is
+/// 20 s; a loaded machine gets more).
+const PRIVATE_APISERVER_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+impl PrivateApiServer {
+    /// Starts it and waits until it answers /readyz.
+    pub fn start(env: &'static Env, extra: &[String]) -> PrivateApiServer {
+        let port = free_port();
+        let mut argv = env.peer_command_line("kube-apiserver");
+        let i = argv.iter().position(|a| a == "--secure-port").expect("the shared apiserver sets --secure-port");
+        argv[i + 1] = port.to_string();
+        argv.extend_from_slice(extra);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = dir.path().join("kubeconfig");
+        env.kubeconfig_for(&url, &kubeconfig);
+        let log = dir.path().join("kube-apiserver.log");
+        let mut api = PrivateApiServer { env, argv, url, kubeconfig, log, process: None, _dir: dir };
+        api.boot();
+        api
+    }
+
+    /// Starts the process and waits until it answers /readyz.
+    fn boot(&mut self) {
+        let started = std::time::Instant::now();
+        self.process = Some(PrivatePeer::start("kube-apiserver", &self.argv, &self.log));
+        loop {
+            if self.ready() {
+                eprintln!("private kube-apiserver {} ready in {:?}", self.url, started.elapsed());
+                return;
+            }
+            let p = self.process.as_mut().expect("started above");
+            assert!(p.running(), "the private kube-apiserver exited during start-up\n{}", p.log_tail(40));
+            assert!(
+                started.elapsed() < PRIVATE_APISERVER_READY_TIMEOUT,
+                "the private kube-apiserver {} is not ready after {PRIVATE_APISERVER_READY_TIMEOUT:?}\n{}",
+                self.url,
+                p.log_tail(40)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    fn ready(&self) -> bool {
+        run(self.kubectl().args(["get", "--raw", "/readyz", "--request-timeout=2s"])).status.success()
+    }
+
+    /// The value of `flag` on its command line (the shared one's, or one of `extra`).
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        self.argv.iter().position(|a| a == flag).and_then(|i| self.argv.get(i + 1)).map(String::as_str)
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill9();
+        }
+    }
+
+    /// Same binary, flags and port again.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.boot();
+    }
+
+    /// `kubectl` as the cluster admin, through this API server.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = self.env.kubectl_cmd();
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.as_ref().map(|p| p.log_tail(lines)).unwrap_or_default()
     }
 }

@@ -1,6 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Smoke tests: every peer of the test environment is real, running and reachable.
 //! If one of these fails, later tests would fail for reasons unrelated to berth.
+//! A test binary of its own, not a module of an area's: it tests the environment, not berth,
+//! and `cargo test -p berth-e2e --test smoke` alone tells a broken environment from a broken
+//! berth.
 
 use berth_e2e::{env, run, run_ok};
 use std::fs;

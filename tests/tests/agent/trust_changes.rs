@@ -4,14 +4,11 @@
 //! defences of `spec.verify` against signed content used out of place: a digest copied with
 //! its signature into another repository (`matchRepository`) and a tag moved back to an older
 //! signed digest (`refuseOlder`).
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use agent_prod_common::{Agent, condition, configmap, configmap_value, kubectl_apply, push, wait_until};
+use crate::common::{Agent, condition, configmap, configmap_value, kubectl_apply, push, wait_until};
 use berth_e2e::{Env, env, manifests, run_ok};
 
 /// A Source named `name` in `ns` at `reference`, every 5 s, with `verify` as its trust policy;
@@ -136,7 +133,7 @@ fn switching_insecure_skip_verify_off_refuses_the_unsigned_digest_already_applie
 /// `berth_registry_requests_total{operation="pull",result="success"}` of a running agent.
 fn pulls(agent: &Agent) -> u64 {
     let addr = agent.metrics_addr(Duration::from_secs(10));
-    let (_, body) = agent_prod_common::http(&addr, "GET", "/metrics", &[], b"");
+    let (_, body) = crate::common::http(&addr, "GET", "/metrics", &[], b"");
     body.lines()
         .find(|l| {
             l.starts_with("berth_registry_requests_total{")
@@ -258,7 +255,7 @@ fn refuse_older_keeps_a_tag_moved_back_to_an_older_signed_digest_from_applying_u
     let message = ready(env, ns.name(), "shop").2;
     assert!(message.contains(&old) && message.contains("2026-02-01T00:00:00Z"), "{message}");
     assert_eq!(configmap_value(env, ns.name(), "app").as_deref(), Some("v2"), "the older digest was applied");
-    let status = agent_prod_common::source_status(env, ns.name(), "shop");
+    let status = crate::common::source_status(env, ns.name(), "shop");
     assert_eq!(status["lastAppliedDigest"], new.as_str());
 
     // Going back on purpose: pin the digest.
@@ -272,6 +269,6 @@ fn refuse_older_keeps_a_tag_moved_back_to_an_older_signed_digest_from_applying_u
     let keys_only = "{keys: [{secretRef: {name: trusted}}]}";
     kubectl_apply(env, source_into(env, ns.name(), "follower", &repo, "{tag: prod}", keys_only, follower_ns.name()));
     wait_until("the follower applies the older digest", Duration::from_secs(30), &[&agent], || {
-        agent_prod_common::source_status(env, ns.name(), "follower")["lastAppliedDigest"] == old.as_str()
+        crate::common::source_status(env, ns.name(), "follower")["lastAppliedDigest"] == old.as_str()
     });
 }

@@ -1,15 +1,34 @@
-//! Shared by the `agent_prod_*` tests and `agent_source`: agents run as child processes
-//! against the real API server, their JSON logs, the Source CRD, pushes and small HTTP requests.
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+//! Shared by the agent tests that run `berth-agent` as a controller: agents run as child
+//! processes against the real API server, their JSON logs, the Source CRD, pushes and small HTTP
+//! requests.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub use berth_e2e::manifests;
-use berth_e2e::{Env, Namespace, run_ok};
+use berth_e2e::{Env, Namespace, Process, poll_until, run_ok};
 use serde_json::Value;
+
+/// Keeps the tests that hold the agent to a wall-clock bound (push-to-applied, failover, stepping
+/// down, shutdown) apart from the tests that load the machine for a while (the receiver flood,
+/// thousands of signed requests, a second kube-apiserver writing 1,500 objects). Each of those
+/// ran in a test binary of its own, the flood expressly so, before the agent tests became one
+/// binary. Every other test runs beside both kinds.
+static TIMING: RwLock<()> = RwLock::new(());
+
+/// Held for the whole of a test that measures how fast the agent reacts: no machine-loading test
+/// runs meanwhile (nor another measuring one).
+pub fn measuring_reaction_time() -> RwLockWriteGuard<'static, ()> {
+    TIMING.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held for the whole of a test that loads the machine: such tests may run beside each other,
+/// not beside a measuring one.
+pub fn loading_the_machine() -> RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub fn configmap(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
@@ -80,18 +99,8 @@ pub fn leader_flags<'a>(ns: &'a str, lease_duration: &'a str, identity: &'a str)
 
 /// `berth-agent run` as a child process with a JSON log file; SIGKILLed when dropped.
 pub struct Agent {
-    pub child: Option<Child>,
-    pub log: PathBuf,
+    process: Process,
     pub name: String,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 impl Agent {
@@ -102,7 +111,6 @@ impl Agent {
     /// Like [`Agent::start`], reaching the API server through `kubeconfig` when given.
     pub fn start_with_kubeconfig(env: &Env, name: &str, ns: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Agent {
         let log = std::env::temp_dir().join(format!("berth-agent-{ns}-{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
         let mut cmd = env.berth_agent();
         cmd.args(["run", "--watch-namespace", ns, "--log-format", "json"])
             .args(extra)
@@ -110,40 +118,31 @@ impl Agent {
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
-        Agent { child: Some(child), log, name: name.to_string() }
+        Agent { process: Process::spawn(&mut cmd, log), name: name.to_string() }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.process.pid()
     }
 
     /// SIGKILL: no chance to release anything, as when a node dies.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        self.process.kill9();
     }
 
     /// SIGTERM, as the kubelet sends; returns the exit code after it stopped.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let mut c = self.child.take().unwrap();
-        run_ok(std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]));
-        let start = Instant::now();
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status.code();
-            }
-            if start.elapsed() > within {
-                let _ = c.kill();
+        run_ok(std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]));
+        match self.process.wait_exit(within) {
+            Some(status) => status.code(),
+            None => {
+                self.process.kill9();
                 panic!("agent {} did not stop within {within:?} of SIGTERM\n{}", self.name, self.log());
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -175,15 +174,8 @@ pub fn logs(agents: &[&Agent]) -> String {
 }
 
 /// Polls `check` every 200 ms; panics with the agents' logs after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, agents: &[&Agent], mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}\n{}", logs(agents));
+pub fn wait_until(what: &str, timeout: Duration, agents: &[&Agent], check: impl FnMut() -> bool) -> Duration {
+    poll_until(what, timeout, Duration::from_millis(200), check, || logs(agents))
 }
 
 /// Who holds the Lease `name` in `ns` (None when free or absent).
@@ -191,6 +183,21 @@ pub fn lease_holder(env: &Env, ns: &str, name: &str) -> Option<String> {
     get(env, "lease", ns, name)
         .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
         .filter(|h| !h.is_empty())
+}
+
+/// The Secret `receiver` in `ns` that `--receiver-secret NS/receiver` names: the bearer
+/// `token` and the `hmac-key` of the push receiver.
+pub fn receiver_secret(env: &Env, ns: &str, token: &str, hmac: &str) {
+    run_ok(env.kubectl_cmd().args([
+        "create",
+        "secret",
+        "generic",
+        "receiver",
+        "-n",
+        ns,
+        &format!("--from-literal=token={token}"),
+        &format!("--from-literal=hmac-key={hmac}"),
+    ]));
 }
 
 /// A minimal HTTP/1.1 request; returns (status, body).

@@ -2,13 +2,10 @@
 //! ready is rolled back to the last applied digest, once, with a condition and an Event; the
 //! failed digest is not retried until asked or until the ref moves; a last good digest whose
 //! signature no longer verifies is not rolled back to.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::Duration;
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::{env, run_ok};
 
 const GOOD_IMAGE: &str = "registry.example/app:1";

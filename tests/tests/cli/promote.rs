@@ -1,11 +1,8 @@
 //! A release manager promotes a digest across registries; the digest survives the trip, and
 //! promoting a tag needs an explicit --resolve.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cli_common;
-
+use crate::common::{Reg, app, assert_same_tree, json};
 use berth_e2e::{env, run, run_ok};
-use cli_common::{Reg, app, assert_same_tree, json};
 
 #[test]
 fn promote_across_registries_keeps_the_digest() {

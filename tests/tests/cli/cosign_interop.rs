@@ -2,7 +2,6 @@
 //! (v2 for the classic scheme, v3 for bundles) accepts — and rejects once the tag points at
 //! a tampered manifest; what real `cosign sign` (v2 classic, v3 bundle) makes, `berth verify`
 //! accepts; and `berth verify` refuses every forgery a registry writer could attempt.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,24 +36,13 @@ impl<'a> Registry<'a> {
 
     fn berth(&self) -> Command {
         let mut cmd = self.env.berth();
-        if self.tls {
-            cmd.arg("--ca-file").arg(&self.env.ca_file);
-            cmd.arg("--creds").arg(format!("{}:{}", self.env.registry_user, self.env.registry_password));
-        } else {
-            cmd.arg("--insecure");
-        }
+        cmd.args(self.env.berth_flags(self.tls));
         cmd
     }
 
     fn oras(&self, sub: &[&str]) -> Command {
         let mut cmd = self.env.tool(&self.env.oras);
-        cmd.args(sub);
-        if self.tls {
-            cmd.arg("--ca-file").arg(&self.env.ca_file);
-            cmd.args(["-u", &self.env.registry_user, "-p", &self.env.registry_password]);
-        } else {
-            cmd.arg("--plain-http");
-        }
+        cmd.args(sub).args(self.env.oras_flags(self.tls));
         cmd
     }
 

@@ -1,17 +1,15 @@
 //! Graceful shutdown of `berth-agent run` on SIGTERM (what the kubelet sends): idle, it exits
 //! at once; in the middle of a rollout that waits for health, it stops taking work, gives the
 //! reconcile `--shutdown-grace`, then abandons it cleanly and exits 0.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::{Duration, Instant};
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::env;
 
 #[test]
 fn sigterm_exits_at_once_when_idle_and_after_the_grace_period_mid_rollout() {
+    let _measuring = measuring_reaction_time();
     let env = env();
     let (ns, repo, _) = live_source(env, "prod-shutdown", &[("a.yaml", configmap("app", "one"))]);
     let grace = ["--shutdown-grace", "3s"];

@@ -3,16 +3,13 @@
 //! publish the digest, verify, promote to the branch tag — run as written against the test
 //! registry (TLS + basic auth), with only the registry and the manifests path substituted
 //! and the CI system's predefined variables and secrets provided.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod deploy_common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::deploy_dir;
 use berth_e2e::{Env, env, run, run_ok, unique_name};
-use deploy_common::deploy_dir;
 use serde_json::Value;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";

@@ -1,15 +1,14 @@
-//! Helpers shared by the `deploy_*` tests: rendering `deploy/` with `kubectl kustomize`
+//! Helpers shared by the deploy tests: rendering `deploy/` with `kubectl kustomize`
 //! (also through overlays generated in a temp dir, so tests can install under unique names),
 //! kubeconfigs built from ServiceAccount tokens, and a second, empty kube-apiserver for what
 //! must start from a cluster without berth (shipped `berth-system`, no CRD).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use berth_e2e::{Env, repo_root, run, run_ok};
+use berth_e2e::{Env, PrivateApiServer, poll_until, repo_root, run_ok};
 use serde_json::Value;
 
 /// `deploy/` in this checkout.
@@ -166,59 +165,8 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 /// Polls `check` every half second until it holds or `timeout` passes; then panics with
 /// `what` and whatever `context` says (a log, an object's status).
-pub fn wait_until(what: &str, timeout: Duration, context: impl Fn() -> String, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
-}
-
-/// A process killed (and reaped) when dropped, its stderr in a file.
-pub struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Process {
-        let file = fs::File::create(&log).unwrap();
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
-        Process { child, log }
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Still running?
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The exit status if the process ends within `timeout`; `None` if it is still running.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if start.elapsed() >= timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+pub fn wait_until(what: &str, timeout: Duration, context: impl Fn() -> String, check: impl FnMut() -> bool) {
+    poll_until(what, timeout, Duration::from_millis(500), check, context);
 }
 
 /// A second kube-apiserver on the test environment's etcd, under its own key prefix: an
@@ -226,90 +174,26 @@ impl Drop for Process {
 /// the environment's. It has no controller-manager, scheduler or nodes: objects are stored
 /// and admitted, nothing runs. Stopped, and its keys deleted from etcd, when dropped.
 pub struct FreshCluster {
-    process: Process,
+    pub api: PrivateApiServer,
     prefix: String,
     etcd: String,
-    pub server: String,
-    pub kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
-/// How long a fresh API server may take to become ready on a busy machine.
-const FRESH_APISERVER_TIMEOUT: Duration = Duration::from_secs(90);
-
 impl FreshCluster {
-    pub fn start(env: &Env) -> FreshCluster {
+    pub fn start(env: &'static Env) -> FreshCluster {
         // The environment's own API server shows how to run one here: same binary and flags,
         // another port and another etcd prefix.
-        let pid_file = env.state.join("pids/kube-apiserver.pid");
-        let pid = fs::read_to_string(&pid_file).unwrap();
-        let pid = pid.split_whitespace().next().expect("pid in kube-apiserver.pid");
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("the environment's kube-apiserver is running");
-        let mut args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let program = args.remove(0);
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut etcd = String::new();
-        for i in 0..args.len().saturating_sub(1) {
-            match args[i].as_str() {
-                "--secure-port" => args[i + 1] = port.to_string(),
-                "--etcd-servers" => etcd = args[i + 1].split(',').next().unwrap().to_string(),
-                _ => {}
-            }
-        }
-        assert!(!etcd.is_empty(), "the environment's kube-apiserver has no --etcd-servers flag: {args:?}");
         let prefix = format!("/{}", berth_e2e::unique_name("berth-e2e-fresh", 60));
-        args.push("--etcd-prefix".into());
-        args.push(prefix.clone());
-
-        let dir = tempfile::tempdir().unwrap();
-        let process = Process::spawn(Command::new(&program).args(&args), dir.path().join("kube-apiserver.log"));
-        let server = format!("https://127.0.0.1:{port}");
-        let admin = fs::read_to_string(&env.kubeconfig).unwrap();
-        assert!(admin.contains(&env.apiserver), "admin kubeconfig does not name {}", env.apiserver);
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        fs::write(&kubeconfig, admin.replace(&env.apiserver, &server)).unwrap();
-        let mut fresh = FreshCluster { process, prefix, etcd, server, kubeconfig, _dir: dir };
-
-        let start = Instant::now();
-        loop {
-            let out = run(fresh.kubectl(env).args(["get", "--raw", "/readyz"]));
-            if out.status.success() {
-                break;
-            }
-            assert!(fresh.process.running(), "the fresh kube-apiserver exited:\n{}", fresh.process.log());
-            assert!(
-                start.elapsed() < FRESH_APISERVER_TIMEOUT,
-                "the fresh kube-apiserver was not ready in {FRESH_APISERVER_TIMEOUT:?}:\n{}",
-                fresh.process.log()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        fresh
-    }
-
-    /// `kubectl` as the cluster admin of this cluster.
-    pub fn kubectl(&self, env: &Env) -> Command {
-        let mut cmd = env.kubectl_cmd();
-        cmd.env("KUBECONFIG", &self.kubeconfig);
-        cmd
-    }
-
-    pub fn log(&self) -> String {
-        self.process.log()
+        let api = PrivateApiServer::start(env, &["--etcd-prefix".into(), prefix.clone()]);
+        let etcd = api.flag("--etcd-servers").and_then(|s| s.split(',').next()).unwrap_or_default().to_string();
+        assert!(!etcd.is_empty(), "the environment's kube-apiserver has no --etcd-servers flag");
+        FreshCluster { api, prefix, etcd }
     }
 }
 
 impl Drop for FreshCluster {
     fn drop(&mut self) {
-        let _ = self.process.child.kill();
-        let _ = self.process.child.wait();
+        self.api.kill9();
         // Every key under the prefix: [prefix/, prefix0) in etcd's v3 JSON gateway.
         let key = base64_encode(format!("{}/", self.prefix).as_bytes());
         let end = base64_encode(format!("{}0", self.prefix).as_bytes());

@@ -1,16 +1,13 @@
 //! Large uploads: on a terminal `berth push` shows a progress bar; without one (CI, pipes)
 //! it is silent apart from its summary, and `--output json` is one JSON object and nothing
 //! else. The terminal is a real pseudo-terminal (util-linux `script`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod cli_common;
 
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::common::{Reg, json};
 use berth_e2e::{env, run, run_ok};
-use cli_common::{Reg, json};
 
 /// Incompressible bytes per ConfigMap (base64 of random data compresses to ~3/4, so the
 /// gzip layer ends up several MiB: above berth's 4 MiB bar threshold).
@@ -111,7 +108,7 @@ fn a_small_push_or_json_output_on_a_terminal_draws_no_bar() {
     let reg = Reg::dist();
     // Below the threshold: too quick for a bar to help.
     let repo = env().repo("progress-small");
-    let (code, screen) = on_terminal(&push(&reg.oci_ref(&repo, "v1"), &cli_common::app(), &[]));
+    let (code, screen) = on_terminal(&push(&reg.oci_ref(&repo, "v1"), &crate::common::app(), &[]));
     assert_eq!(code, Some(0), "{screen}");
     assert!(!screen.contains("pushing [") && !screen.contains('\x1b'), "a bar for a small layer:\n{screen:?}");
     assert!(screen.contains("pushed sha256:"), "{screen:?}");

@@ -3,112 +3,34 @@
 //! cluster) is SIGKILLed while the agent writes a large set through it, then restarted on the
 //! same port. The interrupted run must fail promptly and say why, the ApplySet inventory must
 //! still cover every object the run created, and later runs must converge and prune.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
+//! It loads the machine, so it never runs beside a test that measures how fast the agent reacts
+//! (`common::loading_the_machine`).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::{Env, PrivatePeer, env, free_port, run, run_ok, wait_for};
+use berth_e2e::{Env, PrivateApiServer, env, run, run_ok, wait_for};
 use serde_json::Value;
 
 /// Enough ConfigMaps that applying them (after the dry-run of all of them) takes seconds on
 /// this machine, so the API server can be killed while the writes are under way.
 const OBJECTS: usize = 1500;
-/// How long a fresh kube-apiserver may take to answer /readyz (the env's own start budget
-/// is 20 s; a loaded machine gets more).
-const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// The interrupted apply runs with a long --timeout; it must give up on a dead API server
 /// well before that deadline (failing fast, not hanging until the timeout).
 const APPLY_TIMEOUT_FLAG: &str = "3m";
 const GIVE_UP_WITHIN: Duration = Duration::from_secs(60);
 
-/// A kube-apiserver of this test's own, on its own loopback port, sharing the env's etcd,
-/// certificates and service-account keys. Killed when dropped.
-struct PrivateApiServer {
-    env: &'static Env,
-    argv: Vec<String>,
-    url: String,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-    log: PathBuf,
-    process: Option<PrivatePeer>,
-}
-
-impl PrivateApiServer {
-    fn start(env: &'static Env) -> PrivateApiServer {
-        let port = free_port();
-        let mut argv = env.peer_command_line("kube-apiserver");
-        let i = argv.iter().position(|a| a == "--secure-port").expect("the shared apiserver sets --secure-port");
-        argv[i + 1] = port.to_string();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("https://127.0.0.1:{port}");
-        let kubeconfig = dir.path().join("kubeconfig");
-        env.kubeconfig_for(&url, &kubeconfig);
-        let log = dir.path().join("kube-apiserver.log");
-        let mut api = PrivateApiServer { env, argv, url, kubeconfig, log, _dir: dir, process: None };
-        api.boot();
-        api
-    }
-
-    /// Starts the process and waits until it answers /readyz.
-    fn boot(&mut self) {
-        let started = Instant::now();
-        self.process = Some(PrivatePeer::start("kube-apiserver", &self.argv, &self.log));
-        loop {
-            if self.ready() {
-                eprintln!("private kube-apiserver {} ready in {:?}", self.url, started.elapsed());
-                return;
-            }
-            let p = self.process.as_mut().unwrap();
-            assert!(p.running(), "the private kube-apiserver exited during start-up\n{}", p.log_tail(40));
-            assert!(
-                started.elapsed() < APISERVER_READY_TIMEOUT,
-                "the private kube-apiserver {} is not ready after {APISERVER_READY_TIMEOUT:?}\n{}",
-                self.url,
-                p.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn ready(&self) -> bool {
-        run(self.kubectl().args(["get", "--raw", "/readyz", "--request-timeout=2s"])).status.success()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.kill9();
-        }
-    }
-
-    /// Same binary, flags and port again.
-    fn restart(&mut self) {
-        self.kill9();
-        self.boot();
-    }
-
-    fn kubectl(&self) -> Command {
-        let mut cmd = self.env.kubectl_cmd();
-        cmd.env("KUBECONFIG", &self.kubeconfig);
-        cmd
-    }
-
-    /// `berth-agent apply --dir DIR` through this API server.
-    fn agent_apply(&self, dir: &Path, ns: &str, name: &str, extra: &[&str]) -> Command {
-        let mut cmd = self.env.berth_agent();
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .args(["apply", "--dir"])
-            .arg(dir)
-            .args(["--namespace", ns, "--name", name, "--log-format", "text", "--timeout", APPLY_TIMEOUT_FLAG])
-            .args(extra);
-        cmd
-    }
-
-    fn log_tail(&self) -> String {
-        self.process.as_ref().map(|p| p.log_tail(20)).unwrap_or_default()
-    }
+/// `berth-agent apply --dir DIR` through the private API server.
+fn agent_apply(api: &PrivateApiServer, dir: &Path, ns: &str, name: &str, extra: &[&str]) -> Command {
+    let mut cmd = env().berth_agent();
+    cmd.env("KUBECONFIG", &api.kubeconfig)
+        .args(["apply", "--dir"])
+        .arg(dir)
+        .args(["--namespace", ns, "--name", name, "--log-format", "text", "--timeout", APPLY_TIMEOUT_FLAG])
+        .args(extra);
+    cmd
 }
 
 /// ConfigMap `cm-NNNN` in `namespaces[i % len]`, one file each, for every `i` in `indices`.
@@ -169,19 +91,19 @@ fn assert_inventory_covers(env: &Env, ns: &str, name: &str, live: &BTreeSet<(Str
 
 #[test]
 fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_and_prunes() {
+    let _loading = crate::common::loading_the_machine();
     let env = env();
     let home = env.namespace("apirestart");
     let second = env.namespace("apirestart-b");
     let third = env.namespace("apirestart-c");
     let namespaces = [home.name(), second.name(), third.name()];
     let all = configmaps(&namespaces, 0..OBJECTS);
-    let mut api = PrivateApiServer::start(env);
+    let mut api = PrivateApiServer::start(env, &[]);
 
     // The interrupted run: output to files, so nothing blocks on a full pipe.
     let out_dir = tempfile::tempdir().unwrap();
     let (stdout_path, stderr_path) = (out_dir.path().join("stdout"), out_dir.path().join("stderr"));
-    let mut agent = api
-        .agent_apply(all.path(), home.name(), "big", &[])
+    let mut agent = agent_apply(&api, all.path(), home.name(), "big", &[])
         .stdout(std::fs::File::create(&stdout_path).unwrap())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .stdin(Stdio::null())
@@ -274,7 +196,7 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
 
     // While it is down, a new run fails in its first stage (discovery, before any write) the
     // same clear way, not with the client library's raw error.
-    let out = run(&mut api.agent_apply(all.path(), home.name(), "big", &[]));
+    let out = run(&mut agent_apply(&api, all.path(), home.name(), "big", &[]));
     assert_eq!(out.code, Some(1), "apply against the dead API server\n{}\n{}", out.stdout, out.stderr);
     let error_line = out.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
     assert!(
@@ -286,8 +208,8 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
 
     // Back on the same port: the same apply converges.
     api.restart();
-    let out = run(&mut api.agent_apply(all.path(), home.name(), "big", &[]));
-    assert_eq!(out.code, Some(0), "re-run after the restart\n{}\n{}\n{}", out.stdout, out.stderr, api.log_tail());
+    let out = run(&mut agent_apply(&api, all.path(), home.name(), "big", &[]));
+    assert_eq!(out.code, Some(0), "re-run after the restart\n{}\n{}\n{}", out.stdout, out.stderr, api.log_tail(20));
     let converged = members(env, &id);
     assert_eq!(
         converged.len(),
@@ -307,7 +229,7 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
 
     // Half the objects: the other half is pruned, across all three namespaces.
     let half = configmaps(&namespaces, 0..OBJECTS / 2);
-    let out = run(&mut api.agent_apply(half.path(), home.name(), "big", &["--prune"]));
+    let out = run(&mut agent_apply(&api, half.path(), home.name(), "big", &["--prune"]));
     assert_eq!(out.code, Some(0), "apply of half with --prune\n{}\n{}", out.stdout, out.stderr);
     let pruned = out.stdout.lines().filter(|l| l.starts_with("pruned ConfigMap ")).count();
     assert_eq!(pruned, OBJECTS - OBJECTS / 2, "{}", out.stderr);

@@ -2,17 +2,14 @@
 //! test in read-only mode over storage that a writable twin filled first, so the blobs are
 //! already there and only the manifest PUT reaches the refusal. berth must exit non-zero
 //! naming the registry, the reference and the registry's own reason, and tag nothing.
-//! Also the registry errors of the other commands that `cli_errors.rs` does not cover.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod cli_common;
+//! Also the registry errors of the other commands that `registry_errors.rs` does not cover.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::{Reg, app, json};
 use berth_e2e::{PrivatePeer, env, free_port, run, run_ok, wait_for};
-use cli_common::{Reg, app, json};
 
 /// `GET /v2/` answers 200: the registry is serving.
 fn serving(port: u16) -> bool {

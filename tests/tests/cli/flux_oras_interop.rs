@@ -1,13 +1,10 @@
 //! berth artifacts and Flux artifacts are interchangeable, and oras reads berth artifacts:
 //! the ecosystem's own tools, real binaries, against the real registries.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod cli_common;
 
 use std::process::Command;
 
+use crate::common::{Reg, app, assert_same_tree, json};
 use berth_e2e::{env, run, run_ok};
-use cli_common::{Reg, app, assert_same_tree, json};
 
 /// `flux` with credentials and the test CA (Go reads SSL_CERT_FILE) for TLS registries,
 /// `--insecure-registry` for plain ones.

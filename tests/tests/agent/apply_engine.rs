@@ -1,6 +1,5 @@
 //! `berth-agent apply --dir` / `diff` against the real API server: the apply engine (plan,
 //! dry-run gate, server-side apply, ApplySet inventory, prune, health) as a user sees it.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
 
 use std::collections::BTreeMap;
 use std::path::Path;

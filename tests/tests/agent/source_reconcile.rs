@@ -1,13 +1,10 @@
 //! berth-agent with real artifacts: `apply oci://…` with signature verification, and the
 //! controller (`berth-agent run`) reconciling a `Source` against the real API server and a
 //! real registry — tag moves, drift, and artifacts that must not be applied.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::Duration;
 
-use agent_prod_common::{Agent, configmap, kubectl_apply, push, push_signed, source_status, wait_until};
+use crate::common::{Agent, configmap, kubectl_apply, push, push_signed, source_status, wait_until};
 use berth_e2e::{APPLYSET_PART_OF, env, manifests, run, run_fail, run_ok};
 use serde_json::Value;
 

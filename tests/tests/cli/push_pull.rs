@@ -1,11 +1,8 @@
 //! A CI pipeline pushes rendered manifests and gets them back byte for byte, on every
 //! registry flavour; pack and push agree on the digest; a re-push uploads nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cli_common;
-
+use crate::common::{Reg, app, assert_same_tree, json};
 use berth_e2e::{env, run, run_ok};
-use cli_common::{Reg, app, assert_same_tree, json};
 
 fn push_pull_round_trip(reg: Reg) {
     let repo = env().repo("push-pull");
@@ -133,7 +130,7 @@ fn inspect_and_diff_describe_the_artifact() {
 
     // Change one object, drop a file, add an object: diff reports each.
     let work = tempfile::tempdir().unwrap();
-    for (name, bytes) in cli_common::tree(&app()) {
+    for (name, bytes) in crate::common::tree(&app()) {
         let path = work.path().join(&name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();

@@ -5,18 +5,15 @@
 //! Secrets of a namespace that did not opt in; a team cannot escalate through it (a
 //! ClusterRoleBinding in an artifact is refused); a Source naming another ServiceAccount gets
 //! a condition that says so.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod deploy_common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_e2e::{Env, env, run, run_ok, unique_name};
-use deploy_common::{
-    ClusterScoped, Process, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, push_signed_v1,
-    relative, token_kubeconfig, wait_until,
+use crate::common::{
+    ClusterScoped, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, push_signed_v1, relative,
+    token_kubeconfig, wait_until,
 };
+use berth_e2e::{Env, Process, env, run, run_ok, unique_name};
 use serde_json::Value;
 
 /// `deploy/base` in `system` under `prefix` (see [`prefixed_install`]) and `deploy/tenant`

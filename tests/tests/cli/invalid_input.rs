@@ -1,11 +1,8 @@
 //! Bad input never reaches the registry: each case under testdata/invalid/ fails with exit
 //! code 3, names the file (and line), and the tag does not exist afterwards.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cli_common;
-
+use crate::common::Reg;
 use berth_e2e::{env, run, run_ok, testdata};
-use cli_common::Reg;
 
 /// (case, texts the error must contain)
 const CASES: &[(&str, &[&str])] = &[

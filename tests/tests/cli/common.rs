@@ -1,12 +1,11 @@
-//! Helpers shared by the `cli_*` end-to-end tests: the four registries with the flags each
-//! needs, independent checks of what a registry holds (through `oras`), and tree comparison.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Helpers shared by the CLI tests: the four registries with the flags each needs, independent
+//! checks of what a registry holds (through `oras`), and tree comparison.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use berth_e2e::{Env, env, run, run_ok};
+use berth_e2e::{env, run, run_ok};
 
 /// One of the test registries and how to reach it.
 #[derive(Debug, Clone)]
@@ -35,17 +34,7 @@ impl Reg {
 
     /// berth's global flags for this registry.
     pub fn berth_flags(&self) -> Vec<String> {
-        let env = env();
-        if self.tls {
-            vec![
-                "--ca-file".into(),
-                env.ca_file.display().to_string(),
-                "--creds".into(),
-                format!("{}:{}", env.registry_user, env.registry_password),
-            ]
-        } else {
-            vec!["--insecure".into()]
-        }
+        env().berth_flags(self.tls)
     }
 
     /// oras flags for this registry.
@@ -155,8 +144,4 @@ pub fn json(stdout: &str) -> serde_json::Value {
 /// The realistic example app.
 pub fn app() -> std::path::PathBuf {
     berth_e2e::testdata("app")
-}
-
-pub fn env_ref() -> &'static Env {
-    env()
 }

@@ -4,10 +4,8 @@
 //! working; a wrong token costs the API server nothing; and a signed request cannot be
 //! replayed inside its window however many others were signed since.
 //!
-//! A binary of its own, so the flood does not run next to the receiver's latency test.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
+//! They load the machine, so they never run beside the receiver's latency test or any other
+//! test that measures how fast the agent reacts (`common::loading_the_machine`).
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -17,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_prod_common::*;
-use berth_e2e::{Env, env, free_port, run_ok};
+use crate::common::*;
+use berth_e2e::{env, free_port, run_ok};
 
 const TOKEN: &str = "e2e-limits-token-5d1e";
 const HMAC: &str = "e2e-limits-hmac-key-0b7a";
@@ -52,19 +50,6 @@ const WRONG_TOKEN_BURST_BUDGET: u64 = 1024;
 /// Signed requests sent before the first is replayed: one more than the 4,096 signatures an
 /// earlier receiver remembered (it forgot the oldest beyond that, inside the window).
 const SIGNED_BEFORE_REPLAY: usize = 4097;
-
-fn secret(env: &Env, ns: &str) {
-    run_ok(env.kubectl_cmd().args([
-        "create",
-        "secret",
-        "generic",
-        "receiver",
-        "-n",
-        ns,
-        &format!("--from-literal=token={TOKEN}"),
-        &format!("--from-literal=hmac-key={HMAC}"),
-    ]));
-}
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -161,6 +146,7 @@ fn slow_body_flood(addr: &str, credentials: impl Fn(usize) -> String, opened: im
 
 #[test]
 fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_and_triggers_working() {
+    let _loading = loading_the_machine();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-flood");
@@ -169,7 +155,7 @@ fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_
     push(env, &env.registry_dist, &repo, "live", v0.path());
     // Ten minutes: only the trigger can apply the next push within the test.
     kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "10m", ""));
-    secret(env, ns.name());
+    receiver_secret(env, ns.name(), TOKEN, HMAC);
     let addr = format!("127.0.0.1:{}", free_port());
     let receiver_secret = format!("{}/receiver", ns.name());
     let agent = Agent::start(
@@ -332,10 +318,11 @@ fn signatures(timestamp: &str, bodies: &[Vec<u8>]) -> Vec<String> {
 
 #[test]
 fn a_wrong_token_costs_the_api_server_nothing_and_no_signature_replays_inside_its_window() {
+    let _loading = loading_the_machine();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-replay");
-    secret(env, ns.name());
+    receiver_secret(env, ns.name(), TOKEN, HMAC);
     let relay = CountingRelay::start(&env.apiserver);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");

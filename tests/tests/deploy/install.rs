@@ -6,19 +6,16 @@
 //! the shipped ServiceAccount, takes the leader Lease, and has no access it should not have;
 //! with `overlays/simple` on top it applies cluster-scoped objects; its push receiver works
 //! with the shipped RBAC; `kubectl delete -k` uninstalls and leaves applied objects in place.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod deploy_common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_e2e::{env, run, run_ok};
-use deploy_common::{
-    FreshCluster, Process, agent_args, deploy_dir, documents, find, kustomize, push_signed_v1, relative,
-    token_kubeconfig, wait_until,
+use crate::common::{
+    FreshCluster, agent_args, deploy_dir, documents, find, kustomize, push_signed_v1, relative, token_kubeconfig,
+    wait_until,
 };
+use berth_e2e::{Process, env, run, run_ok};
 use serde_json::Value;
 
 /// Every kustomization in `deploy/` a user applies, rendered; the tenant one through an
@@ -71,12 +68,12 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     let env = env();
     let fresh = FreshCluster::start(env);
     let scratch = tempfile::tempdir().unwrap();
-    let kubectl = || fresh.kubectl(env);
+    let kubectl = || fresh.api.kubectl();
 
     // 1. The agent started before its CRD is installed stops at once and says what to do —
     //    not a silent crash loop.
     let mut agent = Process::spawn(
-        env.berth_agent().env("KUBECONFIG", &fresh.kubeconfig).args(["run", "--log-format", "text"]),
+        env.berth_agent().env("KUBECONFIG", &fresh.api.kubeconfig).args(["run", "--log-format", "text"]),
         scratch.path().join("no-crd.log"),
     );
     let status = agent.wait_exit(Duration::from_secs(60));
@@ -128,7 +125,7 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     // 5. The agent with a token of the shipped ServiceAccount (TokenRequest API), started the
     //    way the Deployment starts it, takes the Lease and serves; no other identity involved.
     let token = run_ok(kubectl().args(["create", "token", "berth-agent", "-n", "berth-system", "--duration=1h"]));
-    let sa_kubeconfig = token_kubeconfig(scratch.path(), &fresh.server, &env.ca_file, token.trim(), "berth-system");
+    let sa_kubeconfig = token_kubeconfig(scratch.path(), &fresh.api.url, &env.ca_file, token.trim(), "berth-system");
     let deployment = find(&base_docs, "Deployment", "berth-agent");
     let args = agent_args(deployment);
     let mut agent = Process::spawn(

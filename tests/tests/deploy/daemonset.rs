@@ -1,11 +1,8 @@
 //! `deploy/overlays/daemonset` installed for real (under names of this test's own): one agent
 //! pod per node, admitted under Pod Security "restricted", and no Deployment beside it.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
 
-mod deploy_common;
-
+use crate::common::{ClusterScoped, documents, kustomize, prefixed_install};
 use berth_e2e::{env, run, run_ok, unique_name};
-use deploy_common::{ClusterScoped, documents, kustomize, prefixed_install};
 use serde_json::Value;
 
 #[test]

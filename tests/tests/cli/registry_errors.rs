@@ -1,16 +1,13 @@
 //! Registry trouble gives one clear line, a hint and the documented exit code:
 //! unreachable 4, refused credentials 5, not found 6, tag given to promote 2.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cli_common;
-
-use berth_e2e::{env, run, run_ok};
-use cli_common::{Reg, app};
+use crate::common::{Reg, app};
+use berth_e2e::{env, free_port, run, run_ok};
 
 #[test]
 fn unreachable_registry_exits_4() {
     // A port nothing listens on: bind, note it, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let out = run(env().berth().args([
         "push",
         &format!("oci://127.0.0.1:{port}/e2e/nowhere:v1"),

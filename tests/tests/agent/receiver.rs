@@ -2,24 +2,17 @@
 //! notification endpoint can name this test's agent) notifies `berth-agent run
 //! --receiver-addr`, and the pushed artifact is applied within seconds although the Source's
 //! interval is 10 minutes. Plus the requests the receiver must refuse.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_prod_common::*;
-use berth_e2e::{env, run_ok};
+use crate::common::*;
+use berth_e2e::{env, free_port, run_ok};
 
 /// What the issue promises: push → applied within this, while the interval is 10 minutes.
 const PUSH_TO_APPLIED: Duration = Duration::from_secs(2);
 const TOKEN: &str = "e2e-receiver-token-3f9a";
 const HMAC: &str = "e2e-hmac-key-81c2";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A distribution registry on loopback whose notifications go to `hook`.
 struct Registry(Child, #[allow(dead_code)] tempfile::TempDir); // the dir lives as long as the registry
@@ -54,25 +47,13 @@ fn registry_with_notifications(port: u16, hook: &str, token: &str) -> Registry {
     Registry(child, dir)
 }
 
-fn secret(env: &berth_e2e::Env, ns: &str) {
-    run_ok(env.kubectl_cmd().args([
-        "create",
-        "secret",
-        "generic",
-        "receiver",
-        "-n",
-        ns,
-        &format!("--from-literal=token={TOKEN}"),
-        &format!("--from-literal=hmac-key={HMAC}"),
-    ]));
-}
-
 #[test]
 fn a_registry_push_is_applied_within_two_seconds_while_the_interval_is_ten_minutes() {
+    let _measuring = measuring_reaction_time();
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-push");
-    secret(env, ns.name());
+    receiver_secret(env, ns.name(), TOKEN, HMAC);
     let (reg_port, hook_port) = (free_port(), free_port());
     let hook = format!("http://127.0.0.1:{hook_port}/hook/registry");
     let _registry = registry_with_notifications(reg_port, &hook, TOKEN);
@@ -138,7 +119,7 @@ fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_repla
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("prod-hook");
-    secret(env, ns.name());
+    receiver_secret(env, ns.name(), TOKEN, HMAC);
     kubectl_apply(env, source_yaml(env, ns.name(), "shop", &env.repo("prod-hook"), "live", "10m", ""));
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");

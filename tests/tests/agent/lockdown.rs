@@ -2,13 +2,10 @@
 //! its own ServiceAccount, an agent that enforces impersonation, denies cluster-wide RBAC
 //! kinds and keeps objects in the Source's namespace. A violating artifact is refused whole:
 //! not even its harmless objects are applied.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::Duration;
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::env;
 
 const LOCKDOWN: &[&str] = &[

@@ -1,12 +1,9 @@
 //! `berth-agent run --metrics-addr`: Prometheus metrics a user can alert on, and the probes
 //! the kubelet calls, against the real API server and registry.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::Duration;
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::env;
 
 /// The value of the first sample line starting with `series` (name and labels).

@@ -2,9 +2,6 @@
 //! paths or symlinks, decompression bombs, wrong media types, zero objects. Built by hand
 //! (Python's tarfile) and pushed with the real `oras`, signed with `berth sign`, so the
 //! signature check passes and the unpack rules are what stops them.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -162,7 +159,7 @@ fn hostile_source(env: &Env, ns: &str, name: &str, at: &str, public: &Path) -> S
 
 #[test]
 fn memory_bombs_from_a_signed_tenant_artifact_are_refused_within_the_agents_memory_limit() {
-    use agent_prod_common::{Agent, condition, configmap, kubectl_apply, push, source_yaml, wait_until};
+    use crate::common::{Agent, condition, configmap, kubectl_apply, push, source_yaml, wait_until};
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("agent-membomb");
@@ -203,11 +200,9 @@ fn memory_bombs_from_a_signed_tenant_artifact_are_refused_within_the_agents_memo
     wait_until("every hostile Source refused and the good one applied", Duration::from_secs(90), &[&agent], || {
         ["comments", "pax", "directory"].iter().all(|n| reason(n) == "InvalidArtifact") && reason("good") == "Succeeded"
     });
-    for (name, expect) in [
-        ("comments", "bytes decompressed"),
-        ("pax", "bytes decompressed"),
-        ("directory", "bytes decompressed"),
-    ] {
+    for (name, expect) in
+        [("comments", "bytes decompressed"), ("pax", "bytes decompressed"), ("directory", "bytes decompressed")]
+    {
         let (_, _, message) = condition(env, ns.name(), name, "Ready").unwrap();
         assert!(message.contains(expect), "{name}: expected {expect:?} in {message}");
         assert!(

@@ -1,13 +1,10 @@
 //! Several `berth-agent run --leader-elect` replicas against the real API server: exactly one
 //! reconciles; when the leader is SIGKILLed a follower takes the Lease within the lease
 //! duration and applies the next change exactly once; SIGTERM hands the Lease over at once.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests report failure by panicking
-
-mod agent_prod_common;
 
 use std::time::{Duration, Instant};
 
-use agent_prod_common::*;
+use crate::common::*;
 use berth_e2e::env;
 
 /// Short so the test is quick; failover must happen within it (plus a poll's slack).
@@ -25,6 +22,7 @@ fn replica(env: &'static berth_e2e::Env, name: &str, ns: &str) -> Agent {
 
 #[test]
 fn three_replicas_one_leader_failover_after_sigkill_applies_the_next_change_exactly_once() {
+    let _measuring = measuring_reaction_time();
     let env = env();
     let (ns, repo, d1) = live_source(env, "prod-leader", &[("a.yaml", configmap("app", "one"))]);
 
@@ -171,6 +169,7 @@ impl Relay {
 
 #[test]
 fn a_leader_cut_off_from_the_api_server_for_30s_steps_down_and_never_applies_next_to_the_new_leader() {
+    let _measuring = measuring_reaction_time();
     let env = env();
     let (ns, repo, _) = live_source(env, "prod-cutoff", &[("a.yaml", configmap("app", "one"))]);
 
