@@ -28,7 +28,11 @@ fn causes(e: &kube::Error) -> String {
         parts.push(s.to_string());
         source = s.source();
     }
-    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
 }
 
 /// A client of an API server that died: nothing listens on its port, every connection is
@@ -37,7 +41,11 @@ fn causes(e: &kube::Error) -> String {
 #[allow(clippy::unwrap_used)] // tests report failure by panicking
 pub(crate) fn dead_server_client() -> kube::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap()
 }
@@ -49,13 +57,19 @@ mod tests {
 
     #[test]
     fn the_servers_own_sentence_or_why_it_could_not_be_reached() {
-        let refused =
-            kube::Error::Api(Status::failure("configmaps \"x\" is forbidden", "Forbidden").with_code(403).boxed());
+        let refused = kube::Error::Api(
+            Status::failure("configmaps \"x\" is forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
         assert!(!is_unreachable(&refused));
         assert_eq!(message(&refused), "configmaps \"x\" is forbidden");
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
         let down = kube::Error::Service(Box::new(io));
         assert!(is_unreachable(&down));
-        assert_eq!(message(&down), "API server unreachable (Connection refused)");
+        assert_eq!(
+            message(&down),
+            "API server unreachable (Connection refused)"
+        );
     }
 }

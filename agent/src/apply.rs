@@ -98,7 +98,9 @@ pub struct Unapplied {
 
 impl Unapplied {
     fn lost_the_server(&self) -> bool {
-        self.failures.iter().any(|f| f.cause == FailureCause::Unreachable)
+        self.failures
+            .iter()
+            .any(|f| f.cause == FailureCause::Unreachable)
     }
 }
 
@@ -108,23 +110,37 @@ pub enum ApplyError {
     DryRunRejected { failures: Vec<ObjectFailure> },
     /// The dry-run lost the API server: no verdict on the objects, and nothing more applied.
     #[error("the dry-run did not finish: {} object(s) failed{}: {}{}", .failures.len(), unsent(*.not_sent), list(.failures), hint(.failures))]
-    DryRunUnfinished { failures: Vec<ObjectFailure>, not_sent: usize },
+    DryRunUnfinished {
+        failures: Vec<ObjectFailure>,
+        not_sent: usize,
+    },
     #[error("{} object(s) failed to apply{}: {}{}", .failures.len(), unsent(*.not_sent), list(.failures), hint(.failures))]
-    ApplyFailed { failures: Vec<ObjectFailure>, not_sent: usize },
+    ApplyFailed {
+        failures: Vec<ObjectFailure>,
+        not_sent: usize,
+    },
 }
 
 impl ApplyError {
     /// A dry-run that did not pass: rejected by the server, or cut short by losing it.
     pub fn dry_run(u: Unapplied) -> Self {
         if u.lost_the_server() {
-            ApplyError::DryRunUnfinished { failures: u.failures, not_sent: u.not_sent }
+            ApplyError::DryRunUnfinished {
+                failures: u.failures,
+                not_sent: u.not_sent,
+            }
         } else {
-            ApplyError::DryRunRejected { failures: u.failures }
+            ApplyError::DryRunRejected {
+                failures: u.failures,
+            }
         }
     }
 
     pub fn apply(u: Unapplied) -> Self {
-        ApplyError::ApplyFailed { failures: u.failures, not_sent: u.not_sent }
+        ApplyError::ApplyFailed {
+            failures: u.failures,
+            not_sent: u.not_sent,
+        }
     }
 
     pub fn failures(&self) -> &[ObjectFailure] {
@@ -153,11 +169,19 @@ impl ApplyError {
 }
 
 fn unsent(n: usize) -> String {
-    if n == 0 { String::new() } else { format!(", {n} not sent") }
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} not sent")
+    }
 }
 
 fn list(failures: &[ObjectFailure]) -> String {
-    let mut s: Vec<String> = failures.iter().take(MAX_FAILURES_SHOWN).map(ToString::to_string).collect();
+    let mut s: Vec<String> = failures
+        .iter()
+        .take(MAX_FAILURES_SHOWN)
+        .map(ToString::to_string)
+        .collect();
     if failures.len() > MAX_FAILURES_SHOWN {
         s.push(format!("and {} more", failures.len() - MAX_FAILURES_SHOWN));
     }
@@ -165,7 +189,10 @@ fn list(failures: &[ObjectFailure]) -> String {
 }
 
 fn hint(failures: &[ObjectFailure]) -> &'static str {
-    if failures.iter().any(|f| f.cause == FailureCause::Unreachable) {
+    if failures
+        .iter()
+        .any(|f| f.cause == FailureCause::Unreachable)
+    {
         " (the API server could not be reached; what was applied stays recorded in the ApplySet: run the apply again once the API server answers)"
     } else if failures.iter().any(|f| f.cause == FailureCause::Forbidden) {
         " (grant the applying identity RBAC rights for these objects, or apply as another ServiceAccount)"
@@ -178,9 +205,15 @@ fn hint(failures: &[ObjectFailure]) -> &'static str {
 
 /// A client that acts as `system:serviceaccount:<namespace>:<name>`. The API server adds the
 /// ServiceAccount groups itself, so RBAC sees exactly what a pod with that account would.
-pub fn impersonating(config: &Config, namespace: &str, service_account: &str) -> Result<Client, kube::Error> {
+pub fn impersonating(
+    config: &Config,
+    namespace: &str,
+    service_account: &str,
+) -> Result<Client, kube::Error> {
     let mut c = config.clone();
-    c.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{service_account}"));
+    c.auth_info.impersonate = Some(format!(
+        "system:serviceaccount:{namespace}:{service_account}"
+    ));
     c.auth_info.impersonate_groups = None;
     Client::try_from(c)
 }
@@ -221,7 +254,10 @@ pub async fn apply_all(
         })
         .collect();
     let mut results: Vec<(usize, Option<Result<AppliedObject, ObjectFailure>>)> =
-        futures::stream::iter(futures).buffer_unordered(MAX_CONCURRENT_APPLIES).collect().await;
+        futures::stream::iter(futures)
+            .buffer_unordered(MAX_CONCURRENT_APPLIES)
+            .collect()
+            .await;
     results.sort_unstable_by_key(|(i, _)| *i);
     let mut ok = Vec::with_capacity(results.len());
     let mut undone = Unapplied::default();
@@ -232,7 +268,11 @@ pub async fn apply_all(
             None => undone.not_sent += 1,
         }
     }
-    if undone.failures.is_empty() { Ok(ok) } else { Err(undone) }
+    if undone.failures.is_empty() {
+        Ok(ok)
+    } else {
+        Err(undone)
+    }
 }
 
 async fn apply_one(
@@ -256,7 +296,9 @@ async fn apply_one(
     }
     let first = patch(&api, o, &pp, answer).await;
     let result = match first {
-        Err(kube::Error::Api(s)) if s.code == 409 && !policy.force && is_own_member(&api, o).await => {
+        Err(kube::Error::Api(s))
+            if s.code == 409 && !policy.force && is_own_member(&api, o).await =>
+        {
             tracing::info!(object = %o.key, "correcting drift on fields another manager took over");
             patch(&api, o, &pp.clone().force(), answer).await
         }
@@ -288,16 +330,32 @@ async fn patch(
         Answer::Object => api.patch(&o.key.name, pp, &body).await,
         Answer::Metadata => {
             let meta = api.patch_metadata(&o.key.name, pp, &body).await?;
-            Ok(DynamicObject { types: o.body.types.clone(), metadata: meta.metadata, data: serde_json::Value::Null })
+            Ok(DynamicObject {
+                types: o.body.types.clone(),
+                metadata: meta.metadata,
+                data: serde_json::Value::Null,
+            })
         }
     }
 }
 
 /// Whether the live object already carries this set's `part-of` label, i.e. berth applied it.
 async fn is_own_member(api: &Api<DynamicObject>, o: &PlannedObject) -> bool {
-    let want = o.body.metadata.labels.as_ref().and_then(|l| l.get(PART_OF_LABEL));
+    let want = o
+        .body
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PART_OF_LABEL));
     match api.get_metadata_opt(&o.key.name).await {
-        Ok(Some(live)) => live.metadata.labels.as_ref().and_then(|l| l.get(PART_OF_LABEL)) == want && want.is_some(),
+        Ok(Some(live)) => {
+            live.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(PART_OF_LABEL))
+                == want
+                && want.is_some()
+        }
         _ => false,
     }
 }
@@ -316,12 +374,23 @@ fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
         e if api_error::is_unreachable(e) => FailureCause::Unreachable,
         _ => FailureCause::Other,
     };
-    ObjectFailure { object: o.key.clone(), origin: o.origin.clone(), cause, message: api_error::message(&e) }
+    ObjectFailure {
+        object: o.key.clone(),
+        origin: o.origin.clone(),
+        cause,
+        message: api_error::message(&e),
+    }
 }
 
 /// Reads the live object (for diff), `None` when it does not exist.
-pub async fn live(client: &Client, o: &PlannedObject) -> Result<Option<DynamicObject>, ObjectFailure> {
-    o.api(client).get_opt(&o.key.name).await.map_err(|e| failure(o, e))
+pub async fn live(
+    client: &Client,
+    o: &PlannedObject,
+) -> Result<Option<DynamicObject>, ObjectFailure> {
+    o.api(client)
+        .get_opt(&o.key.name)
+        .await
+        .map_err(|e| failure(o, e))
 }
 
 #[cfg(test)]
@@ -338,14 +407,37 @@ mod tests {
         let client = api_error::dead_server_client();
         let objects: Vec<PlannedObject> = (0..MAX_CONCURRENT_APPLIES * 4).map(configmap).collect();
         let refs: Vec<&PlannedObject> = objects.iter().collect();
-        let undone = apply_all(&client, &refs, Mode::Apply, ConflictPolicy { force: false }, Answer::Metadata)
-            .await
-            .err()
-            .unwrap();
-        assert!(undone.failures.iter().all(|f| f.cause == FailureCause::Unreachable), "{:?}", undone.failures);
-        assert!(undone.failures[0].message.starts_with("API server unreachable ("), "{}", undone.failures[0]);
+        let undone = apply_all(
+            &client,
+            &refs,
+            Mode::Apply,
+            ConflictPolicy { force: false },
+            Answer::Metadata,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            undone
+                .failures
+                .iter()
+                .all(|f| f.cause == FailureCause::Unreachable),
+            "{:?}",
+            undone.failures
+        );
+        assert!(
+            undone.failures[0]
+                .message
+                .starts_with("API server unreachable ("),
+            "{}",
+            undone.failures[0]
+        );
         // At most the first window was sent; the rest never left the agent.
-        assert!(undone.failures.len() <= MAX_CONCURRENT_APPLIES, "{} requests sent", undone.failures.len());
+        assert!(
+            undone.failures.len() <= MAX_CONCURRENT_APPLIES,
+            "{} requests sent",
+            undone.failures.len()
+        );
         assert_eq!(undone.failures.len() + undone.not_sent, objects.len());
         let e = ApplyError::dry_run(undone);
         assert!(matches!(e, ApplyError::DryRunUnfinished { .. }), "{e}");
@@ -353,26 +445,48 @@ mod tests {
     }
 
     fn refused(code: u16, message: &str) -> kube::Error {
-        kube::Error::Api(kube::core::Status::failure(message, "").with_code(code).boxed())
+        kube::Error::Api(
+            kube::core::Status::failure(message, "")
+                .with_code(code)
+                .boxed(),
+        )
     }
 
     #[test]
     fn the_servers_answer_decides_the_cause() {
         let o = configmap(0);
         let cause = |e| failure(&o, e).cause;
-        assert_eq!(cause(refused(422, "spec.replicas: Invalid value")), FailureCause::Invalid);
+        assert_eq!(
+            cause(refused(422, "spec.replicas: Invalid value")),
+            FailureCause::Invalid
+        );
         assert_eq!(cause(refused(400, "bad request")), FailureCause::Invalid);
-        assert_eq!(cause(refused(403, "User \"x\" cannot patch")), FailureCause::Forbidden);
+        assert_eq!(
+            cause(refused(403, "User \"x\" cannot patch")),
+            FailureCause::Forbidden
+        );
         assert_eq!(
             cause(refused(403, "namespace shop is being terminated")),
             FailureCause::Other,
             "namespace lifecycle admission, not RBAC"
         );
-        assert_eq!(cause(refused(404, "namespaces \"shop\" not found")), FailureCause::NotFound);
-        assert_eq!(cause(refused(409, "Apply failed with 1 conflict")), FailureCause::Conflict);
-        assert_eq!(cause(refused(500, "etcdserver: request timed out")), FailureCause::Other);
+        assert_eq!(
+            cause(refused(404, "namespaces \"shop\" not found")),
+            FailureCause::NotFound
+        );
+        assert_eq!(
+            cause(refused(409, "Apply failed with 1 conflict")),
+            FailureCause::Conflict
+        );
+        assert_eq!(
+            cause(refused(500, "etcdserver: request timed out")),
+            FailureCause::Other
+        );
         let f = failure(&o, refused(409, "Apply failed with 1 conflict"));
-        assert_eq!(f.to_string(), "ConfigMap default/cm-0 (cm-0.yaml:1): Apply failed with 1 conflict");
+        assert_eq!(
+            f.to_string(),
+            "ConfigMap default/cm-0 (cm-0.yaml:1): Apply failed with 1 conflict"
+        );
     }
 
     fn failed(causes: &[FailureCause]) -> Unapplied {
@@ -386,14 +500,20 @@ mod tests {
                 message: format!("{cause:?}"),
             })
             .collect();
-        Unapplied { failures, not_sent: 0 }
+        Unapplied {
+            failures,
+            not_sent: 0,
+        }
     }
 
     #[test]
     fn the_most_telling_cause_leads_and_gives_the_hint() {
         use FailureCause::*;
         let main = |causes: &[FailureCause]| ApplyError::apply(failed(causes)).main_cause();
-        assert_eq!(main(&[Invalid, Conflict, Forbidden, Unreachable]), Unreachable);
+        assert_eq!(
+            main(&[Invalid, Conflict, Forbidden, Unreachable]),
+            Unreachable
+        );
         assert_eq!(main(&[Invalid, Conflict, Forbidden]), Forbidden);
         assert_eq!(main(&[NotFound, Invalid, Conflict]), Conflict);
         assert_eq!(main(&[NotFound, Invalid]), Invalid);
@@ -413,12 +533,17 @@ mod tests {
     #[test]
     fn a_dry_run_that_lost_the_server_is_unfinished_not_rejected() {
         use FailureCause::*;
-        assert!(matches!(ApplyError::dry_run(failed(&[Invalid, Conflict])), ApplyError::DryRunRejected { .. }));
+        assert!(matches!(
+            ApplyError::dry_run(failed(&[Invalid, Conflict])),
+            ApplyError::DryRunRejected { .. }
+        ));
         let e = ApplyError::dry_run(failed(&[Invalid, Unreachable]));
         assert!(matches!(e, ApplyError::DryRunUnfinished { .. }), "{e}");
         let rejected = ApplyError::dry_run(failed(&[Invalid])).to_string();
         assert!(
-            rejected.starts_with("1 object(s) rejected by the API server's dry-run, nothing was applied: "),
+            rejected.starts_with(
+                "1 object(s) rejected by the API server's dry-run, nothing was applied: "
+            ),
             "{rejected}"
         );
     }
@@ -428,7 +553,13 @@ mod tests {
         let mut u = failed(&[FailureCause::Invalid; MAX_FAILURES_SHOWN + 2]);
         u.not_sent = 3;
         let e = ApplyError::apply(u).to_string();
-        assert!(e.starts_with(&format!("{} object(s) failed to apply, 3 not sent: ", MAX_FAILURES_SHOWN + 2)), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "{} object(s) failed to apply, 3 not sent: ",
+                MAX_FAILURES_SHOWN + 2
+            )),
+            "{e}"
+        );
         assert!(e.ends_with("; and 2 more"), "{e}");
         assert!(
             e.contains(&format!("cm-{}.yaml", MAX_FAILURES_SHOWN - 1))

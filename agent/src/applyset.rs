@@ -35,12 +35,18 @@ pub fn is_berth_tooling(value: &str) -> bool {
 
 /// Whether an object with these annotations is kept when it leaves the artifact.
 pub fn opts_out_of_prune(annotations: Option<&std::collections::BTreeMap<String, String>>) -> bool {
-    annotations.and_then(|a| a.get(PRUNE_ANNOTATION)).is_some_and(|v| v == PRUNE_DISABLED)
+    annotations
+        .and_then(|a| a.get(PRUNE_ANNOTATION))
+        .is_some_and(|v| v == PRUNE_DISABLED)
 }
 
 /// `Kind.group`, or `Kind` for the core group, as the ApplySet annotations and kubectl spell it.
 pub fn group_kind(group: &str, kind: &str) -> String {
-    if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") }
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
 }
 
 /// `(group, kind)` of a [`group_kind`] spelling (the core group is empty).
@@ -67,13 +73,19 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in apply order.
-    pub const APPLY_ORDER: [Stage; 4] =
-        [Stage::CustomResourceDefinitions, Stage::Namespaces, Stage::ClusterScoped, Stage::Namespaced];
+    pub const APPLY_ORDER: [Stage; 4] = [
+        Stage::CustomResourceDefinitions,
+        Stage::Namespaces,
+        Stage::ClusterScoped,
+        Stage::Namespaced,
+    ];
 
     /// The stage objects of `group`/`kind` are applied in.
     pub fn of(group: &str, kind: &str, namespaced: bool) -> Stage {
         match (group, kind, namespaced) {
-            ("apiextensions.k8s.io", "CustomResourceDefinition", _) => Stage::CustomResourceDefinitions,
+            ("apiextensions.k8s.io", "CustomResourceDefinition", _) => {
+                Stage::CustomResourceDefinitions
+            }
             ("", "Namespace", _) => Stage::Namespaces,
             (_, _, false) => Stage::ClusterScoped,
             (_, _, true) => Stage::Namespaced,
@@ -89,8 +101,15 @@ mod tests {
     fn group_kind_spelling_matches_kubectl() {
         assert_eq!(group_kind("", "ConfigMap"), "ConfigMap");
         assert_eq!(group_kind("apps", "Deployment"), "Deployment.apps");
-        assert_eq!(group_kind("rbac.authorization.k8s.io", "Role"), "Role.rbac.authorization.k8s.io");
-        for (group, kind) in [("", "ConfigMap"), ("apps", "Deployment"), ("rbac.authorization.k8s.io", "Role")] {
+        assert_eq!(
+            group_kind("rbac.authorization.k8s.io", "Role"),
+            "Role.rbac.authorization.k8s.io"
+        );
+        for (group, kind) in [
+            ("", "ConfigMap"),
+            ("apps", "Deployment"),
+            ("rbac.authorization.k8s.io", "Role"),
+        ] {
             assert_eq!(split_group_kind(&group_kind(group, kind)), (group, kind));
         }
     }
@@ -98,32 +117,61 @@ mod tests {
     #[test]
     fn crds_then_namespaces_then_cluster_kinds_then_namespaced_kinds() {
         let stage = |group, kind, namespaced| Stage::of(group, kind, namespaced);
-        assert_eq!(stage("apiextensions.k8s.io", "CustomResourceDefinition", false), Stage::CustomResourceDefinitions);
+        assert_eq!(
+            stage("apiextensions.k8s.io", "CustomResourceDefinition", false),
+            Stage::CustomResourceDefinitions
+        );
         assert_eq!(stage("", "Namespace", false), Stage::Namespaces);
         // Webhooks and APIServices get no stage of their own: they go with the other
         // cluster-scoped kinds, after the CRDs and Namespaces and before every namespaced object.
         assert_eq!(
-            stage("admissionregistration.k8s.io", "ValidatingWebhookConfiguration", false),
+            stage(
+                "admissionregistration.k8s.io",
+                "ValidatingWebhookConfiguration",
+                false
+            ),
             Stage::ClusterScoped
         );
-        assert_eq!(stage("apiregistration.k8s.io", "APIService", false), Stage::ClusterScoped);
-        assert_eq!(stage("rbac.authorization.k8s.io", "ClusterRole", false), Stage::ClusterScoped);
+        assert_eq!(
+            stage("apiregistration.k8s.io", "APIService", false),
+            Stage::ClusterScoped
+        );
+        assert_eq!(
+            stage("rbac.authorization.k8s.io", "ClusterRole", false),
+            Stage::ClusterScoped
+        );
         assert_eq!(stage("", "ConfigMap", true), Stage::Namespaced);
-        assert_eq!(stage("example.com", "Widget", true), Stage::Namespaced, "custom resources by their scope");
+        assert_eq!(
+            stage("example.com", "Widget", true),
+            Stage::Namespaced,
+            "custom resources by their scope"
+        );
         // Same kind names in other groups are not special.
         assert_eq!(stage("example.com", "Namespace", true), Stage::Namespaced);
-        assert_eq!(stage("example.com", "CustomResourceDefinition", false), Stage::ClusterScoped);
+        assert_eq!(
+            stage("example.com", "CustomResourceDefinition", false),
+            Stage::ClusterScoped
+        );
         let mut sorted = Stage::APPLY_ORDER;
         sorted.sort();
-        assert_eq!(sorted, Stage::APPLY_ORDER, "the order the stages compare in is the apply order");
+        assert_eq!(
+            sorted,
+            Stage::APPLY_ORDER,
+            "the order the stages compare in is the apply order"
+        );
     }
 
     #[test]
     fn only_the_disabled_value_opts_out_of_prune() {
-        let with = |v: &str| std::collections::BTreeMap::from([(PRUNE_ANNOTATION.to_string(), v.to_string())]);
+        let with = |v: &str| {
+            std::collections::BTreeMap::from([(PRUNE_ANNOTATION.to_string(), v.to_string())])
+        };
         assert!(opts_out_of_prune(Some(&with("disabled"))));
         assert!(!opts_out_of_prune(Some(&with("enabled"))));
-        assert!(!opts_out_of_prune(Some(&with("Disabled"))), "values are case-sensitive");
+        assert!(
+            !opts_out_of_prune(Some(&with("Disabled"))),
+            "values are case-sensitive"
+        );
         assert!(!opts_out_of_prune(Some(&Default::default())));
         assert!(!opts_out_of_prune(None));
     }

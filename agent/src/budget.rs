@@ -37,8 +37,13 @@ impl MemoryBudget {
     /// The budget for an agent whose container may use `memory_limit` bytes.
     pub fn for_limit(memory_limit: u64) -> MemoryBudget {
         let total = memory_limit.saturating_mul(ARTIFACT_PERCENT) / 100;
-        let units = usize::try_from(total / UNIT).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        MemoryBudget { pool: Arc::new(Semaphore::new(units)), total }
+        let units = usize::try_from(total / UNIT)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        MemoryBudget {
+            pool: Arc::new(Semaphore::new(units)),
+            total,
+        }
     }
 
     /// Bytes of the whole pool.
@@ -57,7 +62,9 @@ impl MemoryBudget {
         let units = self.units(self.share());
         loop {
             if let Ok(permit) = self.pool.clone().try_acquire_many_owned(units) {
-                return Grant { permit: Some(permit) };
+                return Grant {
+                    permit: Some(permit),
+                };
             }
             if evict() {
                 continue;
@@ -65,7 +72,11 @@ impl MemoryBudget {
             // Held by reconciles in flight (or by cached artifacts pinned by them): wait for
             // one to end, then look again.
             match tokio::time::timeout(RETRY, self.pool.clone().acquire_many_owned(units)).await {
-                Ok(Ok(permit)) => return Grant { permit: Some(permit) },
+                Ok(Ok(permit)) => {
+                    return Grant {
+                        permit: Some(permit),
+                    };
+                }
                 Ok(Err(_)) => return Grant { permit: None }, // never closed
                 Err(_) => {}
             }
@@ -87,7 +98,9 @@ impl Grant {
     /// Keeps only what `used` bytes need and returns the rest to the pool (an artifact that is
     /// cached after its apply holds just its own size).
     pub fn shrink_to(&mut self, used: u64) {
-        let keep = usize::try_from(used.div_ceil(UNIT)).unwrap_or(usize::MAX).max(1);
+        let keep = usize::try_from(used.div_ceil(UNIT))
+            .unwrap_or(usize::MAX)
+            .max(1);
         if let Some(permit) = &mut self.permit
             && permit.num_permits() > keep
         {
@@ -110,10 +123,18 @@ mod tests {
         let _b = budget.reserve(|| false).await;
         // The pool is full: a third waits until an eviction frees memory.
         let mut cached = Some(budget.reserve(|| false));
-        assert!(tokio::time::timeout(Duration::from_millis(50), cached.take().unwrap()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), cached.take().unwrap())
+                .await
+                .is_err()
+        );
         a.shrink_to(1024 * 1024);
         let mut evicted = Some(a);
-        let c = tokio::time::timeout(Duration::from_secs(2), budget.reserve(|| evicted.take().is_some())).await;
+        let c = tokio::time::timeout(
+            Duration::from_secs(2),
+            budget.reserve(|| evicted.take().is_some()),
+        )
+        .await;
         assert!(c.is_ok(), "an eviction did not free the pool");
     }
 }

@@ -104,7 +104,9 @@ pub fn clear(conditions: &mut Vec<Condition>, type_: &str) {
 
 /// Whether condition `type_` is there with `status`.
 pub fn has(conditions: &[Condition], type_: &str, status: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == status)
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == status)
 }
 
 #[cfg(test)]
@@ -121,18 +123,46 @@ mod tests {
             last_transition_time: "2020-01-01T00:00:00Z".into(),
             observed_generation: Some(1),
         }];
-        set(&mut c, kind::READY, status::TRUE, reason::SUCCEEDED, "new", Some(2));
+        set(
+            &mut c,
+            kind::READY,
+            status::TRUE,
+            reason::SUCCEEDED,
+            "new",
+            Some(2),
+        );
         assert_eq!(c[0].last_transition_time, "2020-01-01T00:00:00Z");
         assert_eq!(c[0].message, "new");
-        set(&mut c, kind::READY, status::FALSE, reason::APPLY_FAILED, "x", Some(2));
+        set(
+            &mut c,
+            kind::READY,
+            status::FALSE,
+            reason::APPLY_FAILED,
+            "x",
+            Some(2),
+        );
         assert_ne!(c[0].last_transition_time, "2020-01-01T00:00:00Z");
     }
 
     #[test]
     fn conditions_stay_sorted_by_type_and_clear_removes() {
         let mut c = Vec::new();
-        set(&mut c, kind::STALLED, status::TRUE, reason::INVALID_SPEC, "", None);
-        set(&mut c, kind::READY, status::FALSE, reason::INVALID_SPEC, "", None);
+        set(
+            &mut c,
+            kind::STALLED,
+            status::TRUE,
+            reason::INVALID_SPEC,
+            "",
+            None,
+        );
+        set(
+            &mut c,
+            kind::READY,
+            status::FALSE,
+            reason::INVALID_SPEC,
+            "",
+            None,
+        );
         let types: Vec<&str> = c.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [kind::READY, kind::STALLED]);
         clear(&mut c, kind::STALLED);

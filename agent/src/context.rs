@@ -32,7 +32,9 @@ pub struct Remembered {
 impl Remembered {
     /// Whether this entry was verified for exactly this Source object, spec and trust policy.
     pub fn vouched_for(&self, src: &Source, trust: &str) -> bool {
-        self.uid == src.metadata.uid && self.generation == src.metadata.generation && self.trust == trust
+        self.uid == src.metadata.uid
+            && self.generation == src.metadata.generation
+            && self.trust == trust
     }
 }
 
@@ -58,7 +60,12 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, recorder: Recorder, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    pub fn new(
+        client: Client,
+        config: Config,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         Ok(Context {
             client,
             config,
@@ -74,7 +81,10 @@ impl Context {
 
     /// The artifact remembered for the Source `key`.
     pub fn remembered(&self, key: &str) -> Option<Remembered> {
-        self.remembered.lock().ok().and_then(|c| c.get(key).cloned())
+        self.remembered
+            .lock()
+            .ok()
+            .and_then(|c| c.get(key).cloned())
     }
 
     pub fn remember(&self, key: String, entry: Remembered) {
@@ -94,8 +104,12 @@ impl Context {
     /// Drops one remembered artifact to return its memory to the budget (its Source pulls it
     /// again at its next reconcile); false when nothing is remembered.
     pub fn evict_one(&self) -> bool {
-        let Ok(mut c) = self.remembered.lock() else { return false };
-        let Some(victim) = c.keys().next().cloned() else { return false };
+        let Ok(mut c) = self.remembered.lock() else {
+            return false;
+        };
+        let Some(victim) = c.keys().next().cloned() else {
+            return false;
+        };
         tracing::info!(source = %victim, "memory budget full: dropping a cached artifact");
         c.remove(&victim);
         true

@@ -34,7 +34,9 @@ const FORGET_DELETED_EVERY: Duration = Duration::from_secs(60);
 pub enum ControllerError {
     #[error("no usable kubeconfig or in-cluster config: {0}")]
     Config(String),
-    #[error("the Source CRD is not installed or not readable ({0}); install it: berth-agent crd | kubectl apply -f -")]
+    #[error(
+        "the Source CRD is not installed or not readable ({0}); install it: berth-agent crd | kubectl apply -f -"
+    )]
     CrdMissing(kube::Error),
     #[error(transparent)]
     Leader(#[from] LeaderError),
@@ -83,17 +85,27 @@ enum TermEnd {
 
 /// Runs until a shutdown signal.
 pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
-    let config = Config::infer().await.map_err(|e| ControllerError::Config(e.to_string()))?;
-    let client = Client::try_from(config.clone()).map_err(|e| ControllerError::Config(e.to_string()))?;
+    let config = Config::infer()
+        .await
+        .map_err(|e| ControllerError::Config(e.to_string()))?;
+    let client =
+        Client::try_from(config.clone()).map_err(|e| ControllerError::Config(e.to_string()))?;
     let sources: Api<Source> = match &opts.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    sources.list(&ListParams::default().limit(1)).await.map_err(ControllerError::CrdMissing)?;
+    sources
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(ControllerError::CrdMissing)?;
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(RuntimeState::default());
     if let Some(addr) = opts.metrics_addr {
-        let probes = Probes { client: client.clone(), state: state.clone(), metrics: metrics.clone() };
+        let probes = Probes {
+            client: client.clone(),
+            state: state.clone(),
+            metrics: metrics.clone(),
+        };
         crate::server::serve_probes(addr, probes).await?;
     }
     let triggers = Triggers::default();
@@ -105,7 +117,10 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
         metrics.set_leader(leading);
     };
 
-    let reporter = Reporter { controller: "berth-agent".into(), instance: std::env::var("POD_NAME").ok() };
+    let reporter = Reporter {
+        controller: "berth-agent".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let recorder = Recorder::new(client.clone(), reporter);
     let mut ctx = Context::new(client.clone(), config.clone(), recorder, metrics.clone())
         .map_err(|e| ControllerError::Config(format!("creating a private temp dir: {e}")))?;
@@ -126,22 +141,43 @@ pub async fn run(opts: RunOptions) -> Result<(), ControllerError> {
         Some(l) => {
             let namespace = l
                 .namespace
-                .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+                .or_else(|| {
+                    std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .filter(|n| !n.is_empty())
+                })
                 .unwrap_or_else(|| config.default_namespace.clone());
             let identity = l.identity.unwrap_or_else(leader::default_identity);
             tracing::info!(lease = %l.name, namespace = %namespace, identity = %identity, "leader election on");
-            let cfg = ElectionConfig { lease_name: l.name, namespace, identity, lease_duration: l.duration };
+            let cfg = ElectionConfig {
+                lease_name: l.name,
+                namespace,
+                identity,
+                lease_duration: l.duration,
+            };
             Some(Election::start(client.clone(), cfg).await?)
         }
         None => None,
     };
     state.set_started();
 
-    tracing::info!(namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"), "controller started");
+    tracing::info!(
+        namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"),
+        "controller started"
+    );
     match &election {
         None => {
             lead(true);
-            run_term(sources, ctx, &state, &triggers, shutdown, None, opts.shutdown_grace).await;
+            run_term(
+                sources,
+                ctx,
+                &state,
+                &triggers,
+                shutdown,
+                None,
+                opts.shutdown_grace,
+            )
+            .await;
         }
         Some(election) => loop {
             lead(false);
@@ -207,7 +243,8 @@ async fn run_term(
                 tick.tick().await;
                 // Never awaited for long: the readiness channel wakes only its last poller.
                 if !matches!(
-                    tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await,
+                    tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready())
+                        .await,
                     Ok(Ok(()))
                 ) {
                     continue;
@@ -273,7 +310,9 @@ async fn run_term(
     tracing::info!(grace = ?grace, "shutting down: no new reconciles, waiting for those in flight");
     let _ = stop_tx.send(());
     if tokio::time::timeout(grace, &mut controller).await.is_err() {
-        tracing::warn!("in-flight reconciles abandoned after the grace period; the next leader redoes them");
+        tracing::warn!(
+            "in-flight reconciles abandoned after the grace period; the next leader redoes them"
+        );
     }
     TermEnd::Shutdown
 }

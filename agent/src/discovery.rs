@@ -46,13 +46,18 @@ pub struct ApiDiscovery {
 
 impl fmt::Debug for ApiDiscovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiDiscovery").field("discovered", &self.discovered.is_some()).finish()
+        f.debug_struct("ApiDiscovery")
+            .field("discovered", &self.discovered.is_some())
+            .finish()
     }
 }
 
 impl ApiDiscovery {
     pub fn new(client: Client) -> Self {
-        ApiDiscovery { client, discovered: None }
+        ApiDiscovery {
+            client,
+            discovered: None,
+        }
     }
 
     /// Forgets what was discovered; the next lookup runs discovery again (e.g. after this
@@ -75,21 +80,35 @@ impl ApiDiscovery {
 
     /// Resource and scope of a group/kind at the server's preferred version (for prune,
     /// where the recorded inventory has no version).
-    pub async fn resolve_group_kind(&mut self, group: &str, kind: &str) -> Result<Option<Served>, DiscoveryError> {
+    pub async fn resolve_group_kind(
+        &mut self,
+        group: &str,
+        kind: &str,
+    ) -> Result<Option<Served>, DiscoveryError> {
         let d = self.ensure().await?;
-        Ok(d.get(group).and_then(|g| g.recommended_kind(kind)).map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
+        Ok(d.get(group)
+            .and_then(|g| g.recommended_kind(kind))
+            .map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
     }
 }
 
 impl ServedKinds for ApiDiscovery {
-    async fn resolve_gvk(&mut self, gvk: &GroupVersionKind) -> Result<Option<Served>, DiscoveryError> {
+    async fn resolve_gvk(
+        &mut self,
+        gvk: &GroupVersionKind,
+    ) -> Result<Option<Served>, DiscoveryError> {
         let d = self.ensure().await?;
-        Ok(d.resolve_gvk(gvk).map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
+        Ok(d.resolve_gvk(gvk)
+            .map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced)))
     }
 }
 
 /// The dynamic API of `resource` in `namespace`, or cluster-wide for `None`.
-pub fn api_for(client: &Client, resource: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+pub fn api_for(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
     match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
         None => Api::all_with(client.clone(), resource),

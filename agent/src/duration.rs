@@ -9,7 +9,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DurationError {
-    #[error("{input:?} is not a duration: use a number with a unit (ms, s, m, h), e.g. 30s, 5m, 1h30m")]
+    #[error(
+        "{input:?} is not a duration: use a number with a unit (ms, s, m, h), e.g. 30s, 5m, 1h30m"
+    )]
     Invalid { input: String },
     #[error("{input:?} is longer than the maximum of 24h")]
     TooLong { input: String },
@@ -17,7 +19,9 @@ pub enum DurationError {
 
 /// Parses `1h30m`, `45s`, `250ms`. A bare `0` is zero; anything else needs a unit.
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
-    let invalid = || DurationError::Invalid { input: input.to_string() };
+    let invalid = || DurationError::Invalid {
+        input: input.to_string(),
+    };
     let s = input.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -28,13 +32,17 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(invalid());
         }
         let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let millis_per_unit: u64 = match unit {
@@ -44,11 +52,17 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             "h" => 3_600_000,
             _ => return Err(invalid()),
         };
-        let part = n.checked_mul(millis_per_unit).ok_or_else(|| DurationError::TooLong { input: input.to_string() })?;
+        let part = n
+            .checked_mul(millis_per_unit)
+            .ok_or_else(|| DurationError::TooLong {
+                input: input.to_string(),
+            })?;
         total = total.saturating_add(Duration::from_millis(part));
     }
     if total > MAX_DURATION {
-        return Err(DurationError::TooLong { input: input.to_string() });
+        return Err(DurationError::TooLong {
+            input: input.to_string(),
+        });
     }
     Ok(total)
 }
@@ -68,7 +82,10 @@ mod tests {
     #[test]
     fn rejects_missing_units_and_absurd_lengths() {
         assert!(matches!(parse("30"), Err(DurationError::Invalid { .. })));
-        assert!(matches!(parse("5 minutes"), Err(DurationError::Invalid { .. })));
+        assert!(matches!(
+            parse("5 minutes"),
+            Err(DurationError::Invalid { .. })
+        ));
         assert!(matches!(parse("m"), Err(DurationError::Invalid { .. })));
         assert!(matches!(parse("25h"), Err(DurationError::TooLong { .. })));
     }

@@ -44,10 +44,17 @@ impl Trust {
         match self {
             Trust::SkipVerify => "insecureSkipVerify".to_string(),
             Trust::Keys(policy) => {
-                let mut keys: Vec<String> =
-                    policy.keys.iter().map(|k| format!("{} {}", k.fingerprint(), k.source())).collect();
+                let mut keys: Vec<String> = policy
+                    .keys
+                    .iter()
+                    .map(|k| format!("{} {}", k.fingerprint(), k.source()))
+                    .collect();
                 keys.sort();
-                format!("keys [{}] repository {:?}", keys.join(", "), policy.repository)
+                format!(
+                    "keys [{}] repository {:?}",
+                    keys.join(", "),
+                    policy.repository
+                )
             }
         }
     }
@@ -88,31 +95,60 @@ pub enum FetchError {
     #[error("{0}")]
     Registry(#[from] RegistryError),
     #[error("{reference}: no tag matches semver range {range:?} (tags looked at: {looked})")]
-    NoSemverMatch { reference: String, range: String, looked: usize },
+    NoSemverMatch {
+        reference: String,
+        range: String,
+        looked: usize,
+    },
     #[error("semver range {range:?} is invalid: {message}")]
     InvalidSemver { range: String, message: String },
     #[error("{reference}: {source}")]
-    Artifact { reference: String, source: ArtifactError },
+    Artifact {
+        reference: String,
+        source: ArtifactError,
+    },
     #[error(
         "{reference}: content layer is {size} bytes, more than the {limit} one artifact may use of the agent's memory (--memory-limit)"
     )]
-    LayerTooLarge { reference: String, size: u64, limit: u64 },
+    LayerTooLarge {
+        reference: String,
+        size: u64,
+        limit: u64,
+    },
     #[error(
         "{reference}: {file} would take about {needed} bytes of memory parsed, more than the {limit} left of one artifact's share of the agent's memory (--memory-limit); split the artifact or raise the limit"
     )]
-    OverBudget { reference: String, file: String, needed: u64, limit: u64 },
+    OverBudget {
+        reference: String,
+        file: String,
+        needed: u64,
+        limit: u64,
+    },
     #[error("{reference}: {source}")]
-    Manifest { reference: String, source: ManifestError },
+    Manifest {
+        reference: String,
+        source: ManifestError,
+    },
     #[error("{reference}: refusing to apply, {source}")]
-    Untrusted { reference: String, source: Box<VerifyError> },
+    Untrusted {
+        reference: String,
+        source: Box<VerifyError>,
+    },
     #[error("{reference}: cannot check signatures: {source}")]
-    VerifyUnavailable { reference: String, source: Box<VerifyError> },
+    VerifyUnavailable {
+        reference: String,
+        source: Box<VerifyError>,
+    },
     #[error("{0}")]
     Input(#[from] InputError),
     #[error(
         "{reference}: refusing to go back to an older artifact: it was created {created}, the applied one {applied} (spec.verify.refuseOlder; pin ref.digest to go back on purpose)"
     )]
-    Older { reference: String, created: String, applied: String },
+    Older {
+        reference: String,
+        created: String,
+        applied: String,
+    },
 }
 
 impl FetchError {
@@ -120,12 +156,14 @@ impl FetchError {
     pub fn reason(&self) -> &'static str {
         match self {
             FetchError::Registry(e) if e.is_not_found() => reason::ARTIFACT_NOT_FOUND,
-            FetchError::Registry(_) | FetchError::VerifyUnavailable { .. } => reason::REGISTRY_UNAVAILABLE,
+            FetchError::Registry(_) | FetchError::VerifyUnavailable { .. } => {
+                reason::REGISTRY_UNAVAILABLE
+            }
             FetchError::NoSemverMatch { .. } => reason::NO_MATCHING_TAG,
             FetchError::InvalidSemver { .. } => reason::INVALID_SPEC,
-            FetchError::Artifact { .. } | FetchError::LayerTooLarge { .. } | FetchError::OverBudget { .. } => {
-                reason::INVALID_ARTIFACT
-            }
+            FetchError::Artifact { .. }
+            | FetchError::LayerTooLarge { .. }
+            | FetchError::OverBudget { .. } => reason::INVALID_ARTIFACT,
             FetchError::Manifest { .. } | FetchError::Input(_) => reason::INVALID_MANIFESTS,
             FetchError::Untrusted { .. } => reason::VERIFICATION_FAILED,
             FetchError::Older { .. } => reason::OLDER_ARTIFACT,
@@ -145,14 +183,20 @@ pub async fn resolve(
     }
     let reference = match semver {
         Some(range) => {
-            let req = semver::VersionReq::parse(range)
-                .map_err(|e| FetchError::InvalidSemver { range: range.to_string(), message: e.to_string() })?;
+            let req = semver::VersionReq::parse(range).map_err(|e| FetchError::InvalidSemver {
+                range: range.to_string(),
+                message: e.to_string(),
+            })?;
             let tags = registry.list_tags(reference.repository()).await?;
             let looked = tags.len().min(MAX_SEMVER_TAGS);
             let best = tags
                 .iter()
                 .take(MAX_SEMVER_TAGS)
-                .filter_map(|t| semver::Version::parse(t.strip_prefix('v').unwrap_or(t)).ok().map(|v| (v, t)))
+                .filter_map(|t| {
+                    semver::Version::parse(t.strip_prefix('v').unwrap_or(t))
+                        .ok()
+                        .map(|v| (v, t))
+                })
                 .filter(|(v, _)| req.matches(v))
                 .max_by(|a, b| a.0.cmp(&b.0))
                 .map(|(_, t)| t.clone())
@@ -187,15 +231,31 @@ pub async fn pull(
     share: u64,
 ) -> Result<Pulled, FetchError> {
     let at = reference.with_digest(digest.clone()).to_string();
-    let (bytes, _media_type) = registry.fetch_manifest(reference.repository(), digest).await?;
+    let (bytes, _media_type) = registry
+        .fetch_manifest(reference.repository(), digest)
+        .await?;
     let (manifest, layer) =
-        artifact::content_layer(&bytes).map_err(|source| FetchError::Artifact { reference: at.clone(), source })?;
+        artifact::content_layer(&bytes).map_err(|source| FetchError::Artifact {
+            reference: at.clone(),
+            source,
+        })?;
     let limit = MAX_LAYER_BYTES.min(share);
     if layer.size > limit {
-        return Err(FetchError::LayerTooLarge { reference: at, size: layer.size, limit });
+        return Err(FetchError::LayerTooLarge {
+            reference: at,
+            size: layer.size,
+            limit,
+        });
     }
     let mut content = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
-    registry.fetch_blob(reference.repository(), &layer.digest, layer.size, &mut content).await?;
+    registry
+        .fetch_blob(
+            reference.repository(),
+            &layer.digest,
+            layer.size,
+            &mut content,
+        )
+        .await?;
     Ok(Pulled {
         revision: manifest.annotations.get(oci::ANNOTATION_REVISION).cloned(),
         created: manifest.annotations.get(oci::ANNOTATION_CREATED).cloned(),
@@ -216,18 +276,35 @@ pub async fn verify(
     };
     let at = reference.with_digest(digest.clone()).to_string();
     match policy::verify_artifact(registry, reference.repository(), digest, keys).await {
-        Ok(sig) => Ok(format!("{} key {} ({})", sig.format, sig.key_fingerprint, sig.key_source)),
-        Err(source) if source.is_verdict() => Err(FetchError::Untrusted { reference: at, source: Box::new(source) }),
-        Err(source) => Err(FetchError::VerifyUnavailable { reference: at, source: Box::new(source) }),
+        Ok(sig) => Ok(format!(
+            "{} key {} ({})",
+            sig.format, sig.key_fingerprint, sig.key_source
+        )),
+        Err(source) if source.is_verdict() => Err(FetchError::Untrusted {
+            reference: at,
+            source: Box::new(source),
+        }),
+        Err(source) => Err(FetchError::VerifyUnavailable {
+            reference: at,
+            source: Box::new(source),
+        }),
     }
 }
 
 /// With `spec.verify.refuseOlder`: the artifact at `reference` may not be older than the one
 /// applied last (`created` annotations, RFC 3339). An artifact without a readable `created`
 /// cannot show it is not older and is refused too, once something dated was applied.
-pub fn refuse_older(reference: &str, created: Option<&str>, applied: Option<&str>) -> Result<(), FetchError> {
-    let Some(applied) = applied else { return Ok(()) };
-    let Ok(applied_at) = applied.parse::<k8s_openapi::jiff::Timestamp>() else { return Ok(()) };
+pub fn refuse_older(
+    reference: &str,
+    created: Option<&str>,
+    applied: Option<&str>,
+) -> Result<(), FetchError> {
+    let Some(applied) = applied else {
+        return Ok(());
+    };
+    let Ok(applied_at) = applied.parse::<k8s_openapi::jiff::Timestamp>() else {
+        return Ok(());
+    };
     let older = || FetchError::Older {
         reference: reference.to_string(),
         created: created.unwrap_or("(no created annotation)").to_string(),
@@ -244,9 +321,17 @@ pub fn refuse_older(reference: &str, created: Option<&str>, applied: Option<&str
 /// in `share` bytes: the compressed layer plus [`PARSED_FACTOR`] times each manifest file,
 /// every declared size of the archive counted before anything is read. Returns the manifests
 /// and the bytes charged for them.
-pub fn unpack(reference: &str, layer: &[u8], share: u64) -> Result<(Vec<Manifest>, u64), FetchError> {
+pub fn unpack(
+    reference: &str,
+    layer: &[u8],
+    share: u64,
+) -> Result<(Vec<Manifest>, u64), FetchError> {
     let room = share.saturating_sub(layer.len() as u64);
-    let limits = Limits { max_bytes: room, max_entries: MAX_LAYER_ENTRIES, max_file_bytes: room / PARSED_FACTOR };
+    let limits = Limits {
+        max_bytes: room,
+        max_entries: MAX_LAYER_ENTRIES,
+        max_file_bytes: room / PARSED_FACTOR,
+    };
     let mut out = Vec::new();
     let mut charged: u64 = 0;
     let mut failure: Option<FetchError> = None;
@@ -266,19 +351,35 @@ pub fn unpack(reference: &str, layer: &[u8], share: u64) -> Result<(Vec<Manifest
         }
         charged += needed;
         let mut bytes = Vec::with_capacity(usize::try_from(file.size).unwrap_or(0));
-        std::io::Read::read_to_end(content, &mut bytes)
-            .map_err(|e| ArtifactError::Corrupt { detail: format!("{}: {e}", file.name) })?;
+        std::io::Read::read_to_end(content, &mut bytes).map_err(|e| ArtifactError::Corrupt {
+            detail: format!("{}: {e}", file.name),
+        })?;
         // The pack-time Secret guard is CI's job; an artifact that shipped a Secret on purpose
         // (packed with --allow-secrets) must still apply.
-        match manifests::parse_file(&file.name, &bytes, Rules { allow_secrets: true }) {
-            Ok(objects) => out.extend(
-                objects.into_iter().map(|o| Manifest { origin: format!("{}:{}", o.file, o.line), value: o.value }),
-            ),
-            Err(source) => failure = Some(FetchError::Manifest { reference: reference.to_string(), source }),
+        match manifests::parse_file(
+            &file.name,
+            &bytes,
+            Rules {
+                allow_secrets: true,
+            },
+        ) {
+            Ok(objects) => out.extend(objects.into_iter().map(|o| Manifest {
+                origin: format!("{}:{}", o.file, o.line),
+                value: o.value,
+            })),
+            Err(source) => {
+                failure = Some(FetchError::Manifest {
+                    reference: reference.to_string(),
+                    source,
+                })
+            }
         }
         Ok(())
     })
-    .map_err(|source| FetchError::Artifact { reference: reference.to_string(), source })?;
+    .map_err(|source| FetchError::Artifact {
+        reference: reference.to_string(),
+        source,
+    })?;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -294,13 +395,21 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Manifest>, FetchError> {
             continue;
         }
         let bytes = f.read()?;
-        let objects = manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true })
-            .map_err(|source| FetchError::Manifest { reference: dir.display().to_string(), source })?;
-        out.extend(
-            objects
-                .into_iter()
-                .map(|o| Manifest { origin: format!("{}:{}", dir.join(&o.file).display(), o.line), value: o.value }),
-        );
+        let objects = manifests::parse_file(
+            &f.name,
+            &bytes,
+            Rules {
+                allow_secrets: true,
+            },
+        )
+        .map_err(|source| FetchError::Manifest {
+            reference: dir.display().to_string(),
+            source,
+        })?;
+        out.extend(objects.into_iter().map(|o| Manifest {
+            origin: format!("{}:{}", dir.join(&o.file).display(), o.line),
+            value: o.value,
+        }));
     }
     Ok(out)
 }
@@ -325,8 +434,13 @@ pub async fn fetch_digest(
     let at = resolved.with_digest(digest.clone()).to_string();
     observer.check(&at, &pulled)?;
     let (manifests, charged) = unpack(&at, &pulled.layer, share)?;
-    let artifact =
-        Artifact { digest: digest.clone(), revision: pulled.revision, created: pulled.created, signer, manifests };
+    let artifact = Artifact {
+        digest: digest.clone(),
+        revision: pulled.revision,
+        created: pulled.created,
+        signer,
+        manifests,
+    };
     Ok((artifact, charged))
 }
 
@@ -339,7 +453,8 @@ pub async fn fetch(
     share: u64,
 ) -> Result<Artifact, FetchError> {
     let (resolved, digest) = resolve(registry, reference, semver).await?;
-    let (artifact, _) = fetch_digest(registry, &resolved, &digest, trust, share, &Unobserved).await?;
+    let (artifact, _) =
+        fetch_digest(registry, &resolved, &digest, trust, share, &Unobserved).await?;
     Ok(artifact)
 }
 
@@ -352,11 +467,34 @@ mod tests {
     fn older_artifacts_are_refused_once_something_dated_was_applied() {
         let at = "oci://r/a@sha256:x";
         assert!(refuse_older(at, Some("2026-01-01T00:00:00Z"), None).is_ok());
-        assert!(refuse_older(at, Some("2026-01-02T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_ok());
-        assert!(refuse_older(at, Some("2026-01-01T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_ok());
-        let e = refuse_older(at, Some("2025-12-31T23:59:59Z"), Some("2026-01-01T00:00:00Z")).unwrap_err();
+        assert!(
+            refuse_older(
+                at,
+                Some("2026-01-02T00:00:00Z"),
+                Some("2026-01-01T00:00:00Z")
+            )
+            .is_ok()
+        );
+        assert!(
+            refuse_older(
+                at,
+                Some("2026-01-01T00:00:00Z"),
+                Some("2026-01-01T00:00:00Z")
+            )
+            .is_ok()
+        );
+        let e = refuse_older(
+            at,
+            Some("2025-12-31T23:59:59Z"),
+            Some("2026-01-01T00:00:00Z"),
+        )
+        .unwrap_err();
         assert_eq!(e.reason(), reason::OLDER_ARTIFACT);
-        assert!(e.to_string().contains("created 2025-12-31T23:59:59Z, the applied one 2026-01-01T00:00:00Z"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("created 2025-12-31T23:59:59Z, the applied one 2026-01-01T00:00:00Z"),
+            "{e}"
+        );
         assert!(refuse_older(at, None, Some("2026-01-01T00:00:00Z")).is_err());
         assert!(refuse_older(at, Some("yesterday"), Some("2026-01-01T00:00:00Z")).is_err());
     }

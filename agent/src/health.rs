@@ -33,15 +33,28 @@ pub enum Health {
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
     #[error("{object} failed: {reason}")]
-    Failed { object: Box<ObjectKey>, reason: String },
+    Failed {
+        object: Box<ObjectKey>,
+        reason: String,
+    },
     #[error("not healthy within {timeout:?}: {}", pending_list(.pending))]
-    Timeout { timeout: Duration, pending: Vec<(ObjectKey, String)> },
+    Timeout {
+        timeout: Duration,
+        pending: Vec<(ObjectKey, String)>,
+    },
     #[error("reading {object} for its health: {}", crate::api_error::message(.source))]
-    Read { object: Box<ObjectKey>, source: kube::Error },
+    Read {
+        object: Box<ObjectKey>,
+        source: kube::Error,
+    },
 }
 
 fn pending_list(p: &[(ObjectKey, String)]) -> String {
-    let mut s: Vec<String> = p.iter().take(MAX_PENDING_SHOWN).map(|(k, r)| format!("{k}: {r}")).collect();
+    let mut s: Vec<String> = p
+        .iter()
+        .take(MAX_PENDING_SHOWN)
+        .map(|(k, r)| format!("{k}: {r}"))
+        .collect();
     if p.len() > MAX_PENDING_SHOWN {
         s.push(format!("and {} more", p.len() - MAX_PENDING_SHOWN));
     }
@@ -49,11 +62,15 @@ fn pending_list(p: &[(ObjectKey, String)]) -> String {
 }
 
 fn int(v: &Value, path: &[&str]) -> Option<i64> {
-    path.iter().try_fold(v, |v, p| v.get(*p)).and_then(Value::as_i64)
+    path.iter()
+        .try_fold(v, |v, p| v.get(*p))
+        .and_then(Value::as_i64)
 }
 
 fn string<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, p| v.get(*p)).and_then(Value::as_str)
+    path.iter()
+        .try_fold(v, |v, p| v.get(*p))
+        .and_then(Value::as_str)
 }
 
 /// `(status, reason, message)` of the condition `type_` in `status.conditions`.
@@ -78,14 +95,20 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
     let status = obj.data.get("status").unwrap_or(&null);
     let in_progress = |s: String| Health::InProgress(s);
 
-    if let (Some(generation), Some(observed)) = (obj.metadata.generation, int(status, &["observedGeneration"]))
-        && observed < generation
+    if let (Some(generation), Some(observed)) = (
+        obj.metadata.generation,
+        int(status, &["observedGeneration"]),
+    ) && observed < generation
     {
-        return in_progress(format!("controller has not observed generation {generation} yet"));
+        return in_progress(format!(
+            "controller has not observed generation {generation} yet"
+        ));
     }
     match (group, kind) {
         ("apps", "Deployment") => {
-            if let Some(("False", "ProgressDeadlineExceeded", msg)) = condition(status, "Progressing") {
+            if let Some(("False", "ProgressDeadlineExceeded", msg)) =
+                condition(status, "Progressing")
+            {
                 return Health::Failed(format!("progress deadline exceeded: {msg}"));
             }
             if status.is_null() || int(status, &["observedGeneration"]).is_none() {
@@ -99,9 +122,14 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
             if updated < want {
                 in_progress(format!("{updated}/{want} replicas updated"))
             } else if total > updated {
-                in_progress(format!("{} old replicas pending termination", total - updated))
+                in_progress(format!(
+                    "{} old replicas pending termination",
+                    total - updated
+                ))
             } else if available < want || ready < want {
-                in_progress(format!("{ready}/{want} replicas ready, {available} available"))
+                in_progress(format!(
+                    "{ready}/{want} replicas ready, {available} available"
+                ))
             } else {
                 Health::Current
             }
@@ -113,11 +141,13 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
             let want = int(spec, &["replicas"]).unwrap_or(1);
             let ready = int(status, &["readyReplicas"]).unwrap_or(0);
             let updated = int(status, &["updatedReplicas"]).unwrap_or(0);
-            let rolling = string(spec, &["updateStrategy", "type"]).unwrap_or("RollingUpdate") == "RollingUpdate";
+            let rolling = string(spec, &["updateStrategy", "type"]).unwrap_or("RollingUpdate")
+                == "RollingUpdate";
             if ready < want {
                 in_progress(format!("{ready}/{want} replicas ready"))
             } else if rolling
-                && (updated < want || string(status, &["currentRevision"]) != string(status, &["updateRevision"]))
+                && (updated < want
+                    || string(status, &["currentRevision"]) != string(status, &["updateRevision"]))
             {
                 in_progress(format!("{updated}/{want} replicas updated"))
             } else {
@@ -132,20 +162,26 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
             let updated = int(status, &["updatedNumberScheduled"]).unwrap_or(0);
             let available = int(status, &["numberAvailable"]).unwrap_or(0);
             if updated < desired || available < desired {
-                in_progress(format!("{available}/{desired} pods available, {updated} updated"))
+                in_progress(format!(
+                    "{available}/{desired} pods available, {updated} updated"
+                ))
             } else {
                 Health::Current
             }
         }
         ("batch", "Job") => match (condition(status, "Complete"), condition(status, "Failed")) {
-            (_, Some(("True", reason, msg))) => Health::Failed(format!("job failed ({reason}): {msg}")),
+            (_, Some(("True", reason, msg))) => {
+                Health::Failed(format!("job failed ({reason}): {msg}"))
+            }
             (Some(("True", _, _)), _) => Health::Current,
             _ => in_progress("job not complete".into()),
         },
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => match condition(status, "Established") {
-            Some(("True", _, _)) => Health::Current,
-            _ => in_progress("not established yet".into()),
-        },
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            match condition(status, "Established") {
+                Some(("True", _, _)) => Health::Current,
+                _ => in_progress("not established yet".into()),
+            }
+        }
         ("", "Namespace") => match string(status, &["phase"]) {
             Some("Active") | None => Health::Current,
             Some(p) => in_progress(format!("phase {p}")),
@@ -189,7 +225,12 @@ pub async fn wait_healthy(
     for (o, a) in applied {
         match assess(&o.key.group, &o.key.kind, &a.object) {
             Health::Current => {}
-            Health::Failed(reason) => return Err(HealthError::Failed { object: Box::new(o.key.clone()), reason }),
+            Health::Failed(reason) => {
+                return Err(HealthError::Failed {
+                    object: Box::new(o.key.clone()),
+                    reason,
+                });
+            }
             Health::InProgress(reason) => pending.push((o, reason)),
         }
     }
@@ -198,20 +239,31 @@ pub async fn wait_healthy(
         if Instant::now() >= deadline {
             return Err(HealthError::Timeout {
                 timeout,
-                pending: pending.into_iter().map(|(o, r)| (o.key.clone(), r)).collect(),
+                pending: pending
+                    .into_iter()
+                    .map(|(o, r)| (o.key.clone(), r))
+                    .collect(),
             });
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(POLL_INTERVAL);
         let futures: Vec<_> = pending.iter().map(|(o, _)| poll_one(client, o)).collect();
         let verdicts: Vec<Result<(&PlannedObject, Health), HealthError>> =
-            futures::stream::iter(futures).buffered(MAX_CONCURRENT_APPLIES).collect().await;
+            futures::stream::iter(futures)
+                .buffered(MAX_CONCURRENT_APPLIES)
+                .collect()
+                .await;
         let mut still = Vec::new();
         for v in verdicts {
             let (o, h) = v?;
             match h {
                 Health::Current => {}
-                Health::Failed(reason) => return Err(HealthError::Failed { object: Box::new(o.key.clone()), reason }),
+                Health::Failed(reason) => {
+                    return Err(HealthError::Failed {
+                        object: Box::new(o.key.clone()),
+                        reason,
+                    });
+                }
                 Health::InProgress(reason) => still.push((o, reason)),
             }
         }
@@ -220,10 +272,16 @@ pub async fn wait_healthy(
     Ok(())
 }
 
-async fn poll_one<'a>(client: &Client, o: &'a PlannedObject) -> Result<(&'a PlannedObject, Health), HealthError> {
+async fn poll_one<'a>(
+    client: &Client,
+    o: &'a PlannedObject,
+) -> Result<(&'a PlannedObject, Health), HealthError> {
     match o.api(client).get(&o.key.name).await {
         Ok(live) => Ok((o, assess(&o.key.group, &o.key.kind, &live))),
-        Err(source) => Err(HealthError::Read { object: Box::new(o.key.clone()), source }),
+        Err(source) => Err(HealthError::Read {
+            object: Box::new(o.key.clone()),
+            source,
+        }),
     }
 }
 
@@ -248,18 +306,29 @@ mod tests {
             matches!(assess("apps", "Deployment", &obj(d.clone())), Health::InProgress(r) if r.contains("old replicas"))
         );
         d["status"]["replicas"] = json!(2);
-        assert_eq!(assess("apps", "Deployment", &obj(d.clone())), Health::Current);
+        assert_eq!(
+            assess("apps", "Deployment", &obj(d.clone())),
+            Health::Current
+        );
         d["status"]["observedGeneration"] = json!(1);
-        assert!(matches!(assess("apps", "Deployment", &obj(d)), Health::InProgress(_)));
+        assert!(matches!(
+            assess("apps", "Deployment", &obj(d)),
+            Health::InProgress(_)
+        ));
     }
 
     #[test]
     fn failed_job_and_unestablished_crd() {
         let j = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
             "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}});
-        assert!(matches!(assess("batch", "Job", &obj(j)), Health::Failed(r) if r.contains("BackoffLimitExceeded")));
+        assert!(
+            matches!(assess("batch", "Job", &obj(j)), Health::Failed(r) if r.contains("BackoffLimitExceeded"))
+        );
         let c = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "x"}, "status": {}});
-        assert!(matches!(assess("apiextensions.k8s.io", "CustomResourceDefinition", &obj(c)), Health::InProgress(_)));
+        assert!(matches!(
+            assess("apiextensions.k8s.io", "CustomResourceDefinition", &obj(c)),
+            Health::InProgress(_)
+        ));
     }
 
     #[test]
@@ -296,7 +365,10 @@ mod tests {
         assert_eq!(d(json!({"replicas": 3}), done.clone()), Health::Current);
         let h = d(json!({"replicas": 3}), json!({}));
         assert!(in_progress(&h, "rollout not observed yet"), "{h:?}");
-        let h = d(json!({"replicas": 3}), json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1}));
+        let h = d(
+            json!({"replicas": 3}),
+            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1}),
+        );
         assert!(in_progress(&h, "1/3 replicas updated"), "{h:?}");
         let h = d(
             json!({"replicas": 3}),
@@ -307,14 +379,26 @@ mod tests {
             json!({"replicas": 3}),
             json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 3}),
         );
-        assert!(in_progress(&h, "2/3 replicas ready, 3 available"), "available is not enough: {h:?}");
+        assert!(
+            in_progress(&h, "2/3 replicas ready, 3 available"),
+            "available is not enough: {h:?}"
+        );
         let h = d(
             json!({"replicas": 3}),
             json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 2}),
         );
-        assert!(in_progress(&h, "3/3 replicas ready, 2 available"), "ready is not enough: {h:?}");
-        let h = d(json!({}), json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}));
-        assert!(in_progress(&h, "0/1 replicas ready"), "no spec.replicas means one: {h:?}");
+        assert!(
+            in_progress(&h, "3/3 replicas ready, 2 available"),
+            "ready is not enough: {h:?}"
+        );
+        let h = d(
+            json!({}),
+            json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}),
+        );
+        assert!(
+            in_progress(&h, "0/1 replicas ready"),
+            "no spec.replicas means one: {h:?}"
+        );
         let h = d(json!({"replicas": 0}), json!({"observedGeneration": 1}));
         assert_eq!(h, Health::Current, "scaled to zero");
         let mut stuck = done;
@@ -323,7 +407,10 @@ mod tests {
         let h = d(json!({"replicas": 3}), stuck);
         assert_eq!(
             h,
-            Health::Failed("progress deadline exceeded: ReplicaSet \"web-1\" has timed out progressing.".into())
+            Health::Failed(
+                "progress deadline exceeded: ReplicaSet \"web-1\" has timed out progressing."
+                    .into()
+            )
         );
     }
 
@@ -339,7 +426,10 @@ mod tests {
         };
         for (api_version, kind) in [("apps/v1", "StatefulSet"), ("example.com/v1", "Widget")] {
             let h = stale(api_version, kind);
-            assert!(in_progress(&h, "controller has not observed generation 3 yet"), "{kind}: {h:?}");
+            assert!(
+                in_progress(&h, "controller has not observed generation 3 yet"),
+                "{kind}: {h:?}"
+            );
         }
     }
 
@@ -358,21 +448,44 @@ mod tests {
                    "currentRevision": current, "updateRevision": "db-2"})
         };
         assert_eq!(s("RollingUpdate", status(2, 2, "db-2")), Health::Current);
-        assert!(in_progress(&s("RollingUpdate", status(1, 2, "db-2")), "1/2 replicas ready"));
-        assert!(in_progress(&s("RollingUpdate", status(2, 2, "db-1")), "2/2 replicas updated"));
-        assert!(in_progress(&s("RollingUpdate", status(2, 1, "db-2")), "1/2 replicas updated"));
-        assert_eq!(s("OnDelete", status(2, 0, "db-1")), Health::Current, "OnDelete pods update when deleted");
-        assert!(in_progress(&s("RollingUpdate", json!({})), "rollout not observed yet"));
+        assert!(in_progress(
+            &s("RollingUpdate", status(1, 2, "db-2")),
+            "1/2 replicas ready"
+        ));
+        assert!(in_progress(
+            &s("RollingUpdate", status(2, 2, "db-1")),
+            "2/2 replicas updated"
+        ));
+        assert!(in_progress(
+            &s("RollingUpdate", status(2, 1, "db-2")),
+            "1/2 replicas updated"
+        ));
+        assert_eq!(
+            s("OnDelete", status(2, 0, "db-1")),
+            Health::Current,
+            "OnDelete pods update when deleted"
+        );
+        assert!(in_progress(
+            &s("RollingUpdate", json!({})),
+            "rollout not observed yet"
+        ));
     }
 
     #[test]
     fn daemonset_waits_for_every_scheduled_pod() {
         let ds = |status: Value| {
-            verdict("apps/v1", "DaemonSet", json!({"metadata": {"name": "agent", "generation": 1}, "status": status}))
+            verdict(
+                "apps/v1",
+                "DaemonSet",
+                json!({"metadata": {"name": "agent", "generation": 1}, "status": status}),
+            )
         };
         let status = |updated: i64, available: i64| json!({"observedGeneration": 1, "desiredNumberScheduled": 3, "updatedNumberScheduled": updated, "numberAvailable": available});
         assert_eq!(ds(status(3, 3)), Health::Current);
-        assert!(in_progress(&ds(status(2, 3)), "3/3 pods available, 2 updated"));
+        assert!(in_progress(
+            &ds(status(2, 3)),
+            "3/3 pods available, 2 updated"
+        ));
         assert!(in_progress(&ds(status(3, 1)), "1/3 pods available"));
         assert!(in_progress(&ds(json!({})), "rollout not observed yet"));
     }
@@ -387,18 +500,33 @@ mod tests {
                 "status": {"conditions": conditions}}),
             )
         };
-        assert_eq!(job(json!([{"type": "Complete", "status": "True"}])), Health::Current);
+        assert_eq!(
+            job(json!([{"type": "Complete", "status": "True"}])),
+            Health::Current
+        );
         assert!(in_progress(&job(json!([])), "job not complete"));
-        assert!(in_progress(&job(json!([{"type": "Complete", "status": "False"}])), "job not complete"));
-        let h = job(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}]));
-        assert_eq!(h, Health::Failed("job failed (DeadlineExceeded): too slow".into()));
+        assert!(in_progress(
+            &job(json!([{"type": "Complete", "status": "False"}])),
+            "job not complete"
+        ));
+        let h = job(
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}]),
+        );
+        assert_eq!(
+            h,
+            Health::Failed("job failed (DeadlineExceeded): too slow".into())
+        );
     }
 
     #[test]
     fn crds_namespaces_claims_and_pods_by_their_phase_or_condition() {
         let crd = |status: &str| {
             let status = json!({"conditions": [{"type": "Established", "status": status}]});
-            verdict("apiextensions.k8s.io/v1", "CustomResourceDefinition", json!({"status": status}))
+            verdict(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                json!({"status": status}),
+            )
         };
         assert_eq!(crd("True"), Health::Current);
         assert!(in_progress(&crd("False"), "not established yet"));
@@ -408,15 +536,37 @@ mod tests {
         };
         assert_eq!(phased("Namespace", Some("Active")), Health::Current);
         assert_eq!(phased("Namespace", None), Health::Current);
-        assert!(in_progress(&phased("Namespace", Some("Terminating")), "phase Terminating"));
-        assert_eq!(phased("PersistentVolumeClaim", Some("Bound")), Health::Current);
-        assert_eq!(phased("PersistentVolumeClaim", Some("Lost")), Health::Failed("claim lost its volume".into()));
-        assert!(in_progress(&phased("PersistentVolumeClaim", None), "phase Pending"));
+        assert!(in_progress(
+            &phased("Namespace", Some("Terminating")),
+            "phase Terminating"
+        ));
+        assert_eq!(
+            phased("PersistentVolumeClaim", Some("Bound")),
+            Health::Current
+        );
+        assert_eq!(
+            phased("PersistentVolumeClaim", Some("Lost")),
+            Health::Failed("claim lost its volume".into())
+        );
+        assert!(in_progress(
+            &phased("PersistentVolumeClaim", None),
+            "phase Pending"
+        ));
         assert_eq!(phased("Pod", Some("Succeeded")), Health::Current);
-        assert_eq!(phased("Pod", Some("Failed")), Health::Failed("pod failed".into()));
-        assert!(in_progress(&phased("Pod", Some("Running")), "pod not ready"));
-        let ready = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
-        assert_eq!(verdict("v1", "Pod", json!({"status": ready})), Health::Current);
+        assert_eq!(
+            phased("Pod", Some("Failed")),
+            Health::Failed("pod failed".into())
+        );
+        assert!(in_progress(
+            &phased("Pod", Some("Running")),
+            "pod not ready"
+        ));
+        let ready =
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        assert_eq!(
+            verdict("v1", "Pod", json!({"status": ready})),
+            Health::Current
+        );
     }
 
     #[test]
@@ -428,11 +578,23 @@ mod tests {
                 json!({"metadata": {"name": "w"}, "status": {"conditions": conditions}}),
             )
         };
-        assert_eq!(widget(json!([{"type": "Ready", "status": "True"}])), Health::Current);
-        assert_eq!(widget(json!([])), Health::Current, "no Ready condition: nothing to wait for");
-        let h = widget(json!([{"type": "Ready", "status": "False", "reason": "Pending", "message": "waiting"}]));
+        assert_eq!(
+            widget(json!([{"type": "Ready", "status": "True"}])),
+            Health::Current
+        );
+        assert_eq!(
+            widget(json!([])),
+            Health::Current,
+            "no Ready condition: nothing to wait for"
+        );
+        let h = widget(
+            json!([{"type": "Ready", "status": "False", "reason": "Pending", "message": "waiting"}]),
+        );
         assert_eq!(h, Health::InProgress("not ready (Pending): waiting".into()));
-        assert!(in_progress(&widget(json!([{"type": "Ready", "status": "Unknown"}])), "not ready"));
+        assert!(in_progress(
+            &widget(json!([{"type": "Ready", "status": "Unknown"}])),
+            "not ready"
+        ));
         let h = widget(json!([{"type": "Ready", "status": "True"},
                               {"type": "Stalled", "status": "True", "reason": "BadSpec", "message": "no such image"}]));
         assert_eq!(h, Health::Failed("stalled (BadSpec): no such image".into()));
@@ -441,7 +603,11 @@ mod tests {
     fn applied(o: &PlannedObject, status: Value) -> AppliedObject {
         let mut object = o.body.clone();
         object.data = json!({"status": status});
-        AppliedObject { key: o.key.clone(), resource_version: Some("1".into()), object }
+        AppliedObject {
+            key: o.key.clone(),
+            resource_version: Some("1".into()),
+            object,
+        }
     }
 
     #[tokio::test]
@@ -457,26 +623,66 @@ mod tests {
                 json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}),
             ),
         );
-        assert!(wait_healthy(&client, &[(&cm, &cm_done)], Duration::from_secs(5)).await.is_ok());
-        let e = wait_healthy(&client, &[(&cm, &cm_done), (&job, &job_failed)], Duration::from_secs(5)).await.err();
-        assert!(matches!(&e, Some(HealthError::Failed { object, .. }) if object.name == "j"), "{e:?}");
+        assert!(
+            wait_healthy(&client, &[(&cm, &cm_done)], Duration::from_secs(5))
+                .await
+                .is_ok()
+        );
+        let e = wait_healthy(
+            &client,
+            &[(&cm, &cm_done), (&job, &job_failed)],
+            Duration::from_secs(5),
+        )
+        .await
+        .err();
+        assert!(
+            matches!(&e, Some(HealthError::Failed { object, .. }) if object.name == "j"),
+            "{e:?}"
+        );
 
         let running = applied(&job, json!({}));
-        let e = wait_healthy(&client, &[(&job, &running)], Duration::ZERO).await.err().map(|e| e.to_string());
-        assert_eq!(e.as_deref(), Some("not healthy within 0ns: Job.batch a/j: job not complete"));
-        let e = wait_healthy(&client, &[(&job, &running)], Duration::from_secs(5)).await.err();
-        assert!(matches!(&e, Some(HealthError::Read { object, .. }) if object.name == "j"), "then it is polled: {e:?}");
+        let e = wait_healthy(&client, &[(&job, &running)], Duration::ZERO)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("not healthy within 0ns: Job.batch a/j: job not complete")
+        );
+        let e = wait_healthy(&client, &[(&job, &running)], Duration::from_secs(5))
+            .await
+            .err();
+        assert!(
+            matches!(&e, Some(HealthError::Read { object, .. }) if object.name == "j"),
+            "then it is polled: {e:?}"
+        );
     }
 
     #[test]
     fn a_timeout_names_the_first_pending_objects_and_counts_the_rest() {
         let pending: Vec<(ObjectKey, String)> = (0..MAX_PENDING_SHOWN + 2)
             .map(|i| {
-                (PlannedObject::for_test("", "v1", "Pod", Some("a"), &format!("p{i}")).key, "pod not ready".into())
+                (
+                    PlannedObject::for_test("", "v1", "Pod", Some("a"), &format!("p{i}")).key,
+                    "pod not ready".into(),
+                )
             })
             .collect();
-        let e = HealthError::Timeout { timeout: Duration::from_secs(60), pending }.to_string();
-        assert!(e.starts_with("not healthy within 60s: Pod a/p0: pod not ready; Pod a/p1"), "{e}");
-        assert!(e.ends_with(&format!("Pod a/p{}: pod not ready; and 2 more", MAX_PENDING_SHOWN - 1)), "{e}");
+        let e = HealthError::Timeout {
+            timeout: Duration::from_secs(60),
+            pending,
+        }
+        .to_string();
+        assert!(
+            e.starts_with("not healthy within 60s: Pod a/p0: pod not ready; Pod a/p1"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(&format!(
+                "Pod a/p{}: pod not ready; and 2 more",
+                MAX_PENDING_SHOWN - 1
+            )),
+            "{e}"
+        );
     }
 }

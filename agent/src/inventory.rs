@@ -15,8 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::api_error;
 use crate::applyset::{
-    self, ADDITIONAL_NAMESPACES_ANNOTATION, GROUP_KINDS_ANNOTATION, ID_LABEL, PART_OF_LABEL, Stage, TOOLING_ANNOTATION,
-    tooling,
+    self, ADDITIONAL_NAMESPACES_ANNOTATION, GROUP_KINDS_ANNOTATION, ID_LABEL, PART_OF_LABEL, Stage,
+    TOOLING_ANNOTATION, tooling,
 };
 use crate::discovery::{ApiDiscovery, DiscoveryError, api_for};
 use crate::plan::ObjectKey;
@@ -48,7 +48,11 @@ pub struct ApplySetParent {
 impl fmt::Display for ApplySetParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.resource();
-        let gr = if r.group.is_empty() { r.plural.clone() } else { format!("{}.{}", r.plural, r.group) };
+        let gr = if r.group.is_empty() {
+            r.plural.clone()
+        } else {
+            format!("{}.{}", r.plural, r.group)
+        };
         write!(f, "{gr}/{} in namespace {}", self.name, self.namespace)
     }
 }
@@ -74,7 +78,10 @@ impl ApplySetParent {
         let r = self.resource();
         let gknn = format!("{}.{}.{}.{}", self.name, self.namespace, r.kind, r.group);
         let hash = Sha256::digest(gknn.as_bytes());
-        format!("applyset-{}-v1", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash))
+        format!(
+            "applyset-{}-v1",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)
+        )
     }
 }
 
@@ -89,7 +96,11 @@ pub struct Inventory {
 impl Inventory {
     pub fn union(&self, other: &Inventory) -> Inventory {
         Inventory {
-            group_kinds: self.group_kinds.union(&other.group_kinds).cloned().collect(),
+            group_kinds: self
+                .group_kinds
+                .union(&other.group_kinds)
+                .cloned()
+                .collect(),
             namespaces: self.namespaces.union(&other.namespaces).cloned().collect(),
         }
     }
@@ -108,13 +119,27 @@ pub enum InventoryError {
     #[error(
         "ApplySet parent {parent} has label {ID_LABEL}={found}, expected {expected}; it belongs to another set, choose another --name"
     )]
-    IdMismatch { parent: String, found: String, expected: String },
+    IdMismatch {
+        parent: String,
+        found: String,
+        expected: String,
+    },
     #[error("{action} ApplySet parent {parent}: {}", api_error::message(.source))]
-    Parent { action: &'static str, parent: String, source: kube::Error },
+    Parent {
+        action: &'static str,
+        parent: String,
+        source: kube::Error,
+    },
     #[error("listing members of kind {group_kind} for prune: {}", api_error::message(.source))]
-    List { group_kind: String, source: kube::Error },
+    List {
+        group_kind: String,
+        source: kube::Error,
+    },
     #[error("pruning {object}: {}; it stays in the inventory and prune retries next time", api_error::message(.source))]
-    Delete { object: Box<ObjectKey>, source: kube::Error },
+    Delete {
+        object: Box<ObjectKey>,
+        source: kube::Error,
+    },
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
 }
@@ -164,15 +189,33 @@ impl Recorded {
 }
 
 /// Like [`read`], with whether the parent is already labelled and annotated by this berth.
-pub async fn read_recorded(client: &Client, parent: &ApplySetParent) -> Result<Recorded, InventoryError> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &parent.namespace, &parent.resource());
+pub async fn read_recorded(
+    client: &Client,
+    parent: &ApplySetParent,
+) -> Result<Recorded, InventoryError> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &parent.namespace, &parent.resource());
     let obj = match api.get_opt(&parent.name).await {
         Ok(Some(o)) => o,
         Ok(None) if parent.kind == ParentKind::Secret => return Ok(Recorded::default()),
-        Ok(None) => return Err(InventoryError::ParentMissing { parent: parent.to_string() }),
-        Err(source) => return Err(InventoryError::Parent { action: "reading", parent: parent.to_string(), source }),
+        Ok(None) => {
+            return Err(InventoryError::ParentMissing {
+                parent: parent.to_string(),
+            });
+        }
+        Err(source) => {
+            return Err(InventoryError::Parent {
+                action: "reading",
+                parent: parent.to_string(),
+                source,
+            });
+        }
     };
-    recorded_on(parent, &obj.metadata.labels.unwrap_or_default(), &obj.metadata.annotations.unwrap_or_default())
+    recorded_on(
+        parent,
+        &obj.metadata.labels.unwrap_or_default(),
+        &obj.metadata.annotations.unwrap_or_default(),
+    )
 }
 
 /// What an existing parent with these labels and annotations records, or why berth may not
@@ -184,11 +227,17 @@ fn recorded_on(
 ) -> Result<Recorded, InventoryError> {
     if let Some(tooling) = annotations.get(TOOLING_ANNOTATION) {
         if !applyset::is_berth_tooling(tooling) {
-            return Err(InventoryError::OtherTooling { parent: parent.to_string(), tooling: tooling.clone() });
+            return Err(InventoryError::OtherTooling {
+                parent: parent.to_string(),
+                tooling: tooling.clone(),
+            });
         }
     } else if parent.kind == ParentKind::Secret {
         // An unrelated Secret of that name: never adopt it, its data is someone else's.
-        return Err(InventoryError::OtherTooling { parent: parent.to_string(), tooling: "(none)".into() });
+        return Err(InventoryError::OtherTooling {
+            parent: parent.to_string(),
+            tooling: "(none)".into(),
+        });
     }
     if let Some(found) = labels.get(ID_LABEL).filter(|found| **found != parent.id()) {
         return Err(InventoryError::IdMismatch {
@@ -197,26 +246,43 @@ fn recorded_on(
             expected: parent.id(),
         });
     }
-    let labelled =
-        annotations.get(TOOLING_ANNOTATION) == Some(&tooling()) && labels.get(ID_LABEL) == Some(&parent.id());
-    Ok(Recorded { inventory: parse(annotations, &parent.namespace), labelled })
+    let labelled = annotations.get(TOOLING_ANNOTATION) == Some(&tooling())
+        && labels.get(ID_LABEL) == Some(&parent.id());
+    Ok(Recorded {
+        inventory: parse(annotations, &parent.namespace),
+        labelled,
+    })
 }
 
 fn split_list(value: Option<&String>) -> impl Iterator<Item = String> + '_ {
-    value.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    value
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn parse(annotations: &BTreeMap<String, String>, parent_namespace: &str) -> Inventory {
     let group_kinds = split_list(annotations.get(GROUP_KINDS_ANNOTATION)).collect();
-    let mut namespaces: BTreeSet<String> = split_list(annotations.get(ADDITIONAL_NAMESPACES_ANNOTATION)).collect();
+    let mut namespaces: BTreeSet<String> =
+        split_list(annotations.get(ADDITIONAL_NAMESPACES_ANNOTATION)).collect();
     namespaces.insert(parent_namespace.to_string());
-    Inventory { group_kinds, namespaces }
+    Inventory {
+        group_kinds,
+        namespaces,
+    }
 }
 
 /// The parent's ApplySet metadata for `inv`, as annotations.
 fn annotations(inv: &Inventory, parent_namespace: &str) -> BTreeMap<String, String> {
     let gks: Vec<&str> = inv.group_kinds.iter().map(String::as_str).collect();
-    let nss: Vec<&str> = inv.namespaces.iter().map(String::as_str).filter(|ns| *ns != parent_namespace).collect();
+    let nss: Vec<&str> = inv
+        .namespaces
+        .iter()
+        .map(String::as_str)
+        .filter(|ns| *ns != parent_namespace)
+        .collect();
     BTreeMap::from([
         (TOOLING_ANNOTATION.to_string(), tooling()),
         (GROUP_KINDS_ANNOTATION.to_string(), gks.join(",")),
@@ -225,7 +291,11 @@ fn annotations(inv: &Inventory, parent_namespace: &str) -> BTreeMap<String, Stri
 }
 
 /// Records `inv` on the parent with server-side apply (a no-op write when unchanged).
-pub async fn write(client: &Client, parent: &ApplySetParent, inv: &Inventory) -> Result<(), InventoryError> {
+pub async fn write(
+    client: &Client,
+    parent: &ApplySetParent,
+    inv: &Inventory,
+) -> Result<(), InventoryError> {
     let r = parent.resource();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &parent.namespace, &r);
     let body = json!({
@@ -241,12 +311,17 @@ pub async fn write(client: &Client, parent: &ApplySetParent, inv: &Inventory) ->
     // Force: the parent's ApplySet fields belong to the set's tool, which is us (checked in read).
     // Ignore: the body is berth's own metadata, no field of it can be unknown; the server's
     // strict second decode would find nothing.
-    let pp = PatchParams::apply(INVENTORY_FIELD_MANAGER).force().validation_ignore();
-    api.patch(&parent.name, &pp, &Patch::Apply(&body)).await.map(|_| ()).map_err(|source| InventoryError::Parent {
-        action: "updating",
-        parent: parent.to_string(),
-        source,
-    })
+    let pp = PatchParams::apply(INVENTORY_FIELD_MANAGER)
+        .force()
+        .validation_ignore();
+    api.patch(&parent.name, &pp, &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+        .map_err(|source| InventoryError::Parent {
+            action: "updating",
+            parent: parent.to_string(),
+            source,
+        })
 }
 
 /// A live member of the set, found by listing with the `part-of` label.
@@ -281,15 +356,31 @@ pub async fn list_members(
             tracing::debug!(group_kind = %gk, "kind is not served; it has no members");
             continue;
         };
-        let namespaces: Vec<Option<&str>> =
-            if namespaced { scope.namespaces.iter().map(|ns| Some(ns.as_str())).collect() } else { vec![None] };
+        let namespaces: Vec<Option<&str>> = if namespaced {
+            scope
+                .namespaces
+                .iter()
+                .map(|ns| Some(ns.as_str()))
+                .collect()
+        } else {
+            vec![None]
+        };
         for ns in namespaces {
             let api = api_for(client, &resource, ns);
-            let kind = GroupKindOf { group, kind, gk, resource: resource.clone(), namespaced };
+            let kind = GroupKindOf {
+                group,
+                kind,
+                gk,
+                resource: resource.clone(),
+                namespaced,
+            };
             lists.push(list_one(api, kind, &selector));
         }
     }
-    let pages: Vec<Vec<Member>> = futures::stream::iter(lists).buffered(MAX_CONCURRENT_LISTS).try_collect().await?;
+    let pages: Vec<Vec<Member>> = futures::stream::iter(lists)
+        .buffered(MAX_CONCURRENT_LISTS)
+        .try_collect()
+        .await?;
     Ok(pages.into_iter().flatten().collect())
 }
 
@@ -327,11 +418,18 @@ impl GroupKindOf<'_> {
 }
 
 /// Members of one kind in one namespace (or cluster-wide), page by page.
-async fn list_one(api: Api<DynamicObject>, of: GroupKindOf<'_>, selector: &str) -> Result<Vec<Member>, InventoryError> {
+async fn list_one(
+    api: Api<DynamicObject>,
+    of: GroupKindOf<'_>,
+    selector: &str,
+) -> Result<Vec<Member>, InventoryError> {
     let mut members = Vec::new();
     let mut lp = ListParams::default().labels(selector).limit(LIST_PAGE_SIZE);
     loop {
-        let page = api.list(&lp).await.map_err(|source| InventoryError::List { group_kind: of.gk.clone(), source })?;
+        let page = api.list(&lp).await.map_err(|source| InventoryError::List {
+            group_kind: of.gk.clone(),
+            source,
+        })?;
         members.extend(page.items.into_iter().filter_map(|item| of.member(item)));
         match page.metadata.continue_.as_deref() {
             Some(token) if !token.is_empty() => lp = lp.continue_token(token),
@@ -344,19 +442,32 @@ async fn list_one(api: Api<DynamicObject>, of: GroupKindOf<'_>, selector: &str) 
 /// Members that prune would delete: not in `keep` and not opted out, in delete order
 /// (workloads before their namespaces, custom resources before CRDs).
 pub fn prune_candidates(members: &[Member], keep: &BTreeSet<ObjectKey>) -> Vec<Member> {
-    let mut doomed: Vec<Member> = members.iter().filter(|m| !m.keep && !keep.contains(&m.key)).cloned().collect();
+    let mut doomed: Vec<Member> = members
+        .iter()
+        .filter(|m| !m.keep && !keep.contains(&m.key))
+        .cloned()
+        .collect();
     doomed.sort_by(|a, b| b.stage.cmp(&a.stage).then_with(|| a.key.cmp(&b.key)));
     doomed
 }
 
 /// Deletes `doomed` stage by stage (namespaced objects first, CRDs last) with background
 /// propagation. Returns what was deleted (or was already gone).
-pub async fn delete_members(client: &Client, doomed: &[Member]) -> Result<Vec<ObjectKey>, InventoryError> {
+pub async fn delete_members(
+    client: &Client,
+    doomed: &[Member],
+) -> Result<Vec<ObjectKey>, InventoryError> {
     let mut pruned = Vec::with_capacity(doomed.len());
     for stage in Stage::APPLY_ORDER.into_iter().rev() {
-        let futures: Vec<_> = doomed.iter().filter(|m| m.stage == stage).map(|m| delete(client, m)).collect();
-        let done: Vec<ObjectKey> =
-            futures::stream::iter(futures).buffer_unordered(MAX_CONCURRENT_DELETES).try_collect().await?;
+        let futures: Vec<_> = doomed
+            .iter()
+            .filter(|m| m.stage == stage)
+            .map(|m| delete(client, m))
+            .collect();
+        let done: Vec<ObjectKey> = futures::stream::iter(futures)
+            .buffer_unordered(MAX_CONCURRENT_DELETES)
+            .try_collect()
+            .await?;
         pruned.extend(done);
     }
     Ok(pruned)
@@ -370,7 +481,10 @@ async fn delete(client: &Client, m: &Member) -> Result<ObjectKey, InventoryError
             Ok(m.key.clone())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(m.key.clone()),
-        Err(source) => Err(InventoryError::Delete { object: Box::new(m.key.clone()), source }),
+        Err(source) => Err(InventoryError::Delete {
+            object: Box::new(m.key.clone()),
+            source,
+        }),
     }
 }
 
@@ -381,7 +495,11 @@ mod tests {
     #[test]
     fn id_matches_kubectl_for_a_secret_parent() {
         // Cross-checked with an independent implementation (Python's hashlib + base64).
-        let p = ApplySetParent { kind: ParentKind::Secret, name: "demo".into(), namespace: "default".into() };
+        let p = ApplySetParent {
+            kind: ParentKind::Secret,
+            name: "demo".into(),
+            namespace: "default".into(),
+        };
         assert_eq!(p.id(), expected_id("demo.default.Secret."));
         assert!(p.id().starts_with("applyset-") && p.id().ends_with("-v1"));
         assert!(!p.id().contains('=') && !p.id().contains('+') && !p.id().contains('/'));
@@ -394,14 +512,20 @@ mod tests {
             .arg(gknn)
             .output();
         match out {
-            Ok(o) if o.status.success() => format!("applyset-{}-v1", String::from_utf8_lossy(&o.stdout).trim()),
+            Ok(o) if o.status.success() => {
+                format!("applyset-{}-v1", String::from_utf8_lossy(&o.stdout).trim())
+            }
             other => panic!("shell tools for the cross-check failed: {other:?}"),
         }
     }
 
     #[test]
     fn source_parent_id_uses_group_and_kind() {
-        let p = ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "apps".into() };
+        let p = ApplySetParent {
+            kind: ParentKind::Source,
+            name: "shop".into(),
+            namespace: "apps".into(),
+        };
         assert_eq!(p.id(), expected_id("shop.apps.Source.berth.dev"));
     }
 
@@ -413,19 +537,36 @@ mod tests {
             ("berth.dev/v1alpha1", "Source", "sources")
         );
         let r = ParentKind::Secret.resource();
-        assert_eq!((r.api_version.as_str(), r.kind.as_str(), r.plural.as_str()), ("v1", "Secret", "secrets"));
-        let p = ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "apps".into() };
+        assert_eq!(
+            (r.api_version.as_str(), r.kind.as_str(), r.plural.as_str()),
+            ("v1", "Secret", "secrets")
+        );
+        let p = ApplySetParent {
+            kind: ParentKind::Source,
+            name: "shop".into(),
+            namespace: "apps".into(),
+        };
         assert_eq!(p.to_string(), "sources.berth.dev/shop in namespace apps");
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn a_parent_of_other_tooling_or_another_set_is_refused() {
-        let source = ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "apps".into() };
-        let secret = ApplySetParent { kind: ParentKind::Secret, ..source.clone() };
+        let source = ApplySetParent {
+            kind: ParentKind::Source,
+            name: "shop".into(),
+            namespace: "apps".into(),
+        };
+        let secret = ApplySetParent {
+            kind: ParentKind::Secret,
+            ..source.clone()
+        };
         let none = BTreeMap::new();
         let kubectl = map(&[(TOOLING_ANNOTATION, "kubectl/v1.31.0")]);
         for parent in [&source, &secret] {
@@ -446,55 +587,115 @@ mod tests {
         assert_eq!(
             recorded_on(&source, &none, &none).ok(),
             Some(Recorded {
-                inventory: Inventory { group_kinds: BTreeSet::new(), namespaces: ["apps".to_string()].into() },
+                inventory: Inventory {
+                    group_kinds: BTreeSet::new(),
+                    namespaces: ["apps".to_string()].into()
+                },
                 labelled: false,
             })
         );
         let e = recorded_on(&secret, &none, &none).err();
-        assert!(matches!(&e, Some(InventoryError::OtherTooling { tooling, .. }) if tooling == "(none)"), "{e:?}");
+        assert!(
+            matches!(&e, Some(InventoryError::OtherTooling { tooling, .. }) if tooling == "(none)"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn a_parent_is_labelled_only_with_this_version_and_the_set_id() {
-        let parent = ApplySetParent { kind: ParentKind::Secret, name: "demo".into(), namespace: "default".into() };
-        let inv =
-            Inventory { group_kinds: ["ConfigMap".to_string()].into(), namespaces: ["default".to_string()].into() };
+        let parent = ApplySetParent {
+            kind: ParentKind::Secret,
+            name: "demo".into(),
+            namespace: "default".into(),
+        };
+        let inv = Inventory {
+            group_kinds: ["ConfigMap".to_string()].into(),
+            namespaces: ["default".to_string()].into(),
+        };
         let id = map(&[(ID_LABEL, &parent.id())]);
-        let current = recorded_on(&parent, &id, &annotations(&inv, "default")).unwrap_or_else(|e| panic!("{e}"));
+        let current = recorded_on(&parent, &id, &annotations(&inv, "default"))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(current.labelled && current.holds(&inv));
-        let wider = Inventory { namespaces: ["default", "shop"].map(String::from).into(), ..inv.clone() };
+        let wider = Inventory {
+            namespaces: ["default", "shop"].map(String::from).into(),
+            ..inv.clone()
+        };
         assert!(!current.holds(&wider), "another inventory is written");
         let mut older = annotations(&inv, "default");
         older.insert(TOOLING_ANNOTATION.into(), "berth/v0.0.1".into());
         let old = recorded_on(&parent, &id, &older).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!old.labelled && !old.holds(&inv), "an older berth's parent is rewritten");
+        assert!(
+            !old.labelled && !old.holds(&inv),
+            "an older berth's parent is rewritten"
+        );
         let unlabelled = recorded_on(&parent, &BTreeMap::new(), &annotations(&inv, "default"));
-        assert!(unlabelled.is_ok_and(|r| !r.holds(&inv)), "the id label is added");
+        assert!(
+            unlabelled.is_ok_and(|r| !r.holds(&inv)),
+            "the id label is added"
+        );
     }
 
-    fn member(group: &str, kind: &str, namespace: Option<&str>, name: &str, annotations: &[(&str, &str)]) -> Member {
+    fn member(
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> Member {
         let gk = applyset::group_kind(group, kind);
         let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, "v1", kind));
-        let of = GroupKindOf { group, kind, gk: &gk, resource: resource.clone(), namespaced: namespace.is_some() };
+        let of = GroupKindOf {
+            group,
+            kind,
+            gk: &gk,
+            resource: resource.clone(),
+            namespaced: namespace.is_some(),
+        };
         let mut live = DynamicObject::new(name, &resource);
         live.metadata.namespace = namespace.map(String::from);
         live.metadata.annotations = Some(map(annotations));
         live.metadata.resource_version = Some("7".into());
         live.metadata.managed_fields = Some(vec![Default::default()]);
-        of.member(live).unwrap_or_else(|| panic!("{name} has a name"))
+        of.member(live)
+            .unwrap_or_else(|| panic!("{name} has a name"))
     }
 
     #[test]
     fn a_listed_member_keeps_its_identity_stage_and_opt_out() {
-        let m = member("apps", "Deployment", Some("shop"), "web", &[(applyset::PRUNE_ANNOTATION, "disabled")]);
+        let m = member(
+            "apps",
+            "Deployment",
+            Some("shop"),
+            "web",
+            &[(applyset::PRUNE_ANNOTATION, "disabled")],
+        );
         assert_eq!(m.key.to_string(), "Deployment.apps shop/web");
-        assert_eq!((m.stage, m.keep, m.resource_version.as_deref()), (Stage::Namespaced, true, Some("7")));
-        assert!(m.live.metadata.managed_fields.is_none(), "managedFields are not kept");
-        let ns = member("", "Namespace", None, "shop", &[(applyset::PRUNE_ANNOTATION, "enabled")]);
+        assert_eq!(
+            (m.stage, m.keep, m.resource_version.as_deref()),
+            (Stage::Namespaced, true, Some("7"))
+        );
+        assert!(
+            m.live.metadata.managed_fields.is_none(),
+            "managedFields are not kept"
+        );
+        let ns = member(
+            "",
+            "Namespace",
+            None,
+            "shop",
+            &[(applyset::PRUNE_ANNOTATION, "enabled")],
+        );
         assert_eq!((ns.stage, ns.keep), (Stage::Namespaces, false));
-        let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("", "v1", "ConfigMap"));
+        let resource =
+            ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("", "v1", "ConfigMap"));
         let gk = "ConfigMap".to_string();
-        let of = GroupKindOf { group: "", kind: "ConfigMap", gk: &gk, resource: resource.clone(), namespaced: true };
+        let of = GroupKindOf {
+            group: "",
+            kind: "ConfigMap",
+            gk: &gk,
+            resource: resource.clone(),
+            namespaced: true,
+        };
         let mut nameless = DynamicObject::new("", &resource);
         nameless.metadata.name = None;
         assert!(of.member(nameless).is_none());
@@ -504,19 +705,36 @@ mod tests {
     fn prune_deletes_what_left_the_artifact_unless_opted_out_workloads_first_crds_last() {
         let opt_out = [(applyset::PRUNE_ANNOTATION, "disabled")];
         let members = [
-            member("apiextensions.k8s.io", "CustomResourceDefinition", None, "widgets.example.com", &[]),
+            member(
+                "apiextensions.k8s.io",
+                "CustomResourceDefinition",
+                None,
+                "widgets.example.com",
+                &[],
+            ),
             member("", "Namespace", None, "shop", &[]),
             member("", "ConfigMap", Some("shop"), "b", &[]),
-            member("rbac.authorization.k8s.io", "ClusterRole", None, "reader", &[]),
+            member(
+                "rbac.authorization.k8s.io",
+                "ClusterRole",
+                None,
+                "reader",
+                &[],
+            ),
             member("", "ConfigMap", Some("shop"), "kept", &opt_out),
             member("", "ConfigMap", Some("shop"), "still-there", &[]),
             member("", "ConfigMap", Some("admin"), "z", &[]),
             member("example.com", "Widget", Some("shop"), "w", &[]),
         ];
-        let in_artifact: BTreeSet<ObjectKey> =
-            members.iter().filter(|m| m.key.name == "still-there").map(|m| m.key.clone()).collect();
-        let doomed: Vec<String> =
-            prune_candidates(&members, &in_artifact).into_iter().map(|m| m.key.to_string()).collect();
+        let in_artifact: BTreeSet<ObjectKey> = members
+            .iter()
+            .filter(|m| m.key.name == "still-there")
+            .map(|m| m.key.clone())
+            .collect();
+        let doomed: Vec<String> = prune_candidates(&members, &in_artifact)
+            .into_iter()
+            .map(|m| m.key.to_string())
+            .collect();
         assert_eq!(
             doomed,
             [
@@ -534,11 +752,16 @@ mod tests {
     #[test]
     fn annotations_leave_out_the_parent_namespace_and_sort() {
         let inv = Inventory {
-            group_kinds: ["Deployment.apps", "ConfigMap", "Namespace"].map(String::from).into(),
+            group_kinds: ["Deployment.apps", "ConfigMap", "Namespace"]
+                .map(String::from)
+                .into(),
             namespaces: ["shop", "default", "admin"].map(String::from).into(),
         };
         let a = annotations(&inv, "default");
-        assert_eq!(a[GROUP_KINDS_ANNOTATION], "ConfigMap,Deployment.apps,Namespace");
+        assert_eq!(
+            a[GROUP_KINDS_ANNOTATION],
+            "ConfigMap,Deployment.apps,Namespace"
+        );
         assert_eq!(a[ADDITIONAL_NAMESPACES_ANNOTATION], "admin,shop");
         assert!(a[TOOLING_ANNOTATION].starts_with("berth/v"));
         assert_eq!(parse(&a, "default"), inv);

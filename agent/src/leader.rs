@@ -25,10 +25,18 @@ pub const MIN_LEASE_DURATION: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
-    #[error("--lease-duration {0:?} is shorter than {MIN_LEASE_DURATION:?}; the agent would spend its time renewing")]
+    #[error(
+        "--lease-duration {0:?} is shorter than {MIN_LEASE_DURATION:?}; the agent would spend its time renewing"
+    )]
     DurationTooShort(Duration),
-    #[error("Lease {namespace}/{name}: {source}; check the agent's RBAC (get/create/update leases in that namespace)")]
-    Api { namespace: String, name: String, source: kube::Error },
+    #[error(
+        "Lease {namespace}/{name}: {source}; check the agent's RBAC (get/create/update leases in that namespace)"
+    )]
+    Api {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
 }
 
 /// Where the Lease lives and who this replica is.
@@ -85,15 +93,21 @@ impl Election {
             return Err(LeaderError::DurationTooShort(config.lease_duration));
         }
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-        api.get_opt(&config.lease_name).await.map_err(|source| LeaderError::Api {
-            namespace: config.namespace.clone(),
-            name: config.lease_name.clone(),
-            source,
-        })?;
+        api.get_opt(&config.lease_name)
+            .await
+            .map_err(|source| LeaderError::Api {
+                namespace: config.namespace.clone(),
+                name: config.lease_name.clone(),
+                source,
+            })?;
         let (tx, rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(campaign(api, config, tx, stop_rx));
-        Ok(Election { leader: rx, stop: stop_tx, task })
+        Ok(Election {
+            leader: rx,
+            stop: stop_tx,
+            task,
+        })
     }
 
     pub fn is_leader(&self) -> bool {
@@ -168,7 +182,9 @@ async fn campaign(
         leader.send_replace(false);
         match release(&api, &config).await {
             Ok(()) => tracing::info!(identity = %config.identity, "released the Lease"),
-            Err(e) => tracing::warn!(error = %e, "could not release the Lease; followers take over when it expires"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the Lease; followers take over when it expires")
+            }
         }
     }
 }
@@ -190,7 +206,10 @@ async fn try_acquire_or_renew(
 ) -> Result<bool, kube::Error> {
     let Some(mut lease) = api.get_opt(&config.lease_name).await? else {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(config.lease_name.clone()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(config.lease_name.clone()),
+                ..ObjectMeta::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(config.identity.clone()),
                 lease_duration_seconds: Some(seconds(config.lease_duration)),
@@ -208,15 +227,24 @@ async fn try_acquire_or_renew(
     };
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-    let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
-    let changed =
-        observed.as_ref().is_none_or(|o| o.holder != holder || o.renew != spec.renew_time || o.duration != duration);
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    let changed = observed
+        .as_ref()
+        .is_none_or(|o| o.holder != holder || o.renew != spec.renew_time || o.duration != duration);
     if changed {
-        *observed =
-            Some(Observed { holder: holder.clone(), renew: spec.renew_time.clone(), duration, at: Instant::now() });
+        *observed = Some(Observed {
+            holder: holder.clone(),
+            renew: spec.renew_time.clone(),
+            duration,
+            at: Instant::now(),
+        });
     }
     let mine = holder.as_deref() == Some(config.identity.as_str());
-    let free = holder.is_none() || observed.as_ref().is_some_and(|o| o.at.elapsed() >= o.duration);
+    let free = holder.is_none()
+        || observed
+            .as_ref()
+            .is_some_and(|o| o.at.elapsed() >= o.duration);
     if !mine && !free {
         return Ok(false);
     }
@@ -229,7 +257,10 @@ async fn try_acquire_or_renew(
     new.lease_duration_seconds = Some(seconds(config.lease_duration));
     new.renew_time = Some(now());
     lease.spec = Some(new);
-    match api.replace(&config.lease_name, &PostParams::default(), &lease).await {
+    match api
+        .replace(&config.lease_name, &PostParams::default(), &lease)
+        .await
+    {
         Ok(_) => Ok(true),
         // Someone else wrote first: they hold it (or renewed it); look again next round.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
@@ -239,7 +270,9 @@ async fn try_acquire_or_renew(
 
 /// Empties the holder so followers take over on their next round.
 async fn release(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), kube::Error> {
-    let Some(mut lease) = api.get_opt(&config.lease_name).await? else { return Ok(()) };
+    let Some(mut lease) = api.get_opt(&config.lease_name).await? else {
+        return Ok(());
+    };
     let mut spec = lease.spec.clone().unwrap_or_default();
     if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
         return Ok(());
@@ -248,7 +281,9 @@ async fn release(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), kube::
     spec.lease_duration_seconds = Some(1);
     spec.renew_time = Some(now());
     lease.spec = Some(spec);
-    api.replace(&config.lease_name, &PostParams::default(), &lease).await.map(|_| ())
+    api.replace(&config.lease_name, &PostParams::default(), &lease)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]
@@ -264,6 +299,9 @@ mod tests {
             lease_duration: Duration::from_secs(15),
         };
         assert!(c.renew_deadline() < c.lease_duration);
-        assert!(c.renew_period() * 2 < c.renew_deadline(), "at least two renewal attempts before stepping down");
+        assert!(
+            c.renew_period() * 2 < c.renew_deadline(),
+            "at least two renewal attempts before stepping down"
+        );
     }
 }

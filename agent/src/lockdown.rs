@@ -22,13 +22,24 @@ pub enum LockdownError {
     )]
     ServiceAccountRequired { namespace: String },
     #[error("artifact refused whole by the agent's lockdown rules, nothing was applied: {}{}", .violations.join("; "), more(.total, .violations.len()))]
-    Refused { violations: Vec<String>, total: usize },
+    Refused {
+        violations: Vec<String>,
+        total: usize,
+    },
     #[error("{flag} {value:?}: {problem}")]
-    BadRule { flag: &'static str, value: String, problem: &'static str },
+    BadRule {
+        flag: &'static str,
+        value: String,
+        problem: &'static str,
+    },
 }
 
 fn more(total: &usize, listed: usize) -> String {
-    if *total > listed { format!(" (and {} more)", total - listed) } else { String::new() }
+    if *total > listed {
+        format!(" (and {} more)", total - listed)
+    } else {
+        String::new()
+    }
 }
 
 /// `Kind` or `Kind.group` (core group: `Kind` alone, or `Kind.` to mean only the core group).
@@ -41,15 +52,24 @@ pub struct KindRule {
 impl KindRule {
     pub fn parse(flag: &'static str, text: &str) -> Result<KindRule, LockdownError> {
         let text = text.trim();
-        let bad = |problem| LockdownError::BadRule { flag, value: text.to_string(), problem };
+        let bad = |problem| LockdownError::BadRule {
+            flag,
+            value: text.to_string(),
+            problem,
+        };
         let (kind, group) = match text.split_once('.') {
             Some((k, g)) => (k, Some(g.to_string())),
             None => (text, None),
         };
         if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(bad("expected Kind or Kind.group, e.g. ClusterRoleBinding.rbac.authorization.k8s.io"));
+            return Err(bad(
+                "expected Kind or Kind.group, e.g. ClusterRoleBinding.rbac.authorization.k8s.io",
+            ));
         }
-        Ok(KindRule { kind: kind.to_string(), group })
+        Ok(KindRule {
+            kind: kind.to_string(),
+            group,
+        })
     }
 
     fn matches(&self, key: &ObjectKey) -> bool {
@@ -66,7 +86,9 @@ impl NamespaceRule {
         let text = text.trim();
         let name = text.strip_suffix('*').unwrap_or(text);
         if (name.is_empty() && text != "*")
-            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             return Err(LockdownError::BadRule {
                 flag,
@@ -119,7 +141,12 @@ impl Lockdown {
     /// The ServiceAccount the Source's objects are applied as: its own, else the default,
     /// else none (the agent's identity) unless impersonation is enforced.
     pub fn service_account(&self, src: &Source) -> Result<Option<String>, LockdownError> {
-        match src.spec.service_account_name.clone().or_else(|| self.default_service_account.clone()) {
+        match src
+            .spec
+            .service_account_name
+            .clone()
+            .or_else(|| self.default_service_account.clone())
+        {
             Some(sa) => Ok(Some(sa)),
             None if self.enforce_impersonation => Err(LockdownError::ServiceAccountRequired {
                 namespace: src.metadata.namespace.clone().unwrap_or_default(),
@@ -162,12 +189,21 @@ impl Lockdown {
     fn violation(&self, key: &ObjectKey, parent: &ApplySetParent) -> Option<String> {
         let source_namespace = parent.namespace.as_str();
         if self.deny_kinds.iter().any(|r| r.matches(key)) {
-            return Some(format!("kind {} is denied (--deny-kinds)", key.group_kind()));
+            return Some(format!(
+                "kind {} is denied (--deny-kinds)",
+                key.group_kind()
+            ));
         }
         if !self.allow_kinds.is_empty() && !self.allow_kinds.iter().any(|r| r.matches(key)) {
-            return Some(format!("kind {} is not allowed (--allow-kinds)", key.group_kind()));
+            return Some(format!(
+                "kind {} is not allowed (--allow-kinds)",
+                key.group_kind()
+            ));
         }
-        if !self.allow_sources && key.group == crate::source::GROUP && key.kind == crate::source::KIND {
+        if !self.allow_sources
+            && key.group == crate::source::GROUP
+            && key.kind == crate::source::KIND
+        {
             let own = parent.kind == ParentKind::Source
                 && key.namespace.as_deref() == Some(source_namespace)
                 && key.name == parent.name;
@@ -183,7 +219,9 @@ impl Lockdown {
             (Some(ns), _, _) => ns.as_str(),
             (None, "", "Namespace") => {
                 if self.source_namespace_only {
-                    return Some("creating namespaces is not allowed (--source-namespace-only)".into());
+                    return Some(
+                        "creating namespaces is not allowed (--source-namespace-only)".into(),
+                    );
                 }
                 key.name.as_str()
             }
@@ -206,10 +244,16 @@ impl Lockdown {
             ));
         }
         if self.deny_namespaces.iter().any(|r| r.matches(namespace)) {
-            return Some(format!("namespace {namespace} is denied (--deny-namespaces)"));
+            return Some(format!(
+                "namespace {namespace} is denied (--deny-namespaces)"
+            ));
         }
-        if !self.allow_namespaces.is_empty() && !self.allow_namespaces.iter().any(|r| r.matches(namespace)) {
-            return Some(format!("namespace {namespace} is not allowed (--allow-namespaces)"));
+        if !self.allow_namespaces.is_empty()
+            && !self.allow_namespaces.iter().any(|r| r.matches(namespace))
+        {
+            return Some(format!(
+                "namespace {namespace} is not allowed (--allow-namespaces)"
+            ));
         }
         None
     }
@@ -220,26 +264,41 @@ mod tests {
     use super::*;
 
     fn key(group: &str, kind: &str, ns: Option<&str>, name: &str) -> ObjectKey {
-        ObjectKey { group: group.into(), kind: kind.into(), namespace: ns.map(String::from), name: name.into() }
+        ObjectKey {
+            group: group.into(),
+            kind: kind.into(),
+            namespace: ns.map(String::from),
+            name: name.into(),
+        }
     }
 
     /// The Source `shop` in namespace `a`.
     fn home() -> ApplySetParent {
-        ApplySetParent { kind: ParentKind::Source, name: "shop".into(), namespace: "a".into() }
+        ApplySetParent {
+            kind: ParentKind::Source,
+            name: "shop".into(),
+            namespace: "a".into(),
+        }
     }
 
     fn kinds(flag: &'static str, text: &str) -> Vec<KindRule> {
-        text.split(',').map(|k| KindRule::parse(flag, k).unwrap_or_else(|e| panic!("{e}"))).collect()
+        text.split(',')
+            .map(|k| KindRule::parse(flag, k).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
     }
 
     fn rules() -> Lockdown {
         Lockdown {
             deny_kinds: vec![
-                KindRule::parse("--deny-kinds", "ClusterRoleBinding.rbac.authorization.k8s.io")
-                    .unwrap_or_else(|e| panic!("{e}")),
+                KindRule::parse(
+                    "--deny-kinds",
+                    "ClusterRoleBinding.rbac.authorization.k8s.io",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
             ],
             deny_namespaces: vec![
-                NamespaceRule::parse("--deny-namespaces", "kube-*").unwrap_or_else(|e| panic!("{e}")),
+                NamespaceRule::parse("--deny-namespaces", "kube-*")
+                    .unwrap_or_else(|e| panic!("{e}")),
             ],
             ..Lockdown::default()
         }
@@ -248,45 +307,101 @@ mod tests {
     #[test]
     fn denied_kinds_and_namespaces_are_violations() {
         let l = rules();
-        assert!(l.violation(&key("rbac.authorization.k8s.io", "ClusterRoleBinding", None, "x"), &home()).is_some());
-        assert!(l.violation(&key("rbac.authorization.k8s.io", "RoleBinding", Some("a"), "x"), &home()).is_none());
-        assert!(l.violation(&key("", "ConfigMap", Some("kube-system"), "x"), &home()).is_some());
         assert!(
-            l.violation(&key("", "Namespace", None, "kube-public"), &home()).is_some(),
+            l.violation(
+                &key("rbac.authorization.k8s.io", "ClusterRoleBinding", None, "x"),
+                &home()
+            )
+            .is_some()
+        );
+        assert!(
+            l.violation(
+                &key("rbac.authorization.k8s.io", "RoleBinding", Some("a"), "x"),
+                &home()
+            )
+            .is_none()
+        );
+        assert!(
+            l.violation(&key("", "ConfigMap", Some("kube-system"), "x"), &home())
+                .is_some()
+        );
+        assert!(
+            l.violation(&key("", "Namespace", None, "kube-public"), &home())
+                .is_some(),
             "creating a denied namespace"
         );
-        assert!(l.violation(&key("", "ConfigMap", Some("team-a"), "x"), &home()).is_none());
+        assert!(
+            l.violation(&key("", "ConfigMap", Some("team-a"), "x"), &home())
+                .is_none()
+        );
     }
 
     #[test]
     fn source_namespace_only_keeps_objects_home() {
-        let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
-        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), &home()).is_none());
-        assert!(l.violation(&key("", "ConfigMap", Some("b"), "x"), &home()).is_some());
-        assert!(l.violation(&key("", "Namespace", None, "a"), &home()).is_some());
+        let l = Lockdown {
+            source_namespace_only: true,
+            ..Lockdown::default()
+        };
+        assert!(
+            l.violation(&key("", "ConfigMap", Some("a"), "x"), &home())
+                .is_none()
+        );
+        assert!(
+            l.violation(&key("", "ConfigMap", Some("b"), "x"), &home())
+                .is_some()
+        );
+        assert!(
+            l.violation(&key("", "Namespace", None, "a"), &home())
+                .is_some()
+        );
     }
 
     #[test]
     fn allow_lists_are_exclusive_when_set() {
         let l = Lockdown {
-            allow_kinds: vec![KindRule::parse("--allow-kinds", "ConfigMap").unwrap_or_else(|e| panic!("{e}"))],
+            allow_kinds: vec![
+                KindRule::parse("--allow-kinds", "ConfigMap").unwrap_or_else(|e| panic!("{e}")),
+            ],
             ..Lockdown::default()
         };
-        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), &home()).is_none());
-        assert!(l.violation(&key("", "Secret", Some("a"), "x"), &home()).is_some());
+        assert!(
+            l.violation(&key("", "ConfigMap", Some("a"), "x"), &home())
+                .is_none()
+        );
+        assert!(
+            l.violation(&key("", "Secret", Some("a"), "x"), &home())
+                .is_some()
+        );
     }
 
     #[test]
     fn cluster_scoped_kinds_are_refused_under_any_namespace_rule_unless_allowed_by_name() {
         let crb = key("rbac.authorization.k8s.io", "ClusterRole", None, "x");
-        let crd = key("apiextensions.k8s.io", "CustomResourceDefinition", None, "widgets.example.com");
-        let hook = key("admissionregistration.k8s.io", "MutatingWebhookConfiguration", None, "x");
-        assert!(Lockdown::default().violation(&crb, &home()).is_none(), "no namespace rule, no restriction");
+        let crd = key(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            None,
+            "widgets.example.com",
+        );
+        let hook = key(
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+            None,
+            "x",
+        );
+        assert!(
+            Lockdown::default().violation(&crb, &home()).is_none(),
+            "no namespace rule, no restriction"
+        );
         let restricted = [
-            Lockdown { source_namespace_only: true, ..Lockdown::default() },
+            Lockdown {
+                source_namespace_only: true,
+                ..Lockdown::default()
+            },
             Lockdown {
                 allow_namespaces: vec![
-                    NamespaceRule::parse("--allow-namespaces", "a").unwrap_or_else(|e| panic!("{e}")),
+                    NamespaceRule::parse("--allow-namespaces", "a")
+                        .unwrap_or_else(|e| panic!("{e}")),
                 ],
                 ..Lockdown::default()
             },
@@ -294,15 +409,26 @@ mod tests {
         ];
         for l in restricted {
             for k in [&crb, &crd, &hook] {
-                let why = l.violation(k, &home()).unwrap_or_else(|| panic!("{k} passed {l:?}"));
-                assert!(why.contains("cluster-scoped") && why.contains("--allow-cluster-kinds"), "{why}");
+                let why = l
+                    .violation(k, &home())
+                    .unwrap_or_else(|| panic!("{k} passed {l:?}"));
+                assert!(
+                    why.contains("cluster-scoped") && why.contains("--allow-cluster-kinds"),
+                    "{why}"
+                );
             }
             let allowed = Lockdown {
-                allow_cluster_kinds: kinds("--allow-cluster-kinds", "CustomResourceDefinition.apiextensions.k8s.io"),
+                allow_cluster_kinds: kinds(
+                    "--allow-cluster-kinds",
+                    "CustomResourceDefinition.apiextensions.k8s.io",
+                ),
                 ..l
             };
             assert!(allowed.violation(&crd, &home()).is_none());
-            assert!(allowed.violation(&crb, &home()).is_some(), "only the kind named is allowed");
+            assert!(
+                allowed.violation(&crb, &home()).is_some(),
+                "only the kind named is allowed"
+            );
         }
     }
 
@@ -310,37 +436,89 @@ mod tests {
     fn namespace_objects_are_judged_by_the_namespace_rules_not_as_cluster_kinds() {
         let l = Lockdown {
             allow_namespaces: vec![
-                NamespaceRule::parse("--allow-namespaces", "team-*").unwrap_or_else(|e| panic!("{e}")),
+                NamespaceRule::parse("--allow-namespaces", "team-*")
+                    .unwrap_or_else(|e| panic!("{e}")),
             ],
             ..Lockdown::default()
         };
-        assert!(l.violation(&key("", "Namespace", None, "team-x"), &home()).is_none());
-        assert!(l.violation(&key("", "Namespace", None, "other"), &home()).is_some());
+        assert!(
+            l.violation(&key("", "Namespace", None, "team-x"), &home())
+                .is_none()
+        );
+        assert!(
+            l.violation(&key("", "Namespace", None, "other"), &home())
+                .is_some()
+        );
     }
 
     #[test]
     fn source_objects_are_refused_unless_allowed() {
-        let l = Lockdown { enforce_impersonation: true, ..Lockdown::default() };
-        let own = l.violation(&key("berth.dev", "Source", Some("a"), "shop"), &home()).unwrap_or_default();
-        assert!(own.contains("the Source that applies it") && own.contains("--allow-sources"), "{own}");
-        let other = l.violation(&key("berth.dev", "Source", Some("a"), "other"), &home()).unwrap_or_default();
-        assert!(other.contains("Source objects are not allowed") && other.contains("--allow-sources"), "{other}");
-        assert!(l.violation(&key("example.com", "Source", Some("a"), "x"), &home()).is_none(), "another group");
-        let allowed = Lockdown { allow_sources: true, ..l };
-        assert!(allowed.violation(&key("berth.dev", "Source", Some("a"), "shop"), &home()).is_none());
+        let l = Lockdown {
+            enforce_impersonation: true,
+            ..Lockdown::default()
+        };
+        let own = l
+            .violation(&key("berth.dev", "Source", Some("a"), "shop"), &home())
+            .unwrap_or_default();
+        assert!(
+            own.contains("the Source that applies it") && own.contains("--allow-sources"),
+            "{own}"
+        );
+        let other = l
+            .violation(&key("berth.dev", "Source", Some("a"), "other"), &home())
+            .unwrap_or_default();
+        assert!(
+            other.contains("Source objects are not allowed") && other.contains("--allow-sources"),
+            "{other}"
+        );
+        assert!(
+            l.violation(&key("example.com", "Source", Some("a"), "x"), &home())
+                .is_none(),
+            "another group"
+        );
+        let allowed = Lockdown {
+            allow_sources: true,
+            ..l
+        };
+        assert!(
+            allowed
+                .violation(&key("berth.dev", "Source", Some("a"), "shop"), &home())
+                .is_none()
+        );
     }
 
     #[test]
     fn every_violation_is_listed_with_its_origin() {
-        let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
+        let l = Lockdown {
+            source_namespace_only: true,
+            ..Lockdown::default()
+        };
         let object = |name: &str, origin: &str| crate::plan::PlannedObject {
             origin: origin.into(),
-            ..crate::plan::PlannedObject::for_test("rbac.authorization.k8s.io", "v1", "ClusterRole", None, name)
+            ..crate::plan::PlannedObject::for_test(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRole",
+                None,
+                name,
+            )
         };
-        let plan = ApplyPlan { objects: vec![object("r1", "roles.yaml:1"), object("r2", "roles.yaml:9")] };
-        let e = l.check(&plan, &home()).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("ClusterRole.rbac.authorization.k8s.io r1 (roles.yaml:1)"), "{e}");
-        assert!(e.contains("ClusterRole.rbac.authorization.k8s.io r2 (roles.yaml:9)"), "{e}");
+        let plan = ApplyPlan {
+            objects: vec![object("r1", "roles.yaml:1"), object("r2", "roles.yaml:9")],
+        };
+        let e = l
+            .check(&plan, &home())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("ClusterRole.rbac.authorization.k8s.io r1 (roles.yaml:1)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("ClusterRole.rbac.authorization.k8s.io r2 (roles.yaml:9)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -357,9 +535,14 @@ mod tests {
             deny_kinds: kinds("--deny-kinds", "Secret"),
             ..Lockdown::default()
         };
-        let why = l.violation(&key("", "Secret", Some("a"), "x"), &home()).unwrap_or_default();
+        let why = l
+            .violation(&key("", "Secret", Some("a"), "x"), &home())
+            .unwrap_or_default();
         assert_eq!(why, "kind Secret is denied (--deny-kinds)");
-        assert!(l.violation(&key("", "ConfigMap", Some("a"), "x"), &home()).is_none());
+        assert!(
+            l.violation(&key("", "ConfigMap", Some("a"), "x"), &home())
+                .is_none()
+        );
     }
 
     #[test]
@@ -373,15 +556,23 @@ mod tests {
         let grouped = kinds("--deny-kinds", "Deployment.apps");
         assert!(grouped[0].matches(&key("apps", "Deployment", Some("a"), "x")));
         assert!(!grouped[0].matches(&key("extensions", "Deployment", Some("a"), "x")));
-        assert!(!grouped[0].matches(&key("apps", "StatefulSet", Some("a"), "x")), "kinds match whole");
+        assert!(
+            !grouped[0].matches(&key("apps", "StatefulSet", Some("a"), "x")),
+            "kinds match whole"
+        );
     }
 
     #[test]
     fn namespace_rules_match_a_name_or_a_prefix() {
-        let rule = |text| NamespaceRule::parse("--allow-namespaces", text).unwrap_or_else(|e| panic!("{e}"));
+        let rule = |text| {
+            NamespaceRule::parse("--allow-namespaces", text).unwrap_or_else(|e| panic!("{e}"))
+        };
         assert!(rule("team-*").matches("team-a") && rule("team-*").matches("team-"));
         assert!(!rule("team-*").matches("teams") && !rule("team-*").matches("other-team-a"));
-        assert!(rule("shop").matches("shop") && !rule("shop").matches("shop-2"), "a name is not a prefix");
+        assert!(
+            rule("shop").matches("shop") && !rule("shop").matches("shop-2"),
+            "a name is not a prefix"
+        );
         assert!(rule("*").matches("anything"));
     }
 
@@ -395,11 +586,26 @@ mod tests {
         };
         assert!(relaxed.is_empty());
         let rules = [
-            Lockdown { enforce_impersonation: true, ..Lockdown::default() },
-            Lockdown { default_service_account: Some("deployer".into()), ..Lockdown::default() },
-            Lockdown { allow_kinds: kinds("--allow-kinds", "ConfigMap"), ..Lockdown::default() },
-            Lockdown { deny_kinds: kinds("--deny-kinds", "Secret"), ..Lockdown::default() },
-            Lockdown { source_namespace_only: true, ..Lockdown::default() },
+            Lockdown {
+                enforce_impersonation: true,
+                ..Lockdown::default()
+            },
+            Lockdown {
+                default_service_account: Some("deployer".into()),
+                ..Lockdown::default()
+            },
+            Lockdown {
+                allow_kinds: kinds("--allow-kinds", "ConfigMap"),
+                ..Lockdown::default()
+            },
+            Lockdown {
+                deny_kinds: kinds("--deny-kinds", "Secret"),
+                ..Lockdown::default()
+            },
+            Lockdown {
+                source_namespace_only: true,
+                ..Lockdown::default()
+            },
             rules(),
         ];
         for l in rules {
@@ -418,33 +624,78 @@ mod tests {
     }
 
     #[test]
-    fn objects_are_applied_as_the_sources_account_else_the_default_else_the_agent_unless_enforced() {
-        let default = Lockdown { default_service_account: Some("deployer".into()), ..Lockdown::default() };
-        let enforced = Lockdown { enforce_impersonation: true, ..Lockdown::default() };
-        assert_eq!(default.service_account(&source(Some("own"))), Ok(Some("own".into())));
-        assert_eq!(default.service_account(&source(None)), Ok(Some("deployer".into())));
+    fn objects_are_applied_as_the_sources_account_else_the_default_else_the_agent_unless_enforced()
+    {
+        let default = Lockdown {
+            default_service_account: Some("deployer".into()),
+            ..Lockdown::default()
+        };
+        let enforced = Lockdown {
+            enforce_impersonation: true,
+            ..Lockdown::default()
+        };
+        assert_eq!(
+            default.service_account(&source(Some("own"))),
+            Ok(Some("own".into()))
+        );
+        assert_eq!(
+            default.service_account(&source(None)),
+            Ok(Some("deployer".into()))
+        );
         assert_eq!(Lockdown::default().service_account(&source(None)), Ok(None));
-        assert_eq!(enforced.service_account(&source(Some("own"))), Ok(Some("own".into())));
+        assert_eq!(
+            enforced.service_account(&source(Some("own"))),
+            Ok(Some("own".into()))
+        );
         assert_eq!(
             enforced.service_account(&source(None)),
-            Err(LockdownError::ServiceAccountRequired { namespace: "a".into() })
+            Err(LockdownError::ServiceAccountRequired {
+                namespace: "a".into()
+            })
         );
-        let both = Lockdown { default_service_account: Some("deployer".into()), ..enforced };
-        assert_eq!(both.service_account(&source(None)), Ok(Some("deployer".into())), "a default satisfies enforcement");
+        let both = Lockdown {
+            default_service_account: Some("deployer".into()),
+            ..enforced
+        };
+        assert_eq!(
+            both.service_account(&source(None)),
+            Ok(Some("deployer".into())),
+            "a default satisfies enforcement"
+        );
     }
 
     #[test]
     fn long_violation_lists_are_cut_and_counted() {
-        let l = Lockdown { source_namespace_only: true, ..Lockdown::default() };
+        let l = Lockdown {
+            source_namespace_only: true,
+            ..Lockdown::default()
+        };
         let plan = ApplyPlan {
             objects: (0..MAX_LISTED_VIOLATIONS + 3)
-                .map(|i| crate::plan::PlannedObject::for_test("", "v1", "ConfigMap", Some("b"), &format!("c{i}")))
-                .chain([crate::plan::PlannedObject::for_test("", "v1", "ConfigMap", Some("a"), "home")])
+                .map(|i| {
+                    crate::plan::PlannedObject::for_test(
+                        "",
+                        "v1",
+                        "ConfigMap",
+                        Some("b"),
+                        &format!("c{i}"),
+                    )
+                })
+                .chain([crate::plan::PlannedObject::for_test(
+                    "",
+                    "v1",
+                    "ConfigMap",
+                    Some("a"),
+                    "home",
+                )])
                 .collect(),
         };
         match l.check(&plan, &home()) {
             Err(LockdownError::Refused { violations, total }) => {
-                assert_eq!((violations.len(), total), (MAX_LISTED_VIOLATIONS, MAX_LISTED_VIOLATIONS + 3));
+                assert_eq!(
+                    (violations.len(), total),
+                    (MAX_LISTED_VIOLATIONS, MAX_LISTED_VIOLATIONS + 3)
+                );
                 assert_eq!(
                     violations[0],
                     "ConfigMap b/c0 (c0.yaml:1): namespace b is not the Source's namespace a (--source-namespace-only)"
@@ -452,9 +703,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let e = l.check(&plan, &home()).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = l
+            .check(&plan, &home())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.ends_with(" (and 3 more)"), "{e}");
-        let home_only = ApplyPlan { objects: plan.objects[MAX_LISTED_VIOLATIONS + 3..].to_vec() };
+        let home_only = ApplyPlan {
+            objects: plan.objects[MAX_LISTED_VIOLATIONS + 3..].to_vec(),
+        };
         assert_eq!(l.check(&home_only, &home()), Ok(()));
     }
 }

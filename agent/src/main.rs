@@ -184,7 +184,9 @@ struct RunArgs {
 fn parse_memory(s: &str) -> Result<u64, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("'{s}' is not a memory quantity such as 256Mi"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a memory quantity such as 256Mi"))?;
     let factor: u64 = match suffix {
         "" => 1,
         "k" => 1000,
@@ -195,11 +197,19 @@ fn parse_memory(s: &str) -> Result<u64, String> {
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
         "Ti" => 1 << 40,
-        _ => return Err(format!("'{s}': unknown suffix '{suffix}' (use Ki, Mi, Gi, Ti, k, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "'{s}': unknown suffix '{suffix}' (use Ki, Mi, Gi, Ti, k, M, G or T)"
+            ));
+        }
     };
-    let bytes = number.checked_mul(factor).ok_or_else(|| format!("'{s}' is too large"))?;
+    let bytes = number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
     if bytes < 16 << 20 {
-        return Err(format!("'{s}' is less than the 16Mi the agent needs to run"));
+        return Err(format!(
+            "'{s}' is less than the 16Mi the agent needs to run"
+        ));
     }
     Ok(bytes)
 }
@@ -239,7 +249,11 @@ struct Failure {
 
 impl Failure {
     fn new(code: Exit, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into(), hint: None }
+        Failure {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
     fn hint(mut self, hint: &'static str) -> Self {
         self.hint = Some(hint);
@@ -249,7 +263,11 @@ impl Failure {
 
 impl From<FetchError> for Failure {
     fn from(e: FetchError) -> Self {
-        let code = if matches!(e, FetchError::Untrusted { .. }) { Exit::Unverified } else { Exit::Error };
+        let code = if matches!(e, FetchError::Untrusted { .. }) {
+            Exit::Unverified
+        } else {
+            Exit::Error
+        };
         Failure::new(code, e.to_string())
     }
 }
@@ -259,7 +277,8 @@ impl From<SyncError> for Failure {
         let code = match &e {
             // Not a rejection: the API server never answered.
             e if e.unreachable() => Exit::Error,
-            SyncError::Apply(_) | SyncError::Ownership(berth_agent::ownership::OwnershipError::Claimed { .. }) => {
+            SyncError::Apply(_)
+            | SyncError::Ownership(berth_agent::ownership::OwnershipError::Claimed { .. }) => {
                 Exit::Rejected
             }
             SyncError::Health(_) => Exit::Unhealthy,
@@ -285,7 +304,10 @@ fn main() -> ExitCode {
     // rustls needs its crypto provider chosen explicitly: ring, the only one linked. An error
     // only means one was installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -305,14 +327,17 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,kube_client=off,tower=warn,hyper=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,kube_client=off,tower=warn,hyper=warn")
+    });
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().with_current_span(true).init();
     } else {
@@ -323,8 +348,8 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Command) -> Result<Exit, Failure> {
     match command {
         Command::Crd => {
-            let yaml =
-                source::crd_yaml().map_err(|e| Failure::new(Exit::Error, format!("cannot render the CRD: {e}")))?;
+            let yaml = source::crd_yaml()
+                .map_err(|e| Failure::new(Exit::Error, format!("cannot render the CRD: {e}")))?;
             print!("{yaml}");
             Ok(Exit::Success)
         }
@@ -343,12 +368,17 @@ async fn run(command: Command) -> Result<Exit, Failure> {
             });
             let receiver = match (args.receiver_addr, &args.receiver_secret) {
                 (Some(addr), Some(secret)) => Some(
-                    berth_agent::receiver::ReceiverConfig::new(addr, secret, args.watch_namespace.clone())
-                        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?,
+                    berth_agent::receiver::ReceiverConfig::new(
+                        addr,
+                        secret,
+                        args.watch_namespace.clone(),
+                    )
+                    .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?,
                 ),
                 _ => None,
             };
-            let lockdown = lockdown_of(&args).map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+            let lockdown =
+                lockdown_of(&args).map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
             let opts = controller::RunOptions {
                 watch_namespace: args.watch_namespace,
                 election,
@@ -358,7 +388,9 @@ async fn run(command: Command) -> Result<Exit, Failure> {
                 lockdown,
                 memory_limit: args.memory_limit,
             };
-            controller::run(opts).await.map_err(|e| Failure::new(Exit::Error, e.to_string()))?;
+            controller::run(opts)
+                .await
+                .map_err(|e| Failure::new(Exit::Error, e.to_string()))?;
             Ok(Exit::Success)
         }
     }
@@ -366,13 +398,22 @@ async fn run(command: Command) -> Result<Exit, Failure> {
 
 /// The tenant lockdown rules from `run`'s flags.
 fn lockdown_of(args: &RunArgs) -> Result<lockdown::Lockdown, lockdown::LockdownError> {
-    let kinds = |flag: &'static str, v: &[String]| -> Result<Vec<lockdown::KindRule>, lockdown::LockdownError> {
-        v.iter().filter(|s| !s.trim().is_empty()).map(|s| lockdown::KindRule::parse(flag, s)).collect()
+    let kinds = |flag: &'static str,
+                 v: &[String]|
+     -> Result<Vec<lockdown::KindRule>, lockdown::LockdownError> {
+        v.iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| lockdown::KindRule::parse(flag, s))
+            .collect()
     };
-    let namespaces =
-        |flag: &'static str, v: &[String]| -> Result<Vec<lockdown::NamespaceRule>, lockdown::LockdownError> {
-            v.iter().filter(|s| !s.trim().is_empty()).map(|s| lockdown::NamespaceRule::parse(flag, s)).collect()
-        };
+    let namespaces = |flag: &'static str,
+                      v: &[String]|
+     -> Result<Vec<lockdown::NamespaceRule>, lockdown::LockdownError> {
+        v.iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| lockdown::NamespaceRule::parse(flag, s))
+            .collect()
+    };
     Ok(lockdown::Lockdown {
         enforce_impersonation: args.enforce_impersonation,
         default_service_account: args.default_service_account.clone(),
@@ -391,29 +432,56 @@ const MAX_DERIVED_NAME_LEN: usize = 63;
 
 /// A Kubernetes object name made from free text: lowercase alphanumerics and dashes.
 fn object_name(text: &str) -> String {
-    let mut s: String =
-        text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut s: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     s.truncate(MAX_DERIVED_NAME_LEN);
     let s = s.trim_matches('-').to_string();
     if s.is_empty() { "berth".to_string() } else { s }
 }
 
 async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
-    let timeout = duration::parse(&args.timeout).map_err(|e| Failure::new(Exit::Usage, format!("--timeout: {e}")))?;
+    let timeout = duration::parse(&args.timeout)
+        .map_err(|e| Failure::new(Exit::Usage, format!("--timeout: {e}")))?;
     let config = kube::Config::infer().await.map_err(|e| {
-        Failure::new(Exit::Error, format!("no usable kubeconfig: {e}")).hint("set KUBECONFIG or run inside a cluster")
+        Failure::new(Exit::Error, format!("no usable kubeconfig: {e}"))
+            .hint("set KUBECONFIG or run inside a cluster")
     })?;
-    let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
-    let agent = kube::Client::try_from(config.clone())
-        .map_err(|e| Failure::new(Exit::Error, format!("cannot build the Kubernetes client: {e}")))?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let agent = kube::Client::try_from(config.clone()).map_err(|e| {
+        Failure::new(
+            Exit::Error,
+            format!("cannot build the Kubernetes client: {e}"),
+        )
+    })?;
     let applier = match &args.service_account {
-        Some(sa) => apply::impersonating(&config, &namespace, sa)
-            .map_err(|e| Failure::new(Exit::Error, format!("cannot build the impersonating client: {e}")))?,
+        Some(sa) => apply::impersonating(&config, &namespace, sa).map_err(|e| {
+            Failure::new(
+                Exit::Error,
+                format!("cannot build the impersonating client: {e}"),
+            )
+        })?,
         None => agent.clone(),
     };
-    let clients = Clients { agent: agent.clone(), applier };
+    let clients = Clients {
+        agent: agent.clone(),
+        applier,
+    };
 
-    let (manifests, what, default_name): (Vec<Manifest>, String, String) = match (&args.dir, &args.reference) {
+    let (manifests, what, default_name): (Vec<Manifest>, String, String) = match (
+        &args.dir,
+        &args.reference,
+    ) {
         (Some(dir), _) => {
             let m = fetch::read_dir(dir).map_err(|e| Failure::new(Exit::Error, e.to_string()))?;
             let base = dir
@@ -424,7 +492,9 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
             (m, dir.display().to_string(), base)
         }
         (None, Some(r)) => {
-            let reference: Reference = r.parse().map_err(|e| Failure::new(Exit::Usage, format!("{e}")))?;
+            let reference: Reference = r
+                .parse()
+                .map_err(|e| Failure::new(Exit::Usage, format!("{e}")))?;
             let trust = if args.insecure_skip_verify {
                 Trust::SkipVerify
             } else if args.keys.is_empty() {
@@ -435,33 +505,60 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
             } else {
                 let mut keys = Vec::new();
                 for k in &args.keys {
-                    keys.push(PublicKey::load(k).map_err(|e| Failure::new(Exit::Usage, format!("{e}")))?);
+                    keys.push(
+                        PublicKey::load(k)
+                            .map_err(|e| Failure::new(Exit::Usage, format!("{e}")))?,
+                    );
                 }
                 Trust::Keys(TrustPolicy::new(keys))
             };
             // One-shot mode takes no credentials, and the agent never reads ambient ones.
             let credentials = Credentials::Anonymous;
-            let options = RegistryOptions { credentials, ca_file: args.ca_file.clone(), insecure: args.insecure };
+            let options = RegistryOptions {
+                credentials,
+                ca_file: args.ca_file.clone(),
+                insecure: args.insecure,
+            };
             let registry = Registry::for_reference(&reference, &options)
                 .map_err(|e| Failure::new(Exit::Error, e.to_string()).hint(e.hint()))?;
-            let share = berth_agent::budget::MemoryBudget::for_limit(berth_agent::budget::DEFAULT_MEMORY_LIMIT).share();
-            let fetched = fetch::fetch(&registry, &reference, args.semver.as_deref(), &trust, share).await?;
+            let share = berth_agent::budget::MemoryBudget::for_limit(
+                berth_agent::budget::DEFAULT_MEMORY_LIMIT,
+            )
+            .share();
+            let fetched =
+                fetch::fetch(&registry, &reference, args.semver.as_deref(), &trust, share).await?;
             tracing::info!(digest = %fetched.digest, signer = %fetched.signer, objects = fetched.manifests.len(), "artifact verified");
-            let base = reference.repository().rsplit('/').next().unwrap_or("berth").to_string();
+            let base = reference
+                .repository()
+                .rsplit('/')
+                .next()
+                .unwrap_or("berth")
+                .to_string();
             let at = reference.with_digest(fetched.digest.clone()).to_string();
             eprintln!("artifact {at} ({})", fetched.signer);
             (fetched.manifests, at, base)
         }
-        (None, None) => return Err(Failure::new(Exit::Usage, "give an oci:// reference or --dir PATH")),
+        (None, None) => {
+            return Err(Failure::new(
+                Exit::Usage,
+                "give an oci:// reference or --dir PATH",
+            ));
+        }
     };
 
     let parent = ApplySetParent {
         kind: ParentKind::Secret,
-        name: args.name.clone().unwrap_or_else(|| object_name(&default_name)),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| object_name(&default_name)),
         namespace: namespace.clone(),
     };
     let opts = SyncOptions {
-        namespaces: NamespaceDefaults { target: args.target_namespace.clone(), fallback: namespace },
+        namespaces: NamespaceDefaults {
+            target: args.target_namespace.clone(),
+            fallback: namespace,
+        },
         force: args.force,
         prune: args.prune,
         wait: args.wait,
@@ -473,7 +570,10 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
     if diff_only {
         let changes = engine::diff(&clients, &mut discovery, &parent, manifests, &opts)
             .await
-            .map_err(|e| Failure { code: Exit::DiffFailed, ..sync_failure(e, &config.cluster_url) })?;
+            .map_err(|e| Failure {
+                code: Exit::DiffFailed,
+                ..sync_failure(e, &config.cluster_url)
+            })?;
         let mut differs = false;
         for (key, change) in &changes {
             match change {
@@ -489,8 +589,14 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
             }
             differs |= *change != Change::Unchanged;
         }
-        let unchanged = changes.iter().filter(|(_, c)| *c == Change::Unchanged).count();
-        eprintln!("{what}: {} object(s) differ, {unchanged} unchanged", changes.len() - unchanged);
+        let unchanged = changes
+            .iter()
+            .filter(|(_, c)| *c == Change::Unchanged)
+            .count();
+        eprintln!(
+            "{what}: {} object(s) differ, {unchanged} unchanged",
+            changes.len() - unchanged
+        );
         return Ok(Exit::differences(differs));
     }
     let report = engine::sync(&clients, &mut discovery, &parent, manifests, &opts)

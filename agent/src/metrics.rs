@@ -71,9 +71,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("berth");
-        let reconcile_duration = Family::<SourceLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram as fn() -> Histogram,
-        );
+        let reconcile_duration =
+            Family::<SourceLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram as fn() -> Histogram,
+            );
         registry.register(
             "reconcile_duration_seconds",
             "Time one reconcile of a Source took",
@@ -92,7 +93,11 @@ impl Metrics {
             objects_applied.clone(),
         );
         let objects_pruned = Family::<SourceLabel, Counter>::default();
-        registry.register("objects_pruned", "Objects deleted because they left the artifact", objects_pruned.clone());
+        registry.register(
+            "objects_pruned",
+            "Objects deleted because they left the artifact",
+            objects_pruned.clone(),
+        );
         let last_applied = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_applied_timestamp_seconds",
@@ -100,7 +105,11 @@ impl Metrics {
             last_applied.clone(),
         );
         let info = Family::<InfoLabels, Gauge>::default();
-        registry.register("source_info", "The digest and revision a Source has applied (value 1)", info.clone());
+        registry.register(
+            "source_info",
+            "The digest and revision a Source has applied (value 1)",
+            info.clone(),
+        );
         let registry_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "registry_requests",
@@ -136,20 +145,44 @@ impl Metrics {
 
     /// One finished reconcile: `reason` is the Ready condition's reason (`Succeeded` on success).
     pub fn reconciled(&self, source: &str, success: bool, reason: &str, took: Duration) {
-        let label = SourceLabel { source: source.to_string() };
-        self.reconcile_duration.get_or_create(&label).observe(took.as_secs_f64());
+        let label = SourceLabel {
+            source: source.to_string(),
+        };
+        self.reconcile_duration
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
         let result = if success { "success" } else { "failure" };
         self.reconciles
-            .get_or_create(&ResultLabels { source: source.to_string(), result: result.into(), reason: reason.into() })
+            .get_or_create(&ResultLabels {
+                source: source.to_string(),
+                result: result.into(),
+                reason: reason.into(),
+            })
             .inc();
     }
 
     /// A successful apply of `digest`: counts, time and the info series.
-    pub fn applied(&self, source: &str, digest: &str, revision: Option<&str>, changed: usize, pruned: usize) {
-        let label = SourceLabel { source: source.to_string() };
-        self.objects_applied.get_or_create(&label).inc_by(u64::try_from(changed).unwrap_or(u64::MAX));
-        self.objects_pruned.get_or_create(&label).inc_by(u64::try_from(pruned).unwrap_or(u64::MAX));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    pub fn applied(
+        &self,
+        source: &str,
+        digest: &str,
+        revision: Option<&str>,
+        changed: usize,
+        pruned: usize,
+    ) {
+        let label = SourceLabel {
+            source: source.to_string(),
+        };
+        self.objects_applied
+            .get_or_create(&label)
+            .inc_by(u64::try_from(changed).unwrap_or(u64::MAX));
+        self.objects_pruned
+            .get_or_create(&label)
+            .inc_by(u64::try_from(pruned).unwrap_or(u64::MAX));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.last_applied.get_or_create(&label).set(now);
         let info = InfoLabels {
             source: source.to_string(),
@@ -169,12 +202,19 @@ impl Metrics {
     pub fn registry_request(&self, operation: &str, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.registry_requests
-            .get_or_create(&RequestLabels { operation: operation.into(), result: result.into() })
+            .get_or_create(&RequestLabels {
+                operation: operation.into(),
+                result: result.into(),
+            })
             .inc();
     }
 
     pub fn rolled_back(&self, source: &str) {
-        self.rollbacks.get_or_create(&SourceLabel { source: source.to_string() }).inc();
+        self.rollbacks
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
+            })
+            .inc();
     }
 
     /// Mirrors [`crate::runtime::RuntimeState`]'s leadership for dashboards.
@@ -201,9 +241,23 @@ mod tests {
         m.applied("ns/app", "sha256:aaa", Some("main@sha1:1"), 2, 0);
         m.applied("ns/app", "sha256:bbb", None, 1, 1);
         let text = m.encode();
-        assert!(text.contains(r#"berth_source_info{source="ns/app",digest="sha256:bbb",revision=""} 1"#), "{text}");
-        assert!(!text.contains("sha256:aaa"), "the old digest is still exported: {text}");
-        assert!(text.contains(r#"berth_objects_applied_total{source="ns/app"} 3"#), "{text}");
-        assert!(text.contains(r#"berth_objects_pruned_total{source="ns/app"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"berth_source_info{source="ns/app",digest="sha256:bbb",revision=""} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("sha256:aaa"),
+            "the old digest is still exported: {text}"
+        );
+        assert!(
+            text.contains(r#"berth_objects_applied_total{source="ns/app"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"berth_objects_pruned_total{source="ns/app"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -52,7 +52,10 @@ pub enum OwnershipError {
     )]
     Claimed { claims: Vec<Claim> },
     #[error("checking whether objects of kind {group_kind} belong to another ApplySet: {}", api_error::message(.source))]
-    List { group_kind: String, source: kube::Error },
+    List {
+        group_kind: String,
+        source: kube::Error,
+    },
 }
 
 impl OwnershipError {
@@ -68,11 +71,20 @@ impl OwnershipError {
 }
 
 fn list(claims: &[Claim]) -> String {
-    claims.iter().take(MAX_CLAIMS_SHOWN).map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    claims
+        .iter()
+        .take(MAX_CLAIMS_SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn more(total: usize) -> String {
-    if total > MAX_CLAIMS_SHOWN { format!(" (and {} more)", total - MAX_CLAIMS_SHOWN) } else { String::new() }
+    if total > MAX_CLAIMS_SHOWN {
+        format!(" (and {} more)", total - MAX_CLAIMS_SHOWN)
+    } else {
+        String::new()
+    }
 }
 
 /// One list request: (group, version, plural, namespace).
@@ -81,7 +93,11 @@ type ListScope = (String, String, String, Option<String>);
 /// Refuses `objects` if any of them is a live member of a set other than `own_id`. One
 /// metadata list per kind and namespace, selecting only members of other sets; objects whose
 /// kind is not served yet cannot exist and are skipped. Reads only, as `client`.
-pub async fn check(client: &Client, objects: &[&PlannedObject], own_id: &str) -> Result<(), OwnershipError> {
+pub async fn check(
+    client: &Client,
+    objects: &[&PlannedObject],
+    own_id: &str,
+) -> Result<(), OwnershipError> {
     let selector = other_sets_selector(own_id);
     let lists: Vec<_> = by_list(objects)
         .into_values()
@@ -89,20 +105,34 @@ pub async fn check(client: &Client, objects: &[&PlannedObject], own_id: &str) ->
             let selector = selector.as_str();
             async move {
                 let api = api_for(client, &resource, planned[0].key.namespace.as_deref());
-                let foreign = list_foreign(&api, selector)
-                    .await
-                    .map_err(|source| OwnershipError::List { group_kind: planned[0].key.group_kind(), source })?;
+                let foreign =
+                    list_foreign(&api, selector)
+                        .await
+                        .map_err(|source| OwnershipError::List {
+                            group_kind: planned[0].key.group_kind(),
+                            source,
+                        })?;
                 Ok::<_, OwnershipError>(claims_in(planned, &foreign))
             }
         })
         .collect();
-    let mut claims: Vec<Claim> =
-        futures::stream::iter(lists).buffer_unordered(MAX_CONCURRENT_LISTS).try_collect::<Vec<_>>().await?.concat();
+    let mut claims: Vec<Claim> = futures::stream::iter(lists)
+        .buffer_unordered(MAX_CONCURRENT_LISTS)
+        .try_collect::<Vec<_>>()
+        .await?
+        .concat();
     if claims.is_empty() {
         return Ok(());
     }
-    claims.sort_by(|a, b| a.origin.cmp(&b.origin).then_with(|| a.object.cmp(&b.object)));
-    let namespaces: BTreeSet<String> = claims.iter().filter_map(|c| c.object.namespace.clone()).collect();
+    claims.sort_by(|a, b| {
+        a.origin
+            .cmp(&b.origin)
+            .then_with(|| a.object.cmp(&b.object))
+    });
+    let namespaces: BTreeSet<String> = claims
+        .iter()
+        .filter_map(|c| c.object.namespace.clone())
+        .collect();
     let ids: BTreeSet<String> = claims.iter().map(|c| c.other_set.clone()).collect();
     let mut parents = BTreeMap::new();
     for id in ids {
@@ -123,12 +153,19 @@ fn other_sets_selector(own_id: &str) -> String {
 
 /// `objects` by the list request that finds them: one per resource and namespace. Objects
 /// whose kind is not served yet cannot exist, and are left out.
-fn by_list<'a>(objects: &[&'a PlannedObject]) -> BTreeMap<ListScope, (ApiResource, Vec<&'a PlannedObject>)> {
+fn by_list<'a>(
+    objects: &[&'a PlannedObject],
+) -> BTreeMap<ListScope, (ApiResource, Vec<&'a PlannedObject>)> {
     let mut lists: BTreeMap<ListScope, (ApiResource, Vec<&PlannedObject>)> = BTreeMap::new();
     for o in objects.iter().filter(|o| !o.kind_from_plan) {
         let r = &o.resource;
         lists
-            .entry((r.group.clone(), r.version.clone(), r.plural.clone(), o.key.namespace.clone()))
+            .entry((
+                r.group.clone(),
+                r.version.clone(),
+                r.plural.clone(),
+                o.key.namespace.clone(),
+            ))
             .or_insert_with(|| (r.clone(), Vec::new()))
             .1
             .push(o);
@@ -153,15 +190,21 @@ fn claims_in(planned: Vec<&PlannedObject>, foreign: &BTreeMap<String, String>) -
 }
 
 /// Name → `part-of` value of the objects `api` lists with `selector`, page by page.
-async fn list_foreign(api: &Api<DynamicObject>, selector: &str) -> Result<BTreeMap<String, String>, kube::Error> {
+async fn list_foreign(
+    api: &Api<DynamicObject>,
+    selector: &str,
+) -> Result<BTreeMap<String, String>, kube::Error> {
     let mut out = BTreeMap::new();
     let mut lp = ListParams::default().labels(selector).limit(LIST_PAGE_SIZE);
     loop {
         let page = api.list_metadata(&lp).await?;
         for item in page.items {
-            if let (Some(name), Some(set)) =
-                (item.metadata.name, item.metadata.labels.and_then(|mut l| l.remove(PART_OF_LABEL)))
-            {
+            if let (Some(name), Some(set)) = (
+                item.metadata.name,
+                item.metadata
+                    .labels
+                    .and_then(|mut l| l.remove(PART_OF_LABEL)),
+            ) {
                 out.insert(name, set);
             }
         }
@@ -177,13 +220,18 @@ async fn list_foreign(api: &Api<DynamicObject>, selector: &str) -> Result<BTreeM
 /// parent of `berth-agent apply` and of kubectl's sets) in one of `namespaces`. Best effort:
 /// any failure (no rights, no Source CRD) leaves the set named by its id alone.
 async fn parent_of(client: &Client, id: &str, namespaces: &BTreeSet<String>) -> Option<String> {
-    let lp = ListParams::default().labels(&format!("{ID_LABEL}={id}")).limit(1);
+    let lp = ListParams::default()
+        .labels(&format!("{ID_LABEL}={id}"))
+        .limit(1);
     let sources: Api<DynamicObject> = Api::all_with(client.clone(), &ParentKind::Source.resource());
     let named = |kind: &str, items: Vec<PartialObjectMeta<DynamicObject>>| {
-        items
-            .into_iter()
-            .next()
-            .and_then(|p| Some(format!("{kind} {}/{}", p.metadata.namespace.unwrap_or_default(), p.metadata.name?)))
+        items.into_iter().next().and_then(|p| {
+            Some(format!(
+                "{kind} {}/{}",
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name?
+            ))
+        })
     };
     if let Ok(found) = sources.list_metadata(&lp).await
         && let Some(p) = named(crate::source::KIND, found.items)
@@ -226,10 +274,18 @@ mod tests {
             claim(Some("Source a/shop")).to_string(),
             "ConfigMap a/x (cm.yaml:1) is a member of Source a/shop's ApplySet (applyset-abc-v1)"
         );
-        assert_eq!(claim(None).to_string(), "ConfigMap a/x (cm.yaml:1) is a member of ApplySet applyset-abc-v1");
-        let e = OwnershipError::Claimed { claims: vec![claim(None)] }.to_string();
+        assert_eq!(
+            claim(None).to_string(),
+            "ConfigMap a/x (cm.yaml:1) is a member of ApplySet applyset-abc-v1"
+        );
+        let e = OwnershipError::Claimed {
+            claims: vec![claim(None)],
+        }
+        .to_string();
         assert!(
-            e.starts_with("1 object(s) already belong to another ApplySet, nothing was applied: ConfigMap a/x"),
+            e.starts_with(
+                "1 object(s) already belong to another ApplySet, nothing was applied: ConfigMap a/x"
+            ),
             "{e}"
         );
         assert!(e.contains("force does not change that"), "{e}");
@@ -246,7 +302,10 @@ mod tests {
     #[test]
     fn one_list_per_resource_and_namespace_and_none_for_kinds_not_served_yet() {
         let planned = |group, kind, ns, name| PlannedObject::for_test(group, "v1", kind, ns, name);
-        let widget = PlannedObject { kind_from_plan: true, ..planned("example.com", "Widget", Some("a"), "w") };
+        let widget = PlannedObject {
+            kind_from_plan: true,
+            ..planned("example.com", "Widget", Some("a"), "w")
+        };
         let objects = [
             planned("", "ConfigMap", Some("a"), "c1"),
             planned("", "ConfigMap", Some("b"), "c2"),
@@ -259,7 +318,11 @@ mod tests {
         let lists: Vec<(String, Option<String>, Vec<&str>)> = by_list(&refs)
             .into_iter()
             .map(|((_, _, plural, ns), (_, objects))| {
-                (plural, ns, objects.iter().map(|o| o.key.name.as_str()).collect())
+                (
+                    plural,
+                    ns,
+                    objects.iter().map(|o| o.key.name.as_str()).collect(),
+                )
             })
             .collect();
         assert_eq!(

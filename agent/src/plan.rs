@@ -71,7 +71,13 @@ impl PlannedObject {
 impl PlannedObject {
     /// An object of a served kind as the plan leaves it, read from `<name>.yaml:1`: for tests
     /// of what comes after the plan.
-    pub(crate) fn for_test(group: &str, version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+    pub(crate) fn for_test(
+        group: &str,
+        version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Self {
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
         let mut body = DynamicObject::new(name, &resource);
         body.metadata.namespace = namespace.map(String::from);
@@ -110,7 +116,10 @@ impl ApplyPlan {
 
     /// Namespaces that hold namespaced objects of the plan.
     pub fn namespaces(&self) -> BTreeSet<String> {
-        self.objects.iter().filter_map(|o| o.key.namespace.clone()).collect()
+        self.objects
+            .iter()
+            .filter_map(|o| o.key.namespace.clone())
+            .collect()
     }
 }
 
@@ -132,11 +141,25 @@ pub enum PlanError {
     #[error(
         "{origin}: unknown kind {api_version}/{kind}: the API server does not serve it and no CRD in the artifact defines it; install its CRD or remove the object"
     )]
-    UnknownKind { origin: String, api_version: String, kind: String },
+    UnknownKind {
+        origin: String,
+        api_version: String,
+        kind: String,
+    },
     #[error("{object} appears twice ({first} and {second}); each object may appear once")]
-    Duplicate { object: Box<ObjectKey>, first: String, second: String },
-    #[error("{origin}: {object} is cluster-scoped but names namespace {namespace:?}; remove metadata.namespace")]
-    NamespaceOnClusterScoped { origin: String, object: Box<ObjectKey>, namespace: String },
+    Duplicate {
+        object: Box<ObjectKey>,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{origin}: {object} is cluster-scoped but names namespace {namespace:?}; remove metadata.namespace"
+    )]
+    NamespaceOnClusterScoped {
+        origin: String,
+        object: Box<ObjectKey>,
+        namespace: String,
+    },
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
 }
@@ -167,17 +190,30 @@ pub async fn plan(
     let mut seen: BTreeMap<ObjectKey, String> = BTreeMap::new();
     let mut objects = Vec::with_capacity(manifests.len());
     for m in manifests {
-        let mut body: DynamicObject = serde_json::from_value(m.value.clone()).map_err(|e| {
-            PlanError::InvalidObject { origin: m.origin.clone(), problem: format!("not a Kubernetes object: {e}") }
-        })?;
-        let invalid =
-            |problem: &str| PlanError::InvalidObject { origin: m.origin.clone(), problem: problem.to_string() };
-        let types = body.types.clone().ok_or_else(|| invalid("apiVersion and kind are required"))?;
-        let gvk =
-            GroupVersionKind::try_from(&types).map_err(|_| invalid("apiVersion is not GROUP/VERSION or VERSION"))?;
-        let name = body.metadata.name.clone().ok_or_else(|| invalid("metadata.name is required"))?;
+        let mut body: DynamicObject =
+            serde_json::from_value(m.value.clone()).map_err(|e| PlanError::InvalidObject {
+                origin: m.origin.clone(),
+                problem: format!("not a Kubernetes object: {e}"),
+            })?;
+        let invalid = |problem: &str| PlanError::InvalidObject {
+            origin: m.origin.clone(),
+            problem: problem.to_string(),
+        };
+        let types = body
+            .types
+            .clone()
+            .ok_or_else(|| invalid("apiVersion and kind are required"))?;
+        let gvk = GroupVersionKind::try_from(&types)
+            .map_err(|_| invalid("apiVersion is not GROUP/VERSION or VERSION"))?;
+        let name = body
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| invalid("metadata.name is required"))?;
         if body.metadata.generate_name.is_some() {
-            return Err(invalid("metadata.generateName cannot be applied repeatedly; use metadata.name"));
+            return Err(invalid(
+                "metadata.generateName cannot be applied repeatedly; use metadata.name",
+            ));
         }
 
         let (resource, namespaced, kind_from_plan) = match kinds.resolve_gvk(&gvk).await? {
@@ -217,7 +253,12 @@ pub async fn plan(
             if let Some(ns) = body.metadata.namespace.clone().filter(|ns| !ns.is_empty()) {
                 return Err(PlanError::NamespaceOnClusterScoped {
                     origin: m.origin,
-                    object: Box::new(ObjectKey { group: gvk.group, kind: gvk.kind, namespace: None, name }),
+                    object: Box::new(ObjectKey {
+                        group: gvk.group,
+                        kind: gvk.kind,
+                        namespace: None,
+                        name,
+                    }),
                     namespace: ns,
                 });
             }
@@ -226,10 +267,15 @@ pub async fn plan(
         };
 
         let labels = body.metadata.labels.get_or_insert_with(Default::default);
-        if let Some(existing) = labels.get(PART_OF_LABEL).filter(|v| v.as_str() != applyset_id) {
+        if let Some(existing) = labels
+            .get(PART_OF_LABEL)
+            .filter(|v| v.as_str() != applyset_id)
+        {
             return Err(PlanError::InvalidObject {
                 origin: m.origin,
-                problem: format!("label {PART_OF_LABEL}={existing} is set by the manifest; berth sets it, remove it"),
+                problem: format!(
+                    "label {PART_OF_LABEL}={existing} is set by the manifest; berth sets it, remove it"
+                ),
             });
         }
         labels.insert(PART_OF_LABEL.to_string(), applyset_id.to_string());
@@ -239,14 +285,31 @@ pub async fn plan(
         body.metadata.managed_fields = None;
         body.metadata.creation_timestamp = None;
 
-        let key = ObjectKey { group: gvk.group.clone(), kind: gvk.kind.clone(), namespace, name };
+        let key = ObjectKey {
+            group: gvk.group.clone(),
+            kind: gvk.kind.clone(),
+            namespace,
+            name,
+        };
         if let Some(first) = seen.get(&key) {
-            return Err(PlanError::Duplicate { object: Box::new(key), first: first.clone(), second: m.origin });
+            return Err(PlanError::Duplicate {
+                object: Box::new(key),
+                first: first.clone(),
+                second: m.origin,
+            });
         }
         seen.insert(key.clone(), m.origin.clone());
 
         let stage = Stage::of(&gvk.group, &gvk.kind, namespaced);
-        objects.push(PlannedObject { key, resource, namespaced, stage, body, origin: m.origin, kind_from_plan });
+        objects.push(PlannedObject {
+            key,
+            resource,
+            namespaced,
+            stage,
+            body,
+            origin: m.origin,
+            kind_from_plan,
+        });
     }
     // Stable within a stage: the artifact's own order is kept for objects of equal rank.
     objects.sort_by_key(|o| o.stage);
@@ -259,24 +322,36 @@ fn kinds_defined_by_crds(manifests: &[Manifest]) -> BTreeMap<(String, String), P
     for m in manifests {
         let v = &m.value;
         let is_crd = v.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
-            && v.get("apiVersion").and_then(Value::as_str).is_some_and(|a| a.starts_with("apiextensions.k8s.io/"));
+            && v.get("apiVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.starts_with("apiextensions.k8s.io/"));
         if !is_crd {
             continue;
         }
         let spec = &v["spec"];
-        let (Some(group), Some(kind), Some(plural)) =
-            (spec["group"].as_str(), spec["names"]["kind"].as_str(), spec["names"]["plural"].as_str())
-        else {
+        let (Some(group), Some(kind), Some(plural)) = (
+            spec["group"].as_str(),
+            spec["names"]["kind"].as_str(),
+            spec["names"]["plural"].as_str(),
+        ) else {
             // A malformed CRD is reported by the dry-run with the server's own message.
             continue;
         };
         let versions = spec["versions"]
             .as_array()
-            .map(|vs| vs.iter().filter_map(|v| v["name"].as_str().map(str::to_string)).collect())
+            .map(|vs| {
+                vs.iter()
+                    .filter_map(|v| v["name"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         out.insert(
             (group.to_string(), kind.to_string()),
-            PlannedKind { plural: plural.to_string(), namespaced: spec["scope"].as_str() != Some("Cluster"), versions },
+            PlannedKind {
+                plural: plural.to_string(),
+                namespaced: spec["scope"].as_str() != Some("Cluster"),
+                versions,
+            },
         );
     }
     out
@@ -292,32 +367,55 @@ mod tests {
     struct Table(Vec<(GroupVersionKind, bool)>);
 
     impl ServedKinds for Table {
-        async fn resolve_gvk(&mut self, gvk: &GroupVersionKind) -> Result<Option<Served>, DiscoveryError> {
-            Ok(self.0.iter().find(|(g, _)| g == gvk).map(|(g, namespaced)| (ApiResource::from_gvk(g), *namespaced)))
+        async fn resolve_gvk(
+            &mut self,
+            gvk: &GroupVersionKind,
+        ) -> Result<Option<Served>, DiscoveryError> {
+            Ok(self
+                .0
+                .iter()
+                .find(|(g, _)| g == gvk)
+                .map(|(g, namespaced)| (ApiResource::from_gvk(g), *namespaced)))
         }
     }
 
     fn served() -> Table {
-        let kind = |group, version, kind, namespaced| (GroupVersionKind::gvk(group, version, kind), namespaced);
+        let kind = |group, version, kind, namespaced| {
+            (GroupVersionKind::gvk(group, version, kind), namespaced)
+        };
         Table(vec![
             kind("", "v1", "ConfigMap", true),
             kind("", "v1", "Namespace", false),
             kind("apps", "v1", "Deployment", true),
             kind("rbac.authorization.k8s.io", "v1", "ClusterRole", false),
-            kind("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", false),
+            kind(
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingWebhookConfiguration",
+                false,
+            ),
             kind("apiregistration.k8s.io", "v1", "APIService", false),
-            kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition", false),
+            kind(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+                false,
+            ),
         ])
     }
 
     const ID: &str = "applyset-own-v1";
 
     fn manifest(api_version: &str, kind: &str, name: &str, namespace: Option<&str>) -> Manifest {
-        let mut value = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+        let mut value =
+            json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
         if let Some(ns) = namespace {
             value["metadata"]["namespace"] = json!(ns);
         }
-        Manifest { value, origin: format!("{name}.yaml:1") }
+        Manifest {
+            value,
+            origin: format!("{name}.yaml:1"),
+        }
     }
 
     fn widget_crd(scope: &str) -> Manifest {
@@ -333,8 +431,14 @@ mod tests {
         }
     }
 
-    async fn plan_in(manifests: Vec<Manifest>, target: Option<&str>) -> Result<ApplyPlan, PlanError> {
-        let defaults = NamespaceDefaults { target: target.map(String::from), fallback: "default".into() };
+    async fn plan_in(
+        manifests: Vec<Manifest>,
+        target: Option<&str>,
+    ) -> Result<ApplyPlan, PlanError> {
+        let defaults = NamespaceDefaults {
+            target: target.map(String::from),
+            fallback: "default".into(),
+        };
         plan(manifests, &mut served(), &defaults, ID).await
     }
 
@@ -347,13 +451,28 @@ mod tests {
         let plan = plan_in(
             vec![
                 manifest("apps/v1", "Deployment", "web", Some("shop")),
-                manifest("rbac.authorization.k8s.io/v1", "ClusterRole", "reader", None),
+                manifest(
+                    "rbac.authorization.k8s.io/v1",
+                    "ClusterRole",
+                    "reader",
+                    None,
+                ),
                 manifest("v1", "ConfigMap", "a", None),
                 manifest("v1", "Namespace", "shop", None),
-                manifest("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "hook", None),
+                manifest(
+                    "admissionregistration.k8s.io/v1",
+                    "ValidatingWebhookConfiguration",
+                    "hook",
+                    None,
+                ),
                 widget_crd("Namespaced"),
                 manifest("v1", "ConfigMap", "b", Some("shop")),
-                manifest("apiregistration.k8s.io/v1", "APIService", "v1.metrics.example.com", None),
+                manifest(
+                    "apiregistration.k8s.io/v1",
+                    "APIService",
+                    "v1.metrics.example.com",
+                    None,
+                ),
             ],
             None,
         )
@@ -372,46 +491,103 @@ mod tests {
                 "ConfigMap shop/b",
             ]
         );
-        assert_eq!(plan.namespaces(), ["default", "shop"].map(String::from).into());
-        assert!(plan.group_kinds().contains("CustomResourceDefinition.apiextensions.k8s.io"));
+        assert_eq!(
+            plan.namespaces(),
+            ["default", "shop"].map(String::from).into()
+        );
+        assert!(
+            plan.group_kinds()
+                .contains("CustomResourceDefinition.apiextensions.k8s.io")
+        );
     }
 
     #[tokio::test]
     async fn namespaced_objects_keep_their_namespace_else_take_the_target_else_the_fallback() {
-        let objects =
-            || vec![manifest("v1", "ConfigMap", "own", Some("mine")), manifest("v1", "ConfigMap", "none", None)];
-        let targeted = plan_in(objects(), Some("team")).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(shown(&targeted), ["ConfigMap mine/own", "ConfigMap team/none"]);
-        let bodies: Vec<Option<&str>> = targeted.objects.iter().map(|o| o.body.metadata.namespace.as_deref()).collect();
-        assert_eq!(bodies, [Some("mine"), Some("team")], "the body sent says the namespace too");
-        let untargeted = plan_in(objects(), None).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(shown(&untargeted), ["ConfigMap mine/own", "ConfigMap default/none"]);
+        let objects = || {
+            vec![
+                manifest("v1", "ConfigMap", "own", Some("mine")),
+                manifest("v1", "ConfigMap", "none", None),
+            ]
+        };
+        let targeted = plan_in(objects(), Some("team"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            shown(&targeted),
+            ["ConfigMap mine/own", "ConfigMap team/none"]
+        );
+        let bodies: Vec<Option<&str>> = targeted
+            .objects
+            .iter()
+            .map(|o| o.body.metadata.namespace.as_deref())
+            .collect();
+        assert_eq!(
+            bodies,
+            [Some("mine"), Some("team")],
+            "the body sent says the namespace too"
+        );
+        let untargeted = plan_in(objects(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            shown(&untargeted),
+            ["ConfigMap mine/own", "ConfigMap default/none"]
+        );
     }
 
     #[tokio::test]
     async fn a_cluster_scoped_object_may_not_name_a_namespace() {
-        let e = plan_in(vec![manifest("rbac.authorization.k8s.io/v1", "ClusterRole", "r", Some("shop"))], Some("team"))
-            .await
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.starts_with("r.yaml:1: ClusterRole.rbac.authorization.k8s.io r is cluster-scoped"), "{e}");
+        let e = plan_in(
+            vec![manifest(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                "r",
+                Some("shop"),
+            )],
+            Some("team"),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.starts_with("r.yaml:1: ClusterRole.rbac.authorization.k8s.io r is cluster-scoped"),
+            "{e}"
+        );
         assert!(e.contains("remove metadata.namespace"), "{e}");
-        let empty = plan_in(vec![manifest("rbac.authorization.k8s.io/v1", "ClusterRole", "r", Some(""))], Some("team"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let empty = plan_in(
+            vec![manifest(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                "r",
+                Some(""),
+            )],
+            Some("team"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(empty.objects[0].key.namespace, None);
-        assert_eq!(empty.objects[0].body.metadata.namespace, None, "the target namespace is not added");
+        assert_eq!(
+            empty.objects[0].body.metadata.namespace, None,
+            "the target namespace is not added"
+        );
     }
 
     #[tokio::test]
     async fn an_object_may_appear_once_however_its_namespace_is_given() {
         let twice = vec![
             manifest("v1", "ConfigMap", "c", Some("default")),
-            Manifest { origin: "other.yaml:3".into(), ..manifest("v1", "ConfigMap", "c", None) },
+            Manifest {
+                origin: "other.yaml:3".into(),
+                ..manifest("v1", "ConfigMap", "c", None)
+            },
         ];
         match plan_in(twice, None).await {
-            Err(PlanError::Duplicate { object, first, second }) => {
+            Err(PlanError::Duplicate {
+                object,
+                first,
+                second,
+            }) => {
                 assert_eq!(
                     (object.to_string(), first.as_str(), second.as_str()),
                     ("ConfigMap default/c".into(), "c.yaml:1", "other.yaml:3")
@@ -419,31 +595,65 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let apart = vec![manifest("v1", "ConfigMap", "c", Some("a")), manifest("v1", "ConfigMap", "c", Some("b"))];
-        assert_eq!(plan_in(apart, None).await.map(|p| p.objects.len()).ok(), Some(2), "same name, other namespace");
+        let apart = vec![
+            manifest("v1", "ConfigMap", "c", Some("a")),
+            manifest("v1", "ConfigMap", "c", Some("b")),
+        ];
+        assert_eq!(
+            plan_in(apart, None).await.map(|p| p.objects.len()).ok(),
+            Some(2),
+            "same name, other namespace"
+        );
     }
 
     #[tokio::test]
     async fn custom_resources_of_a_crd_in_the_set_are_planned_from_the_crd() {
-        let widget = |version: &str| manifest(&format!("example.com/{version}"), "Widget", "w", None);
-        let plan =
-            plan_in(vec![widget("v1"), widget_crd("Namespaced")], Some("team")).await.unwrap_or_else(|e| panic!("{e}"));
+        let widget =
+            |version: &str| manifest(&format!("example.com/{version}"), "Widget", "w", None);
+        let plan = plan_in(vec![widget("v1"), widget_crd("Namespaced")], Some("team"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let w = &plan.objects[1];
         assert_eq!(w.key.to_string(), "Widget.example.com team/w");
         assert!(w.kind_from_plan && w.namespaced && w.stage == Stage::Namespaced);
-        assert_eq!((w.resource.plural.as_str(), w.resource.api_version.as_str()), ("widgets", "example.com/v1"));
-        assert!(!plan.objects[0].kind_from_plan, "the CRD's own kind is served");
-
-        let cluster = plan_in(vec![widget("v1"), widget_crd("Cluster")], None).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (cluster.objects[1].key.namespace.as_deref(), cluster.objects[1].stage),
+            (w.resource.plural.as_str(), w.resource.api_version.as_str()),
+            ("widgets", "example.com/v1")
+        );
+        assert!(
+            !plan.objects[0].kind_from_plan,
+            "the CRD's own kind is served"
+        );
+
+        let cluster = plan_in(vec![widget("v1"), widget_crd("Cluster")], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                cluster.objects[1].key.namespace.as_deref(),
+                cluster.objects[1].stage
+            ),
             (None, Stage::ClusterScoped)
         );
 
-        let e = plan_in(vec![widget("v2"), widget_crd("Namespaced")], None).await.err().map(|e| e.to_string());
-        assert!(e.as_ref().is_some_and(|e| e.starts_with("w.yaml:1: unknown kind example.com/v2/Widget")), "{e:?}");
-        let e = plan_in(vec![widget("v1")], None).await.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("no CRD in the artifact defines it; install its CRD or remove the object"), "{e}");
+        let e = plan_in(vec![widget("v2"), widget_crd("Namespaced")], None)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.starts_with("w.yaml:1: unknown kind example.com/v2/Widget")),
+            "{e:?}"
+        );
+        let e = plan_in(vec![widget("v1")], None)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("no CRD in the artifact defines it; install its CRD or remove the object"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -454,21 +664,33 @@ mod tests {
         exported.value["metadata"]["creationTimestamp"] = json!("2024-01-01T00:00:00Z");
         exported.value["metadata"]["managedFields"] = json!([{"manager": "kubectl"}]);
         exported.value["metadata"]["labels"] = json!({"app": "shop", PART_OF_LABEL: ID});
-        let plan = plan_in(vec![exported], None).await.unwrap_or_else(|e| panic!("{e}"));
+        let plan = plan_in(vec![exported], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let meta = &plan.objects[0].body.metadata;
         let labels = meta.labels.clone().unwrap_or_default();
         assert_eq!(labels.get(PART_OF_LABEL).map(String::as_str), Some(ID));
         assert_eq!(labels.get("app").map(String::as_str), Some("shop"));
         assert!(meta.resource_version.is_none() && meta.uid.is_none());
         assert!(meta.creation_timestamp.is_none() && meta.managed_fields.is_none());
-        let unlabelled =
-            plan_in(vec![manifest("v1", "ConfigMap", "d", None)], None).await.unwrap_or_else(|e| panic!("{e}"));
-        let labels = unlabelled.objects[0].body.metadata.labels.clone().unwrap_or_default();
+        let unlabelled = plan_in(vec![manifest("v1", "ConfigMap", "d", None)], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let labels = unlabelled.objects[0]
+            .body
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default();
         assert_eq!(labels.get(PART_OF_LABEL).map(String::as_str), Some(ID));
 
         let mut foreign = manifest("v1", "ConfigMap", "c", None);
         foreign.value["metadata"]["labels"] = json!({PART_OF_LABEL: "applyset-other-v1"});
-        let e = plan_in(vec![foreign], None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let e = plan_in(vec![foreign], None)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(
             e.starts_with("c.yaml:1: label applyset.kubernetes.io/part-of=applyset-other-v1 is set by the manifest"),
             "{e}"
@@ -483,7 +705,10 @@ mod tests {
             m
         };
         let cases: [(Manifest, &str); 4] = [
-            (with(|v| v["metadata"] = json!({})), "metadata.name is required"),
+            (
+                with(|v| v["metadata"] = json!({})),
+                "metadata.name is required",
+            ),
             (
                 with(|v| v["metadata"]["generateName"] = json!("c-")),
                 "metadata.generateName cannot be applied repeatedly",
@@ -496,14 +721,26 @@ mod tests {
                 }),
                 "apiVersion and kind are required",
             ),
-            (with(|v| v["metadata"] = json!("c")), "not a Kubernetes object"),
+            (
+                with(|v| v["metadata"] = json!("c")),
+                "not a Kubernetes object",
+            ),
         ];
         for (m, problem) in cases {
-            let e = plan_in(vec![m], None).await.err().map(|e| e.to_string()).unwrap_or_default();
+            let e = plan_in(vec![m], None)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.starts_with("c.yaml:1: ") && e.contains(problem), "{e}");
         }
-        let e = plan_in(vec![manifest("example.com/v1", "Gadget", "g", None)], None).await.err();
-        assert!(matches!(&e, Some(PlanError::UnknownKind { kind, .. }) if kind == "Gadget"), "{e:?}");
+        let e = plan_in(vec![manifest("example.com/v1", "Gadget", "g", None)], None)
+            .await
+            .err();
+        assert!(
+            matches!(&e, Some(PlanError::UnknownKind { kind, .. }) if kind == "Gadget"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -520,6 +757,8 @@ mod tests {
         };
         let kinds = kinds_defined_by_crds(&[crd]);
         let k = kinds.get(&("example.com".to_string(), "Widget".to_string()));
-        assert!(k.is_some_and(|k| !k.namespaced && k.plural == "widgets" && k.versions == ["v1", "v2"]));
+        assert!(
+            k.is_some_and(|k| !k.namespaced && k.plural == "widgets" && k.versions == ["v1", "v2"])
+        );
     }
 }

@@ -80,10 +80,15 @@ pub const HMAC_KEY: &str = "hmac-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
-    #[error("--receiver-secret {0:?}: give NAMESPACE/NAME of a Secret with a `token` and/or `hmac-key` entry")]
+    #[error(
+        "--receiver-secret {0:?}: give NAMESPACE/NAME of a Secret with a `token` and/or `hmac-key` entry"
+    )]
     SecretName(String),
     #[error("cannot listen on {addr} ({source}); pick a free address with --receiver-addr")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Where to listen and which Secret holds the credentials.
@@ -98,14 +103,20 @@ pub struct ReceiverConfig {
 
 impl ReceiverConfig {
     /// Parses `NAMESPACE/NAME`.
-    pub fn new(addr: SocketAddr, secret: &str, watch_namespace: Option<String>) -> Result<Self, ReceiverError> {
+    pub fn new(
+        addr: SocketAddr,
+        secret: &str,
+        watch_namespace: Option<String>,
+    ) -> Result<Self, ReceiverError> {
         match secret.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(ReceiverConfig {
-                addr,
-                secret_namespace: ns.to_string(),
-                secret_name: name.to_string(),
-                watch_namespace,
-            }),
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(ReceiverConfig {
+                    addr,
+                    secret_namespace: ns.to_string(),
+                    secret_name: name.to_string(),
+                    watch_namespace,
+                })
+            }
             _ => Err(ReceiverError::SecretName(secret.to_string())),
         }
     }
@@ -129,7 +140,10 @@ impl Triggers {
                 match rx.recv().await {
                     Ok(r) => return Some((r, rx)),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(dropped = n, "push triggers dropped; those Sources wait for their interval");
+                        tracing::warn!(
+                            dropped = n,
+                            "push triggers dropped; those Sources wait for their interval"
+                        );
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
@@ -175,7 +189,10 @@ impl Credentials {
                 }
             }
         });
-        Credentials { store, key: ObjectRef::new(name).within(namespace) }
+        Credentials {
+            store,
+            key: ObjectRef::new(name).within(namespace),
+        }
     }
 
     /// The value of `key` in the Secret, if the Secret exists and the entry is not empty.
@@ -223,7 +240,9 @@ impl SeenSignatures {
         if let Some(&(oldest, _)) = self.0.first()
             && self.0.len() >= MAX_REMEMBERED_SIGNATURES
         {
-            return Remembered::Full { retry_after: oldest.saturating_add(window + 1).saturating_sub(now).max(1) };
+            return Remembered::Full {
+                retry_after: oldest.saturating_add(window + 1).saturating_sub(now).max(1),
+            };
         }
         self.0.insert((seconds, signature));
         Remembered::New
@@ -239,10 +258,18 @@ pub async fn serve(
     state: Arc<RuntimeState>,
 ) -> Result<SocketAddr, ReceiverError> {
     let addr = config.addr;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ReceiverError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ReceiverError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ReceiverError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ReceiverError::Bind { addr, source })?;
     tracing::info!(addr = %bound, secret = %format!("{}/{}", config.secret_namespace, config.secret_name), "receiving push notifications");
-    let credentials = Credentials::watch(client.clone(), &config.secret_namespace, &config.secret_name);
+    let credentials = Credentials::watch(
+        client.clone(),
+        &config.secret_namespace,
+        &config.secret_name,
+    );
     let receiver = Arc::new(Receiver {
         client,
         config,
@@ -252,11 +279,18 @@ pub async fn serve(
         unverified_bodies: Semaphore::new(MAX_UNVERIFIED_BODIES),
         seen: Mutex::default(),
     });
-    let limits = ConnectionLimits { connections: MAX_CONNECTIONS, header_bytes: MAX_HEADER_BYTES };
-    tokio::spawn(crate::server::serve_http(listener, Some(limits), move |req| {
-        let receiver = receiver.clone();
-        async move { Ok::<_, Infallible>(receiver.handle(req).await) }
-    }));
+    let limits = ConnectionLimits {
+        connections: MAX_CONNECTIONS,
+        header_bytes: MAX_HEADER_BYTES,
+    };
+    tokio::spawn(crate::server::serve_http(
+        listener,
+        Some(limits),
+        move |req| {
+            let receiver = receiver.clone();
+            async move { Ok::<_, Infallible>(receiver.handle(req).await) }
+        },
+    ));
     Ok(bound)
 }
 
@@ -322,7 +356,9 @@ impl Receiver {
         // length to check before reading it, so it is refused.
         match req.body().size_hint().exact() {
             None => return text(StatusCode::LENGTH_REQUIRED, "Content-Length required\n"),
-            Some(n) if n > MAX_BODY_BYTES as u64 => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+            Some(n) if n > MAX_BODY_BYTES as u64 => {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+            }
             Some(_) => {}
         }
         let path = req.uri().path().to_string();
@@ -339,17 +375,25 @@ impl Receiver {
             Claim::Signed(_) => match self.unverified_bodies.try_acquire() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    return busy(StatusCode::SERVICE_UNAVAILABLE, "too many signed requests in flight; retry\n", 1);
+                    return busy(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many signed requests in flight; retry\n",
+                        1,
+                    );
                 }
             },
         };
         // hyper ends the body at the declared length; Limited is a second fence.
-        let body =
-            match tokio::time::timeout(BODY_DEADLINE, Limited::new(req.into_body(), MAX_BODY_BYTES).collect()).await {
-                Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "incomplete body\n"),
-                Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "body not received in time\n"),
-            };
+        let body = match tokio::time::timeout(
+            BODY_DEADLINE,
+            Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "incomplete body\n"),
+            Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "body not received in time\n"),
+        };
         if let Claim::Signed(signed) = claim {
             if !signed.matches(&body) {
                 return refused(Denied::BadSignature);
@@ -366,7 +410,11 @@ impl Receiver {
                         remembered = MAX_REMEMBERED_SIGNATURES,
                         "receiver: replay memory full; signed requests refused until the oldest leave the window"
                     );
-                    return busy(StatusCode::TOO_MANY_REQUESTS, "too many signed requests; retry later\n", retry_after);
+                    return busy(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many signed requests; retry later\n",
+                        retry_after,
+                    );
                 }
             }
         }
@@ -393,8 +441,12 @@ impl Receiver {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let signature = headers.get("x-berth-signature").and_then(|v| v.to_str().ok());
-        let timestamp = headers.get("x-berth-timestamp").and_then(|v| v.to_str().ok());
+        let signature = headers
+            .get("x-berth-signature")
+            .and_then(|v| v.to_str().ok());
+        let timestamp = headers
+            .get("x-berth-timestamp")
+            .and_then(|v| v.to_str().ok());
         if bearer.is_none() && signature.is_none() {
             return Err(Denied::NoCredentials);
         }
@@ -403,22 +455,40 @@ impl Receiver {
         }
         if let Some(given) = bearer {
             let want = self.credentials.entry(TOKEN_KEY).ok_or(Denied::BadToken)?;
-            return if bool::from(want.ct_eq(given.as_bytes())) { Ok(Claim::Token) } else { Err(Denied::BadToken) };
+            return if bool::from(want.ct_eq(given.as_bytes())) {
+                Ok(Claim::Token)
+            } else {
+                Err(Denied::BadToken)
+            };
         }
-        let (Some(signature), Some(timestamp)) = (signature, timestamp) else { return Err(Denied::BadSignature) };
-        let key = self.credentials.entry(HMAC_KEY).ok_or(Denied::BadSignature)?;
+        let (Some(signature), Some(timestamp)) = (signature, timestamp) else {
+            return Err(Denied::BadSignature);
+        };
+        let key = self
+            .credentials
+            .entry(HMAC_KEY)
+            .ok_or(Denied::BadSignature)?;
         let timestamp = timestamp.trim();
         let seconds: u64 = timestamp.parse().map_err(|_| Denied::Stale)?;
         if unix_now().abs_diff(seconds) > MAX_SIGNATURE_AGE.as_secs() {
             return Err(Denied::Stale);
         }
-        let signature = signature.trim().strip_prefix("sha256=").and_then(parse_hex32).ok_or(Denied::BadSignature)?;
+        let signature = signature
+            .trim()
+            .strip_prefix("sha256=")
+            .and_then(parse_hex32)
+            .ok_or(Denied::BadSignature)?;
         // A replay is refused here already, before its body is read; `remember` settles races.
         match self.seen.lock() {
             Ok(seen) if !seen.contains(seconds, &signature) => {}
             _ => return Err(Denied::Replayed),
         }
-        Ok(Claim::Signed(Signed { key, timestamp: timestamp.to_string(), seconds, signature }))
+        Ok(Claim::Signed(Signed {
+            key,
+            timestamp: timestamp.to_string(),
+            seconds,
+            signature,
+        }))
     }
 
     fn sources(&self, namespace: Option<&str>) -> Api<Source> {
@@ -429,7 +499,12 @@ impl Receiver {
     }
 
     async fn named(&self, ns: &str, name: &str) -> Response<Full<Bytes>> {
-        if self.config.watch_namespace.as_deref().is_some_and(|w| w != ns) {
+        if self
+            .config
+            .watch_namespace
+            .as_deref()
+            .is_some_and(|w| w != ns)
+        {
             return text(StatusCode::NOT_FOUND, "no such source\n");
         }
         match self.sources(Some(ns)).get_opt(name).await {
@@ -441,7 +516,10 @@ impl Receiver {
             Ok(None) => text(StatusCode::NOT_FOUND, "no such source\n"),
             Err(e) => {
                 tracing::warn!(error = %e, "receiver: cannot read Sources");
-                text(StatusCode::SERVICE_UNAVAILABLE, "cannot read Sources; retry\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot read Sources; retry\n",
+                )
             }
         }
     }
@@ -449,14 +527,22 @@ impl Receiver {
     async fn registry_event(&self, body: &[u8]) -> Response<Full<Bytes>> {
         let envelope: Envelope = match serde_json::from_slice(body) {
             Ok(e) => e,
-            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("not a registry notification envelope: {e}\n")),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("not a registry notification envelope: {e}\n"),
+                );
+            }
         };
         // Blob pushes come first and change nothing a Source resolves; the manifest push
         // (with its tag) is what moves a reference.
         let repositories: Vec<&str> = envelope
             .events
             .iter()
-            .filter(|e| e.action == "push" && (e.target.tag.is_some() || e.target.media_type.contains("manifest")))
+            .filter(|e| {
+                e.action == "push"
+                    && (e.target.tag.is_some() || e.target.media_type.contains("manifest"))
+            })
             .map(|e| e.target.repository.as_str())
             .filter(|r| !r.is_empty())
             .collect();
@@ -467,12 +553,18 @@ impl Receiver {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "receiver: cannot list Sources");
-                return text(StatusCode::SERVICE_UNAVAILABLE, "cannot read Sources; retry\n");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot read Sources; retry\n",
+                );
             }
         };
         let mut fired = 0usize;
         for src in &list.items {
-            if repositories.iter().any(|r| repository_of(&src.spec.url) == Some(*r)) {
+            if repositories
+                .iter()
+                .any(|r| repository_of(&src.spec.url) == Some(*r))
+            {
                 tracing::info!(source = %format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any()), "receiver: registry push; reconcile requested");
                 self.triggers.fire(src);
                 fired += 1;
@@ -486,14 +578,18 @@ impl Receiver {
 
 /// `repo/path` of `oci://host[:port]/repo/path`.
 fn repository_of(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("oci://").unwrap_or(url).trim_end_matches('/');
+    let rest = url
+        .strip_prefix("oci://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
     rest.split_once('/').map(|(_, repo)| repo)
 }
 
 impl Signed {
     /// Constant-time comparison of the signature with the HMAC of this body.
     fn matches(&self, body: &[u8]) -> bool {
-        mac(&self.key, &self.timestamp, body).is_some_and(|m| m.verify_slice(&self.signature).is_ok())
+        mac(&self.key, &self.timestamp, body)
+            .is_some_and(|m| m.verify_slice(&self.signature).is_ok())
     }
 }
 
@@ -508,8 +604,14 @@ fn mac(key: &[u8], timestamp: &str, body: &[u8]) -> Option<Hmac<Sha256>> {
 
 /// Lowercase hex HMAC-SHA256 of `<timestamp>.<body>`.
 pub fn sign(key: &[u8], timestamp: &str, body: &[u8]) -> String {
-    let Some(mac) = mac(key, timestamp, body) else { return String::new() };
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    let Some(mac) = mac(key, timestamp, body) else {
+        return String::new();
+    };
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// 64 hex digits (either case) as 32 bytes.
@@ -527,13 +629,19 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A refusal the caller should retry after `seconds`.
 fn busy(status: StatusCode, body: &str, seconds: u64) -> Response<Full<Bytes>> {
     let mut r = text(status, body);
-    r.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds));
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from(seconds),
+    );
     r
 }
 
@@ -544,7 +652,10 @@ mod tests {
 
     #[test]
     fn repository_is_the_path_after_the_host() {
-        assert_eq!(repository_of("oci://127.0.0.1:5000/team/app"), Some("team/app"));
+        assert_eq!(
+            repository_of("oci://127.0.0.1:5000/team/app"),
+            Some("team/app")
+        );
         assert_eq!(repository_of("oci://reg/app/"), Some("app"));
         assert_eq!(repository_of("oci://reg"), None);
     }
@@ -571,12 +682,23 @@ mod tests {
             sig[..4].copy_from_slice(&i.to_be_bytes());
             assert_eq!(seen.remember(now, sig, now), Remembered::New);
         }
-        assert_eq!(seen.remember(now, first, now + window), Remembered::Replay, "still inside the window");
-        assert_eq!(seen.remember(now, first, now + window + 1), Remembered::New, "left the window");
+        assert_eq!(
+            seen.remember(now, first, now + window),
+            Remembered::Replay,
+            "still inside the window"
+        );
+        assert_eq!(
+            seen.remember(now, first, now + window + 1),
+            Remembered::New,
+            "left the window"
+        );
         // A timestamp from the future stays until `window` after that timestamp.
         let future = [2u8; 32];
         assert_eq!(seen.remember(now + window, future, now), Remembered::New);
-        assert_eq!(seen.remember(now + window, future, now + 2 * window), Remembered::Replay);
+        assert_eq!(
+            seen.remember(now + window, future, now + 2 * window),
+            Remembered::Replay
+        );
     }
 
     #[test]
@@ -589,9 +711,20 @@ mod tests {
             assert_eq!(seen.remember(now - 10, sig, now), Remembered::New);
         }
         let retry_after = MAX_SIGNATURE_AGE.as_secs() - 10 + 1;
-        assert_eq!(seen.remember(now, [9u8; 32], now), Remembered::Full { retry_after });
-        assert_eq!(seen.remember(now - 10, [0u8; 32], now), Remembered::Replay, "the oldest is still refused");
-        assert_eq!(seen.remember(now, [9u8; 32], now + retry_after), Remembered::New, "once the oldest left");
+        assert_eq!(
+            seen.remember(now, [9u8; 32], now),
+            Remembered::Full { retry_after }
+        );
+        assert_eq!(
+            seen.remember(now - 10, [0u8; 32], now),
+            Remembered::Replay,
+            "the oldest is still refused"
+        );
+        assert_eq!(
+            seen.remember(now, [9u8; 32], now + retry_after),
+            Remembered::New,
+            "once the oldest left"
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub enum ReconcileError {
     /// not always name the account (it may report the per-resource impersonation check), so
     /// the condition names it.
     #[error("applying as ServiceAccount {account}: {source}")]
-    ForbiddenAs { account: String, source: Box<SyncError> },
+    ForbiddenAs {
+        account: String,
+        source: Box<SyncError>,
+    },
     #[error("writing the status of the Source: {0}")]
     Status(kube::Error),
     #[error(transparent)]
@@ -74,7 +77,10 @@ impl ReconcileError {
             ReconcileError::Spec(_) => true,
             ReconcileError::Access(e) => e.is_stalled(),
             ReconcileError::Lockdown(e) => {
-                matches!(e, crate::lockdown::LockdownError::ServiceAccountRequired { .. })
+                matches!(
+                    e,
+                    crate::lockdown::LockdownError::ServiceAccountRequired { .. }
+                )
             }
             _ => false,
         }
@@ -87,7 +93,11 @@ impl ReconcileError {
     }
 
     fn failure(&self) -> Failure {
-        Failure { reason: self.reason(), message: self.to_string(), stalled: self.is_stalled() }
+        Failure {
+            reason: self.reason(),
+            message: self.to_string(),
+            stalled: self.is_stalled(),
+        }
     }
 }
 
@@ -102,7 +112,8 @@ pub async fn reconcile(src: Arc<Source>, ctx: Arc<Context>) -> Result<Action, Re
         Ok(_) => reason::SUCCEEDED,
         Err(e) => e.reason(),
     };
-    ctx.metrics.reconciled(&key, result.is_ok(), reason, started.elapsed());
+    ctx.metrics
+        .reconciled(&key, result.is_ok(), reason, started.elapsed());
     result
 }
 
@@ -112,12 +123,16 @@ async fn reconcile_inner(src: &Source, ctx: &Context) -> Result<Action, Reconcil
         return Ok(Action::await_change());
     }
     let (outcome, error) = run(src, ctx).await;
-    status::record(src, ctx, &outcome).await.map_err(ReconcileError::Status)?;
+    status::record(src, ctx, &outcome)
+        .await
+        .map_err(ReconcileError::Status)?;
     match error {
         Some(e) => Err(e),
         None => {
             ctx.succeeded(&src.key());
-            Ok(Action::requeue(src.spec.interval().unwrap_or(FALLBACK_INTERVAL)))
+            Ok(Action::requeue(
+                src.spec.interval().unwrap_or(FALLBACK_INTERVAL),
+            ))
         }
     }
 }
@@ -135,8 +150,13 @@ pub fn error_policy(src: Arc<Source>, e: &ReconcileError, ctx: Arc<Context>) -> 
 
 /// `BACKOFF_BASE * 2^(failures-1)`, at most `cap`.
 pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
-    BACKOFF_BASE.saturating_mul(factor).min(cap).max(Duration::from_secs(1))
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1).min(16))
+        .unwrap_or(u32::MAX);
+    BACKOFF_BASE
+        .saturating_mul(factor)
+        .min(cap)
+        .max(Duration::from_secs(1))
 }
 
 /// What a reconcile works with once the Source is read.
@@ -165,7 +185,13 @@ struct Converged {
 async fn run(src: &Source, ctx: &Context) -> (Outcome, Option<ReconcileError>) {
     let failed = |e: ReconcileError, attempted: Option<Digest>| {
         tracing::warn!(reason = e.reason(), error = %e, "reconcile failed");
-        (Outcome::Failed { failure: e.failure(), attempted }, Some(e))
+        (
+            Outcome::Failed {
+                failure: e.failure(),
+                attempted,
+            },
+            Some(e),
+        )
     };
     let prepared = match prepare(src, ctx).await {
         Ok(p) => p,
@@ -179,23 +205,48 @@ async fn run(src: &Source, ctx: &Context) -> (Outcome, Option<ReconcileError>) {
         Ok(c) => return (converged(c, hold), None),
         Err(e) => e,
     };
-    let Some(hold) = rollback::after_failure(src, e.is_health_verdict(), attempt.digest.as_ref()) else {
+    let Some(hold) = rollback::after_failure(src, e.is_health_verdict(), attempt.digest.as_ref())
+    else {
         return failed(e, attempt.digest);
     };
     tracing::warn!(failed = %hold.failed, good = %hold.good, error = %e, "health check failed; rolling back");
     let refused = |e: ReconcileError, hold: Hold, note: String| {
-        (Outcome::RollbackRefused { hold, failure: e.failure(), note }, Some(e))
+        (
+            Outcome::RollbackRefused {
+                hold,
+                failure: e.failure(),
+                note,
+            },
+            Some(e),
+        )
     };
     // The last good digest must still verify under the trust policy as it is now, even when
     // its manifests are remembered: a rotated key stops a rollback to content it no longer
     // trusts.
-    if let Err(why) = verify(&ctx.metrics, &prepared.access, &prepared.access.reference, &hold.good).await {
+    if let Err(why) = verify(
+        &ctx.metrics,
+        &prepared.access,
+        &prepared.access.reference,
+        &hold.good,
+    )
+    .await
+    {
         tracing::warn!(good = %hold.good, error = %why, "not rolling back: the last good digest no longer verifies");
-        let note = format!("not rolled back: the last applied digest {} no longer verifies ({why})", hold.good);
+        let note = format!(
+            "not rolled back: the last applied digest {} no longer verifies ({why})",
+            hold.good
+        );
         return refused(e, hold, note);
     }
     match converge(src, ctx, &prepared, Some(&hold), &mut Attempt::default()).await {
-        Ok(c) if c.held => (Outcome::RolledBack { hold, artifact: c.artifact, cause: e.to_string() }, None),
+        Ok(c) if c.held => (
+            Outcome::RolledBack {
+                hold,
+                artifact: c.artifact,
+                cause: e.to_string(),
+            },
+            None,
+        ),
         // The ref moved while we rolled back: the new digest applied cleanly.
         Ok(c) => (converged(c, None), None),
         Err(rollback_error) => {
@@ -208,8 +259,14 @@ async fn run(src: &Source, ctx: &Context) -> (Outcome, Option<ReconcileError>) {
 
 fn converged(c: Converged, hold: Option<Hold>) -> Outcome {
     match hold {
-        Some(hold) if c.held => Outcome::Held { hold, artifact: c.artifact },
-        _ => Outcome::Applied { artifact: c.artifact, report: c.report },
+        Some(hold) if c.held => Outcome::Held {
+            hold,
+            artifact: c.artifact,
+        },
+        _ => Outcome::Applied {
+            artifact: c.artifact,
+            report: c.report,
+        },
     }
 }
 
@@ -218,7 +275,10 @@ async fn prepare(src: &Source, ctx: &Context) -> Result<Prepared, ReconcileError
     src.spec.validate()?;
     let service_account = ctx.lockdown.service_account(src)?;
     let access = access::of(src, &ctx.client, &ctx.registries).await?;
-    Ok(Prepared { access, service_account })
+    Ok(Prepared {
+        access,
+        service_account,
+    })
 }
 
 /// Resolve, get the verified artifact, apply. With `hold`, a ref that resolves to the failed
@@ -232,7 +292,12 @@ async fn converge(
 ) -> Result<Converged, ReconcileError> {
     let access = &prepared.access;
     // Resolve: one HEAD request (or a tag list for semver).
-    let resolution = fetch::resolve(&access.registry, &access.reference, access.semver.as_deref()).await;
+    let resolution = fetch::resolve(
+        &access.registry,
+        &access.reference,
+        access.semver.as_deref(),
+    )
+    .await;
     ctx.metrics.registry_request("resolve", resolution.is_ok());
     let (mut resolved, mut digest) = resolution?;
     let mut held = false;
@@ -252,7 +317,11 @@ async fn converge(
     let artifact = entry.artifact.clone();
     // Remembered only once applied: an artifact that failed is pulled and verified again.
     ctx.remember(src.key(), entry);
-    Ok(Converged { artifact, report, held })
+    Ok(Converged {
+        artifact,
+        report,
+        held,
+    })
 }
 
 /// The verified artifact at `digest`, and whether this is a drift check of the artifact the
@@ -266,11 +335,16 @@ async fn artifact_for(
 ) -> Result<(Remembered, bool), ReconcileError> {
     let key = src.key();
     let trust = access.trust.fingerprint();
-    let remembered = ctx.remembered(&key).filter(|r| r.artifact.digest == *digest && r.uid == src.metadata.uid);
+    let remembered = ctx
+        .remembered(&key)
+        .filter(|r| r.artifact.digest == *digest && r.uid == src.metadata.uid);
     // A spec change (namespace, force, identity…) changes the plan even for the same digest:
     // it goes through the dry-run gate again.
-    let spec_unchanged = src.status.as_ref().and_then(|s| s.observed_generation) == src.metadata.generation;
-    let vouched = remembered.as_ref().is_some_and(|r| r.vouched_for(src, &trust));
+    let spec_unchanged =
+        src.status.as_ref().and_then(|s| s.observed_generation) == src.metadata.generation;
+    let vouched = remembered
+        .as_ref()
+        .is_some_and(|r| r.vouched_for(src, &trust));
     let entry = match remembered {
         Some(r) if vouched => {
             tracing::debug!("digest unchanged; checking for drift");
@@ -283,16 +357,36 @@ async fn artifact_for(
             tracing::info!("spec or trust policy changed; verifying the applied digest again");
             ctx.forget(&key);
             let signer = verify(&ctx.metrics, access, resolved, digest).await?;
-            let artifact = Arc::new(Artifact { signer, ..(*r.artifact).clone() });
-            Remembered { generation: src.metadata.generation, trust, artifact, ..r }
+            let artifact = Arc::new(Artifact {
+                signer,
+                ..(*r.artifact).clone()
+            });
+            Remembered {
+                generation: src.metadata.generation,
+                trust,
+                artifact,
+                ..r
+            }
         }
         None => {
-            status::record_progress(src, ctx, digest).await.map_err(ReconcileError::Status)?;
+            status::record_progress(src, ctx, digest)
+                .await
+                .map_err(ReconcileError::Status)?;
             let mut grant = ctx.budget.reserve(|| ctx.evict_one()).await;
             let share = ctx.budget.share();
-            let checks = Checks { metrics: &ctx.metrics, refuse_older_than: refuse_older_than(src) };
-            let (artifact, charged) =
-                fetch::fetch_digest(&access.registry, resolved, digest, &access.trust, share, &checks).await?;
+            let checks = Checks {
+                metrics: &ctx.metrics,
+                refuse_older_than: refuse_older_than(src),
+            };
+            let (artifact, charged) = fetch::fetch_digest(
+                &access.registry,
+                resolved,
+                digest,
+                &access.trust,
+                share,
+                &checks,
+            )
+            .await?;
             tracing::info!(signer = %artifact.signer, objects = artifact.manifests.len(), charged, "artifact verified");
             // The layer is gone; the remembered manifests keep what they were charged.
             grant.shrink_to(charged);
@@ -312,8 +406,11 @@ async fn artifact_for(
 /// of the last applied artifact, which a new one may not be older than.
 fn refuse_older_than(src: &Source) -> Option<Option<&str>> {
     let pinned = matches!(src.spec.reference.kind(), Ok(RefKind::Digest(_)));
-    (src.spec.verify.refuse_older && !pinned)
-        .then(|| src.status.as_ref().and_then(|s| s.last_applied_created.as_deref()))
+    (src.spec.verify.refuse_older && !pinned).then(|| {
+        src.status
+            .as_ref()
+            .and_then(|s| s.last_applied_created.as_deref())
+    })
 }
 
 /// The controller's view of a fetch: registry requests counted, older artifacts refused.
@@ -357,16 +454,28 @@ async fn apply(
 ) -> Result<SyncReport, ReconcileError> {
     let namespace = src.namespace().unwrap_or_default();
     let applier = match &prepared.service_account {
-        Some(sa) => crate::apply::impersonating(&ctx.config, &namespace, sa).map_err(|e| AccessError::Unusable {
-            what: format!("ServiceAccount {namespace}/{sa}"),
-            message: e.to_string(),
+        Some(sa) => crate::apply::impersonating(&ctx.config, &namespace, sa).map_err(|e| {
+            AccessError::Unusable {
+                what: format!("ServiceAccount {namespace}/{sa}"),
+                message: e.to_string(),
+            }
         })?,
         None => ctx.client.clone(),
     };
-    let clients = Clients { agent: ctx.client.clone(), applier };
-    let parent = ApplySetParent { kind: ParentKind::Source, name: src.name_any(), namespace: namespace.clone() };
+    let clients = Clients {
+        agent: ctx.client.clone(),
+        applier,
+    };
+    let parent = ApplySetParent {
+        kind: ParentKind::Source,
+        name: src.name_any(),
+        namespace: namespace.clone(),
+    };
     let opts = SyncOptions {
-        namespaces: NamespaceDefaults { target: src.spec.target_namespace.clone(), fallback: namespace },
+        namespaces: NamespaceDefaults {
+            target: src.spec.target_namespace.clone(),
+            fallback: namespace,
+        },
         force: src.spec.force,
         prune: src.spec.prune,
         wait: src.spec.wait,
@@ -378,21 +487,34 @@ async fn apply(
     if !ctx.lockdown.is_empty() {
         // The same plan the engine builds (discovery answers are kept for it), checked whole
         // before the engine dry-runs or applies any of it.
-        let plan = crate::plan::plan(artifact.manifests.clone(), &mut discovery, &opts.namespaces, &parent.id())
-            .await
-            .map_err(|e| ReconcileError::Sync(e.into()))?;
+        let plan = crate::plan::plan(
+            artifact.manifests.clone(),
+            &mut discovery,
+            &opts.namespaces,
+            &parent.id(),
+        )
+        .await
+        .map_err(|e| ReconcileError::Sync(e.into()))?;
         ctx.lockdown.check(&plan, &parent)?;
     }
-    engine::sync(&clients, &mut discovery, &parent, artifact.manifests.clone(), &opts).await.map_err(|e| {
-        match (&prepared.service_account, e) {
-            (Some(sa), SyncError::Apply(a)) if a.main_cause() == crate::apply::FailureCause::Forbidden => {
-                ReconcileError::ForbiddenAs {
-                    account: format!("{}/{sa}", parent.namespace),
-                    source: Box::new(SyncError::Apply(a)),
-                }
+    engine::sync(
+        &clients,
+        &mut discovery,
+        &parent,
+        artifact.manifests.clone(),
+        &opts,
+    )
+    .await
+    .map_err(|e| match (&prepared.service_account, e) {
+        (Some(sa), SyncError::Apply(a))
+            if a.main_cause() == crate::apply::FailureCause::Forbidden =>
+        {
+            ReconcileError::ForbiddenAs {
+                account: format!("{}/{sa}", parent.namespace),
+                source: Box::new(SyncError::Apply(a)),
             }
-            (_, e) => e.into(),
         }
+        (_, e) => e.into(),
     })
 }
 
@@ -414,21 +536,34 @@ mod tests {
     fn spec_errors_stall_and_registry_errors_retry() {
         let spec = ReconcileError::Spec(SpecError::NoTrustPolicy).failure();
         assert_eq!((spec.reason, spec.stalled), (reason::INVALID_SPEC, true));
-        let url = ReconcileError::Access(AccessError::Url { url: "x".into(), message: "bad".into() }).failure();
+        let url = ReconcileError::Access(AccessError::Url {
+            url: "x".into(),
+            message: "bad".into(),
+        })
+        .failure();
         assert_eq!((url.reason, url.stalled), (reason::INVALID_SPEC, true));
-        let secret =
-            ReconcileError::Access(AccessError::Unusable { what: "Secret ns/k".into(), message: "gone".into() });
+        let secret = ReconcileError::Access(AccessError::Unusable {
+            what: "Secret ns/k".into(),
+            message: "gone".into(),
+        });
         let f = secret.failure();
         assert_eq!(
             (f.reason, f.stalled, f.message.as_str()),
-            (reason::ACCESS_CONFIGURATION_FAILED, false, "Secret ns/k: gone")
+            (
+                reason::ACCESS_CONFIGURATION_FAILED,
+                false,
+                "Secret ns/k: gone"
+            )
         );
         let older = ReconcileError::Fetch(FetchError::Older {
             reference: "r".into(),
             created: "a".into(),
             applied: "b".into(),
         });
-        assert_eq!((older.failure().reason, older.failure().stalled), (reason::OLDER_ARTIFACT, false));
+        assert_eq!(
+            (older.failure().reason, older.failure().stalled),
+            (reason::OLDER_ARTIFACT, false)
+        );
         assert!(!older.is_health_verdict());
     }
 }

@@ -61,13 +61,23 @@ pub fn retry_value(src: &Source) -> Option<String> {
 /// is. Only a verdict on a new digest's health counts (`health_verdict`: not a health check cut
 /// short by losing the API server, which would stop the rollback too), and only when there is
 /// an older applied digest to return to.
-pub fn after_failure(src: &Source, health_verdict: bool, attempted: Option<&Digest>) -> Option<Hold> {
+pub fn after_failure(
+    src: &Source,
+    health_verdict: bool,
+    attempted: Option<&Digest>,
+) -> Option<Hold> {
     src.spec.rollback?;
     if !health_verdict {
         return None;
     }
     let failed = attempted?.clone();
-    let good: Digest = src.status.as_ref()?.last_applied_digest.as_deref()?.parse().ok()?;
+    let good: Digest = src
+        .status
+        .as_ref()?
+        .last_applied_digest
+        .as_deref()?
+        .parse()
+        .ok()?;
     // The digest that was healthy before is what failed now (drift, a node outage…): there is
     // nothing older to return to.
     (good != failed).then_some(Hold { failed, good })
@@ -81,8 +91,7 @@ mod tests {
     const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
     fn source(rollback: bool, status: serde_json::Value, retry: Option<&str>) -> Source {
-        let mut spec =
-            serde_json::json!({"url": "oci://r/a", "ref": {"tag": "v1"}, "verify": {"insecureSkipVerify": true}});
+        let mut spec = serde_json::json!({"url": "oci://r/a", "ref": {"tag": "v1"}, "verify": {"insecureSkipVerify": true}});
         if rollback {
             spec["rollback"] = "onHealthFailure".into();
         }
@@ -109,30 +118,74 @@ mod tests {
     fn a_failed_health_check_of_a_new_digest_rolls_back_to_the_applied_one() {
         let src = source(true, serde_json::json!({"lastAppliedDigest": A}), None);
         let hold = after_failure(&src, true, Some(&digest(B)));
-        assert_eq!(hold, Some(Hold { failed: digest(B), good: digest(A) }));
+        assert_eq!(
+            hold,
+            Some(Hold {
+                failed: digest(B),
+                good: digest(A)
+            })
+        );
     }
 
     #[test]
     fn no_rollback_without_the_policy_a_verdict_or_an_older_digest() {
         let applied = serde_json::json!({"lastAppliedDigest": A});
-        assert_eq!(after_failure(&source(false, applied.clone(), None), true, Some(&digest(B))), None);
+        assert_eq!(
+            after_failure(
+                &source(false, applied.clone(), None),
+                true,
+                Some(&digest(B))
+            ),
+            None
+        );
         // Not a verdict (the API server went away, the registry failed, …).
-        assert_eq!(after_failure(&source(true, applied.clone(), None), false, Some(&digest(B))), None);
+        assert_eq!(
+            after_failure(
+                &source(true, applied.clone(), None),
+                false,
+                Some(&digest(B))
+            ),
+            None
+        );
         // The applied digest itself turned unhealthy: nothing older to go to.
-        assert_eq!(after_failure(&source(true, applied.clone(), None), true, Some(&digest(A))), None);
+        assert_eq!(
+            after_failure(&source(true, applied.clone(), None), true, Some(&digest(A))),
+            None
+        );
         // Nothing applied yet, or the digest never resolved.
-        assert_eq!(after_failure(&source(true, serde_json::json!({}), None), true, Some(&digest(B))), None);
-        assert_eq!(after_failure(&source(true, applied, None), true, None), None);
+        assert_eq!(
+            after_failure(
+                &source(true, serde_json::json!({}), None),
+                true,
+                Some(&digest(B))
+            ),
+            None
+        );
+        assert_eq!(
+            after_failure(&source(true, applied, None), true, None),
+            None
+        );
     }
 
     #[test]
     fn a_hold_lasts_until_the_retry_annotation_changes() {
-        let held = serde_json::json!({"lastAppliedDigest": A, "failedDigest": B, "lastHandledRetry": "1"});
-        let want = Some(Hold { failed: digest(B), good: digest(A) });
+        let held =
+            serde_json::json!({"lastAppliedDigest": A, "failedDigest": B, "lastHandledRetry": "1"});
+        let want = Some(Hold {
+            failed: digest(B),
+            good: digest(A),
+        });
         assert_eq!(Hold::of(&source(true, held.clone(), None)), want);
         assert_eq!(Hold::of(&source(true, held.clone(), Some("1"))), want);
         assert_eq!(Hold::of(&source(true, held.clone(), Some("2"))), None);
         assert_eq!(Hold::of(&source(false, held, None)), None);
-        assert_eq!(Hold::of(&source(true, serde_json::json!({"lastAppliedDigest": A}), None)), None);
+        assert_eq!(
+            Hold::of(&source(
+                true,
+                serde_json::json!({"lastAppliedDigest": A}),
+                None
+            )),
+            None
+        );
     }
 }

@@ -22,8 +22,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr} ({source}); pick a free address with --metrics-addr (or port 0)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr} ({source}); pick a free address with --metrics-addr (or port 0)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What the probe server reads.
@@ -36,15 +41,21 @@ pub struct Probes {
 
 impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probes").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Probes")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
 /// Binds `addr` now (so a taken port fails the start, loudly) and serves the probes and
 /// metrics in the background. Returns the bound address (port 0 picks a free one).
 pub async fn serve_probes(addr: SocketAddr, probes: Probes) -> Result<SocketAddr, ServeError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     let probes = Arc::new(probes);
     // Probes and scrapes come from the cluster network; no per-listener limits here.
@@ -71,20 +82,36 @@ async fn route(req: Request<Incoming>, probes: &Probes) -> Response<Full<Bytes>>
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if !probes.state.started() {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "starting: Sources not listed yet\n");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "starting: Sources not listed yet\n",
+                );
             }
             // A follower is ready: it has nothing to reach until it leads. A leader (or a
             // lone agent) needs the API server.
             if probes.state.is_leader() {
                 if !probes.state.synced() {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "leader: Source cache not synced yet\n");
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "leader: Source cache not synced yet\n",
+                    );
                 }
-                match tokio::time::timeout(READY_PROBE_TIMEOUT, probes.client.apiserver_version()).await {
+                match tokio::time::timeout(READY_PROBE_TIMEOUT, probes.client.apiserver_version())
+                    .await
+                {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
-                        return text(StatusCode::SERVICE_UNAVAILABLE, &format!("API server unreachable: {e}\n"));
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &format!("API server unreachable: {e}\n"),
+                        );
                     }
-                    Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "API server did not answer in time\n"),
+                    Err(_) => {
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "API server did not answer in time\n",
+                        );
+                    }
                 }
             }
             text(StatusCode::OK, "ok\n")
@@ -110,8 +137,11 @@ pub(crate) struct ConnectionLimits {
 
 /// Accept loop shared by the metrics server and the receiver: HTTP/1.1, one task per
 /// connection, header read timeout, and optionally [`ConnectionLimits`].
-pub(crate) async fn serve_http<F, Fut>(listener: tokio::net::TcpListener, limits: Option<ConnectionLimits>, handler: F)
-where
+pub(crate) async fn serve_http<F, Fut>(
+    listener: tokio::net::TcpListener,
+    limits: Option<ConnectionLimits>,
+    handler: F,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
@@ -141,9 +171,13 @@ where
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper::service::service_fn(handler);
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             if let Some(l) = limits {
-                builder.max_header_size(l.header_bytes).max_buf_size(l.header_bytes.max(8192));
+                builder
+                    .max_header_size(l.header_bytes)
+                    .max_buf_size(l.header_bytes.max(8192));
             }
             if let Err(e) = builder.serve_connection(io, service).await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");

@@ -240,14 +240,21 @@ pub struct Condition {
 /// A Source spec that cannot work as written; the user must edit it.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
-    #[error("spec.ref must set exactly one of tag, digest or semver (found {found}); edit the Source")]
+    #[error(
+        "spec.ref must set exactly one of tag, digest or semver (found {found}); edit the Source"
+    )]
     RefNotExactlyOne { found: usize },
-    #[error("spec.verify lists no keys; add keys or set verify.insecureSkipVerify: true explicitly")]
+    #[error(
+        "spec.verify lists no keys; add keys or set verify.insecureSkipVerify: true explicitly"
+    )]
     NoTrustPolicy,
     #[error("spec.verify.keys[{index}] must set exactly one of secretRef or configMapRef")]
     KeySourceNotExactlyOne { index: usize },
     #[error("spec.{field}: {source}")]
-    Duration { field: &'static str, source: DurationError },
+    Duration {
+        field: &'static str,
+        source: DurationError,
+    },
     #[error("spec.interval {interval:?} is shorter than the minimum {min:?}")]
     IntervalTooShort { interval: Duration, min: Duration },
 }
@@ -268,10 +275,14 @@ impl SourceRef {
             (None, Some(d), None) => Ok(RefKind::Digest(d)),
             (None, None, Some(s)) => Ok(RefKind::Semver(s)),
             _ => Err(SpecError::RefNotExactlyOne {
-                found: [self.tag.is_some(), self.digest.is_some(), self.semver.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count(),
+                found: [
+                    self.tag.is_some(),
+                    self.digest.is_some(),
+                    self.semver.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count(),
             }),
         }
     }
@@ -281,7 +292,11 @@ impl Source {
     /// `namespace/name`: how the agent names a Source in logs, metrics and its own maps.
     pub fn key(&self) -> String {
         use kube::ResourceExt as _;
-        format!("{}/{}", self.namespace().unwrap_or_default(), self.name_any())
+        format!(
+            "{}/{}",
+            self.namespace().unwrap_or_default(),
+            self.name_any()
+        )
     }
 }
 
@@ -299,19 +314,29 @@ impl SourceSpec {
         }
         let interval = self.interval()?;
         if interval < MIN_INTERVAL {
-            return Err(SpecError::IntervalTooShort { interval, min: MIN_INTERVAL });
+            return Err(SpecError::IntervalTooShort {
+                interval,
+                min: MIN_INTERVAL,
+            });
         }
         self.timeout()?;
         Ok(())
     }
 
     pub fn interval(&self) -> Result<Duration, SpecError> {
-        duration::parse(&self.interval).map_err(|source| SpecError::Duration { field: "interval", source })
+        duration::parse(&self.interval).map_err(|source| SpecError::Duration {
+            field: "interval",
+            source,
+        })
     }
 
     pub fn timeout(&self) -> Result<Duration, SpecError> {
-        duration::parse(self.timeout.as_deref().unwrap_or(DEFAULT_TIMEOUT))
-            .map_err(|source| SpecError::Duration { field: "timeout", source })
+        duration::parse(self.timeout.as_deref().unwrap_or(DEFAULT_TIMEOUT)).map_err(|source| {
+            SpecError::Duration {
+                field: "timeout",
+                source,
+            }
+        })
     }
 }
 
@@ -334,7 +359,9 @@ mod tests {
 
     #[test]
     fn defaults_prune_and_wait_on_and_interval_five_minutes() {
-        let s = spec(json!({"url": "oci://r/x", "ref": {"tag": "v1"}, "verify": {"insecureSkipVerify": true}}));
+        let s = spec(
+            json!({"url": "oci://r/x", "ref": {"tag": "v1"}, "verify": {"insecureSkipVerify": true}}),
+        );
         assert!(s.prune);
         assert!(s.wait);
         assert!(!s.force);
@@ -348,7 +375,8 @@ mod tests {
             json!({"url": "oci://r/x", "ref": {"tag": "v1", "digest": "sha256:00"}, "verify": {"insecureSkipVerify": true}}),
         );
         assert_eq!(s.validate(), Err(SpecError::RefNotExactlyOne { found: 2 }));
-        let s = spec(json!({"url": "oci://r/x", "ref": {}, "verify": {"insecureSkipVerify": true}}));
+        let s =
+            spec(json!({"url": "oci://r/x", "ref": {}, "verify": {"insecureSkipVerify": true}}));
         assert_eq!(s.validate(), Err(SpecError::RefNotExactlyOne { found: 0 }));
     }
 
@@ -364,7 +392,12 @@ mod tests {
         assert_eq!(crd.metadata.name.as_deref(), Some("sources.berth.dev"));
         assert_eq!(crd.spec.names.short_names, Some(vec!["bsrc".to_string()]));
         let labels = crd.metadata.labels.unwrap_or_default();
-        assert_eq!(labels.get("applyset.kubernetes.io/is-parent-type").map(String::as_str), Some("true"));
+        assert_eq!(
+            labels
+                .get("applyset.kubernetes.io/is-parent-type")
+                .map(String::as_str),
+            Some("true")
+        );
         let cols: Vec<String> = crd.spec.versions[0]
             .additional_printer_columns
             .clone()

@@ -38,15 +38,29 @@ pub struct Failure {
 #[derive(Debug)]
 pub enum Outcome {
     /// The artifact's objects are applied (new digest, drift corrected, or nothing to do).
-    Applied { artifact: Arc<Artifact>, report: SyncReport },
+    Applied {
+        artifact: Arc<Artifact>,
+        report: SyncReport,
+    },
     /// Held at the last good digest while the ref still points at the rolled-back one.
     Held { hold: Hold, artifact: Arc<Artifact> },
     /// A new digest failed its health check and the last good one was applied again.
-    RolledBack { hold: Hold, artifact: Arc<Artifact>, cause: String },
+    RolledBack {
+        hold: Hold,
+        artifact: Arc<Artifact>,
+        cause: String,
+    },
     /// A health failure called for a rollback that could not be done (`note` says why).
-    RollbackRefused { hold: Hold, failure: Failure, note: String },
+    RollbackRefused {
+        hold: Hold,
+        failure: Failure,
+        note: String,
+    },
     /// Anything else that went wrong; `attempted` is the digest being applied, if resolved.
-    Failed { failure: Failure, attempted: Option<Digest> },
+    Failed {
+        failure: Failure,
+        attempted: Option<Digest>,
+    },
 }
 
 /// An Event to publish about the Source.
@@ -60,11 +74,21 @@ pub struct Note {
 
 impl Note {
     fn normal(reason: &'static str, action: &'static str, message: String) -> Note {
-        Note { warning: false, reason, action, message }
+        Note {
+            warning: false,
+            reason,
+            action,
+            message,
+        }
     }
 
     fn warning(reason: &'static str, action: &'static str, message: String) -> Note {
-        Note { warning: true, reason, action, message }
+        Note {
+            warning: true,
+            reason,
+            action,
+            message,
+        }
     }
 }
 
@@ -78,8 +102,18 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
     match outcome {
         Outcome::Applied { artifact, report } => {
             let revision = artifact.revision.as_deref().unwrap_or("(no revision)");
-            let msg = format!("applied revision {revision} ({}): {} objects", artifact.digest, report.total);
-            conditions::set(c, kind::READY, status::TRUE, reason::SUCCEEDED, &msg, generation);
+            let msg = format!(
+                "applied revision {revision} ({}): {} objects",
+                artifact.digest, report.total
+            );
+            conditions::set(
+                c,
+                kind::READY,
+                status::TRUE,
+                reason::SUCCEEDED,
+                &msg,
+                generation,
+            );
             conditions::clear(c, kind::RECONCILING);
             conditions::clear(c, kind::STALLED);
             // A digest that applied cleanly ends any rollback hold.
@@ -104,12 +138,24 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
             if digest_changed {
                 notes.push(Note::normal(reason::APPLIED, "Apply", msg));
             } else if !report.changed.is_empty() {
-                let names: Vec<String> =
-                    report.changed.iter().take(MAX_CORRECTED_SHOWN).map(ToString::to_string).collect();
-                notes.push(Note::normal(reason::DRIFT_CORRECTED, "Apply", format!("corrected {}", names.join(", "))));
+                let names: Vec<String> = report
+                    .changed
+                    .iter()
+                    .take(MAX_CORRECTED_SHOWN)
+                    .map(ToString::to_string)
+                    .collect();
+                notes.push(Note::normal(
+                    reason::DRIFT_CORRECTED,
+                    "Apply",
+                    format!("corrected {}", names.join(", ")),
+                ));
             }
             if !report.pruned.is_empty() {
-                notes.push(Note::normal(reason::PRUNED, "Prune", format!("pruned {} objects", report.pruned.len())));
+                notes.push(Note::normal(
+                    reason::PRUNED,
+                    "Prune",
+                    format!("pruned {} objects", report.pruned.len()),
+                ));
             }
         }
         Outcome::Held { hold, artifact } => {
@@ -118,7 +164,11 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
             st.last_applied_digest = Some(artifact.digest.to_string());
             st.last_handled_retry = rollback::retry_value(src);
         }
-        Outcome::RolledBack { hold, artifact, cause } => {
+        Outcome::RolledBack {
+            hold,
+            artifact,
+            cause,
+        } => {
             held(c, hold, generation);
             conditions::clear(c, kind::STALLED);
             st.observed_generation = generation;
@@ -128,11 +178,26 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
             st.signer = Some(artifact.signer.clone());
             st.failed_digest = Some(hold.failed.to_string());
             st.last_handled_retry = rollback::retry_value(src);
-            notes.push(Note::warning(reason::ROLLED_BACK, "Rollback", format!("{}: {cause}", hold.summary())));
+            notes.push(Note::warning(
+                reason::ROLLED_BACK,
+                "Rollback",
+                format!("{}: {cause}", hold.summary()),
+            ));
         }
-        Outcome::RollbackRefused { hold, failure, note } => {
+        Outcome::RollbackRefused {
+            hold,
+            failure,
+            note,
+        } => {
             let msg = format!("{}; {note}", failure.message);
-            conditions::set(c, kind::READY, status::FALSE, failure.reason, &msg, generation);
+            conditions::set(
+                c,
+                kind::READY,
+                status::FALSE,
+                failure.reason,
+                &msg,
+                generation,
+            );
             // An earlier RolledBack condition would describe a state that is gone.
             conditions::clear(c, kind::ROLLED_BACK);
             conditions::clear(c, kind::RECONCILING);
@@ -145,10 +210,24 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
             }
         }
         Outcome::Failed { failure, attempted } => {
-            conditions::set(c, kind::READY, status::FALSE, failure.reason, &failure.message, generation);
+            conditions::set(
+                c,
+                kind::READY,
+                status::FALSE,
+                failure.reason,
+                &failure.message,
+                generation,
+            );
             conditions::clear(c, kind::RECONCILING);
             if failure.stalled {
-                conditions::set(c, kind::STALLED, status::TRUE, failure.reason, &failure.message, generation);
+                conditions::set(
+                    c,
+                    kind::STALLED,
+                    status::TRUE,
+                    failure.reason,
+                    &failure.message,
+                    generation,
+                );
             } else {
                 conditions::clear(c, kind::STALLED);
             }
@@ -158,7 +237,11 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
             }
             // Only a change is news: a retry that fails the same way publishes nothing.
             if st.conditions != old.conditions {
-                notes.push(Note::warning(failure.reason, "Reconcile", failure.message.clone()));
+                notes.push(Note::warning(
+                    failure.reason,
+                    "Reconcile",
+                    failure.message.clone(),
+                ));
             }
         }
     }
@@ -167,8 +250,22 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
 
 /// Ready=False naming the hold, and the `RolledBack` condition.
 fn held(c: &mut Vec<crate::source::Condition>, hold: &Hold, generation: Option<i64>) {
-    conditions::set(c, kind::READY, status::FALSE, reason::ROLLED_BACK, &hold.message(), generation);
-    conditions::set(c, kind::ROLLED_BACK, status::TRUE, reason::HEALTH_CHECK_FAILED, &hold.summary(), generation);
+    conditions::set(
+        c,
+        kind::READY,
+        status::FALSE,
+        reason::ROLLED_BACK,
+        &hold.message(),
+        generation,
+    );
+    conditions::set(
+        c,
+        kind::ROLLED_BACK,
+        status::TRUE,
+        reason::HEALTH_CHECK_FAILED,
+        &hold.summary(),
+        generation,
+    );
     conditions::clear(c, kind::RECONCILING);
 }
 
@@ -215,14 +312,32 @@ pub fn progress(src: &Source, digest: &Digest) -> Option<SourceStatus> {
     }
     let generation = src.metadata.generation;
     let msg = format!("applying {digest}");
-    conditions::set(&mut st.conditions, kind::RECONCILING, status::TRUE, reason::PROGRESSING, &msg, generation);
-    conditions::set(&mut st.conditions, kind::READY, status::UNKNOWN, reason::PROGRESSING, &msg, generation);
+    conditions::set(
+        &mut st.conditions,
+        kind::RECONCILING,
+        status::TRUE,
+        reason::PROGRESSING,
+        &msg,
+        generation,
+    );
+    conditions::set(
+        &mut st.conditions,
+        kind::READY,
+        status::UNKNOWN,
+        reason::PROGRESSING,
+        &msg,
+        generation,
+    );
     st.last_attempted_digest = Some(digest);
     Some(st)
 }
 
 /// Marks `src` `Reconciling` while `digest` is pulled and applied.
-pub async fn record_progress(src: &Source, ctx: &Context, digest: &Digest) -> Result<(), kube::Error> {
+pub async fn record_progress(
+    src: &Source,
+    ctx: &Context,
+    digest: &Digest,
+) -> Result<(), kube::Error> {
     match progress(src, digest) {
         Some(st) => write(src, ctx, st).await,
         None => Ok(()),
@@ -239,19 +354,28 @@ async fn write(src: &Source, ctx: &Context, mut st: SourceStatus) -> Result<(), 
         return Ok(());
     }
     st.last_reconcile_time = Some(k8s_openapi::jiff::Timestamp::now().to_string());
-    let api: Api<Source> = Api::namespaced(ctx.client.clone(), &src.namespace().unwrap_or_default());
+    let api: Api<Source> =
+        Api::namespaced(ctx.client.clone(), &src.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": Source::api_version(&()),
         "kind": Source::kind(&()),
         "status": st,
     });
-    api.patch_status(&src.name_any(), &PatchParams::apply(STATUS_FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
+    api.patch_status(
+        &src.name_any(),
+        &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn publish(ctx: &Context, src: &Source, note: Note) {
-    let type_ = if note.warning { EventType::Warning } else { EventType::Normal };
+    let type_ = if note.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
     let ev = Event {
         type_,
         reason: note.reason.into(),
@@ -295,30 +419,64 @@ mod tests {
     }
 
     fn key(name: &str) -> ObjectKey {
-        ObjectKey { group: String::new(), kind: "ConfigMap".into(), namespace: Some("ns".into()), name: name.into() }
+        ObjectKey {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+        }
     }
 
     fn condition<'a>(st: &'a SourceStatus, type_: &str) -> Option<(&'a str, &'a str)> {
-        st.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.as_str(), c.reason.as_str()))
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.as_str(), c.reason.as_str()))
     }
 
     fn failure(reason: &'static str, stalled: bool) -> Failure {
-        Failure { reason, message: format!("it broke ({reason})"), stalled }
+        Failure {
+            reason,
+            message: format!("it broke ({reason})"),
+            stalled,
+        }
     }
 
     #[test]
     fn a_new_digest_applied_is_ready_and_announced() {
-        let src = source(serde_json::json!({"lastAppliedDigest": A, "failedDigest": B,
-            "conditions": [{"type": "Stalled", "status": "True", "reason": "InvalidSpec", "message": "", "lastTransitionTime": "t"}]}));
-        let report = SyncReport { total: 3, changed: vec![key("a")], pruned: vec![key("old")] };
-        let (st, notes) = next(&src, &Outcome::Applied { artifact: artifact(B), report });
-        assert_eq!(condition(&st, kind::READY), Some((status::TRUE, reason::SUCCEEDED)));
+        let src = source(
+            serde_json::json!({"lastAppliedDigest": A, "failedDigest": B,
+            "conditions": [{"type": "Stalled", "status": "True", "reason": "InvalidSpec", "message": "", "lastTransitionTime": "t"}]}),
+        );
+        let report = SyncReport {
+            total: 3,
+            changed: vec![key("a")],
+            pruned: vec![key("old")],
+        };
+        let (st, notes) = next(
+            &src,
+            &Outcome::Applied {
+                artifact: artifact(B),
+                report,
+            },
+        );
+        assert_eq!(
+            condition(&st, kind::READY),
+            Some((status::TRUE, reason::SUCCEEDED))
+        );
         assert_eq!(condition(&st, kind::STALLED), None);
         assert_eq!(st.last_applied_digest.as_deref(), Some(B));
         assert_eq!(st.last_attempted_digest.as_deref(), Some(B));
         assert_eq!(st.failed_digest, None, "a clean apply ends the hold");
         assert_eq!(st.observed_generation, Some(3));
-        assert_eq!(st.objects, Some(ObjectCounts { total: 3, changed: 1, pruned: 1 }));
+        assert_eq!(
+            st.objects,
+            Some(ObjectCounts {
+                total: 3,
+                changed: 1,
+                pruned: 1
+            })
+        );
         let reasons: Vec<&str> = notes.iter().map(|n| n.reason).collect();
         assert_eq!(reasons, [reason::APPLIED, reason::PRUNED]);
     }
@@ -326,11 +484,27 @@ mod tests {
     #[test]
     fn a_quiet_interval_changes_nothing_and_drift_is_announced_as_corrected() {
         let src = source(serde_json::json!({"lastAppliedDigest": A}));
-        let (quiet, notes) = next(&src, &Outcome::Applied { artifact: artifact(A), report: SyncReport::default() });
+        let (quiet, notes) = next(
+            &src,
+            &Outcome::Applied {
+                artifact: artifact(A),
+                report: SyncReport::default(),
+            },
+        );
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(quiet.objects, None, "counts of the last change are kept");
-        let report = SyncReport { total: 1, changed: vec![key("a")], pruned: Vec::new() };
-        let (_, notes) = next(&src, &Outcome::Applied { artifact: artifact(A), report });
+        let report = SyncReport {
+            total: 1,
+            changed: vec![key("a")],
+            pruned: Vec::new(),
+        };
+        let (_, notes) = next(
+            &src,
+            &Outcome::Applied {
+                artifact: artifact(A),
+                report,
+            },
+        );
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].reason, reason::DRIFT_CORRECTED);
         assert!(!notes[0].warning);
@@ -339,43 +513,98 @@ mod tests {
     #[test]
     fn a_failure_stalls_only_when_the_spec_must_change_and_is_announced_once() {
         let src = source(serde_json::json!({"lastAppliedDigest": A}));
-        let (st, notes) =
-            next(&src, &Outcome::Failed { failure: failure(reason::INVALID_SPEC, true), attempted: None });
-        assert_eq!(condition(&st, kind::READY), Some((status::FALSE, reason::INVALID_SPEC)));
-        assert_eq!(condition(&st, kind::STALLED), Some((status::TRUE, reason::INVALID_SPEC)));
+        let (st, notes) = next(
+            &src,
+            &Outcome::Failed {
+                failure: failure(reason::INVALID_SPEC, true),
+                attempted: None,
+            },
+        );
+        assert_eq!(
+            condition(&st, kind::READY),
+            Some((status::FALSE, reason::INVALID_SPEC))
+        );
+        assert_eq!(
+            condition(&st, kind::STALLED),
+            Some((status::TRUE, reason::INVALID_SPEC))
+        );
         assert_eq!(notes.len(), 1);
         assert!(notes[0].warning);
 
-        let again = Source { status: Some(st), ..src.clone() };
-        let (_, notes) =
-            next(&again, &Outcome::Failed { failure: failure(reason::INVALID_SPEC, true), attempted: None });
-        assert!(notes.is_empty(), "the same failure again publishes nothing: {notes:?}");
+        let again = Source {
+            status: Some(st),
+            ..src.clone()
+        };
+        let (_, notes) = next(
+            &again,
+            &Outcome::Failed {
+                failure: failure(reason::INVALID_SPEC, true),
+                attempted: None,
+            },
+        );
+        assert!(
+            notes.is_empty(),
+            "the same failure again publishes nothing: {notes:?}"
+        );
 
         let (st, _) = next(
             &again,
-            &Outcome::Failed { failure: failure(reason::REGISTRY_UNAVAILABLE, false), attempted: Some(digest(B)) },
+            &Outcome::Failed {
+                failure: failure(reason::REGISTRY_UNAVAILABLE, false),
+                attempted: Some(digest(B)),
+            },
         );
         assert_eq!(condition(&st, kind::STALLED), None);
         assert_eq!(st.last_attempted_digest.as_deref(), Some(B));
-        assert_eq!(st.last_applied_digest.as_deref(), Some(A), "the last good state stays");
+        assert_eq!(
+            st.last_applied_digest.as_deref(),
+            Some(A),
+            "the last good state stays"
+        );
     }
 
     #[test]
     fn a_rollback_holds_at_the_good_digest_until_a_clean_apply() {
         let src = source(serde_json::json!({"lastAppliedDigest": A}));
-        let hold = Hold { failed: digest(B), good: digest(A) };
-        let outcome = Outcome::RolledBack { hold: hold.clone(), artifact: artifact(A), cause: "timeout".into() };
+        let hold = Hold {
+            failed: digest(B),
+            good: digest(A),
+        };
+        let outcome = Outcome::RolledBack {
+            hold: hold.clone(),
+            artifact: artifact(A),
+            cause: "timeout".into(),
+        };
         let (st, notes) = next(&src, &outcome);
-        assert_eq!(condition(&st, kind::READY), Some((status::FALSE, reason::ROLLED_BACK)));
-        assert_eq!(condition(&st, kind::ROLLED_BACK), Some((status::TRUE, reason::HEALTH_CHECK_FAILED)));
+        assert_eq!(
+            condition(&st, kind::READY),
+            Some((status::FALSE, reason::ROLLED_BACK))
+        );
+        assert_eq!(
+            condition(&st, kind::ROLLED_BACK),
+            Some((status::TRUE, reason::HEALTH_CHECK_FAILED))
+        );
         assert_eq!(st.failed_digest.as_deref(), Some(B));
         assert_eq!(st.last_attempted_digest.as_deref(), Some(B));
         assert_eq!(st.last_applied_digest.as_deref(), Some(A));
         assert_eq!(notes.len(), 1);
-        assert!(notes[0].message.ends_with(": timeout"), "{}", notes[0].message);
+        assert!(
+            notes[0].message.ends_with(": timeout"),
+            "{}",
+            notes[0].message
+        );
 
-        let held = Source { status: Some(st.clone()), ..src.clone() };
-        let (again, notes) = next(&held, &Outcome::Held { hold: hold.clone(), artifact: artifact(A) });
+        let held = Source {
+            status: Some(st.clone()),
+            ..src.clone()
+        };
+        let (again, notes) = next(
+            &held,
+            &Outcome::Held {
+                hold: hold.clone(),
+                artifact: artifact(A),
+            },
+        );
         assert_eq!(again.conditions, st.conditions, "holding does not flap");
         assert!(notes.is_empty());
 
@@ -385,7 +614,10 @@ mod tests {
             note: "not rolled back".into(),
         };
         let (st, notes) = next(&held, &refused);
-        assert_eq!(condition(&st, kind::READY), Some((status::FALSE, reason::HEALTH_CHECK_TIMEOUT)));
+        assert_eq!(
+            condition(&st, kind::READY),
+            Some((status::FALSE, reason::HEALTH_CHECK_TIMEOUT))
+        );
         assert_eq!(condition(&st, kind::ROLLED_BACK), None);
         assert_eq!(st.failed_digest, None);
         assert_eq!(notes[0].reason, reason::ROLLBACK_REFUSED);
@@ -394,13 +626,35 @@ mod tests {
     #[test]
     fn progress_is_shown_once_per_digest_and_a_failing_retry_keeps_the_failure() {
         let src = source(serde_json::json!({"lastAppliedDigest": A}));
-        let st = progress(&src, &digest(B)).unwrap_or_else(|| panic!("no progress for a new digest"));
-        assert_eq!(condition(&st, kind::RECONCILING), Some((status::TRUE, reason::PROGRESSING)));
-        assert_eq!(condition(&st, kind::READY), Some((status::UNKNOWN, reason::PROGRESSING)));
-        let (failed, _) = next(
-            &Source { status: Some(st), ..src.clone() },
-            &Outcome::Failed { failure: failure(reason::APPLY_FAILED, false), attempted: Some(digest(B)) },
+        let st =
+            progress(&src, &digest(B)).unwrap_or_else(|| panic!("no progress for a new digest"));
+        assert_eq!(
+            condition(&st, kind::RECONCILING),
+            Some((status::TRUE, reason::PROGRESSING))
         );
-        assert_eq!(progress(&Source { status: Some(failed), ..src }, &digest(B)), None);
+        assert_eq!(
+            condition(&st, kind::READY),
+            Some((status::UNKNOWN, reason::PROGRESSING))
+        );
+        let (failed, _) = next(
+            &Source {
+                status: Some(st),
+                ..src.clone()
+            },
+            &Outcome::Failed {
+                failure: failure(reason::APPLY_FAILED, false),
+                attempted: Some(digest(B)),
+            },
+        );
+        assert_eq!(
+            progress(
+                &Source {
+                    status: Some(failed),
+                    ..src
+                },
+                &digest(B)
+            ),
+            None
+        );
     }
 }

@@ -73,15 +73,27 @@ pub enum ArtifactError {
     #[error("layer entry '{entry}' is unsafe: {reason}")]
     UnsafeEntry { entry: String, reason: &'static str },
     #[error("{path}: {reason}; refusing to write '{entry}' through it")]
-    UnsafeDestination { path: PathBuf, entry: String, reason: &'static str },
+    UnsafeDestination {
+        path: PathBuf,
+        entry: String,
+        reason: &'static str,
+    },
     #[error("layer exceeds the limit of {limit} {what}")]
     TooLarge { what: &'static str, limit: u64 },
     #[error("layer entry '{entry}' declares {size} bytes, more than the limit of {limit} {what}")]
-    EntryTooLarge { entry: String, what: &'static str, size: u64, limit: u64 },
+    EntryTooLarge {
+        entry: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
     #[error("layer is not a valid tar.gz: {detail}")]
     Corrupt { detail: String },
     #[error("artifact layer has media type '{media_type}'; berth reads {expected}")]
-    UnsupportedLayer { media_type: String, expected: &'static str },
+    UnsupportedLayer {
+        media_type: String,
+        expected: &'static str,
+    },
     #[error("artifact manifest is invalid: {detail}")]
     InvalidManifest { detail: String },
 }
@@ -91,7 +103,9 @@ impl ArtifactError {
         match self {
             ArtifactError::Input(e) => e.hint(),
             ArtifactError::Manifest(e) => e.hint(),
-            ArtifactError::Empty { .. } => "point berth at the rendered manifests (e.g. the output of kustomize build)",
+            ArtifactError::Empty { .. } => {
+                "point berth at the rendered manifests (e.g. the output of kustomize build)"
+            }
             ArtifactError::InvalidCreated { .. } | ArtifactError::InvalidSourceDateEpoch { .. } => {
                 "pass an RFC 3339 time, or unset SOURCE_DATE_EPOCH"
             }
@@ -100,8 +114,12 @@ impl ArtifactError {
             ArtifactError::UnsafeEntry { .. }
             | ArtifactError::TooLarge { .. }
             | ArtifactError::EntryTooLarge { .. }
-            | ArtifactError::Corrupt { .. } => "the artifact was not produced by berth or flux; do not deploy it",
-            ArtifactError::UnsafeDestination { .. } => "remove it from the destination, or pull into a new directory",
+            | ArtifactError::Corrupt { .. } => {
+                "the artifact was not produced by berth or flux; do not deploy it"
+            }
+            ArtifactError::UnsafeDestination { .. } => {
+                "remove it from the destination, or pull into a new directory"
+            }
             ArtifactError::UnsupportedLayer { .. } | ArtifactError::InvalidManifest { .. } => {
                 "check that the reference names a berth or Flux artifact"
             }
@@ -137,15 +155,25 @@ impl Metadata {
 
 /// The `created` timestamp: `flag` if given, else `source_date_epoch` (seconds, the value of
 /// [`ENV_SOURCE_DATE_EPOCH`] when the caller honours it), else [`DEFAULT_CREATED`].
-pub fn created_timestamp(flag: Option<&str>, source_date_epoch: Option<&str>) -> Result<String, ArtifactError> {
+pub fn created_timestamp(
+    flag: Option<&str>,
+    source_date_epoch: Option<&str>,
+) -> Result<String, ArtifactError> {
     if let Some(value) = flag {
-        let parsed = chrono::DateTime::parse_from_rfc3339(value)
-            .map_err(|_| ArtifactError::InvalidCreated { value: value.to_string() })?;
-        return Ok(parsed.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let parsed = chrono::DateTime::parse_from_rfc3339(value).map_err(|_| {
+            ArtifactError::InvalidCreated {
+                value: value.to_string(),
+            }
+        })?;
+        return Ok(parsed
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
     match source_date_epoch {
         Some(value) if !value.trim().is_empty() => {
-            let invalid = || ArtifactError::InvalidSourceDateEpoch { value: value.to_string() };
+            let invalid = || ArtifactError::InvalidSourceDateEpoch {
+                value: value.to_string(),
+            };
             let secs: i64 = value.trim().parse().map_err(|_| invalid())?;
             let time = chrono::DateTime::from_timestamp(secs, 0).ok_or_else(invalid)?;
             Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -163,7 +191,9 @@ pub fn parse_annotations(values: &[String]) -> Result<BTreeMap<String, String>, 
                 out.insert(k.trim().to_string(), v.to_string());
             }
             _ => {
-                return Err(ArtifactError::InvalidAnnotation { value: value.clone() });
+                return Err(ArtifactError::InvalidAnnotation {
+                    value: value.clone(),
+                });
             }
         }
     }
@@ -196,13 +226,18 @@ pub fn build(
     meta: &Metadata,
     rules: Rules,
 ) -> Result<BuiltArtifact, ArtifactError> {
-    let workdir = tempfile::tempdir().map_err(|source| ArtifactError::Write { path: std::env::temp_dir(), source })?;
+    let workdir = tempfile::tempdir().map_err(|source| ArtifactError::Write {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     let layer_path = workdir.path().join("layer.tar.gz");
     let mut sorted: Vec<&InputFile> = files.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let file = std::fs::File::create(&layer_path)
-        .map_err(|source| ArtifactError::Write { path: layer_path.clone(), source })?;
+    let file = std::fs::File::create(&layer_path).map_err(|source| ArtifactError::Write {
+        path: layer_path.clone(),
+        source,
+    })?;
     let mut layer = LayerWriter::new(file);
     let mut duplicates = DuplicateCheck::default();
     // Reading and parsing (validation) is most of the work and files are independent: worker
@@ -213,14 +248,23 @@ pub fn build(
             for object in &objects {
                 duplicates.add(object)?;
             }
-            layer.append(&name, &bytes).map_err(|source| ArtifactError::Write { path: layer_path.clone(), source })?;
+            layer
+                .append(&name, &bytes)
+                .map_err(|source| ArtifactError::Write {
+                    path: layer_path.clone(),
+                    source,
+                })?;
         }
         Ok(())
     })?;
-    let (layer_digest, layer_size) =
-        layer.finish().map_err(|source| ArtifactError::Write { path: layer_path.clone(), source })?;
+    let (layer_digest, layer_size) = layer.finish().map_err(|source| ArtifactError::Write {
+        path: layer_path.clone(),
+        source,
+    })?;
     if duplicates.is_empty() {
-        return Err(ArtifactError::Empty { path: input_name.to_string() });
+        return Err(ArtifactError::Empty {
+            path: input_name.to_string(),
+        });
     }
 
     let layer = Descriptor {
@@ -269,14 +313,23 @@ fn validated_in_order(
     use std::sync::{Condvar, Mutex};
 
     let chunks = files.len().div_ceil(BUILD_CHUNK_FILES);
-    let workers =
-        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_BUILD_THREADS).min(chunks.max(1));
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_BUILD_THREADS)
+        .min(chunks.max(1));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     // Finished chunks by index, and the index of the next chunk the consumer takes.
-    let state = Mutex::new((BTreeMap::<usize, Result<Vec<Validated>, ArtifactError>>::new(), 0usize));
+    let state = Mutex::new((
+        BTreeMap::<usize, Result<Vec<Validated>, ArtifactError>>::new(),
+        0usize,
+    ));
     let changed = Condvar::new();
-    let lock = || state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lock = || {
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
 
     let validate_chunk = |index: usize| -> Result<Vec<Validated>, ArtifactError> {
         let range = index * BUILD_CHUNK_FILES..((index + 1) * BUILD_CHUNK_FILES).min(files.len());
@@ -301,7 +354,9 @@ fn validated_in_order(
                     // Stay within the window ahead of the consumer, so memory stays bounded.
                     let mut guard = lock();
                     while index >= guard.1 + BUILD_WINDOW_CHUNKS && !stop.load(Ordering::Relaxed) {
-                        guard = changed.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+                        guard = changed
+                            .wait(guard)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                     }
                     drop(guard);
                     if stop.load(Ordering::Relaxed) {
@@ -320,7 +375,9 @@ fn validated_in_order(
                     if let Some(chunk) = guard.0.remove(&index) {
                         break chunk;
                     }
-                    guard = changed.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    guard = changed
+                        .wait(guard)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                 };
                 guard.1 = index + 1;
                 drop(guard);
@@ -348,10 +405,16 @@ impl LayerWriter {
         let gz = flate2::GzBuilder::new()
             .mtime(0)
             .operating_system(GZIP_OS_UNKNOWN)
-            .write(HashingWriter::new(BufWriter::new(file)), Compression::default());
+            .write(
+                HashingWriter::new(BufWriter::new(file)),
+                Compression::default(),
+            );
         let mut tar = tar::Builder::new(gz);
         tar.mode(tar::HeaderMode::Deterministic);
-        LayerWriter { tar, dirs_written: BTreeSet::new() }
+        LayerWriter {
+            tar,
+            dirs_written: BTreeSet::new(),
+        }
     }
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -409,20 +472,35 @@ pub fn manifest_bytes(
         subject: None,
         annotations,
     };
-    serde_json::to_vec(&manifest).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })
+    serde_json::to_vec(&manifest).map_err(|e| ArtifactError::InvalidManifest {
+        detail: e.to_string(),
+    })
 }
 
 /// Parse an artifact manifest and return it with its content layer (the first gzip'd tar layer).
 pub fn content_layer(manifest: &[u8]) -> Result<(ImageManifest, Descriptor), ArtifactError> {
     let parsed: ImageManifest =
-        serde_json::from_slice(manifest).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
-    let accepted = [oci::MEDIA_TYPE_FLUX_CONTENT, oci::MEDIA_TYPE_OCI_LAYER_GZIP, oci::MEDIA_TYPE_DOCKER_LAYER_GZIP];
-    let layer = parsed.layers.iter().find(|l| accepted.contains(&l.media_type.as_str())).cloned().ok_or_else(|| {
-        ArtifactError::UnsupportedLayer {
-            media_type: parsed.layers.first().map(|l| l.media_type.clone()).unwrap_or_else(|| "(no layers)".into()),
+        serde_json::from_slice(manifest).map_err(|e| ArtifactError::InvalidManifest {
+            detail: e.to_string(),
+        })?;
+    let accepted = [
+        oci::MEDIA_TYPE_FLUX_CONTENT,
+        oci::MEDIA_TYPE_OCI_LAYER_GZIP,
+        oci::MEDIA_TYPE_DOCKER_LAYER_GZIP,
+    ];
+    let layer = parsed
+        .layers
+        .iter()
+        .find(|l| accepted.contains(&l.media_type.as_str()))
+        .cloned()
+        .ok_or_else(|| ArtifactError::UnsupportedLayer {
+            media_type: parsed
+                .layers
+                .first()
+                .map(|l| l.media_type.clone())
+                .unwrap_or_else(|| "(no layers)".into()),
             expected: oci::MEDIA_TYPE_FLUX_CONTENT,
-        }
-    })?;
+        })?;
     Ok((parsed, layer))
 }
 
@@ -438,7 +516,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: MAX_UNPACKED_BYTES, max_entries: MAX_ENTRIES, max_file_bytes: MAX_UNPACKED_BYTES }
+        Limits {
+            max_bytes: MAX_UNPACKED_BYTES,
+            max_entries: MAX_ENTRIES,
+            max_file_bytes: MAX_UNPACKED_BYTES,
+        }
     }
 }
 
@@ -457,7 +539,9 @@ pub fn read_layer(
     limits: Limits,
     mut visit: impl FnMut(&LayerFile, &mut dyn Read) -> Result<(), ArtifactError>,
 ) -> Result<Vec<LayerFile>, ArtifactError> {
-    let corrupt = |e: io::Error| ArtifactError::Corrupt { detail: e.to_string() };
+    let corrupt = |e: io::Error| ArtifactError::Corrupt {
+        detail: e.to_string(),
+    };
     let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(layer));
     let mut files = Vec::new();
     let mut total: u64 = 0;
@@ -470,7 +554,10 @@ pub fn read_layer(
         let mut entry = entry.map_err(corrupt)?;
         count += 1;
         if count > limits.max_entries {
-            return Err(ArtifactError::TooLarge { what: "entries", limit: limits.max_entries as u64 });
+            return Err(ArtifactError::TooLarge {
+                what: "entries",
+                limit: limits.max_entries as u64,
+            });
         }
         let kind = entry.header().entry_type();
         let size = entry.header().size().map_err(corrupt)?;
@@ -478,7 +565,10 @@ pub fn read_layer(
         // extension's content is decompressed all the same.
         total = total.saturating_add(size);
         if total > limits.max_bytes {
-            return Err(ArtifactError::TooLarge { what: "bytes decompressed", limit: limits.max_bytes });
+            return Err(ArtifactError::TooLarge {
+                what: "bytes decompressed",
+                limit: limits.max_bytes,
+            });
         }
         if kind.is_gnu_longname()
             || kind.is_gnu_longlink()
@@ -500,15 +590,24 @@ pub fn read_layer(
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
                 long_name = Some(String::from_utf8_lossy(&name[..end]).into_owned());
             } else if kind.is_pax_local_extensions() {
-                for record in entry.pax_extensions().map_err(corrupt)?.into_iter().flatten() {
+                for record in entry
+                    .pax_extensions()
+                    .map_err(corrupt)?
+                    .into_iter()
+                    .flatten()
+                {
                     let record = record.map_err(corrupt)?;
                     match record.key() {
-                        Ok("path") => long_name = Some(String::from_utf8_lossy(record.value_bytes()).into_owned()),
+                        Ok("path") => {
+                            long_name =
+                                Some(String::from_utf8_lossy(record.value_bytes()).into_owned())
+                        }
                         // A size record would make the next entry longer than its header
                         // says; berth's and Flux's archives never need one.
                         Ok("size") => {
                             return Err(ArtifactError::Corrupt {
-                                detail: "a PAX size record (files over 8 GiB) is not supported".to_string(),
+                                detail: "a PAX size record (files over 8 GiB) is not supported"
+                                    .to_string(),
                             });
                         }
                         _ => {}
@@ -517,13 +616,18 @@ pub fn read_layer(
             }
             continue;
         }
-        let raw_name = long_name.take().unwrap_or_else(|| String::from_utf8_lossy(&entry.path_bytes()).into_owned());
+        let raw_name = long_name
+            .take()
+            .unwrap_or_else(|| String::from_utf8_lossy(&entry.path_bytes()).into_owned());
         let name = safe_name(&raw_name)?;
         match kind {
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "links are not allowed" });
+                return Err(ArtifactError::UnsafeEntry {
+                    entry: raw_name,
+                    reason: "links are not allowed",
+                });
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 return Err(ArtifactError::UnsafeEntry {
@@ -532,7 +636,10 @@ pub fn read_layer(
                 });
             }
             _ => {
-                return Err(ArtifactError::UnsafeEntry { entry: raw_name, reason: "unsupported entry type" });
+                return Err(ArtifactError::UnsafeEntry {
+                    entry: raw_name,
+                    reason: "unsupported entry type",
+                });
             }
         }
         let Some(name) = name else { continue };
@@ -556,7 +663,10 @@ pub fn read_layer(
 /// A tar entry name as a safe relative path; `None` for the root (`./`).
 fn safe_name(raw: &str) -> Result<Option<String>, ArtifactError> {
     if raw.starts_with('/') || raw.starts_with('\\') {
-        return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "absolute paths are not allowed" });
+        return Err(ArtifactError::UnsafeEntry {
+            entry: raw.to_string(),
+            reason: "absolute paths are not allowed",
+        });
     }
     let mut parts = Vec::new();
     for component in Path::new(raw).components() {
@@ -573,7 +683,10 @@ fn safe_name(raw: &str) -> Result<Option<String>, ArtifactError> {
             }
             Component::CurDir => {}
             Component::ParentDir => {
-                return Err(ArtifactError::UnsafeEntry { entry: raw.to_string(), reason: "'..' is not allowed" });
+                return Err(ArtifactError::UnsafeEntry {
+                    entry: raw.to_string(),
+                    reason: "'..' is not allowed",
+                });
             }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(ArtifactError::UnsafeEntry {
@@ -583,13 +696,24 @@ fn safe_name(raw: &str) -> Result<Option<String>, ArtifactError> {
             }
         }
     }
-    Ok(if parts.is_empty() { None } else { Some(parts.join("/")) })
+    Ok(if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("/"))
+    })
 }
 
 /// Unpack a tar.gz layer into `dest` (created if missing). Files get mode 0644; existing
 /// files are replaced; a symlink already in `dest` is never followed.
-pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<LayerFile>, ArtifactError> {
-    let write_err = |path: &Path, source: io::Error| ArtifactError::Write { path: path.to_path_buf(), source };
+pub fn unpack(
+    layer: impl Read,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Vec<LayerFile>, ArtifactError> {
+    let write_err = |path: &Path, source: io::Error| ArtifactError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(dest).map_err(|e| write_err(dest, e))?;
     read_layer(layer, limits, |file, content| {
         let mut path = dest.to_path_buf();
@@ -619,11 +743,18 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Vec<Layer
             }
             std::fs::remove_file(&path).map_err(|e| write_err(&path, e))?;
         }
-        let mut out =
-            std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| write_err(&path, e))?;
-        let copied = io::copy(content, &mut out).map_err(|e| ArtifactError::Corrupt { detail: e.to_string() })?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| write_err(&path, e))?;
+        let copied = io::copy(content, &mut out).map_err(|e| ArtifactError::Corrupt {
+            detail: e.to_string(),
+        })?;
         if copied != file.size {
-            return Err(ArtifactError::Corrupt { detail: format!("{} is truncated", file.name) });
+            return Err(ArtifactError::Corrupt {
+                detail: format!("{} is truncated", file.name),
+            });
         }
         #[cfg(unix)]
         {
@@ -652,7 +783,10 @@ mod tests {
     const B: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n  namespace: x\n";
 
     fn meta() -> Metadata {
-        Metadata { created: DEFAULT_CREATED.into(), ..Default::default() }
+        Metadata {
+            created: DEFAULT_CREATED.into(),
+            ..Default::default()
+        }
     }
 
     fn build_dir(root: &Path) -> BuiltArtifact {
@@ -670,13 +804,24 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         write_tree(two.path(), &[("a.yaml", A)]);
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(two.path().join("a.yaml"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::set_permissions(two.path().join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(
+            two.path().join("a.yaml"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            two.path().join("sub"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         let a = build_dir(one.path());
         let b = build_dir(two.path());
         assert_eq!(a.digest, b.digest);
         assert_eq!(a.layer.digest, b.layer.digest);
-        assert_eq!(std::fs::read(&a.layer_path).unwrap(), std::fs::read(&b.layer_path).unwrap());
+        assert_eq!(
+            std::fs::read(&a.layer_path).unwrap(),
+            std::fs::read(&b.layer_path).unwrap()
+        );
         assert_eq!(a.objects, 2);
     }
 
@@ -685,25 +830,47 @@ mod tests {
         // Enough files for many chunks; two bad ones far apart, and a duplicate across chunks.
         let dir = tempfile::tempdir().unwrap();
         let mut files: Vec<(String, String)> = (0..300)
-            .map(|i| (format!("f{i:03}.yaml"), format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\n")))
+            .map(|i| {
+                (
+                    format!("f{i:03}.yaml"),
+                    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\n"),
+                )
+            })
             .collect();
         files[250].1 = "kind: [unclosed\n".to_string();
         files[90].1 = "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n".to_string();
-        let refs: Vec<(&str, &str)> = files.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .collect();
         write_tree(dir.path(), &refs);
         let input = crate::input::collect(dir.path().to_str().unwrap()).unwrap();
-        let crate::input::Input::Files { files: list, .. } = input else { panic!("not files") };
+        let crate::input::Input::Files { files: list, .. } = input else {
+            panic!("not files")
+        };
         for _ in 0..20 {
-            let err = build(&list, "tree", &meta(), Rules::default()).unwrap_err().to_string();
+            let err = build(&list, "tree", &meta(), Rules::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("f090.yaml:"), "{err}");
         }
 
         files[90].1 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c5\n".to_string();
         files[250].1 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c250\n".to_string();
-        let refs: Vec<(&str, &str)> = files.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .collect();
         write_tree(dir.path(), &refs);
-        let err = build(&list, "tree", &meta(), Rules::default()).unwrap_err().to_string();
-        assert!(err.contains("f090.yaml:1: duplicate object ConfigMap c5, first defined at f005.yaml:1"), "{err}");
+        let err = build(&list, "tree", &meta(), Rules::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "f090.yaml:1: duplicate object ConfigMap c5, first defined at f005.yaml:1"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -744,7 +911,10 @@ mod tests {
         assert_eq!(names, ["a.yaml", "sub/", "sub/b.yaml"]);
         let out = tempfile::tempdir().unwrap();
         unpack(bytes.as_slice(), out.path(), Limits::default()).unwrap();
-        assert_eq!(std::fs::read_to_string(out.path().join("sub/b.yaml")).unwrap(), B);
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("sub/b.yaml")).unwrap(),
+            B
+        );
     }
 
     #[test]
@@ -771,15 +941,24 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dest.path().join("sub")).unwrap();
         let layer = std::fs::File::open(&built.layer_path).unwrap();
         let err = unpack(layer, dest.path(), Limits::default()).unwrap_err();
-        assert!(matches!(err, ArtifactError::UnsafeDestination { .. }), "{err}");
+        assert!(
+            matches!(err, ArtifactError::UnsafeDestination { .. }),
+            "{err}"
+        );
         assert!(!outside.path().join("b.yaml").exists());
     }
 
     #[test]
     fn created_comes_from_flag_then_epoch_and_never_the_clock() {
-        assert_eq!(created_timestamp(Some("2024-05-01T14:00:00+02:00"), Some("0")).unwrap(), "2024-05-01T12:00:00Z");
+        assert_eq!(
+            created_timestamp(Some("2024-05-01T14:00:00+02:00"), Some("0")).unwrap(),
+            "2024-05-01T12:00:00Z"
+        );
         assert!(created_timestamp(Some("yesterday"), None).is_err());
-        assert_eq!(created_timestamp(None, Some(" 1700000000 ")).unwrap(), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            created_timestamp(None, Some(" 1700000000 ")).unwrap(),
+            "2023-11-14T22:13:20Z"
+        );
         assert!(created_timestamp(None, Some("yesterday")).is_err());
         assert_eq!(created_timestamp(None, Some("")).unwrap(), DEFAULT_CREATED);
         assert_eq!(created_timestamp(None, None).unwrap(), DEFAULT_CREATED);
@@ -817,18 +996,30 @@ mod tests {
         ] {
             let layer = tar_gz(|b| raw_entry(b, name, kind, b""));
             let err = unpack(layer.as_slice(), out.path(), Limits::default()).unwrap_err();
-            assert!(matches!(err, ArtifactError::UnsafeEntry { .. }), "{name}: {err}");
+            assert!(
+                matches!(err, ArtifactError::UnsafeEntry { .. }),
+                "{name}: {err}"
+            );
         }
         assert!(!out.path().parent().unwrap().join("evil.yaml").exists());
         let big = tar_gz(|b| raw_entry(b, "big.yaml", tar::EntryType::Regular, &[b'a'; 2048]));
-        let err = unpack(big.as_slice(), out.path(), Limits { max_bytes: 1024, max_entries: 10, ..Limits::default() })
-            .unwrap_err();
+        let err = unpack(
+            big.as_slice(),
+            out.path(),
+            Limits {
+                max_bytes: 1024,
+                max_entries: 10,
+                ..Limits::default()
+            },
+        )
+        .unwrap_err();
         assert!(matches!(err, ArtifactError::TooLarge { .. }), "{err}");
     }
 
     /// Every file `read_layer` hands out, by name, or the error.
     fn names(layer: &[u8], limits: Limits) -> Result<Vec<String>, ArtifactError> {
-        read_layer(layer, limits, |_, _| Ok(())).map(|files| files.into_iter().map(|f| f.name).collect())
+        read_layer(layer, limits, |_, _| Ok(()))
+            .map(|files| files.into_iter().map(|f| f.name).collect())
     }
 
     #[test]
@@ -842,7 +1033,8 @@ mod tests {
         });
         assert_eq!(names(&gnu, Limits::default()).unwrap(), [long.as_str()]);
         let pax = tar_gz(|b| {
-            b.append_pax_extensions([("path", long.as_bytes()), ("mtime", b"0".as_slice())]).unwrap();
+            b.append_pax_extensions([("path", long.as_bytes()), ("mtime", b"0".as_slice())])
+                .unwrap();
             raw_entry(b, "short.yaml", tar::EntryType::Regular, b"a");
         });
         assert_eq!(names(&pax, Limits::default()).unwrap(), [long]);
@@ -851,17 +1043,62 @@ mod tests {
     #[test]
     fn every_declared_size_counts_and_is_capped() {
         // A PAX header of 1 MiB is refused before it is read.
-        let huge_pax = tar_gz(|b| raw_entry(b, "PaxHeaders/x", tar::EntryType::XHeader, &vec![b'a'; 1024 * 1024]));
+        let huge_pax = tar_gz(|b| {
+            raw_entry(
+                b,
+                "PaxHeaders/x",
+                tar::EntryType::XHeader,
+                &vec![b'a'; 1024 * 1024],
+            )
+        });
         let err = names(&huge_pax, Limits::default()).unwrap_err();
-        assert!(matches!(err, ArtifactError::EntryTooLarge { size: 1_048_576, .. }), "{err}");
-        assert!(err.to_string().contains("PAX/GNU extension header"), "{err}");
+        assert!(
+            matches!(
+                err,
+                ArtifactError::EntryTooLarge {
+                    size: 1_048_576,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("PAX/GNU extension header"),
+            "{err}"
+        );
         // A directory's declared content counts towards the total like a file's.
         let dir = tar_gz(|b| raw_entry(b, "dir/", tar::EntryType::Directory, &[0; 4096]));
-        let err = names(&dir, Limits { max_bytes: 1024, ..Limits::default() }).unwrap_err();
-        assert!(matches!(err, ArtifactError::TooLarge { what: "bytes decompressed", .. }), "{err}");
+        let err = names(
+            &dir,
+            Limits {
+                max_bytes: 1024,
+                ..Limits::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ArtifactError::TooLarge {
+                    what: "bytes decompressed",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // One file over the per-file limit is named.
         let file = tar_gz(|b| raw_entry(b, "bomb.yaml", tar::EntryType::Regular, &[b'#'; 4096]));
-        let err = names(&file, Limits { max_file_bytes: 1024, ..Limits::default() }).unwrap_err();
-        assert!(err.to_string().contains("'bomb.yaml' declares 4096 bytes"), "{err}");
+        let err = names(
+            &file,
+            Limits {
+                max_file_bytes: 1024,
+                ..Limits::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("'bomb.yaml' declares 4096 bytes"),
+            "{err}"
+        );
     }
 }

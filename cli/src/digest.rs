@@ -17,7 +17,9 @@ pub const ALGORITHM: &str = "sha256";
 /// Errors from parsing or checking a digest.
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
-    #[error("'{input}' is not a sha256 digest: expected 'sha256:' followed by 64 lowercase hex characters")]
+    #[error(
+        "'{input}' is not a sha256 digest: expected 'sha256:' followed by 64 lowercase hex characters"
+    )]
     Invalid { input: String },
     #[error("'{input}' uses digest algorithm '{algorithm}'; berth supports only sha256")]
     UnsupportedAlgorithm { input: String, algorithm: String },
@@ -46,7 +48,9 @@ impl Digest {
 
     /// Finish a running hash into a digest.
     pub fn from_hasher(hasher: Sha256) -> Digest {
-        Digest { hex: hex_lower(&hasher.finalize()) }
+        Digest {
+            hex: hex_lower(&hasher.finalize()),
+        }
     }
 
     /// The 64 hex characters, without the algorithm.
@@ -61,22 +65,41 @@ impl Digest {
 
     /// Parse the tag form `sha256-<hex>` back into a digest.
     pub fn from_tag_form(tag: &str) -> Result<Digest, DigestError> {
-        let hex = tag.strip_prefix("sha256-").ok_or_else(|| DigestError::Invalid { input: tag.to_string() })?;
-        Digest::from_hex(hex).map_err(|_| DigestError::Invalid { input: tag.to_string() })
+        let hex = tag
+            .strip_prefix("sha256-")
+            .ok_or_else(|| DigestError::Invalid {
+                input: tag.to_string(),
+            })?;
+        Digest::from_hex(hex).map_err(|_| DigestError::Invalid {
+            input: tag.to_string(),
+        })
     }
 
     fn from_hex(hex: &str) -> Result<Digest, DigestError> {
-        if hex.len() == SHA256_HEX_LEN && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Digest { hex: hex.to_string() })
+        if hex.len() == SHA256_HEX_LEN
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            Ok(Digest {
+                hex: hex.to_string(),
+            })
         } else {
-            Err(DigestError::Invalid { input: hex.to_string() })
+            Err(DigestError::Invalid {
+                input: hex.to_string(),
+            })
         }
     }
 
     /// Check that `bytes` hash to this digest.
     pub fn verify(&self, bytes: &[u8]) -> Result<(), DigestError> {
         let actual = Digest::of(bytes);
-        if &actual == self { Ok(()) } else { Err(DigestError::Mismatch { expected: self.clone(), actual }) }
+        if &actual == self {
+            Ok(())
+        } else {
+            Err(DigestError::Mismatch {
+                expected: self.clone(),
+                actual,
+            })
+        }
     }
 }
 
@@ -101,7 +124,9 @@ impl FromStr for Digest {
 
     fn from_str(input: &str) -> Result<Digest, DigestError> {
         let Some((algorithm, hex)) = input.split_once(':') else {
-            return Err(DigestError::Invalid { input: input.to_string() });
+            return Err(DigestError::Invalid {
+                input: input.to_string(),
+            });
         };
         if algorithm != ALGORITHM {
             return Err(DigestError::UnsupportedAlgorithm {
@@ -109,7 +134,9 @@ impl FromStr for Digest {
                 algorithm: algorithm.to_string(),
             });
         }
-        Digest::from_hex(hex).map_err(|_| DigestError::Invalid { input: input.to_string() })
+        Digest::from_hex(hex).map_err(|_| DigestError::Invalid {
+            input: input.to_string(),
+        })
     }
 }
 
@@ -137,7 +164,11 @@ pub struct HashingWriter<W> {
 
 impl<W: io::Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
     }
 
     /// The digest and size of what was written, and the inner writer.
@@ -191,7 +222,10 @@ mod tests {
     fn verify_detects_tampering() {
         let d = Digest::of(b"hello");
         assert!(d.verify(b"hello").is_ok());
-        assert!(matches!(d.verify(b"hellO"), Err(DigestError::Mismatch { .. })));
+        assert!(matches!(
+            d.verify(b"hellO"),
+            Err(DigestError::Mismatch { .. })
+        ));
     }
 
     #[test]

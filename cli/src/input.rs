@@ -24,7 +24,10 @@ pub enum InputError {
     #[error("{path}: no such file or directory")]
     NotFound { path: PathBuf },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: cannot walk the directory: {detail}")]
     Walk { path: PathBuf, detail: String },
     #[error("{file}: not a manifest (berth ships .yaml, .yml and .json files)")]
@@ -35,16 +38,24 @@ pub enum InputError {
     Empty { path: String },
     #[error("stdin exceeds the limit of {limit} bytes")]
     StdinTooLarge { limit: u64 },
-    #[error("{path}: not a supported input (expected a directory, a file, '-' or an OCI image layout)")]
+    #[error(
+        "{path}: not a supported input (expected a directory, a file, '-' or an OCI image layout)"
+    )]
     Unsupported { path: PathBuf },
 }
 
 impl InputError {
     pub fn hint(&self) -> &'static str {
         match self {
-            InputError::NotAManifest { .. } => "remove it or list it in .berthignore (gitignore syntax)",
-            InputError::SymlinkEscapes { .. } => "copy the target into the tree, or list the link in .berthignore",
-            InputError::Empty { .. } => "point berth at the rendered manifests (e.g. the output of kustomize build)",
+            InputError::NotAManifest { .. } => {
+                "remove it or list it in .berthignore (gitignore syntax)"
+            }
+            InputError::SymlinkEscapes { .. } => {
+                "copy the target into the tree, or list the link in .berthignore"
+            }
+            InputError::Empty { .. } => {
+                "point berth at the rendered manifests (e.g. the output of kustomize build)"
+            }
             _ => "check the path",
         }
     }
@@ -62,15 +73,23 @@ pub struct InputFile {
 impl InputFile {
     /// Read the whole file (bounded by [`manifests::MAX_MANIFEST_FILE_BYTES`]).
     pub fn read(&self) -> Result<Vec<u8>, InputError> {
-        let file =
-            std::fs::File::open(&self.path).map_err(|source| InputError::Io { path: self.path.clone(), source })?;
+        let file = std::fs::File::open(&self.path).map_err(|source| InputError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         // Size the buffer from the file's length: growing it while reading would copy the
         // content several times (a measurable share of building a large tree).
-        let expected = file.metadata().map_or(0, |m| m.len()).min(manifests::MAX_MANIFEST_FILE_BYTES);
+        let expected = file
+            .metadata()
+            .map_or(0, |m| m.len())
+            .min(manifests::MAX_MANIFEST_FILE_BYTES);
         let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0) + 1);
         file.take(manifests::MAX_MANIFEST_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(|source| InputError::Io { path: self.path.clone(), source })?;
+            .map_err(|source| InputError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         if bytes.len() as u64 > manifests::MAX_MANIFEST_FILE_BYTES {
             return Err(InputError::Io {
                 path: self.path.clone(),
@@ -105,14 +124,20 @@ pub fn collect(arg: &str) -> Result<Input, InputError> {
     let path = PathBuf::from(arg);
     let meta = std::fs::metadata(&path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => InputError::NotFound { path: path.clone() },
-        _ => InputError::Io { path: path.clone(), source },
+        _ => InputError::Io {
+            path: path.clone(),
+            source,
+        },
     })?;
     if meta.is_dir() {
         if crate::layout::is_layout(&path) {
             return Ok(Input::Layout(path));
         }
         let files = collect_dir(&path)?;
-        return Ok(Input::Files { files, _spool: None });
+        return Ok(Input::Files {
+            files,
+            _spool: None,
+        });
     }
     if meta.is_file() {
         let name = path
@@ -122,26 +147,52 @@ pub fn collect(arg: &str) -> Result<Input, InputError> {
         if !manifests::is_manifest_name(&name) {
             return Err(InputError::NotAManifest { file: name });
         }
-        return Ok(Input::Files { files: vec![InputFile { name, path }], _spool: None });
+        return Ok(Input::Files {
+            files: vec![InputFile { name, path }],
+            _spool: None,
+        });
     }
     Err(InputError::Unsupported { path })
 }
 
 fn collect_stdin() -> Result<Input, InputError> {
-    let spool = tempfile::tempdir().map_err(|source| InputError::Io { path: std::env::temp_dir(), source })?;
+    let spool = tempfile::tempdir().map_err(|source| InputError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     let path = spool.path().join(STDIN_FILE_NAME);
-    let mut out = std::fs::File::create(&path).map_err(|source| InputError::Io { path: path.clone(), source })?;
-    let copied = std::io::copy(&mut std::io::stdin().lock().take(MAX_STDIN_BYTES + 1), &mut out)
-        .map_err(|source| InputError::Io { path: PathBuf::from("-"), source })?;
+    let mut out = std::fs::File::create(&path).map_err(|source| InputError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let copied = std::io::copy(
+        &mut std::io::stdin().lock().take(MAX_STDIN_BYTES + 1),
+        &mut out,
+    )
+    .map_err(|source| InputError::Io {
+        path: PathBuf::from("-"),
+        source,
+    })?;
     if copied > MAX_STDIN_BYTES {
-        return Err(InputError::StdinTooLarge { limit: MAX_STDIN_BYTES });
+        return Err(InputError::StdinTooLarge {
+            limit: MAX_STDIN_BYTES,
+        });
     }
-    Ok(Input::Files { files: vec![InputFile { name: STDIN_FILE_NAME.to_string(), path }], _spool: Some(spool) })
+    Ok(Input::Files {
+        files: vec![InputFile {
+            name: STDIN_FILE_NAME.to_string(),
+            path,
+        }],
+        _spool: Some(spool),
+    })
 }
 
 /// All manifest files under `root`, sorted by their artifact name.
 pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
-    let canonical_root = root.canonicalize().map_err(|source| InputError::Io { path: root.to_path_buf(), source })?;
+    let canonical_root = root.canonicalize().map_err(|source| InputError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
     // The walk runs on every core (thousands of entries take milliseconds on one); the
     // entries are then judged in name order, so the error reported does not depend on timing.
     let found: Mutex<Vec<(String, PathBuf, std::fs::FileType)>> = Mutex::new(Vec::new());
@@ -158,7 +209,9 @@ pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
                 match entry {
                     Ok(entry) => {
                         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-                        if let (false, Some(file_type)) = (rel.as_os_str().is_empty(), entry.file_type()) {
+                        if let (false, Some(file_type)) =
+                            (rel.as_os_str().is_empty(), entry.file_type())
+                        {
                             let name = artifact_name(rel);
                             found.lock().unwrap_or_else(PoisonError::into_inner).push((
                                 name,
@@ -167,15 +220,23 @@ pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
                             ));
                         }
                     }
-                    Err(e) => failures.lock().unwrap_or_else(PoisonError::into_inner).push(e.to_string()),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(e.to_string()),
                 }
                 ignore::WalkState::Continue
             })
         });
-    let mut failures = failures.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let mut failures = failures
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     failures.sort();
     if let Some(detail) = failures.into_iter().next() {
-        return Err(InputError::Walk { path: root.to_path_buf(), detail });
+        return Err(InputError::Walk {
+            path: root.to_path_buf(),
+            detail,
+        });
     }
     let mut found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
     found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -186,7 +247,10 @@ pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
             continue;
         }
         let content_path = if file_type.is_symlink() {
-            let target = path.canonicalize().map_err(|source| InputError::Io { path: path.clone(), source })?;
+            let target = path.canonicalize().map_err(|source| InputError::Io {
+                path: path.clone(),
+                source,
+            })?;
             if !target.starts_with(&canonical_root) {
                 return Err(InputError::SymlinkEscapes { file: name, target });
             }
@@ -205,7 +269,10 @@ pub fn collect_dir(root: &Path) -> Result<Vec<InputFile>, InputError> {
         if !manifests::is_manifest_name(&name) {
             return Err(InputError::NotAManifest { file: name });
         }
-        files.push(InputFile { name, path: content_path });
+        files.push(InputFile {
+            name,
+            path: content_path,
+        });
     }
     Ok(files)
 }
@@ -236,9 +303,16 @@ mod tests {
         std::fs::write(root.join("a.json"), "{}").unwrap();
         std::fs::write(root.join("README.md"), "hi").unwrap();
         let err = collect_dir(root).unwrap_err();
-        assert!(matches!(&err, InputError::NotAManifest { file } if file == "README.md"), "{err}");
+        assert!(
+            matches!(&err, InputError::NotAManifest { file } if file == "README.md"),
+            "{err}"
+        );
         std::fs::write(root.join(IGNORE_FILE), "*.md\n").unwrap();
-        let names: Vec<String> = collect_dir(root).unwrap().into_iter().map(|f| f.name).collect();
+        let names: Vec<String> = collect_dir(root)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
         assert_eq!(names, ["a.json", "b/c/a.yml", "z.yaml"]);
     }
 
@@ -247,9 +321,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret.yaml"), "").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret.yaml"), dir.path().join("link.yaml")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.yaml"),
+            dir.path().join("link.yaml"),
+        )
+        .unwrap();
         let err = collect_dir(dir.path()).unwrap_err();
-        assert!(matches!(err, InputError::SymlinkEscapes { ref file, .. } if file == "link.yaml"), "{err}");
+        assert!(
+            matches!(err, InputError::SymlinkEscapes { ref file, .. } if file == "link.yaml"),
+            "{err}"
+        );
     }
 
     #[test]

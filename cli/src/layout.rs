@@ -16,7 +16,10 @@ const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid OCI image layout: {detail}")]
     Invalid { path: PathBuf, detail: String },
     #[error("{path}: the layout holds {count} manifests; berth pushes a layout with exactly one")]
@@ -41,7 +44,9 @@ pub fn is_layout(dir: &Path) -> bool {
 
 /// Path of a blob inside a layout.
 pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs").join(digest::ALGORITHM_DIR).join(digest.hex())
+    dir.join("blobs")
+        .join(digest::ALGORITHM_DIR)
+        .join(digest.hex())
 }
 
 mod digest {
@@ -55,7 +60,10 @@ pub fn write(
     config: (&Descriptor, &[u8]),
     layer: (&Descriptor, &Path),
 ) -> Result<Descriptor, LayoutError> {
-    let io = |path: &Path, source| LayoutError::Io { path: path.to_path_buf(), source };
+    let io = |path: &Path, source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let blobs = dir.join("blobs").join(digest::ALGORITHM_DIR);
     std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
     let manifest_digest = Digest::of(manifest);
@@ -74,8 +82,10 @@ pub fn write(
     };
     let mut index = ImageIndex::empty();
     index.manifests.push(descriptor.clone());
-    let index_bytes = serde_json::to_vec(&index)
-        .map_err(|e| LayoutError::Invalid { path: dir.to_path_buf(), detail: e.to_string() })?;
+    let index_bytes = serde_json::to_vec(&index).map_err(|e| LayoutError::Invalid {
+        path: dir.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     let index_path = dir.join(INDEX_FILE);
     std::fs::write(&index_path, index_bytes).map_err(|e| io(&index_path, e))?;
     let layout_path = dir.join(LAYOUT_FILE);
@@ -87,10 +97,16 @@ pub fn write(
 pub fn read_manifest(dir: &Path) -> Result<(Descriptor, Vec<u8>), LayoutError> {
     let index_path = dir.join(INDEX_FILE);
     let index_bytes = read_bounded(&index_path)?;
-    let index: ImageIndex = serde_json::from_slice(&index_bytes)
-        .map_err(|e| LayoutError::Invalid { path: index_path.clone(), detail: e.to_string() })?;
+    let index: ImageIndex =
+        serde_json::from_slice(&index_bytes).map_err(|e| LayoutError::Invalid {
+            path: index_path.clone(),
+            detail: e.to_string(),
+        })?;
     let [descriptor] = index.manifests.as_slice() else {
-        return Err(LayoutError::NotSingle { path: index_path, count: index.manifests.len() });
+        return Err(LayoutError::NotSingle {
+            path: index_path,
+            count: index.manifests.len(),
+        });
     };
     let bytes = read_verified(dir, &descriptor.digest)?;
     Ok((descriptor.clone(), bytes))
@@ -101,7 +117,10 @@ pub fn read_verified(dir: &Path, digest: &Digest) -> Result<Vec<u8>, LayoutError
     let path = blob_path(dir, digest);
     let bytes = read_bounded(&path)?;
     if &Digest::of(&bytes) != digest {
-        return Err(LayoutError::Corrupt { path, digest: digest.clone() });
+        return Err(LayoutError::Corrupt {
+            path,
+            digest: digest.clone(),
+        });
     }
     Ok(bytes)
 }
@@ -109,24 +128,42 @@ pub fn read_verified(dir: &Path, digest: &Digest) -> Result<Vec<u8>, LayoutError
 /// Check a large blob of the layout against its digest and size without loading it.
 pub fn verify_blob(dir: &Path, descriptor: &Descriptor) -> Result<PathBuf, LayoutError> {
     let path = blob_path(dir, &descriptor.digest);
-    let file = std::fs::File::open(&path).map_err(|source| LayoutError::Io { path: path.clone(), source })?;
-    let (digest, size) = Digest::of_reader(std::io::BufReader::new(file))
-        .map_err(|source| LayoutError::Io { path: path.clone(), source })?;
+    let file = std::fs::File::open(&path).map_err(|source| LayoutError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let (digest, size) =
+        Digest::of_reader(std::io::BufReader::new(file)).map_err(|source| LayoutError::Io {
+            path: path.clone(),
+            source,
+        })?;
     if digest != descriptor.digest || size != descriptor.size {
-        return Err(LayoutError::Corrupt { path, digest: descriptor.digest.clone() });
+        return Err(LayoutError::Corrupt {
+            path,
+            digest: descriptor.digest.clone(),
+        });
     }
     Ok(path)
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, LayoutError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| LayoutError::Io { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut bytes = Vec::new();
     file.take(MAX_DOCUMENT_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| LayoutError::Io { path: path.to_path_buf(), source })?;
+        .map_err(|source| LayoutError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-        return Err(LayoutError::Invalid { path: path.to_path_buf(), detail: "document too large".into() });
+        return Err(LayoutError::Invalid {
+            path: path.to_path_buf(),
+            detail: "document too large".into(),
+        });
     }
     Ok(bytes)
 }

@@ -14,12 +14,23 @@ fn main() -> ExitCode {
     // TLS failures are reported once, as berth's own error with a hint; the TLS stack's own
     // log line would say the same thing twice unless the user asked for detail.
     let quiet_tls = matches!(cli.global.log_level.as_str(), "error" | "warn");
-    let directives =
-        if quiet_tls { format!("{},rustls=off", cli.global.log_level) } else { cli.global.log_level.clone() };
+    let directives = if quiet_tls {
+        format!("{},rustls=off", cli.global.log_level)
+    } else {
+        cli.global.log_level.clone()
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

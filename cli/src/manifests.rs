@@ -22,19 +22,42 @@ pub const MAX_MANIFEST_FILE_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{file}:{line}: invalid YAML: {message}")]
-    InvalidYaml { file: String, line: usize, message: String },
+    InvalidYaml {
+        file: String,
+        line: usize,
+        message: String,
+    },
     #[error("{file}:{line}: invalid JSON: {message}")]
-    InvalidJson { file: String, line: usize, message: String },
+    InvalidJson {
+        file: String,
+        line: usize,
+        message: String,
+    },
     #[error(
         "{file}:{line}: the document is not a Kubernetes object (expected a mapping with apiVersion, kind and metadata)"
     )]
     NotAnObject { file: String, line: usize },
     #[error("{file}:{line}: {kind_hint}object has no {field}")]
-    MissingField { file: String, line: usize, field: &'static str, kind_hint: String },
+    MissingField {
+        file: String,
+        line: usize,
+        field: &'static str,
+        kind_hint: String,
+    },
     #[error("{file}:{line}: duplicate object {id}, first defined at {first_file}:{first_line}")]
-    Duplicate { file: String, line: usize, id: Box<ObjectId>, first_file: String, first_line: usize },
+    Duplicate {
+        file: String,
+        line: usize,
+        id: Box<ObjectId>,
+        first_file: String,
+        first_line: usize,
+    },
     #[error("{file}:{line}: {id} holds plain-text data (data/stringData)")]
-    PlainSecret { file: String, line: usize, id: Box<ObjectId> },
+    PlainSecret {
+        file: String,
+        line: usize,
+        id: Box<ObjectId>,
+    },
     #[error("{file}: is not valid UTF-8 text")]
     NotText { file: String },
 }
@@ -43,11 +66,15 @@ impl ManifestError {
     /// What the user can do about it.
     pub fn hint(&self) -> &'static str {
         match self {
-            ManifestError::InvalidYaml { .. } | ManifestError::InvalidJson { .. } => "fix the syntax at that line",
+            ManifestError::InvalidYaml { .. } | ManifestError::InvalidJson { .. } => {
+                "fix the syntax at that line"
+            }
             ManifestError::NotAnObject { .. } | ManifestError::MissingField { .. } => {
                 "every document needs apiVersion, kind and metadata.name; remove empty or partial documents"
             }
-            ManifestError::Duplicate { .. } => "each object may appear once in an artifact; remove one of the two",
+            ManifestError::Duplicate { .. } => {
+                "each object may appear once in an artifact; remove one of the two"
+            }
             ManifestError::PlainSecret { .. } => {
                 "encrypt it (SOPS, SealedSecret) or pass --allow-secrets if shipping it in the clear is intended"
             }
@@ -106,8 +133,14 @@ pub fn is_manifest_name(name: &str) -> bool {
 }
 
 /// Parse one file into objects (`kind: List` flattened), applying the per-object rules.
-pub fn parse_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<ManifestObject>, ManifestError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText { file: file.to_string() })?;
+pub fn parse_file(
+    file: &str,
+    bytes: &[u8],
+    rules: Rules,
+) -> Result<Vec<ManifestObject>, ManifestError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText {
+        file: file.to_string(),
+    })?;
     let mut objects = Vec::new();
     if file.to_ascii_lowercase().ends_with(".json") {
         let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::InvalidJson {
@@ -129,20 +162,31 @@ pub fn parse_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<Manifest
 /// [`parse_file`] for packing: the same objects in the same order and the same errors, but
 /// without content (every `value` is `Null`). A YAML document whose identity the fast scan
 /// ([`scan`]) is certain of skips the full parse; every other document gets it.
-pub fn identify_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<ManifestObject>, ManifestError> {
+pub fn identify_file(
+    file: &str,
+    bytes: &[u8],
+    rules: Rules,
+) -> Result<Vec<ManifestObject>, ManifestError> {
     if file.to_ascii_lowercase().ends_with(".json") {
         let mut objects = parse_file(file, bytes, rules)?;
         objects.iter_mut().for_each(|o| o.value = Value::Null);
         return Ok(objects);
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText { file: file.to_string() })?;
+    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotText {
+        file: file.to_string(),
+    })?;
     let mut objects = Vec::new();
     for doc in split_documents(text) {
         if is_blank_document(doc.text) {
             continue;
         }
         match scan::scan_document(doc.text) {
-            scan::Scan::Object { api_version, kind, name, namespace } => objects.push(object(
+            scan::Scan::Object {
+                api_version,
+                kind,
+                name,
+                namespace,
+            } => objects.push(object(
                 file,
                 doc.content_line,
                 api_version.into_owned(),
@@ -154,7 +198,9 @@ pub fn identify_file(file: &str, bytes: &[u8], rules: Rules) -> Result<Vec<Manif
             scan::Scan::Unsure => {
                 let first = objects.len();
                 parse_document(file, doc, rules, &mut objects)?;
-                objects[first..].iter_mut().for_each(|o| o.value = Value::Null);
+                objects[first..]
+                    .iter_mut()
+                    .for_each(|o| o.value = Value::Null);
             }
         }
     }
@@ -235,7 +281,11 @@ fn document(text: &str, start: usize, end: usize, first_line: usize) -> Document
             break;
         }
     }
-    Document { text: body, first_line, content_line }
+    Document {
+        text: body,
+        first_line,
+        content_line,
+    }
 }
 
 fn is_blank_document(text: &str) -> bool {
@@ -253,7 +303,10 @@ fn collect_objects(
     out: &mut Vec<ManifestObject>,
 ) -> Result<(), ManifestError> {
     let Value::Object(map) = &value else {
-        return Err(ManifestError::NotAnObject { file: file.to_string(), line });
+        return Err(ManifestError::NotAnObject {
+            file: file.to_string(),
+            line,
+        });
     };
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
     if (kind == "List" || kind.ends_with("List"))
@@ -275,9 +328,18 @@ fn identify(file: &str, line: usize, value: Value) -> Result<ManifestObject, Man
         file: file.to_string(),
         line,
         field,
-        kind_hint: if kind.is_empty() { String::new() } else { format!("{kind} ") },
+        kind_hint: if kind.is_empty() {
+            String::new()
+        } else {
+            format!("{kind} ")
+        },
     };
-    let kind = value.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or_default().to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_default()
+        .to_string();
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -294,9 +356,20 @@ fn identify(file: &str, line: usize, value: Value) -> Result<ManifestObject, Man
         .filter(|s| !s.is_empty())
         .ok_or_else(|| missing("metadata.name", &kind))?
         .to_string();
-    let namespace =
-        metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-    Ok(object(file, line, api_version, kind, name, namespace, value))
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    Ok(object(
+        file,
+        line,
+        api_version,
+        kind,
+        name,
+        namespace,
+        value,
+    ))
 }
 
 fn object(
@@ -308,8 +381,21 @@ fn object(
     namespace: Option<String>,
     value: Value,
 ) -> ManifestObject {
-    let group = api_version.split_once('/').map_or_else(String::new, |(group, _)| group.to_string());
-    ManifestObject { id: ObjectId { group, kind, namespace, name }, api_version, file: file.to_string(), line, value }
+    let group = api_version
+        .split_once('/')
+        .map_or_else(String::new, |(group, _)| group.to_string());
+    ManifestObject {
+        id: ObjectId {
+            group,
+            kind,
+            namespace,
+            name,
+        },
+        api_version,
+        file: file.to_string(),
+        line,
+        value,
+    }
 }
 
 fn check_secret(object: &ManifestObject, rules: Rules) -> Result<(), ManifestError> {
@@ -353,7 +439,8 @@ impl DuplicateCheck {
                 first_line: *first_line,
             });
         }
-        self.seen.insert(object.id.clone(), (object.file.clone(), object.line));
+        self.seen
+            .insert(object.id.clone(), (object.file.clone(), object.line));
         Ok(())
     }
 
@@ -373,7 +460,10 @@ fn first_line_of(s: &str) -> String {
     let line = s.lines().next().unwrap_or_default().trim();
     // The parser's own position is relative to the document; berth reports the file's line.
     let line = line.strip_prefix("error: ").unwrap_or(line);
-    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((_position, message)) => message.to_string(),
         None => line.to_string(),
     }
@@ -427,7 +517,10 @@ mod tests {
         let err = parse("m.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n").unwrap_err();
         assert!(err.to_string().contains("metadata.name"), "{err}");
         let err = parse("m.yaml", "- a\n- b\n").unwrap_err();
-        assert!(matches!(err, ManifestError::NotAnObject { line: 1, .. }), "{err}");
+        assert!(
+            matches!(err, ManifestError::NotAnObject { line: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -436,7 +529,16 @@ mod tests {
         let err = parse("s.yaml", plain).unwrap_err();
         assert!(matches!(err, ManifestError::PlainSecret { .. }));
         assert!(!err.to_string().contains("hunter2"));
-        assert!(parse_file("s.yaml", plain.as_bytes(), Rules { allow_secrets: true }).is_ok());
+        assert!(
+            parse_file(
+                "s.yaml",
+                plain.as_bytes(),
+                Rules {
+                    allow_secrets: true
+                }
+            )
+            .is_ok()
+        );
         let sops = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  password: ENC[AES256_GCM,data:xx]\nsops:\n  version: 3.8.1\n";
         assert!(parse("s.yaml", sops).is_ok());
         let sealed = "apiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\nmetadata:\n  name: s\nspec:\n  encryptedData:\n    password: AgB\n";
@@ -453,7 +555,10 @@ mod tests {
         let objs = parse("l.json", json).unwrap();
         assert_eq!(objs.len(), 2);
         let err = parse("l.json", "{\n  \"apiVersion\": \"v1\",\n  oops\n}").unwrap_err();
-        assert!(matches!(err, ManifestError::InvalidJson { line: 3, .. }), "{err}");
+        assert!(
+            matches!(err, ManifestError::InvalidJson { line: 3, .. }),
+            "{err}"
+        );
     }
 
     /// The packing path must agree with the full parse on every input: same objects (ids,
@@ -479,11 +584,19 @@ mod tests {
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n\tbad: tab\n",
         ];
         let summary = |r: Result<Vec<ManifestObject>, ManifestError>| match r {
-            Ok(objects) => Ok(objects.into_iter().map(|o| (o.id, o.api_version, o.file, o.line)).collect::<Vec<_>>()),
+            Ok(objects) => Ok(objects
+                .into_iter()
+                .map(|o| (o.id, o.api_version, o.file, o.line))
+                .collect::<Vec<_>>()),
             Err(e) => Err(e.to_string()),
         };
         for text in inputs {
-            for rules in [Rules::default(), Rules { allow_secrets: true }] {
+            for rules in [
+                Rules::default(),
+                Rules {
+                    allow_secrets: true,
+                },
+            ] {
                 let full = summary(parse_file("f.yaml", text.as_bytes(), rules));
                 let fast = summary(identify_file("f.yaml", text.as_bytes(), rules));
                 assert_eq!(fast, full, "{text}");
@@ -501,10 +614,14 @@ mod tests {
         let (mut files, mut scanned) = (0, 0);
         let mut stack = vec![std::path::PathBuf::from(root)];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Ok(kind) = entry.file_type() else { continue };
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
                 if kind.is_dir() {
                     stack.push(path);
                     continue;
@@ -513,20 +630,28 @@ mod tests {
                 if !kind.is_file() || !is_manifest_name(&name) || name.ends_with(".json") {
                     continue;
                 }
-                let Ok(bytes) = std::fs::read(&path) else { continue };
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
                 if bytes.len() > 4 << 20 {
                     continue;
                 }
                 files += 1;
-                for rules in [Rules::default(), Rules { allow_secrets: true }] {
+                for rules in [
+                    Rules::default(),
+                    Rules {
+                        allow_secrets: true,
+                    },
+                ] {
                     let full = parse_file(&name, &bytes, rules);
                     let fast = identify_file(&name, &bytes, rules);
                     let same = match (&full, &fast) {
                         (Ok(a), Ok(b)) => {
                             a.len() == b.len()
-                                && a.iter()
-                                    .zip(b)
-                                    .all(|(a, b)| (&a.id, &a.api_version, a.line) == (&b.id, &b.api_version, b.line))
+                                && a.iter().zip(b).all(|(a, b)| {
+                                    (&a.id, &a.api_version, a.line)
+                                        == (&b.id, &b.api_version, b.line)
+                                })
                         }
                         (Err(a), Err(b)) => a.to_string() == b.to_string(),
                         _ => false,
@@ -536,7 +661,9 @@ mod tests {
                 if let Ok(text) = std::str::from_utf8(&bytes) {
                     scanned += split_documents(text)
                         .iter()
-                        .filter(|d| matches!(scan::scan_document(d.text), scan::Scan::Object { .. }))
+                        .filter(|d| {
+                            matches!(scan::scan_document(d.text), scan::Scan::Object { .. })
+                        })
                         .count();
                 }
             }
@@ -546,14 +673,28 @@ mod tests {
 
     #[test]
     fn duplicates_name_both_places_and_ignore_version() {
-        let a = parse("a.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n").unwrap();
-        let b = parse("b.yaml", "\n\napiVersion: apps/v1beta1\nkind: Deployment\nmetadata:\n  name: web\n").unwrap();
-        let other_ns =
-            parse("c.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: x\n").unwrap();
+        let a = parse(
+            "a.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n",
+        )
+        .unwrap();
+        let b = parse(
+            "b.yaml",
+            "\n\napiVersion: apps/v1beta1\nkind: Deployment\nmetadata:\n  name: web\n",
+        )
+        .unwrap();
+        let other_ns = parse(
+            "c.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: x\n",
+        )
+        .unwrap();
         let mut check = DuplicateCheck::default();
         check.add(&a[0]).unwrap();
         check.add(&other_ns[0]).unwrap();
         let err = check.add(&b[0]).unwrap_err().to_string();
-        assert!(err.contains("b.yaml:3") && err.contains("a.yaml:1"), "{err}");
+        assert!(
+            err.contains("b.yaml:3") && err.contains("a.yaml:1"),
+            "{err}"
+        );
     }
 }

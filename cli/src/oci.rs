@@ -11,7 +11,8 @@ use crate::digest::Digest;
 pub const MEDIA_TYPE_IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_TYPE_IMAGE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Flux's artifact config media type (`flux push artifact`).
 pub const MEDIA_TYPE_FLUX_CONFIG: &str = "application/vnd.cncf.flux.config.v1+json";
 /// Flux's artifact content layer media type.
@@ -29,8 +30,12 @@ pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Manifest media types a registry may answer with for the references berth follows.
-pub const ACCEPTED_MANIFEST_TYPES: &[&str] =
-    &[MEDIA_TYPE_IMAGE_MANIFEST, MEDIA_TYPE_IMAGE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST];
+pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
+    MEDIA_TYPE_IMAGE_MANIFEST,
+    MEDIA_TYPE_IMAGE_INDEX,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+];
 
 /// A content descriptor: what a manifest or index says about a blob or manifest it points to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +100,9 @@ pub fn media_type_of(manifest: &[u8]) -> Option<String> {
     struct Probe {
         media_type: Option<String>,
     }
-    serde_json::from_slice::<Probe>(manifest).ok().and_then(|p| p.media_type)
+    serde_json::from_slice::<Probe>(manifest)
+        .ok()
+        .and_then(|p| p.media_type)
 }
 
 /// Some registries (olareg) answer an empty referrers list as `"manifests": null`; Go's

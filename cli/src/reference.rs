@@ -23,7 +23,9 @@ pub enum ReferenceError {
         "'{input}' is not an OCI reference: it must start with 'oci://' (e.g. oci://registry.example:5000/team/app:v1)"
     )]
     MissingScheme { input: String },
-    #[error("'{input}' has no repository: expected oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST]")]
+    #[error(
+        "'{input}' has no repository: expected oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST]"
+    )]
     MissingRepository { input: String },
     #[error("'{input}': registry host '{host}' is not a valid host[:port]")]
     InvalidHost { input: String, host: String },
@@ -31,7 +33,9 @@ pub enum ReferenceError {
         "'{input}': repository '{repository}' is invalid: use lowercase letters, digits and separators (. _ __ -) between path components"
     )]
     InvalidRepository { input: String, repository: String },
-    #[error("'{input}': tag '{tag}' is invalid: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'")]
+    #[error(
+        "'{input}': tag '{tag}' is invalid: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
+    )]
     InvalidTag { input: String, tag: String },
     #[error("'{input}': {source}")]
     InvalidDigest { input: String, source: DigestError },
@@ -53,7 +57,12 @@ pub struct Reference {
 
 impl Reference {
     /// Build a reference from parts already known to be valid (e.g. from another reference).
-    pub fn new(registry: &str, repository: &str, tag: Option<&str>, digest: Option<Digest>) -> Reference {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Reference {
         Reference {
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -82,17 +91,29 @@ impl Reference {
 
     /// The same repository pinned to `digest` (the tag is dropped: a digest reference is exact).
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { tag: None, digest: Some(digest), ..self.clone() }
+        Reference {
+            tag: None,
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// The same repository at `tag` (any digest is dropped).
     pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference { tag: Some(tag.to_string()), digest: None, ..self.clone() }
+        Reference {
+            tag: Some(tag.to_string()),
+            digest: None,
+            ..self.clone()
+        }
     }
 
     /// The repository alone, without tag or digest.
     pub fn repository_only(&self) -> Reference {
-        Reference { tag: None, digest: None, ..self.clone() }
+        Reference {
+            tag: None,
+            digest: None,
+            ..self.clone()
+        }
     }
 
     /// What to ask the registry's manifest endpoint for: the digest if known, else the tag.
@@ -107,7 +128,9 @@ impl Reference {
     /// Error unless the reference names a tag or digest.
     pub fn require_tag_or_digest(&self) -> Result<(), ReferenceError> {
         if self.tag.is_none() && self.digest.is_none() {
-            return Err(ReferenceError::NeedsTagOrDigest { input: self.to_string() });
+            return Err(ReferenceError::NeedsTagOrDigest {
+                input: self.to_string(),
+            });
         }
         Ok(())
     }
@@ -115,7 +138,9 @@ impl Reference {
     /// Error if the reference names a tag or digest (for commands that take a repository).
     pub fn require_repository_only(&self) -> Result<(), ReferenceError> {
         if self.tag.is_some() || self.digest.is_some() {
-            return Err(ReferenceError::UnexpectedTagOrDigest { input: self.to_string() });
+            return Err(ReferenceError::UnexpectedTagOrDigest {
+                input: self.to_string(),
+            });
         }
         Ok(())
     }
@@ -138,21 +163,33 @@ impl FromStr for Reference {
     type Err = ReferenceError;
 
     fn from_str(input: &str) -> Result<Reference, ReferenceError> {
-        let rest =
-            input.strip_prefix(SCHEME).ok_or_else(|| ReferenceError::MissingScheme { input: input.to_string() })?;
+        let rest = input
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| ReferenceError::MissingScheme {
+                input: input.to_string(),
+            })?;
         let (rest, digest) = match rest.split_once('@') {
             Some((rest, digest)) => {
                 let digest = digest
                     .parse()
-                    .map_err(|source| ReferenceError::InvalidDigest { input: input.to_string(), source })?;
+                    .map_err(|source| ReferenceError::InvalidDigest {
+                        input: input.to_string(),
+                        source,
+                    })?;
                 (rest, Some(digest))
             }
             None => (rest, None),
         };
         let (host, path) =
-            rest.split_once('/').ok_or_else(|| ReferenceError::MissingRepository { input: input.to_string() })?;
+            rest.split_once('/')
+                .ok_or_else(|| ReferenceError::MissingRepository {
+                    input: input.to_string(),
+                })?;
         if !valid_host(host) {
-            return Err(ReferenceError::InvalidHost { input: input.to_string(), host: host.to_string() });
+            return Err(ReferenceError::InvalidHost {
+                input: input.to_string(),
+                host: host.to_string(),
+            });
         }
         // A ':' after the last '/' starts the tag; earlier ones cannot occur in a valid path.
         let (repository, tag) = match path.rsplit_once(':') {
@@ -160,7 +197,9 @@ impl FromStr for Reference {
             _ => (path, None),
         };
         if repository.is_empty() {
-            return Err(ReferenceError::MissingRepository { input: input.to_string() });
+            return Err(ReferenceError::MissingRepository {
+                input: input.to_string(),
+            });
         }
         if !valid_repository(repository) {
             return Err(ReferenceError::InvalidRepository {
@@ -171,7 +210,10 @@ impl FromStr for Reference {
         if let Some(tag) = tag
             && !valid_tag(tag)
         {
-            return Err(ReferenceError::InvalidTag { input: input.to_string(), tag: tag.to_string() });
+            return Err(ReferenceError::InvalidTag {
+                input: input.to_string(),
+                tag: tag.to_string(),
+            });
         }
         Ok(Reference {
             registry: host.to_string(),
@@ -190,7 +232,9 @@ fn valid_host(host: &str) -> bool {
     let name_ok = !name.is_empty()
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -221,7 +265,9 @@ fn valid_repository(repository: &str) -> bool {
                     continue;
                 }
                 let start = i;
-                while i < bytes.len() && !(bytes[i].is_ascii_lowercase() || bytes[i].is_ascii_digit()) {
+                while i < bytes.len()
+                    && !(bytes[i].is_ascii_lowercase() || bytes[i].is_ascii_digit())
+                {
                     i += 1;
                 }
                 let sep = &component[start..i];
@@ -239,7 +285,9 @@ fn valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= MAX_TAG_LEN
         && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -261,10 +309,14 @@ mod tests {
 
     #[test]
     fn parses_digest_and_tag_plus_digest() {
-        let r: Reference = format!("oci://reg.example/app@sha256:{HEX}").parse().unwrap();
+        let r: Reference = format!("oci://reg.example/app@sha256:{HEX}")
+            .parse()
+            .unwrap();
         assert_eq!(r.digest().map(|d| d.hex()), Some(HEX));
         assert_eq!(r.tag(), None);
-        let r: Reference = format!("oci://reg.example/app:v1@sha256:{HEX}").parse().unwrap();
+        let r: Reference = format!("oci://reg.example/app:v1@sha256:{HEX}")
+            .parse()
+            .unwrap();
         assert_eq!(r.tag(), Some("v1"));
         assert_eq!(r.manifest_selector(), Some(format!("sha256:{HEX}")));
     }

@@ -28,7 +28,10 @@ pub enum TransferError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("manifest {digest} has media type '{media_type}', which berth cannot copy")]
     UnsupportedManifest { digest: Digest, media_type: String },
     #[error("the build thread failed: {detail}")]
@@ -42,7 +45,9 @@ impl TransferError {
             TransferError::Artifact(e) => e.hint(),
             TransferError::Layout(e) => e.hint(),
             TransferError::Io { .. } => "check the path and free space",
-            TransferError::UnsupportedManifest { .. } => "berth copies OCI/Docker image manifests and indexes",
+            TransferError::UnsupportedManifest { .. } => {
+                "berth copies OCI/Docker image manifests and indexes"
+            }
             TransferError::BuildThread { .. } => "this is a bug in berth; please report it",
         }
     }
@@ -85,7 +90,13 @@ pub async fn push_artifact<E: From<TransferError>>(
     tag: &str,
     progress: impl FnOnce(u64) -> Option<Progress>,
 ) -> Result<(Registry, PushOutcome), E> {
-    let BuildInput { files, spool, name, meta, rules } = input;
+    let BuildInput {
+        files,
+        spool,
+        name,
+        meta,
+        rules,
+    } = input;
     let building = tokio::task::spawn_blocking(move || {
         let built = artifact::build(&files, &name, &meta, rules);
         drop(spool);
@@ -101,7 +112,9 @@ pub async fn push_artifact<E: From<TransferError>>(
         }
     };
     let (built, prepared) = tokio::join!(building, prepare_push(&registry, repo));
-    let built = built.map_err(|e| TransferError::BuildThread { detail: e.to_string() });
+    let built = built.map_err(|e| TransferError::BuildThread {
+        detail: e.to_string(),
+    });
     let built = match built.and_then(|b| b.map_err(TransferError::from)) {
         Ok(built) => built,
         Err(e) => {
@@ -112,7 +125,15 @@ pub async fn push_artifact<E: From<TransferError>>(
         }
     };
     let prepared = prepared?;
-    let outcome = push_built(&registry, repo, tag, &built, prepared, progress(built.layer.size)).await?;
+    let outcome = push_built(
+        &registry,
+        repo,
+        tag,
+        &built,
+        prepared,
+        progress(built.layer.size),
+    )
+    .await?;
     Ok((registry, outcome))
 }
 
@@ -135,15 +156,32 @@ struct PushPreparation {
 async fn prepare_push(registry: &Registry, repo: &str) -> Result<PushPreparation, TransferError> {
     let config = Digest::of(artifact::CONFIG_BYTES);
     if registry.prepare_push(repo, &config).await? {
-        return Ok(PushPreparation { config, config_uploaded: false, layer_session: None });
+        return Ok(PushPreparation {
+            config,
+            config_uploaded: false,
+            layer_session: None,
+        });
     }
     let size = artifact::CONFIG_BYTES.len() as u64;
     let upload_config = async {
         let session = registry.start_upload(repo).await?;
-        registry.finish_upload(repo, session, &config, size, BlobSource::Bytes(artifact::CONFIG_BYTES), None).await
+        registry
+            .finish_upload(
+                repo,
+                session,
+                &config,
+                size,
+                BlobSource::Bytes(artifact::CONFIG_BYTES),
+                None,
+            )
+            .await
     };
     let (_, layer_session) = tokio::try_join!(upload_config, registry.start_upload(repo))?;
-    Ok(PushPreparation { config, config_uploaded: true, layer_session: Some(layer_session) })
+    Ok(PushPreparation {
+        config,
+        config_uploaded: true,
+        layer_session: Some(layer_session),
+    })
 }
 
 /// Give up a prepared push whose artifact could not be built.
@@ -166,10 +204,27 @@ async fn push_built(
     let layer = async {
         match prepared.layer_session {
             Some(session) => registry
-                .finish_upload(repo, session, &built.layer.digest, built.layer.size, layer_source, progress)
+                .finish_upload(
+                    repo,
+                    session,
+                    &built.layer.digest,
+                    built.layer.size,
+                    layer_source,
+                    progress,
+                )
                 .await
                 .map(|()| true),
-            None => registry.push_blob(repo, &built.layer.digest, built.layer.size, layer_source, progress).await,
+            None => {
+                registry
+                    .push_blob(
+                        repo,
+                        &built.layer.digest,
+                        built.layer.size,
+                        layer_source,
+                        progress,
+                    )
+                    .await
+            }
         }
     };
     // The config was uploaded while building, unless the build made another one.
@@ -178,13 +233,20 @@ async fn push_built(
             return Ok(prepared.config_uploaded);
         }
         let source = BlobSource::Bytes(&built.config_bytes);
-        registry.push_blob(repo, &built.config.digest, built.config.size, source, None).await
+        registry
+            .push_blob(repo, &built.config.digest, built.config.size, source, None)
+            .await
     };
     // The manifest only once both blobs are there: registries check that they exist.
     let (layer, config) = tokio::try_join!(layer, config)?;
     let uploaded = usize::from(layer) + usize::from(config);
-    let digest = registry.push_manifest(repo, &built.manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag).await?;
-    Ok(PushOutcome { digest, uploaded_blobs: uploaded })
+    let digest = registry
+        .push_manifest(repo, &built.manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag)
+        .await?;
+    Ok(PushOutcome {
+        digest,
+        uploaded_blobs: uploaded,
+    })
 }
 
 /// Push the single manifest of an OCI layout (as `berth pack` writes it) to `repo` under `tag`.
@@ -197,25 +259,51 @@ pub async fn push_layout(
     progress: Option<Progress>,
 ) -> Result<PushOutcome, TransferError> {
     let (descriptor, manifest_bytes) = layout::read_manifest(dir)?;
-    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| LayoutError::Invalid {
-        path: layout::blob_path(dir, &descriptor.digest),
-        detail: e.to_string(),
-    })?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| LayoutError::Invalid {
+            path: layout::blob_path(dir, &descriptor.digest),
+            detail: e.to_string(),
+        })?;
     let mut uploaded = 0;
     for layer in &manifest.layers {
         let path = layout::verify_blob(dir, layer)?;
-        if registry.push_blob(repo, &layer.digest, layer.size, BlobSource::File(&path), progress.clone()).await? {
+        if registry
+            .push_blob(
+                repo,
+                &layer.digest,
+                layer.size,
+                BlobSource::File(&path),
+                progress.clone(),
+            )
+            .await?
+        {
             uploaded += 1;
         }
     }
     let config = layout::read_verified(dir, &manifest.config.digest)?;
-    if registry.push_blob(repo, &manifest.config.digest, manifest.config.size, BlobSource::Bytes(&config), None).await?
+    if registry
+        .push_blob(
+            repo,
+            &manifest.config.digest,
+            manifest.config.size,
+            BlobSource::Bytes(&config),
+            None,
+        )
+        .await?
     {
         uploaded += 1;
     }
-    let media_type = manifest.media_type.as_deref().unwrap_or(oci::MEDIA_TYPE_IMAGE_MANIFEST);
-    let digest = registry.push_manifest(repo, &manifest_bytes, media_type, tag).await?;
-    Ok(PushOutcome { digest, uploaded_blobs: uploaded })
+    let media_type = manifest
+        .media_type
+        .as_deref()
+        .unwrap_or(oci::MEDIA_TYPE_IMAGE_MANIFEST);
+    let digest = registry
+        .push_manifest(repo, &manifest_bytes, media_type, tag)
+        .await?;
+    Ok(PushOutcome {
+        digest,
+        uploaded_blobs: uploaded,
+    })
 }
 
 /// A fetched artifact manifest with its content layer.
@@ -236,11 +324,18 @@ pub async fn fetch_artifact_manifest(
     let (bytes, _media_type) = registry.fetch_manifest(repo, digest).await?;
     let (manifest, layer) = artifact::content_layer(&bytes)?;
     if layer.size > artifact::MAX_LAYER_BYTES {
-        return Err(
-            ArtifactError::TooLarge { what: "bytes (compressed layer)", limit: artifact::MAX_LAYER_BYTES }.into()
-        );
+        return Err(ArtifactError::TooLarge {
+            what: "bytes (compressed layer)",
+            limit: artifact::MAX_LAYER_BYTES,
+        }
+        .into());
     }
-    Ok(ArtifactManifest { digest: digest.clone(), bytes, manifest, layer })
+    Ok(ArtifactManifest {
+        digest: digest.clone(),
+        bytes,
+        manifest,
+        layer,
+    })
 }
 
 /// Download the content layer of `artifact` into a temporary file (verified), returning it.
@@ -249,13 +344,25 @@ pub async fn download_layer(
     repo: &str,
     artifact: &ArtifactManifest,
 ) -> Result<tempfile::NamedTempFile, TransferError> {
-    let tmp =
-        tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
+    let tmp = tempfile::NamedTempFile::new().map_err(|source| TransferError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     let file = tokio::fs::File::create(tmp.path())
         .await
-        .map_err(|source| TransferError::Io { path: tmp.path().to_path_buf(), source })?;
+        .map_err(|source| TransferError::Io {
+            path: tmp.path().to_path_buf(),
+            source,
+        })?;
     let mut writer = tokio::io::BufWriter::new(file);
-    registry.fetch_blob(repo, &artifact.layer.digest, artifact.layer.size, &mut writer).await?;
+    registry
+        .fetch_blob(
+            repo,
+            &artifact.layer.digest,
+            artifact.layer.size,
+            &mut writer,
+        )
+        .await?;
     Ok(tmp)
 }
 
@@ -269,8 +376,10 @@ pub async fn pull(
 ) -> Result<(ArtifactManifest, Vec<LayerFile>), TransferError> {
     let artifact = fetch_artifact_manifest(registry, repo, digest).await?;
     let layer = download_layer(registry, repo, &artifact).await?;
-    let file = std::fs::File::open(layer.path())
-        .map_err(|source| TransferError::Io { path: layer.path().to_path_buf(), source })?;
+    let file = std::fs::File::open(layer.path()).map_err(|source| TransferError::Io {
+        path: layer.path().to_path_buf(),
+        source,
+    })?;
     let files = artifact::unpack(std::io::BufReader::new(file), dest, limits)?;
     Ok((artifact, files))
 }
@@ -294,8 +403,21 @@ pub async fn copy(
     dst_tag: Option<&str>,
 ) -> Result<CopyOutcome, TransferError> {
     let mut uploaded = 0;
-    copy_manifest(src, src_repo, digest, dst, dst_repo, dst_tag, 0, &mut uploaded).await?;
-    Ok(CopyOutcome { digest: digest.clone(), uploaded_blobs: uploaded })
+    copy_manifest(
+        src,
+        src_repo,
+        digest,
+        dst,
+        dst_repo,
+        dst_tag,
+        0,
+        &mut uploaded,
+    )
+    .await?;
+    Ok(CopyOutcome {
+        digest: digest.clone(),
+        uploaded_blobs: uploaded,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -311,19 +433,37 @@ fn copy_manifest<'a>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TransferError>> + Send + 'a>> {
     Box::pin(async move {
         let (bytes, media_type) = src.fetch_manifest(src_repo, digest).await?;
-        let is_index = media_type == oci::MEDIA_TYPE_IMAGE_INDEX || media_type == oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST;
+        let is_index = media_type == oci::MEDIA_TYPE_IMAGE_INDEX
+            || media_type == oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST;
         if is_index {
             if depth >= MAX_COPY_DEPTH {
-                return Err(TransferError::UnsupportedManifest { digest: digest.clone(), media_type });
+                return Err(TransferError::UnsupportedManifest {
+                    digest: digest.clone(),
+                    media_type,
+                });
             }
             let index: ImageIndex =
-                serde_json::from_slice(&bytes).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
+                serde_json::from_slice(&bytes).map_err(|e| ArtifactError::InvalidManifest {
+                    detail: e.to_string(),
+                })?;
             for child in &index.manifests {
-                copy_manifest(src, src_repo, &child.digest, dst, dst_repo, None, depth + 1, uploaded).await?;
+                copy_manifest(
+                    src,
+                    src_repo,
+                    &child.digest,
+                    dst,
+                    dst_repo,
+                    None,
+                    depth + 1,
+                    uploaded,
+                )
+                .await?;
             }
         } else {
             let manifest: ImageManifest =
-                serde_json::from_slice(&bytes).map_err(|e| ArtifactError::InvalidManifest { detail: e.to_string() })?;
+                serde_json::from_slice(&bytes).map_err(|e| ArtifactError::InvalidManifest {
+                    detail: e.to_string(),
+                })?;
             let mut blobs = vec![manifest.config.clone()];
             blobs.extend(manifest.layers.iter().cloned());
             for blob in blobs {
@@ -336,7 +476,8 @@ fn copy_manifest<'a>(
             Some(tag) => tag.to_string(),
             None => digest.to_string(),
         };
-        dst.push_manifest(dst_repo, &bytes, &media_type, &target).await?;
+        dst.push_manifest(dst_repo, &bytes, &media_type, &target)
+            .await?;
         Ok(())
     })
 }
@@ -353,17 +494,41 @@ async fn copy_blob(
         return Ok(false);
     }
     if blob.size <= MAX_CONFIG_BYTES {
-        let bytes = src.fetch_blob_bytes(src_repo, &blob.digest, blob.size).await?;
-        return Ok(dst.push_blob(dst_repo, &blob.digest, blob.size, BlobSource::Bytes(&bytes), None).await?);
+        let bytes = src
+            .fetch_blob_bytes(src_repo, &blob.digest, blob.size)
+            .await?;
+        return Ok(dst
+            .push_blob(
+                dst_repo,
+                &blob.digest,
+                blob.size,
+                BlobSource::Bytes(&bytes),
+                None,
+            )
+            .await?);
     }
-    let tmp =
-        tempfile::NamedTempFile::new().map_err(|source| TransferError::Io { path: std::env::temp_dir(), source })?;
+    let tmp = tempfile::NamedTempFile::new().map_err(|source| TransferError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     {
         let file = tokio::fs::File::create(tmp.path())
             .await
-            .map_err(|source| TransferError::Io { path: tmp.path().to_path_buf(), source })?;
+            .map_err(|source| TransferError::Io {
+                path: tmp.path().to_path_buf(),
+                source,
+            })?;
         let mut writer = tokio::io::BufWriter::new(file);
-        src.fetch_blob(src_repo, &blob.digest, blob.size, &mut writer).await?;
+        src.fetch_blob(src_repo, &blob.digest, blob.size, &mut writer)
+            .await?;
     }
-    Ok(dst.push_blob(dst_repo, &blob.digest, blob.size, BlobSource::File(tmp.path()), None).await?)
+    Ok(dst
+        .push_blob(
+            dst_repo,
+            &blob.digest,
+            blob.size,
+            BlobSource::File(tmp.path()),
+            None,
+        )
+        .await?)
 }

@@ -50,7 +50,10 @@ pub struct Env {
 
 /// The repository root (the workspace holding `tests/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A file under `testdata/`.
@@ -67,14 +70,19 @@ pub fn env() -> &'static Env {
 
 fn bring_up() -> Env {
     let root = repo_root();
-    let state = std::env::var_os("BERTH_ENV_STATE").map(PathBuf::from).unwrap_or_else(|| root.join("tests/env/.state"));
+    let state = std::env::var_os("BERTH_ENV_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("tests/env/.state"));
     fs::create_dir_all(&state).expect("create env state dir");
 
     // Several test binaries may start at once; one of them brings the peers up while
     // the others wait on the lock, then find them healthy and attach.
     let lock = File::create(state.join(".harness.lock")).expect("create harness lock");
     lock.lock().expect("lock harness");
-    let up = Command::new(root.join("tests/env/up")).env("BERTH_ENV_STATE", &state).output().expect("run tests/env/up");
+    let up = Command::new(root.join("tests/env/up"))
+        .env("BERTH_ENV_STATE", &state)
+        .output()
+        .expect("run tests/env/up");
     if !up.status.success() {
         panic!(
             "tests/env/up failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -88,7 +96,9 @@ fn bring_up() -> Env {
 
     let vars = read_env_file(&state.join("env"));
     let var = |name: &str| -> String {
-        vars.get(name).cloned().unwrap_or_else(|| panic!("{name} missing from {}", state.join("env").display()))
+        vars.get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {}", state.join("env").display()))
     };
     let path = |name: &str| PathBuf::from(var(name));
     Env {
@@ -143,16 +153,25 @@ fn read_env_file(file: &Path) -> HashMap<String, String> {
 fn build_binaries() -> (PathBuf, PathBuf) {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test-binary>
-    let profile_dir =
-        exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
-    build.current_dir(repo_root()).args(["build", "--bins", "-p", "berth", "-p", "berth-agent"]);
+    build
+        .current_dir(repo_root())
+        .args(["build", "--bins", "-p", "berth", "-p", "berth-agent"]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
     let out = build.output().expect("run cargo build");
-    assert!(out.status.success(), "cargo build of the binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo build of the binaries failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (profile_dir.join("berth"), profile_dir.join("berth-agent"))
 }
 
@@ -204,17 +223,38 @@ impl Env {
     /// `kubectl get KIND NAME [-n NS] -o json` with managed fields; `None` when it does not exist.
     pub fn object(&self, kind: &str, ns: Option<&str>, name: &str) -> Option<serde_json::Value> {
         let mut cmd = self.kubectl_cmd();
-        cmd.args(["get", kind, name, "-o", "json", "--show-managed-fields", "--ignore-not-found"]);
+        cmd.args([
+            "get",
+            kind,
+            name,
+            "-o",
+            "json",
+            "--show-managed-fields",
+            "--ignore-not-found",
+        ]);
         if let Some(ns) = ns {
             cmd.args(["-n", ns]);
         }
         let out = run_ok(&mut cmd);
-        if out.trim().is_empty() { None } else { Some(serde_json::from_str(&out).expect("kubectl get prints JSON")) }
+        if out.trim().is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&out).expect("kubectl get prints JSON"))
+        }
     }
 
     /// The ConfigMaps in `ns` that belong to any ApplySet, as `configmap/NAME` lines.
     pub fn applyset_configmaps(&self, ns: &str) -> String {
-        run_ok(self.kubectl_cmd().args(["get", "configmaps", "-n", ns, "-l", APPLYSET_PART_OF, "-o", "name"]))
+        run_ok(self.kubectl_cmd().args([
+            "get",
+            "configmaps",
+            "-n",
+            ns,
+            "-l",
+            APPLYSET_PART_OF,
+            "-o",
+            "name",
+        ]))
     }
 
     /// The Source CRD as `berth-agent crd` prints it, applied and Established.
@@ -238,7 +278,13 @@ impl Env {
     /// and `DIR/NAME.pub`; returns (private, public).
     pub fn keypair(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let prefix = dir.join(name);
-        run_ok(self.berth().env("COSIGN_PASSWORD", "e2e").arg("keygen").arg("--output-key-prefix").arg(&prefix));
+        run_ok(
+            self.berth()
+                .env("COSIGN_PASSWORD", "e2e")
+                .arg("keygen")
+                .arg("--output-key-prefix")
+                .arg(&prefix),
+        );
         (prefix.with_extension("key"), prefix.with_extension("pub"))
     }
 
@@ -305,7 +351,13 @@ impl Drop for Namespace {
         let _ = self
             .env
             .kubectl_cmd()
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .output();
     }
 }
@@ -313,10 +365,16 @@ impl Drop for Namespace {
 /// `prefix-xxxxxxxx`, lower-case, unique across processes and calls, at most `max` long.
 pub fn unique_name(prefix: &str, max: usize) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mix = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ (u64::from(n) << 48);
-    let suffix = format!("{:08x}", (mix ^ (mix >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
+    let suffix = format!(
+        "{:08x}",
+        (mix ^ (mix >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32
+    );
     let prefix: String = prefix
         .to_ascii_lowercase()
         .chars()
@@ -347,7 +405,9 @@ fn describe(cmd: &Command) -> String {
 
 /// Runs a command to completion, capturing its output.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)));
     Output {
         status: out.status,
         code: out.status.code(),
@@ -360,7 +420,13 @@ pub fn run(cmd: &mut Command) -> Output {
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     if !out.status.success() {
-        panic!("`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}", describe(cmd), out.status, out.stdout, out.stderr);
+        panic!(
+            "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            describe(cmd),
+            out.status,
+            out.stdout,
+            out.stderr
+        );
     }
     out.stdout
 }
@@ -385,17 +451,30 @@ impl Env {
     /// private twin of it with the same binary and flags.
     pub fn peer_command_line(&self, peer: &str) -> Vec<String> {
         let pid_file = self.state.join("pids").join(format!("{peer}.pid"));
-        let text = fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
-        let pid = text.split_whitespace().next().unwrap_or_else(|| panic!("{} is empty", pid_file.display()));
+        let text = fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
+        let pid = text
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("{} is empty", pid_file.display()));
         let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
             .unwrap_or_else(|e| panic!("peer {peer} (pid {pid}) is not running: {e}"));
-        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
     }
 
     /// The shared admin kubeconfig, pointed at another API server address (`https://…`).
     pub fn kubeconfig_for(&self, server: &str, dest: &Path) {
         let text = fs::read_to_string(&self.kubeconfig).expect("read the shared kubeconfig");
-        assert!(text.contains(&self.apiserver), "{} does not name {}", self.kubeconfig.display(), self.apiserver);
+        assert!(
+            text.contains(&self.apiserver),
+            "{} does not name {}",
+            self.kubeconfig.display(),
+            self.apiserver
+        );
         fs::write(dest, text.replace(&self.apiserver, server)).expect("write kubeconfig");
     }
 }
@@ -403,7 +482,11 @@ impl Env {
 /// A free TCP port on 127.0.0.1: bound, noted and released, for a process the test starts
 /// next (the kernel does not hand the same ephemeral port out again soon).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Polls `check` every 100 ms until it holds; panics naming `what` (and `context()`) after
@@ -414,7 +497,13 @@ pub fn wait_for(
     check: impl FnMut() -> bool,
     context: impl Fn() -> String,
 ) -> std::time::Duration {
-    poll_until(what, timeout, std::time::Duration::from_millis(100), check, context)
+    poll_until(
+        what,
+        timeout,
+        std::time::Duration::from_millis(100),
+        check,
+        context,
+    )
 }
 
 /// Polls `check` every `every` until it holds; panics naming `what` (and `context()`, a log or
@@ -434,7 +523,10 @@ pub fn poll_until(
         }
         std::thread::sleep(every);
     }
-    panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
+    panic!(
+        "timed out after {timeout:?} waiting for {what}\n{}",
+        context()
+    );
 }
 
 /// A peer process one test starts for itself (a private API server, a private registry),
@@ -451,7 +543,11 @@ pub struct PrivatePeer {
 impl PrivatePeer {
     /// Starts `argv` (program first), appending its output to `log`.
     pub fn start(name: &str, argv: &[String], log: &Path) -> PrivatePeer {
-        let out = fs::OpenOptions::new().create(true).append(true).open(log).expect("open peer log");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open peer log");
         let err = out.try_clone().expect("clone peer log");
         let child = Command::new("setpriv")
             .args(["--pdeathsig", "SIGKILL", "--"])
@@ -461,12 +557,18 @@ impl PrivatePeer {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start private {name} ({}): {e}", argv.join(" ")));
-        PrivatePeer { name: name.to_string(), child: Some(child), log: log.to_path_buf() }
+        PrivatePeer {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
     }
 
     /// Whether the process is still running (not exited, not killed).
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().expect("poll peer").is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("poll peer").is_none())
     }
 
     /// SIGKILL, then reap: the process and its sockets are gone when this returns.
@@ -512,7 +614,10 @@ impl Process {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)));
-        Process { child: Some(child), log }
+        Process {
+            child: Some(child),
+            log,
+        }
     }
 
     /// What it wrote to stderr so far.
@@ -526,7 +631,9 @@ impl Process {
 
     /// Still running (not exited, not killed)?
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The exit status if the process ends within `timeout`; `None` if it is still running.
@@ -584,7 +691,10 @@ impl PrivateApiServer {
     pub fn start(env: &'static Env, extra: &[String]) -> PrivateApiServer {
         let port = free_port();
         let mut argv = env.peer_command_line("kube-apiserver");
-        let i = argv.iter().position(|a| a == "--secure-port").expect("the shared apiserver sets --secure-port");
+        let i = argv
+            .iter()
+            .position(|a| a == "--secure-port")
+            .expect("the shared apiserver sets --secure-port");
         argv[i + 1] = port.to_string();
         argv.extend_from_slice(extra);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -592,7 +702,15 @@ impl PrivateApiServer {
         let kubeconfig = dir.path().join("kubeconfig");
         env.kubeconfig_for(&url, &kubeconfig);
         let log = dir.path().join("kube-apiserver.log");
-        let mut api = PrivateApiServer { env, argv, url, kubeconfig, log, process: None, _dir: dir };
+        let mut api = PrivateApiServer {
+            env,
+            argv,
+            url,
+            kubeconfig,
+            log,
+            process: None,
+            _dir: dir,
+        };
         api.boot();
         api
     }
@@ -603,11 +721,19 @@ impl PrivateApiServer {
         self.process = Some(PrivatePeer::start("kube-apiserver", &self.argv, &self.log));
         loop {
             if self.ready() {
-                eprintln!("private kube-apiserver {} ready in {:?}", self.url, started.elapsed());
+                eprintln!(
+                    "private kube-apiserver {} ready in {:?}",
+                    self.url,
+                    started.elapsed()
+                );
                 return;
             }
             let p = self.process.as_mut().expect("started above");
-            assert!(p.running(), "the private kube-apiserver exited during start-up\n{}", p.log_tail(40));
+            assert!(
+                p.running(),
+                "the private kube-apiserver exited during start-up\n{}",
+                p.log_tail(40)
+            );
             assert!(
                 started.elapsed() < PRIVATE_APISERVER_READY_TIMEOUT,
                 "the private kube-apiserver {} is not ready after {PRIVATE_APISERVER_READY_TIMEOUT:?}\n{}",
@@ -619,12 +745,20 @@ impl PrivateApiServer {
     }
 
     fn ready(&self) -> bool {
-        run(self.kubectl().args(["get", "--raw", "/readyz", "--request-timeout=2s"])).status.success()
+        run(self
+            .kubectl()
+            .args(["get", "--raw", "/readyz", "--request-timeout=2s"]))
+        .status
+        .success()
     }
 
     /// The value of `flag` on its command line (the shared one's, or one of `extra`).
     pub fn flag(&self, flag: &str) -> Option<&str> {
-        self.argv.iter().position(|a| a == flag).and_then(|i| self.argv.get(i + 1)).map(String::as_str)
+        self.argv
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| self.argv.get(i + 1))
+            .map(String::as_str)
     }
 
     /// SIGKILL, then reap.
@@ -649,6 +783,9 @@ impl PrivateApiServer {
 
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
-        self.process.as_ref().map(|p| p.log_tail(lines)).unwrap_or_default()
+        self.process
+            .as_ref()
+            .map(|p| p.log_tail(lines))
+            .unwrap_or_default()
     }
 }

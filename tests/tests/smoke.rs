@@ -33,14 +33,18 @@ fn peer_versions_are_real_and_logged() {
             .find(|l| l.split_whitespace().next() == Some(peer))
             .unwrap_or_else(|| panic!("{peer} missing from {}", env.peer_versions.display()));
         assert!(
-            line.split_whitespace().nth(1).is_some_and(|v| v.chars().any(|c| c.is_ascii_digit())),
+            line.split_whitespace()
+                .nth(1)
+                .is_some_and(|v| v.chars().any(|c| c.is_ascii_digit())),
             "{peer} has no version: {line:?}"
         );
     }
     // Ask the API server itself, not the file.
     let server = run_ok(env.kubectl_cmd().args(["version", "-o", "json"]));
     let v: serde_json::Value = serde_json::from_str(&server).expect("kubectl version json");
-    let git = v["serverVersion"]["gitVersion"].as_str().unwrap_or_default();
+    let git = v["serverVersion"]["gitVersion"]
+        .as_str()
+        .unwrap_or_default();
     println!("kube-apiserver reports {git}");
     assert!(git.starts_with("v1."), "unexpected server version {git:?}");
 }
@@ -100,7 +104,11 @@ fn deployment_becomes_available_and_namespace_deletion_completes() {
     let ns = env.namespace("smoke-deploy");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("deploy.yaml");
-    fs::write(&file, deployment("web", ns.name(), "registry.example/web:1", 2)).unwrap();
+    fs::write(
+        &file,
+        deployment("web", ns.name(), "registry.example/web:1", 2),
+    )
+    .unwrap();
     run_ok(env.kubectl_cmd().arg("apply").arg("-f").arg(&file));
     run_ok(env.kubectl_cmd().args([
         "wait",
@@ -118,17 +126,27 @@ fn deployment_becomes_available_and_namespace_deletion_completes() {
         "-o",
         "jsonpath={.status.readyReplicas}",
     ]));
-    assert_eq!(ready, "2", "both replicas are scheduled on kwok nodes and Ready");
+    assert_eq!(
+        ready, "2",
+        "both replicas are scheduled on kwok nodes and Ready"
+    );
 
     // The namespace controller must really finalize the namespace (pods and all).
-    run_ok(env.kubectl_cmd().args(["delete", "namespace", ns.name(), "--wait=false"]));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["delete", "namespace", ns.name(), "--wait=false"]),
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let out = run(env.kubectl_cmd().args(["get", "namespace", ns.name()]));
         if !out.status.success() && out.stderr.contains("NotFound") {
             break;
         }
-        assert!(Instant::now() < deadline, "namespace {} still exists after 90 s", ns.name());
+        assert!(
+            Instant::now() < deadline,
+            "namespace {} still exists after 90 s",
+            ns.name()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -139,7 +157,11 @@ fn never_ready_image_makes_a_rollout_fail() {
     let ns = env.namespace("smoke-fail");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("deploy.yaml");
-    fs::write(&file, deployment("stuck", ns.name(), &env.never_ready_image, 1)).unwrap();
+    fs::write(
+        &file,
+        deployment("stuck", ns.name(), &env.never_ready_image, 1),
+    )
+    .unwrap();
     run_ok(env.kubectl_cmd().arg("apply").arg("-f").arg(&file));
     // The pod gets scheduled and runs, but never turns Ready.
     run_ok(env.kubectl_cmd().args([
@@ -152,9 +174,18 @@ fn never_ready_image_makes_a_rollout_fail() {
         "--for=jsonpath={.status.phase}=Running",
         "--timeout=60s",
     ]));
-    let rollout =
-        run(env.kubectl_cmd().args(["rollout", "status", "deployment/stuck", "-n", ns.name(), "--timeout=8s"]));
-    assert!(!rollout.status.success(), "rollout of a never-ready image must not complete");
+    let rollout = run(env.kubectl_cmd().args([
+        "rollout",
+        "status",
+        "deployment/stuck",
+        "-n",
+        ns.name(),
+        "--timeout=8s",
+    ]));
+    assert!(
+        !rollout.status.success(),
+        "rollout of a never-ready image must not complete"
+    );
 }
 
 #[test]
@@ -186,13 +217,35 @@ fn job_runs_to_completion() {
 fn rbac_is_enforced() {
     let env = env();
     let ns = env.namespace("smoke-rbac");
-    run_ok(env.kubectl_cmd().args(["create", "serviceaccount", "nobody", "-n", ns.name()]));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["create", "serviceaccount", "nobody", "-n", ns.name()]),
+    );
     let who = format!("system:serviceaccount:{}:nobody", ns.name());
-    let out = run(env.kubectl_cmd().args(["auth", "can-i", "create", "configmaps", "-n", ns.name(), "--as", &who]));
-    assert_eq!(out.stdout.trim(), "no", "a fresh ServiceAccount has no rights: {out:?}");
+    let out = run(env.kubectl_cmd().args([
+        "auth",
+        "can-i",
+        "create",
+        "configmaps",
+        "-n",
+        ns.name(),
+        "--as",
+        &who,
+    ]));
+    assert_eq!(
+        out.stdout.trim(),
+        "no",
+        "a fresh ServiceAccount has no rights: {out:?}"
+    );
     // A token issued by the API server's service-account issuer authenticates.
-    let token = run_ok(env.kubectl_cmd().args(["create", "token", "nobody", "-n", ns.name()]));
-    assert!(token.trim().split('.').count() == 3, "TokenRequest returns a JWT");
+    let token = run_ok(
+        env.kubectl_cmd()
+            .args(["create", "token", "nobody", "-n", ns.name()]),
+    );
+    assert!(
+        token.trim().split('.').count() == 3,
+        "TokenRequest returns a JWT"
+    );
 }
 
 /// `oras` pushes a file and pulls it back, byte for byte.
@@ -203,10 +256,23 @@ fn oras_round_trip(registry: &str, tls: bool) {
     fs::write(dir.path().join("hello.txt"), &content).unwrap();
     let reference = format!("{registry}/{}:v1", env.repo("smoke-oras"));
     let auth = env.oras_flags(tls);
-    run_ok(env.tool(&env.oras).current_dir(dir.path()).args(["push", &reference, "hello.txt"]).args(&auth));
+    run_ok(
+        env.tool(&env.oras)
+            .current_dir(dir.path())
+            .args(["push", &reference, "hello.txt"])
+            .args(&auth),
+    );
     let out = tempfile::tempdir().unwrap();
-    run_ok(env.tool(&env.oras).args(["pull", &reference, "-o"]).arg(out.path()).args(&auth));
-    assert_eq!(fs::read_to_string(out.path().join("hello.txt")).unwrap(), content);
+    run_ok(
+        env.tool(&env.oras)
+            .args(["pull", &reference, "-o"])
+            .arg(out.path())
+            .args(&auth),
+    );
+    assert_eq!(
+        fs::read_to_string(out.path().join("hello.txt")).unwrap(),
+        content
+    );
     if tls {
         // Without credentials the registry refuses.
         let anon = run(env
@@ -215,7 +281,10 @@ fn oras_round_trip(registry: &str, tls: bool) {
             .arg(&env.ca_file)
             .arg("-o")
             .arg(out.path()));
-        assert!(!anon.status.success(), "anonymous pull from {registry} must be refused");
+        assert!(
+            !anon.status.success(),
+            "anonymous pull from {registry} must be refused"
+        );
     }
 }
 
@@ -244,11 +313,25 @@ fn only_the_oci11_registry_has_the_referrers_api() {
     let env = env();
     let digest = "sha256:".to_string() + &"0".repeat(64);
     let code = |registry: &str| {
-        let url = format!("http://{registry}/v2/{}/referrers/{digest}", env.repo("smoke-ref"));
-        run_ok(env.tool("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]))
+        let url = format!(
+            "http://{registry}/v2/{}/referrers/{digest}",
+            env.repo("smoke-ref")
+        );
+        run_ok(
+            env.tool("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]),
+        )
     };
-    assert_eq!(code(&env.registry_oci), "200", "OCI 1.1 registry answers referrers");
-    assert_eq!(code(&env.registry_dist), "404", "distribution 2.8 has no referrers API");
+    assert_eq!(
+        code(&env.registry_oci),
+        "200",
+        "OCI 1.1 registry answers referrers"
+    );
+    assert_eq!(
+        code(&env.registry_dist),
+        "404",
+        "distribution 2.8 has no referrers API"
+    );
 }
 
 #[test]
@@ -263,5 +346,8 @@ fn interop_tools_answer() {
     let oras = run_ok(env.tool(&env.oras).arg("version"));
     assert!(oras.contains("Version"), "oras reports: {oras}");
     let kubectl = run_ok(env.kubectl_cmd().args(["version", "--client"]));
-    assert!(kubectl.contains("Client Version"), "kubectl reports: {kubectl}");
+    assert!(
+        kubectl.contains("Client Version"),
+        "kubectl reports: {kubectl}"
+    );
 }

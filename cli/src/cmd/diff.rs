@@ -49,7 +49,12 @@ pub async fn run(global: &Global, args: DiffArgs) -> Result<(), Failure> {
                 let diff = if id.kind == "Secret" && id.group.is_empty() {
                     "(Secret content not shown)\n".to_string()
                 } else {
-                    unified(&render(old), &render(value), &format!("{reference} {id}"), &format!("{place} {id}"))
+                    unified(
+                        &render(old),
+                        &render(value),
+                        &format!("{reference} {id}"),
+                        &format!("{place} {id}"),
+                    )
                 };
                 changed.push((id, place, diff));
             }
@@ -78,23 +83,40 @@ pub async fn run(global: &Global, args: DiffArgs) -> Result<(), Failure> {
         println!("~ changed  {id} ({place})");
         print!("{diff}");
     }
-    eprintln!("{} added, {} removed, {} changed", added.len(), removed.len(), changed.len());
+    eprintln!(
+        "{} added, {} removed, {} changed",
+        added.len(),
+        removed.len(),
+        changed.len()
+    );
     Ok(())
 }
 
 fn local_objects(path: &str, allow_secrets: bool) -> Result<Objects, Failure> {
     let Input::Files { files, _spool } = input::collect(path)? else {
-        return Err(Failure::usage(format!("{path} is an OCI image layout"), "diff takes the manifests directory"));
+        return Err(Failure::usage(
+            format!("{path} is an OCI image layout"),
+            "diff takes the manifests directory",
+        ));
     };
-    let rules =
-        BuildArgs { source: None, revision: None, annotations: Vec::new(), created: None, allow_secrets }.rules();
+    let rules = BuildArgs {
+        source: None,
+        revision: None,
+        annotations: Vec::new(),
+        created: None,
+        allow_secrets,
+    }
+    .rules();
     let mut objects = Objects::new();
     let mut duplicates = DuplicateCheck::default();
     for file in &files {
         let bytes = file.read()?;
         for object in manifests::parse_file(&file.name, &bytes, rules)? {
             duplicates.add(&object)?;
-            objects.insert(object.id.clone(), (format!("{}:{}", object.file, object.line), object.value));
+            objects.insert(
+                object.id.clone(),
+                (format!("{}:{}", object.file, object.line), object.value),
+            );
         }
     }
     Ok(objects)
@@ -111,7 +133,10 @@ async fn remote_objects(
     read_remote_manifests(registry, repo, &artifact, |parsed| match parsed {
         Ok(found) => {
             for object in found {
-                objects.insert(object.id.clone(), (format!("{}:{}", object.file, object.line), object.value));
+                objects.insert(
+                    object.id.clone(),
+                    (format!("{}:{}", object.file, object.line), object.value),
+                );
             }
         }
         Err(e) => parse_error = Some(e),
@@ -124,7 +149,8 @@ async fn remote_objects(
 }
 
 fn render(value: &serde_json::Value) -> String {
-    serde_saphyr::to_string(value).unwrap_or_else(|_| serde_json::to_string_pretty(value).unwrap_or_default())
+    serde_saphyr::to_string(value)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(value).unwrap_or_default())
 }
 
 fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {

@@ -32,7 +32,8 @@ pub async fn run(global: &Global, args: InspectArgs) -> Result<(), Failure> {
         Err(_) => unparsable += 1,
     })
     .await?;
-    let signatures = signing::inspect_signatures(global, &registry, repo, &digest, args.key.as_deref()).await?;
+    let signatures =
+        signing::inspect_signatures(global, &registry, repo, &digest, args.key.as_deref()).await?;
     let annotations = &artifact.manifest.annotations;
     if global.json() {
         print_json(&serde_json::json!({
@@ -51,14 +52,34 @@ pub async fn run(global: &Global, args: InspectArgs) -> Result<(), Failure> {
     let get = |key: &str| annotations.get(key).map(String::as_str).unwrap_or("-");
     println!("Reference:   {reference}");
     println!("Digest:      {digest}");
-    println!("Media type:  {}", artifact.manifest.media_type.as_deref().unwrap_or(oci::MEDIA_TYPE_IMAGE_MANIFEST));
-    println!("Config:      {} ({})", artifact.manifest.config.digest, artifact.manifest.config.media_type);
-    println!("Layer:       {} ({}, {} bytes)", artifact.layer.digest, artifact.layer.media_type, artifact.layer.size);
+    println!(
+        "Media type:  {}",
+        artifact
+            .manifest
+            .media_type
+            .as_deref()
+            .unwrap_or(oci::MEDIA_TYPE_IMAGE_MANIFEST)
+    );
+    println!(
+        "Config:      {} ({})",
+        artifact.manifest.config.digest, artifact.manifest.config.media_type
+    );
+    println!(
+        "Layer:       {} ({}, {} bytes)",
+        artifact.layer.digest, artifact.layer.media_type, artifact.layer.size
+    );
     println!("Created:     {}", get(oci::ANNOTATION_CREATED));
     println!("Source:      {}", get(oci::ANNOTATION_SOURCE));
     println!("Revision:    {}", get(oci::ANNOTATION_REVISION));
-    let standard = [oci::ANNOTATION_CREATED, oci::ANNOTATION_SOURCE, oci::ANNOTATION_REVISION];
-    let extra: Vec<_> = annotations.iter().filter(|(k, _)| !standard.contains(&k.as_str())).collect();
+    let standard = [
+        oci::ANNOTATION_CREATED,
+        oci::ANNOTATION_SOURCE,
+        oci::ANNOTATION_REVISION,
+    ];
+    let extra: Vec<_> = annotations
+        .iter()
+        .filter(|(k, _)| !standard.contains(&k.as_str()))
+        .collect();
     if !extra.is_empty() {
         println!("Annotations:");
         for (k, v) in extra {
@@ -67,7 +88,11 @@ pub async fn run(global: &Global, args: InspectArgs) -> Result<(), Failure> {
     }
     println!(
         "Objects:     {objects}{}",
-        if unparsable > 0 { format!(" ({unparsable} files not parsable)") } else { String::new() }
+        if unparsable > 0 {
+            format!(" ({unparsable} files not parsable)")
+        } else {
+            String::new()
+        }
     );
     println!("Files:       {}", files.len());
     for f in &files {
@@ -78,7 +103,12 @@ pub async fn run(global: &Global, args: InspectArgs) -> Result<(), Failure> {
         match sigs {
             serde_json::Value::Array(items) => {
                 for item in items {
-                    println!("  {}", item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string()));
+                    println!(
+                        "  {}",
+                        item.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| item.to_string())
+                    );
                 }
             }
             other => println!("  {other}"),

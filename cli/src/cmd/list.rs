@@ -26,16 +26,23 @@ pub async fn run(global: &Global, args: ListArgs) -> Result<(), Failure> {
     reference.require_repository_only()?;
     let registry = global.registry(&reference)?;
     let repo = reference.repository();
-    let tags: Vec<String> = registry.list_tags(repo).await?.into_iter().filter(|t| !is_bookkeeping_tag(t)).collect();
+    let tags: Vec<String> = registry
+        .list_tags(repo)
+        .await?
+        .into_iter()
+        .filter(|t| !is_bookkeeping_tag(t))
+        .collect();
     let truncated = tags.len() > MAX_LISTED_TAGS;
     let mut rows = Vec::new();
     for tag in tags.into_iter().take(MAX_LISTED_TAGS) {
         // A tag can vanish between listing and fetching; skip it rather than fail the list.
-        let Some((bytes, _media_type, digest)) = registry.fetch_tagged_manifest(repo, &tag).await? else {
+        let Some((bytes, _media_type, digest)) = registry.fetch_tagged_manifest(repo, &tag).await?
+        else {
             continue;
         };
-        let annotations =
-            serde_json::from_slice::<oci::ImageManifest>(&bytes).map(|m| m.annotations).unwrap_or_default();
+        let annotations = serde_json::from_slice::<oci::ImageManifest>(&bytes)
+            .map(|m| m.annotations)
+            .unwrap_or_default();
         let get = |k: &str| annotations.get(k).cloned().unwrap_or_default();
         rows.push((
             tag,
@@ -55,10 +62,24 @@ pub async fn run(global: &Global, args: ListArgs) -> Result<(), Failure> {
         return print_json(&serde_json::Value::Array(items));
     }
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(3).max(3);
-    println!("{:width$}  {:71}  {:20}  SOURCE  REVISION", "TAG", "DIGEST", "CREATED");
+    println!(
+        "{:width$}  {:71}  {:20}  SOURCE  REVISION",
+        "TAG", "DIGEST", "CREATED"
+    );
     for (tag, digest, created, source, revision) in &rows {
-        let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
-        println!("{tag:width$}  {digest:71}  {:20}  {}  {}", dash(created), dash(source), dash(revision));
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        println!(
+            "{tag:width$}  {digest:71}  {:20}  {}  {}",
+            dash(created),
+            dash(source),
+            dash(revision)
+        );
     }
     if truncated {
         eprintln!("(showing the first {MAX_LISTED_TAGS} tags)");

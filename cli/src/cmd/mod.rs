@@ -52,7 +52,12 @@ pub struct Cli {
 pub struct Global {
     /// Registry credentials as USER:PASSWORD (default: BERTH_REGISTRY_USER/BERTH_REGISTRY_PASSWORD,
     /// then Docker's config.json and credential helpers, else anonymous).
-    #[arg(long, global = true, value_name = "USER:PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER:PASSWORD",
+        hide_env_values = true
+    )]
     pub creds: Option<String>,
     /// PEM file with CA certificates to trust for registry TLS, in addition to the system roots.
     #[arg(long, global = true, value_name = "FILE")]
@@ -153,7 +158,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(exit: Exit, message: impl Into<String>, hint: impl Into<String>) -> Failure {
-        Failure { exit, message: message.into(), hint: hint.into() }
+        Failure {
+            exit,
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Failure {
@@ -166,7 +175,9 @@ impl From<RegistryError> for Failure {
         let exit = match &e {
             RegistryError::Unauthorized { .. } => Exit::Auth,
             RegistryError::NotFound { .. } => Exit::NotFound,
-            RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => Exit::Verification,
+            RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => {
+                Exit::Verification
+            }
             RegistryError::CaFile { .. } => Exit::Usage,
             RegistryError::Io { .. } | RegistryError::Write { .. } => Exit::Generic,
             _ => Exit::Registry,
@@ -179,10 +190,12 @@ impl From<ArtifactError> for Failure {
     fn from(e: ArtifactError) -> Failure {
         let exit = match &e {
             ArtifactError::Write { .. } => Exit::Generic,
-            ArtifactError::UnsafeEntry { .. } | ArtifactError::TooLarge { .. } | ArtifactError::Corrupt { .. } => {
-                Exit::Verification
+            ArtifactError::UnsafeEntry { .. }
+            | ArtifactError::TooLarge { .. }
+            | ArtifactError::Corrupt { .. } => Exit::Verification,
+            ArtifactError::InvalidCreated { .. } | ArtifactError::InvalidAnnotation { .. } => {
+                Exit::Usage
             }
-            ArtifactError::InvalidCreated { .. } | ArtifactError::InvalidAnnotation { .. } => Exit::Usage,
             ArtifactError::UnsafeDestination { .. } => Exit::Generic,
             _ => Exit::InvalidInput,
         };
@@ -226,7 +239,10 @@ impl From<TransferError> for Failure {
 
 impl From<ReferenceError> for Failure {
     fn from(e: ReferenceError) -> Failure {
-        Failure::usage(e.to_string(), "write references as oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST]")
+        Failure::usage(
+            e.to_string(),
+            "write references as oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST]",
+        )
     }
 }
 
@@ -256,9 +272,10 @@ impl Global {
             return Ok(ambient_credentials(host));
         };
         match value.split_once(':') {
-            Some((user, password)) if !user.is_empty() => {
-                Ok(Credentials::Given { user: user.to_string(), password: password.to_string() })
-            }
+            Some((user, password)) if !user.is_empty() => Ok(Credentials::Given {
+                user: user.to_string(),
+                password: password.to_string(),
+            }),
             _ => Err(Failure::usage(
                 "--creds must be USER:PASSWORD",
                 "e.g. --creds ci-bot:$REGISTRY_TOKEN, or set BERTH_REGISTRY_USER and BERTH_REGISTRY_PASSWORD",
@@ -268,7 +285,10 @@ impl Global {
 
     /// A registry client for `reference`'s host.
     pub fn registry(&self, reference: &Reference) -> Result<Registry, Failure> {
-        Ok(Registry::for_reference(reference, &self.registry_options(reference.registry())?)?)
+        Ok(Registry::for_reference(
+            reference,
+            &self.registry_options(reference.registry())?,
+        )?)
     }
 
     pub fn json(&self) -> bool {
@@ -285,7 +305,11 @@ fn ambient_credentials(host: &str) -> Credentials {
         return Credentials::Given { user, password };
     }
     // config.json keys are written with or without a scheme depending on the tool.
-    for key in [host.to_string(), format!("https://{host}"), format!("http://{host}")] {
+    for key in [
+        host.to_string(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+    ] {
         match docker_credential::get_credential(&key) {
             Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
                 return Credentials::Given { user, password };
@@ -310,8 +334,13 @@ pub fn source_date_epoch() -> Option<String> {
 
 /// Print a JSON value on stdout.
 pub fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Failure::new(Exit::Generic, format!("cannot render JSON: {e}"), "this is a bug in berth"))?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| {
+        Failure::new(
+            Exit::Generic,
+            format!("cannot render JSON: {e}"),
+            "this is a bug in berth",
+        )
+    })?;
     println!("{text}");
     Ok(())
 }
@@ -329,11 +358,15 @@ pub fn progress_bar(
         return None;
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_string());
     let handle = bar.clone();
-    Some((bar, std::sync::Arc::new(move |sent| handle.set_position(sent))))
+    Some((
+        bar,
+        std::sync::Arc::new(move |sent| handle.set_position(sent)),
+    ))
 }

@@ -39,18 +39,26 @@ impl BuildArgs {
         Ok(Metadata {
             source: self.source.clone(),
             revision: self.revision.clone(),
-            created: artifact::created_timestamp(self.created.as_deref(), source_date_epoch().as_deref())?,
+            created: artifact::created_timestamp(
+                self.created.as_deref(),
+                source_date_epoch().as_deref(),
+            )?,
             annotations: artifact::parse_annotations(&self.annotations)?,
         })
     }
 
     pub fn rules(&self) -> Rules {
-        Rules { allow_secrets: self.allow_secrets }
+        Rules {
+            allow_secrets: self.allow_secrets,
+        }
     }
 
     /// Whether any metadata flag was given (they cannot apply to a prebuilt layout).
     pub fn has_metadata_flags(&self) -> bool {
-        self.source.is_some() || self.revision.is_some() || !self.annotations.is_empty() || self.created.is_some()
+        self.source.is_some()
+            || self.revision.is_some()
+            || !self.annotations.is_empty()
+            || self.created.is_some()
     }
 }
 
@@ -96,7 +104,12 @@ pub async fn run(global: &Global, args: PackArgs) -> Result<(), Failure> {
         }))?;
     } else {
         println!("{}", descriptor.digest);
-        eprintln!("packed {} objects from {} files into {}", built.objects, built.files, args.output_dir.display());
+        eprintln!(
+            "packed {} objects from {} files into {}",
+            built.objects,
+            built.files,
+            args.output_dir.display()
+        );
     }
     Ok(())
 }

@@ -64,7 +64,9 @@ pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
         (None, Some(_)) if args.resolve => src.resolve(&source).await?,
         (None, Some(tag)) => {
             return Err(Failure::usage(
-                format!("{source} names a tag; promote takes a digest so that what you verified is what you ship"),
+                format!(
+                    "{source} names a tag; promote takes a digest so that what you verified is what you ship"
+                ),
                 format!(
                     "promote {}@sha256:…, or pass --resolve to promote what tag '{tag}' points to now",
                     source.repository_only()
@@ -80,8 +82,15 @@ pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
         signing::verify_before_promote(global, &src, source.repository(), &digest, key).await?;
     }
     let dst = args.destination_global(global).registry(&destination)?;
-    let outcome =
-        transfer::copy(&src, source.repository(), &digest, &dst, destination.repository(), destination.tag()).await?;
+    let outcome = transfer::copy(
+        &src,
+        source.repository(),
+        &digest,
+        &dst,
+        destination.repository(),
+        destination.tag(),
+    )
+    .await?;
     let signatures = signing::copy_signatures_after_promote(
         global,
         &src,
@@ -102,12 +111,18 @@ pub async fn run(global: &Global, args: PromoteArgs) -> Result<(), Failure> {
         }))?;
     } else {
         println!("{url}");
-        eprintln!("promoted {digest} ({} blobs uploaded, {signatures} signatures copied)", outcome.uploaded_blobs);
+        eprintln!(
+            "promoted {digest} ({} blobs uploaded, {signatures} signatures copied)",
+            outcome.uploaded_blobs
+        );
     }
     Ok(())
 }
 
 /// `require_tag_or_digest` already failed for a bare repository; this keeps the match total.
 fn unreachable_reference() -> Result<berth::digest::Digest, Failure> {
-    Err(Failure::usage("the source needs a digest", "write oci://REGISTRY/REPOSITORY@sha256:DIGEST"))
+    Err(Failure::usage(
+        "the source needs a digest",
+        "write oci://REGISTRY/REPOSITORY@sha256:DIGEST",
+    ))
 }

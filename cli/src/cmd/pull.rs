@@ -47,18 +47,36 @@ pub async fn read_remote_manifests(
 ) -> Result<Vec<LayerFile>, Failure> {
     let layer = transfer::download_layer(registry, repo, artifact).await?;
     let file = std::fs::File::open(layer.path()).map_err(|e| {
-        Failure::new(Exit::Generic, format!("{}: {e}", layer.path().display()), "check free space in the temp dir")
+        Failure::new(
+            Exit::Generic,
+            format!("{}: {e}", layer.path().display()),
+            "check free space in the temp dir",
+        )
     })?;
-    let files = artifact::read_layer(std::io::BufReader::new(file), Limits::default(), |f, content| {
-        if !manifests::is_manifest_name(&f.name) || f.size > manifests::MAX_MANIFEST_FILE_BYTES {
-            return Ok(());
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(content, &mut bytes)
-            .map_err(|e| artifact::ArtifactError::Corrupt { detail: e.to_string() })?;
-        each(manifests::parse_file(&f.name, &bytes, Rules { allow_secrets: true }));
-        Ok(())
-    })?;
+    let files = artifact::read_layer(
+        std::io::BufReader::new(file),
+        Limits::default(),
+        |f, content| {
+            if !manifests::is_manifest_name(&f.name) || f.size > manifests::MAX_MANIFEST_FILE_BYTES
+            {
+                return Ok(());
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(content, &mut bytes).map_err(|e| {
+                artifact::ArtifactError::Corrupt {
+                    detail: e.to_string(),
+                }
+            })?;
+            each(manifests::parse_file(
+                &f.name,
+                &bytes,
+                Rules {
+                    allow_secrets: true,
+                },
+            ));
+            Ok(())
+        },
+    )?;
     Ok(files)
 }
 
@@ -66,9 +84,18 @@ pub async fn run(global: &Global, args: PullArgs) -> Result<(), Failure> {
     let reference = parse_reference(&args.reference)?;
     let registry = global.registry(&reference)?;
     let digest = digest_of(&registry, &reference).await?;
-    let limits = Limits { max_bytes: args.max_size, ..Limits::default() };
-    let (_artifact, files) =
-        transfer::pull(&registry, reference.repository(), &digest, &args.output_dir, limits).await?;
+    let limits = Limits {
+        max_bytes: args.max_size,
+        ..Limits::default()
+    };
+    let (_artifact, files) = transfer::pull(
+        &registry,
+        reference.repository(),
+        &digest,
+        &args.output_dir,
+        limits,
+    )
+    .await?;
     if global.json() {
         print_json(&serde_json::json!({
             "digest": digest.to_string(),
@@ -77,7 +104,11 @@ pub async fn run(global: &Global, args: PullArgs) -> Result<(), Failure> {
         }))?;
     } else {
         println!("{digest}");
-        eprintln!("pulled {} files into {}", files.len(), args.output_dir.display());
+        eprintln!(
+            "pulled {} files into {}",
+            files.len(),
+            args.output_dir.display()
+        );
     }
     Ok(())
 }

@@ -56,21 +56,40 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
             let registry = global.registry(&reference)?;
             if args.build.has_metadata_flags() {
                 return Err(Failure::usage(
-                    format!("{} is an OCI image layout: its metadata was fixed by `berth pack`", dir.display()),
+                    format!(
+                        "{} is an OCI image layout: its metadata was fixed by `berth pack`",
+                        dir.display()
+                    ),
                     "pass --source/--revision/--annotation/--created to `berth pack` instead",
                 ));
             }
             let (descriptor, _) = berth::layout::read_manifest(&dir)?;
             let bar = progress_bar(global, descriptor.size, "pushing");
-            let result = transfer::push_layout(&registry, &repo, &tag, &dir, bar.as_ref().map(|b| b.1.clone())).await;
+            let result = transfer::push_layout(
+                &registry,
+                &repo,
+                &tag,
+                &dir,
+                bar.as_ref().map(|b| b.1.clone()),
+            )
+            .await;
             if let Some((bar, _)) = bar {
                 bar.finish_and_clear();
             }
             (registry, result?)
         }
-        Input::Files { files, _spool: spool } => {
+        Input::Files {
+            files,
+            _spool: spool,
+        } => {
             let meta = args.build.metadata()?;
-            let input = BuildInput { files, spool, name: args.path.clone(), meta, rules: args.build.rules() };
+            let input = BuildInput {
+                files,
+                spool,
+                name: args.path.clone(),
+                meta,
+                rules: args.build.rules(),
+            };
             // The bar appears once the build knows the layer's size.
             let mut shown = None;
             let result = transfer::push_artifact(
@@ -105,7 +124,10 @@ pub async fn run(global: &Global, args: PushArgs) -> Result<(), Failure> {
         }))?;
     } else {
         println!("{url}");
-        eprintln!("pushed {} ({} blobs uploaded)", outcome.digest, outcome.uploaded_blobs);
+        eprintln!(
+            "pushed {} ({} blobs uploaded)",
+            outcome.digest, outcome.uploaded_blobs
+        );
     }
     Ok(())
 }

@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 use berth::digest::Digest;
 use berth::registry::Registry;
 use berth::signature::{
-    self, FormatChoice, FoundSignature, KeyError, PublicKey, SignError, SignatureStatus, SigningKey, StoreError,
-    TrustPolicy, VerifiedSignature, VerifyError, keys,
+    self, FormatChoice, FoundSignature, KeyError, PublicKey, SignError, SignatureStatus,
+    SigningKey, StoreError, TrustPolicy, VerifiedSignature, VerifyError, keys,
 };
 
 use super::{Exit, Failure, Global, parse_reference, print_json, source_date_epoch};
@@ -19,7 +19,8 @@ use super::{Exit, Failure, Global, parse_reference, print_json, source_date_epoc
 /// so CI pipelines need no change.
 pub const PASSWORD_ENV: &str = "COSIGN_PASSWORD";
 /// What to do when no password can be had.
-const NO_PASSWORD_HINT: &str = "set COSIGN_PASSWORD (it may be empty) or run on a terminal to be prompted";
+const NO_PASSWORD_HINT: &str =
+    "set COSIGN_PASSWORD (it may be empty) or run on a terminal to be prompted";
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -72,16 +73,21 @@ impl From<KeyError> for Failure {
                     "set COSIGN_PASSWORD to the password the key was created with",
                 );
             }
-            KeyError::Exists { .. } => {
-                (Exit::Usage, "choose another --output-key-prefix, or pass --force to replace the pair")
-            }
-            KeyError::Symlink { .. } => {
-                (Exit::Usage, "remove the link, or choose another --output-key-prefix for the key pair")
-            }
+            KeyError::Exists { .. } => (
+                Exit::Usage,
+                "choose another --output-key-prefix, or pass --force to replace the pair",
+            ),
+            KeyError::Symlink { .. } => (
+                Exit::Usage,
+                "remove the link, or choose another --output-key-prefix for the key pair",
+            ),
             KeyError::Read { .. } | KeyError::Write { .. } | KeyError::Kdf(_) => {
                 (Exit::Generic, "check the path and its permissions")
             }
-            _ => (Exit::InvalidInput, "pass a key written by `berth keygen` or `cosign generate-key-pair`"),
+            _ => (
+                Exit::InvalidInput,
+                "pass a key written by `berth keygen` or `cosign generate-key-pair`",
+            ),
         };
         Failure::new(exit, e.to_string(), hint)
     }
@@ -103,7 +109,10 @@ impl From<StoreError> for Failure {
 impl From<SignError> for Failure {
     fn from(e: SignError) -> Failure {
         match e {
-            SignError::Store { digest, source: StoreError::Registry(r) } => {
+            SignError::Store {
+                digest,
+                source: StoreError::Registry(r),
+            } => {
                 let mut f = Failure::from(r);
                 f.message = format!("cannot sign {digest}: {}", f.message);
                 f
@@ -161,21 +170,27 @@ fn key_password(confirm: bool, what: &str) -> Result<Zeroizing<String>, Failure>
         return Ok(Zeroizing::new(value));
     }
     if !has_terminal() {
-        let message = format!("no key password: set {PASSWORD_ENV} or run on a terminal to be prompted");
+        let message =
+            format!("no key password: set {PASSWORD_ENV} or run on a terminal to be prompted");
         return Err(Failure::usage(message, NO_PASSWORD_HINT));
     }
     let prompt = |text: String| {
-        rpassword::prompt_password(text).map(Zeroizing::new).map_err(|e| {
-            Failure::new(
-                Exit::Generic,
-                format!("cannot read the key password: {e}"),
-                "check the path and its permissions",
-            )
-        })
+        rpassword::prompt_password(text)
+            .map(Zeroizing::new)
+            .map_err(|e| {
+                Failure::new(
+                    Exit::Generic,
+                    format!("cannot read the key password: {e}"),
+                    "check the path and its permissions",
+                )
+            })
     };
     let first = prompt(format!("Enter password for {what}: "))?;
     if confirm && *first != *prompt(format!("Enter password for {what} again: "))? {
-        return Err(Failure::usage("the passwords typed do not match", NO_PASSWORD_HINT));
+        return Err(Failure::usage(
+            "the passwords typed do not match",
+            NO_PASSWORD_HINT,
+        ));
     }
     Ok(first)
 }
@@ -184,7 +199,11 @@ fn key_password(confirm: bool, what: &str) -> Result<Zeroizing<String>, Failure>
 /// so `kustomize build | berth push - --sign-key …` can still ask for the password.
 #[cfg(unix)]
 fn has_terminal() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
 }
 
 #[cfg(not(unix))]
@@ -199,7 +218,9 @@ pub async fn sign(global: &Global, args: SignArgs) -> Result<(), Failure> {
     reference.require_tag_or_digest()?;
     if reference.digest().is_none() && !args.resolve {
         return Err(Failure::usage(
-            format!("{reference} names a tag; a signature is made for a digest, and a tag can move"),
+            format!(
+                "{reference} names a tag; a signature is made for a digest, and a tag can move"
+            ),
             format!(
                 "sign {}@sha256:… (the digest `berth push` printed), or pass --resolve",
                 reference.repository_only()
@@ -214,8 +235,15 @@ pub async fn sign(global: &Global, args: SignArgs) -> Result<(), Failure> {
         None => registry.resolve(&reference).await?,
     };
     let created = signature::store::signed_at(source_date_epoch().as_deref());
-    let signed =
-        signature::sign_artifact(&registry, reference.repository(), &digest, &key, args.format, &created).await?;
+    let signed = signature::sign_artifact(
+        &registry,
+        reference.repository(),
+        &digest,
+        &key,
+        args.format,
+        &created,
+    )
+    .await?;
     let canonical = reference.with_digest(digest.clone());
     if global.json() {
         print_json(&serde_json::json!({
@@ -236,7 +264,10 @@ pub async fn sign(global: &Global, args: SignArgs) -> Result<(), Failure> {
 
 /// Load `--key` public key files into a trust policy.
 pub fn load_policy(paths: &[PathBuf]) -> Result<TrustPolicy, Failure> {
-    let keys = paths.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>()?;
+    let keys = paths
+        .iter()
+        .map(|p| PublicKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(TrustPolicy::new(keys))
 }
 
@@ -267,7 +298,10 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<(), Failure> {
         for line in found.iter().map(signature_line) {
             println!("{line}");
         }
-        println!("Verified {canonical}: {} signature by key {} ({})", v.format, v.key_fingerprint, v.key_source);
+        println!(
+            "Verified {canonical}: {} signature by key {} ({})",
+            v.format, v.key_fingerprint, v.key_source
+        );
     }
     result.map(|_| ()).map_err(Failure::from)
 }
@@ -286,10 +320,18 @@ async fn examine(
 
 fn signature_line(sig: &FoundSignature) -> String {
     match &sig.status {
-        SignatureStatus::Verified { key_fingerprint, key_source } => {
-            format!("OK    {} {}: verified with key {key_fingerprint} ({key_source})", sig.format, sig.location)
+        SignatureStatus::Verified {
+            key_fingerprint,
+            key_source,
+        } => {
+            format!(
+                "OK    {} {}: verified with key {key_fingerprint} ({key_source})",
+                sig.format, sig.location
+            )
         }
-        SignatureStatus::Rejected { reason } => format!("FAIL  {} {}: {reason}", sig.format, sig.location),
+        SignatureStatus::Rejected { reason } => {
+            format!("FAIL  {} {}: {reason}", sig.format, sig.location)
+        }
     }
 }
 
@@ -305,7 +347,10 @@ fn verified_json(v: &VerifiedSignature) -> serde_json::Value {
 /// One examined signature as JSON (also used by `inspect --key`).
 pub fn signature_json(sig: &FoundSignature) -> serde_json::Value {
     match &sig.status {
-        SignatureStatus::Verified { key_fingerprint, key_source } => serde_json::json!({
+        SignatureStatus::Verified {
+            key_fingerprint,
+            key_source,
+        } => serde_json::json!({
             "format": sig.format.to_string(),
             "location": sig.location,
             "verified": true,

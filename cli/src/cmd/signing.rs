@@ -19,9 +19,9 @@ pub struct PushSigner {
 
 /// Parse `--sign-format` and unlock `--sign-key` (password from COSIGN_PASSWORD or a prompt).
 pub fn prepare_push_signing(key: &Path, format: &str) -> Result<PushSigner, Failure> {
-    let format: FormatChoice = format
-        .parse()
-        .map_err(|e: String| Failure::usage(format!("--sign-format: {e}"), "use classic, bundle or auto"))?;
+    let format: FormatChoice = format.parse().map_err(|e: String| {
+        Failure::usage(format!("--sign-format: {e}"), "use classic, bundle or auto")
+    })?;
     let key = load_signing_key(key).map_err(|mut f| {
         f.message = format!("{} (nothing was pushed)", f.message);
         f
@@ -39,13 +39,21 @@ pub async fn sign_after_push(
 ) -> Result<(), Failure> {
     let created = signature::store::signed_at(source_date_epoch().as_deref());
     let signed =
-        signature::sign_artifact(registry, repo, digest, &signer.key, signer.format, &created).await.map_err(|e| {
-            let mut f = Failure::from(e);
-            f.message = format!("{} (the artifact {digest} was pushed but is not signed)", f.message);
-            f
-        })?;
+        signature::sign_artifact(registry, repo, digest, &signer.key, signer.format, &created)
+            .await
+            .map_err(|e| {
+                let mut f = Failure::from(e);
+                f.message = format!(
+                    "{} (the artifact {digest} was pushed but is not signed)",
+                    f.message
+                );
+                f
+            })?;
     if !global.json() {
-        eprintln!("signed {digest} ({} format, key {}) at {}", signed.format, signed.key_fingerprint, signed.location);
+        eprintln!(
+            "signed {digest} ({} format, key {}) at {}",
+            signed.format, signed.key_fingerprint, signed.location
+        );
     }
     Ok(())
 }
@@ -59,7 +67,9 @@ pub async fn inspect_signatures(
     digest: &Digest,
     key: Option<&Path>,
 ) -> Result<Option<serde_json::Value>, Failure> {
-    inspect_section(global, registry, repo, digest, key).await.map(Some)
+    inspect_section(global, registry, repo, digest, key)
+        .await
+        .map(Some)
 }
 
 /// Verify `digest` against `key` before `berth promote --key KEY` copies it.

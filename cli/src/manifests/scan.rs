@@ -27,7 +27,12 @@ const LINEAR_KEYS: usize = 16;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Scan<'a> {
     /// A plain Kubernetes object whose identity is certain.
-    Object { api_version: Cow<'a, str>, kind: Cow<'a, str>, name: Cow<'a, str>, namespace: Option<Cow<'a, str>> },
+    Object {
+        api_version: Cow<'a, str>,
+        kind: Cow<'a, str>,
+        name: Cow<'a, str>,
+        namespace: Option<Cow<'a, str>>,
+    },
     /// Anything else: parse the document fully.
     Unsure,
 }
@@ -50,7 +55,11 @@ enum Slot {
 }
 
 enum Frame<'a> {
-    Map { place: Place, keys: Keys<'a>, key: Option<Cow<'a, str>> },
+    Map {
+        place: Place,
+        keys: Keys<'a>,
+        key: Option<Cow<'a, str>>,
+    },
     Seq,
 }
 
@@ -161,7 +170,11 @@ fn scan(text: &str) -> Option<Scan<'_>> {
                 root_seen = true;
                 nodes += 1;
                 stack.push(if is_map {
-                    Frame::Map { place, keys: Keys::Few(Vec::new()), key: None }
+                    Frame::Map {
+                        place,
+                        keys: Keys::Few(Vec::new()),
+                        key: None,
+                    }
                 } else {
                     Frame::Seq
                 });
@@ -185,7 +198,12 @@ fn scan(text: &str) -> Option<Scan<'_>> {
     if kind.ends_with("List") || (kind == "Secret" && group.is_empty()) {
         return None;
     }
-    Some(Scan::Object { api_version, kind, name, namespace })
+    Some(Scan::Object {
+        api_version,
+        kind,
+        name,
+        namespace,
+    })
 }
 
 fn slot(place: Place, key: &str) -> Option<Slot> {
@@ -201,11 +219,15 @@ fn slot(place: Place, key: &str) -> Option<Slot> {
 /// Whether a plain scalar is certainly a string under YAML 1.2's core schema as serde-saphyr
 /// resolves it (not null, a boolean or a number in any spelling it accepts).
 fn plain_is_string(s: &str) -> bool {
-    let Some(first) = s.bytes().next() else { return false };
+    let Some(first) = s.bytes().next() else {
+        return false;
+    };
     if !first.is_ascii_alphabetic() {
         return false;
     }
-    let words = ["true", "false", "null", "yes", "no", "on", "off", "y", "n", "inf", "infinity", "nan"];
+    let words = [
+        "true", "false", "null", "yes", "no", "on", "off", "y", "n", "inf", "infinity", "nan",
+    ];
     !(s.len() <= 8 && words.iter().any(|w| w.eq_ignore_ascii_case(s)))
 }
 
@@ -216,9 +238,17 @@ fn plain_value_is_safe(s: &str) -> bool {
     match s.bytes().next() {
         None => true,
         Some(b) if b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.') => {
-            s.len() <= 15 && !s.bytes().any(|c| matches!(c, b'e' | b'E' | b'i' | b'I' | b'n' | b'N'))
+            s.len() <= 15
+                && !s
+                    .bytes()
+                    .any(|c| matches!(c, b'e' | b'E' | b'i' | b'I' | b'n' | b'N'))
         }
-        Some(_) => !(s.len() <= 8 && ["inf", "infinity", "nan"].iter().any(|w| w.eq_ignore_ascii_case(s))),
+        Some(_) => {
+            !(s.len() <= 8
+                && ["inf", "infinity", "nan"]
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(s)))
+        }
     }
 }
 
@@ -229,9 +259,17 @@ mod tests {
 
     fn identity(text: &str) -> Option<(String, String, String, Option<String>)> {
         match scan_document(text) {
-            Scan::Object { api_version, kind, name, namespace } => {
-                Some((api_version.into(), kind.into(), name.into(), namespace.map(Into::into)))
-            }
+            Scan::Object {
+                api_version,
+                kind,
+                name,
+                namespace,
+            } => Some((
+                api_version.into(),
+                kind.into(),
+                name.into(),
+                namespace.map(Into::into),
+            )),
             Scan::Unsure => None,
         }
     }
@@ -239,9 +277,20 @@ mod tests {
     #[test]
     fn plain_objects_are_identified_in_any_key_order_and_style() {
         let doc = "metadata:\n  labels: {a: b}\n  namespace: \"prod\"\n  name: web\nkind: Deployment\napiVersion: apps/v1\nspec:\n  replicas: 3\n  template: {spec: {containers: [{name: c, image: 'x:1'}]}}\n";
-        assert_eq!(identity(doc), Some(("apps/v1".into(), "Deployment".into(), "web".into(), Some("prod".into()))));
+        assert_eq!(
+            identity(doc),
+            Some((
+                "apps/v1".into(),
+                "Deployment".into(),
+                "web".into(),
+                Some("prod".into())
+            ))
+        );
         let flow = "{apiVersion: v1, kind: ConfigMap, metadata: {name: 'a'}, data: {k: \"v\\n\"}}";
-        assert_eq!(identity(flow), Some(("v1".into(), "ConfigMap".into(), "a".into(), None)));
+        assert_eq!(
+            identity(flow),
+            Some(("v1".into(), "ConfigMap".into(), "a".into(), None))
+        );
     }
 
     #[test]

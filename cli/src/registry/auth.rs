@@ -28,7 +28,10 @@ impl std::fmt::Debug for Credentials {
         // Never print the password.
         match self {
             Credentials::Anonymous => f.write_str("Anonymous"),
-            Credentials::Given { user, .. } => f.debug_struct("Given").field("user", user).finish_non_exhaustive(),
+            Credentials::Given { user, .. } => f
+                .debug_struct("Given")
+                .field("user", user)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -48,7 +51,9 @@ impl Credentials {
     pub(super) fn to_registry_auth(&self) -> RegistryAuth {
         match self {
             Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Given { user, password } => RegistryAuth::Basic(user.clone(), password.clone()),
+            Credentials::Given { user, password } => {
+                RegistryAuth::Basic(user.clone(), password.clone())
+            }
         }
     }
 }
@@ -62,8 +67,10 @@ impl Registry {
         accept: &str,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
-        self.send_with_auth(repo, Access::Pull, what, |http| Ok(http.get(url).header(reqwest::header::ACCEPT, accept)))
-            .await
+        self.send_with_auth(repo, Access::Pull, what, |http| {
+            Ok(http.get(url).header(reqwest::header::ACCEPT, accept))
+        })
+        .await
     }
 
     /// `request` with the credentials known for `repo` and `access`: a cached bearer token
@@ -92,7 +99,9 @@ impl Registry {
     /// registry is reached over HTTPS. The distribution spec forbids forwarding credentials
     /// across hosts (CVE-2020-15157); oci-client applies the same rule to its own requests.
     fn is_own_origin(&self, url: &reqwest::Url) -> bool {
-        let Ok(own) = reqwest::Url::parse(&format!("{}://{}", self.scheme, self.host)) else { return false };
+        let Ok(own) = reqwest::Url::parse(&format!("{}://{}", self.scheme, self.host)) else {
+            return false;
+        };
         url.host_str() == own.host_str()
             && url.port_or_known_default() == own.port_or_known_default()
             && (own.scheme() == "http" || url.scheme() == "https")
@@ -102,7 +111,8 @@ impl Registry {
     /// the registry's own origin. A plain-HTTP realm elsewhere would hand the password to
     /// another host in the clear.
     fn may_send_credentials_to(&self, realm: &str) -> bool {
-        reqwest::Url::parse(realm).is_ok_and(|url| url.scheme() == "https" || self.is_own_origin(&url))
+        reqwest::Url::parse(realm)
+            .is_ok_and(|url| url.scheme() == "https" || self.is_own_origin(&url))
     }
 
     fn unsafe_token_service(&self, what: &str, realm: &str) -> RegistryError {
@@ -127,7 +137,12 @@ impl Registry {
         self.realm_checked
             .get_or_try_init(|| async {
                 let url = format!("{}://{}/v2/", self.scheme, self.host);
-                let response = self.http()?.get(&url).send().await.map_err(|e| self.unreachable(&e))?;
+                let response = self
+                    .http()?
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| self.unreachable(&e))?;
                 match bearer_realm(&response) {
                     Some(realm) if !self.may_send_credentials_to(&realm) => {
                         Err(self.unsafe_token_service("the registry API", &realm))
@@ -142,16 +157,19 @@ impl Registry {
     /// The cached bearer token for `repo` and `access` (a push token also serves pulls).
     async fn token(&self, repo: &str, access: Access) -> Option<String> {
         let tokens = self.bearer.lock().await;
-        let token = tokens.get(&(repo.to_string(), access)).or_else(|| match access {
-            Access::Pull => tokens.get(&(repo.to_string(), Access::Push)),
-            Access::Push => None,
-        });
+        let token = tokens
+            .get(&(repo.to_string(), access))
+            .or_else(|| match access {
+                Access::Pull => tokens.get(&(repo.to_string(), Access::Push)),
+                Access::Push => None,
+            });
         token.cloned()
     }
 
     /// Whether writes to `repo` carry credentials: a push token, or Basic credentials.
     pub(super) async fn authenticated(&self, repo: &str) -> bool {
-        matches!(self.auth, RegistryAuth::Basic(..)) || self.token(repo, Access::Push).await.is_some()
+        matches!(self.auth, RegistryAuth::Basic(..))
+            || self.token(repo, Access::Push).await.is_some()
     }
 
     /// Sends the request `make` builds; on a 401 from this registry with a Bearer challenge,
@@ -168,20 +186,27 @@ impl Registry {
         let http = self.http()?;
         let request = self.with_credentials(make(http)?, repo, access).await?;
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
-        if response.status() != reqwest::StatusCode::UNAUTHORIZED || !self.is_own_origin(response.url()) {
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED
+            || !self.is_own_origin(response.url())
+        {
             return Ok(response);
         }
         let Some(params) = bearer_challenge(&response) else {
             return Ok(response);
         };
-        let Some(realm) = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()) else {
+        let Some(realm) = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+        else {
             return Ok(response);
         };
         let actions = match access {
             Access::Pull => "pull",
             Access::Push => "pull,push",
         };
-        let mut query: Vec<(String, String)> = vec![("scope".into(), format!("repository:{repo}:{actions}"))];
+        let mut query: Vec<(String, String)> =
+            vec![("scope".into(), format!("repository:{repo}:{actions}"))];
         if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
             query.push(("service".into(), service.clone()));
         }
@@ -192,7 +217,10 @@ impl Registry {
             }
             token_request = token_request.basic_auth(u, Some(p));
         }
-        let token_response = token_request.send().await.map_err(|e| self.unreachable(&e))?;
+        let token_response = token_request
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
         if !token_response.status().is_success() {
             return Err(RegistryError::Unauthorized {
                 registry: self.host.clone(),
@@ -206,19 +234,21 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body =
-            read_limited(token_response, MAX_MANIFEST_BYTES).await.map_err(|detail| RegistryError::Unauthorized {
+        let body = read_limited(token_response, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|detail| RegistryError::Unauthorized {
                 registry: self.host.clone(),
                 what: what.to_string(),
                 detail,
                 refusal: Refusal::Credentials,
             })?;
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| RegistryError::Unauthorized {
-            registry: self.host.clone(),
-            what: what.to_string(),
-            detail: format!("token service answer is not JSON: {e}"),
-            refusal: Refusal::Credentials,
-        })?;
+        let answer: TokenAnswer =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Unauthorized {
+                registry: self.host.clone(),
+                what: what.to_string(),
+                detail: format!("token service answer is not JSON: {e}"),
+                refusal: Refusal::Credentials,
+            })?;
         let Some(token) = answer.token.or(answer.access_token) else {
             return Err(RegistryError::Unauthorized {
                 registry: self.host.clone(),
@@ -227,8 +257,15 @@ impl Registry {
                 refusal: Refusal::Credentials,
             });
         };
-        self.bearer.lock().await.insert((repo.to_string(), access), token.clone());
-        make(http)?.bearer_auth(token).send().await.map_err(|e| self.unreachable(&e))
+        self.bearer
+            .lock()
+            .await
+            .insert((repo.to_string(), access), token.clone());
+        make(http)?
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))
     }
 }
 
@@ -241,14 +278,23 @@ pub(super) enum Access {
 
 /// The parameters of the `WWW-Authenticate: Bearer …` challenge in `response`, if it has one.
 fn bearer_challenge(response: &reqwest::Response) -> Option<Vec<(String, String)>> {
-    let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE)?.to_str().ok()?;
-    let params = challenge.strip_prefix("Bearer ").or_else(|| challenge.strip_prefix("bearer "))?;
+    let challenge = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)?
+        .to_str()
+        .ok()?;
+    let params = challenge
+        .strip_prefix("Bearer ")
+        .or_else(|| challenge.strip_prefix("bearer "))?;
     Some(parse_challenge(params))
 }
 
 /// The token service (`realm`) a Bearer challenge in `response` names.
 fn bearer_realm(response: &reqwest::Response) -> Option<String> {
-    bearer_challenge(response)?.into_iter().find(|(k, _)| k == "realm").map(|(_, v)| v)
+    bearer_challenge(response)?
+        .into_iter()
+        .find(|(k, _)| k == "realm")
+        .map(|(_, v)| v)
 }
 
 /// `key="value", key2="value2"` from a WWW-Authenticate challenge.
@@ -256,8 +302,14 @@ fn parse_challenge(params: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = params.trim();
     while !rest.is_empty() {
-        let Some((key, after)) = rest.split_once('=') else { break };
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
             match quoted.split_once('"') {
@@ -296,16 +348,36 @@ mod tests {
     fn credentials_go_only_to_the_registry_and_to_token_services_that_may_have_them() {
         let url = |s: &str| reqwest::Url::parse(s).unwrap();
         let tls = Registry::new("reg.example:5000", &RegistryOptions::default()).unwrap();
-        assert!(tls.is_own_origin(&url("https://REG.example:5000/v2/app/blobs/uploads/1?state=x")));
-        assert!(!tls.is_own_origin(&url("https://storage.example/bucket/1?signature=x")), "another host");
-        assert!(!tls.is_own_origin(&url("https://reg.example/v2/")), "another port");
-        assert!(!tls.is_own_origin(&url("http://reg.example:5000/v2/")), "HTTPS downgraded to HTTP");
+        assert!(tls.is_own_origin(&url(
+            "https://REG.example:5000/v2/app/blobs/uploads/1?state=x"
+        )));
+        assert!(
+            !tls.is_own_origin(&url("https://storage.example/bucket/1?signature=x")),
+            "another host"
+        );
+        assert!(
+            !tls.is_own_origin(&url("https://reg.example/v2/")),
+            "another port"
+        );
+        assert!(
+            !tls.is_own_origin(&url("http://reg.example:5000/v2/")),
+            "HTTPS downgraded to HTTP"
+        );
         assert!(tls.may_send_credentials_to("https://auth.example/token"));
         assert!(!tls.may_send_credentials_to("http://auth.example/token"));
-        assert!(!tls.may_send_credentials_to("http://reg.example:5000/token"), "HTTPS downgraded to HTTP");
+        assert!(
+            !tls.may_send_credentials_to("http://reg.example:5000/token"),
+            "HTTPS downgraded to HTTP"
+        );
 
-        let plain =
-            Registry::new("reg.example:5000", &RegistryOptions { insecure: true, ..Default::default() }).unwrap();
+        let plain = Registry::new(
+            "reg.example:5000",
+            &RegistryOptions {
+                insecure: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(plain.may_send_credentials_to("http://reg.example:5000/token"));
         assert!(!plain.may_send_credentials_to("http://auth.example/token"));
         assert!(!plain.may_send_credentials_to("no url at all"));
@@ -313,16 +385,32 @@ mod tests {
 
     #[tokio::test]
     async fn an_upload_location_on_another_host_gets_no_authorization() {
-        let credentials = Credentials::Given { user: "ci".into(), password: "secret".into() };
-        let options = RegistryOptions { credentials, ..Default::default() };
+        let credentials = Credentials::Given {
+            user: "ci".into(),
+            password: "secret".into(),
+        };
+        let options = RegistryOptions {
+            credentials,
+            ..Default::default()
+        };
         let registry = Registry::new("reg.example:5000", &options).unwrap();
         let http = registry.http().unwrap();
-        for (location, authorized) in
-            [("https://reg.example:5000/v2/app/blobs/uploads/1", true), ("https://storage.example/upload/1", false)]
-        {
-            let request = registry.with_credentials(http.put(location), "app", Access::Push).await.unwrap();
+        for (location, authorized) in [
+            ("https://reg.example:5000/v2/app/blobs/uploads/1", true),
+            ("https://storage.example/upload/1", false),
+        ] {
+            let request = registry
+                .with_credentials(http.put(location), "app", Access::Push)
+                .await
+                .unwrap();
             let request = request.build().unwrap();
-            assert_eq!(request.headers().contains_key(reqwest::header::AUTHORIZATION), authorized, "{location}");
+            assert_eq!(
+                request
+                    .headers()
+                    .contains_key(reqwest::header::AUTHORIZATION),
+                authorized,
+                "{location}"
+            );
         }
     }
 }

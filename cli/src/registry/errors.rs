@@ -13,25 +13,60 @@ pub enum RegistryError {
     #[error("cannot reach registry {registry}: {detail}")]
     Unreachable { registry: String, detail: String },
     #[error("registry {registry} {} {what}: {detail}", refusal.verb())]
-    Unauthorized { registry: String, what: String, detail: String, refusal: Refusal },
+    Unauthorized {
+        registry: String,
+        what: String,
+        detail: String,
+        refusal: Refusal,
+    },
     #[error("{what} not found in registry {registry}")]
     NotFound { registry: String, what: String },
     #[error("registry {registry} rejected {what}: {detail}")]
-    Rejected { registry: String, what: String, detail: String },
+    Rejected {
+        registry: String,
+        what: String,
+        detail: String,
+    },
     #[error("registry {registry} failed on {what}: {detail}")]
-    Protocol { registry: String, what: String, detail: String },
-    #[error("{what} from registry {registry} does not match its digest: expected {expected}, got {actual}")]
-    DigestMismatch { registry: String, what: String, expected: Digest, actual: Digest },
+    Protocol {
+        registry: String,
+        what: String,
+        detail: String,
+    },
+    #[error(
+        "{what} from registry {registry} does not match its digest: expected {expected}, got {actual}"
+    )]
+    DigestMismatch {
+        registry: String,
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("{what} from registry {registry} is {actual} bytes, expected {expected}")]
-    SizeMismatch { registry: String, what: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        registry: String,
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{what} from registry {registry} exceeds the limit of {limit} bytes")]
-    TooLarge { registry: String, what: String, limit: u64 },
+    TooLarge {
+        registry: String,
+        what: String,
+        limit: u64,
+    },
     #[error("cannot read CA file {path}: {detail}")]
     CaFile { path: PathBuf, detail: String },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing {what} failed: {source}")]
-    Write { what: String, source: std::io::Error },
+    Write {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 impl RegistryError {
@@ -55,8 +90,12 @@ impl RegistryError {
             RegistryError::TooLarge { .. } => {
                 "the content is larger than berth accepts; check that the reference is a berth artifact"
             }
-            RegistryError::CaFile { .. } => "pass a PEM file with the registry's CA certificate(s) to --ca-file",
-            RegistryError::Io { .. } | RegistryError::Write { .. } => "check the path and free space",
+            RegistryError::CaFile { .. } => {
+                "pass a PEM file with the registry's CA certificate(s) to --ca-file"
+            }
+            RegistryError::Io { .. } | RegistryError::Write { .. } => {
+                "check the path and free space"
+            }
         }
     }
 
@@ -108,13 +147,17 @@ impl Refusal {
             Refusal::Credentials => {
                 "pass --creds USER:PASSWORD, set BERTH_REGISTRY_USER/BERTH_REGISTRY_PASSWORD, or log in with a Docker credential helper"
             }
-            Refusal::WriteDenied { authenticated: true } => {
+            Refusal::WriteDenied {
+                authenticated: true,
+            } => {
                 "the registry denied the write despite the credentials: check that the account may push to this repository, and whether the registry is read-only"
             }
             Refusal::UnsafeTokenService => {
                 "the registry's token service (the bearer realm) must use HTTPS or be on the registry's own host; fix the registry's auth configuration"
             }
-            Refusal::WriteDenied { authenticated: false } => {
+            Refusal::WriteDenied {
+                authenticated: false,
+            } => {
                 "the write was anonymous: if the registry needs an account to push, pass --creds USER:PASSWORD; otherwise check whether it is read-only"
             }
         }
@@ -122,7 +165,12 @@ impl Refusal {
 }
 
 /// OCI error codes that mean the registry does not know the object.
-const NOT_FOUND_CODES: &[&str] = &["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "NOT_FOUND"];
+const NOT_FOUND_CODES: &[&str] = &[
+    "MANIFEST_UNKNOWN",
+    "NAME_UNKNOWN",
+    "BLOB_UNKNOWN",
+    "NOT_FOUND",
+];
 
 /// A failed answer from a registry, in the terms [`RegistryError::from_answer`] judges.
 #[derive(Debug)]
@@ -152,9 +200,15 @@ impl FailedAnswer {
             #[serde(default)]
             detail: serde_json::Value,
         }
-        match serde_json::from_slice::<Envelope>(body).ok().filter(|e| !e.errors.is_empty()) {
+        match serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .filter(|e| !e.errors.is_empty())
+        {
             Some(envelope) => {
-                let errors = envelope.errors.iter().map(|e| describe(&e.code, &e.message, &e.detail));
+                let errors = envelope
+                    .errors
+                    .iter()
+                    .map(|e| describe(&e.code, &e.message, &e.detail));
                 FailedAnswer {
                     status: Some(status),
                     codes: envelope.errors.iter().map(|e| e.code.clone()).collect(),
@@ -162,11 +216,15 @@ impl FailedAnswer {
                 }
             }
             None => {
-                let status_line = reqwest::StatusCode::from_u16(status).map_or(status.to_string(), |s| s.to_string());
+                let status_line = reqwest::StatusCode::from_u16(status)
+                    .map_or(status.to_string(), |s| s.to_string());
                 FailedAnswer {
                     status: Some(status),
                     codes: Vec::new(),
-                    detail: format!("HTTP {status_line}: {}", truncate(&String::from_utf8_lossy(body))),
+                    detail: format!(
+                        "HTTP {status_line}: {}",
+                        truncate(&String::from_utf8_lossy(body))
+                    ),
                 }
             }
         }
@@ -215,7 +273,12 @@ impl RegistryError {
         denied: Refusal,
         plain_http: bool,
     ) -> RegistryError {
-        let has = |wanted: &[&str]| answer.codes.iter().any(|c| wanted.iter().any(|w| c.eq_ignore_ascii_case(w)));
+        let has = |wanted: &[&str]| {
+            answer
+                .codes
+                .iter()
+                .any(|c| wanted.iter().any(|w| c.eq_ignore_ascii_case(w)))
+        };
         // Without the status, the error codes stand for it.
         let status = answer.status.unwrap_or(if has(&["UNAUTHORIZED"]) {
             401
@@ -243,33 +306,71 @@ impl RegistryError {
 
     /// The error for oci-client's `err` about `what` (oci-client serves reads only): its
     /// failed answers go through [`Self::from_answer`]; the rest is unreachable or protocol.
-    pub(super) fn from_oci(registry: &str, what: String, err: OciDistributionError, plain_http: bool) -> RegistryError {
-        let judge =
-            |answer| RegistryError::from_answer(registry, what.clone(), answer, Refusal::Credentials, plain_http);
+    pub(super) fn from_oci(
+        registry: &str,
+        what: String,
+        err: OciDistributionError,
+        plain_http: bool,
+    ) -> RegistryError {
+        let judge = |answer| {
+            RegistryError::from_answer(
+                registry,
+                what.clone(),
+                answer,
+                Refusal::Credentials,
+                plain_http,
+            )
+        };
         let registry = registry.to_string();
         match err {
-            OciDistributionError::UnauthorizedError { url } => {
-                judge(FailedAnswer { status: Some(401), codes: Vec::new(), detail: format!("HTTP 401 from {url}") })
+            OciDistributionError::UnauthorizedError { url } => judge(FailedAnswer {
+                status: Some(401),
+                codes: Vec::new(),
+                detail: format!("HTTP 401 from {url}"),
+            }),
+            OciDistributionError::RegistryError { envelope, .. } => {
+                judge(FailedAnswer::from_envelope(&envelope))
             }
-            OciDistributionError::RegistryError { envelope, .. } => judge(FailedAnswer::from_envelope(&envelope)),
             OciDistributionError::ServerError { code, message, .. } => {
                 judge(FailedAnswer::from_body(code, message.as_bytes()))
             }
-            OciDistributionError::AuthenticationFailure(detail) => {
-                RegistryError::Unauthorized { registry, what, detail, refusal: Refusal::Credentials }
+            OciDistributionError::AuthenticationFailure(detail) => RegistryError::Unauthorized {
+                registry,
+                what,
+                detail,
+                refusal: Refusal::Credentials,
+            },
+            OciDistributionError::ImageManifestNotFoundError(_) => {
+                RegistryError::NotFound { registry, what }
             }
-            OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { registry, what },
             OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
-                RegistryError::Unreachable { registry, detail: error_chain(&e) }
+                RegistryError::Unreachable {
+                    registry,
+                    detail: error_chain(&e),
+                }
             }
             OciDistributionError::RequestError(e) => match e.status() {
-                Some(status) => {
-                    judge(FailedAnswer { status: Some(status.as_u16()), codes: Vec::new(), detail: error_chain(&e) })
-                }
-                None => RegistryError::Protocol { registry, what, detail: error_chain(&e) },
+                Some(status) => judge(FailedAnswer {
+                    status: Some(status.as_u16()),
+                    codes: Vec::new(),
+                    detail: error_chain(&e),
+                }),
+                None => RegistryError::Protocol {
+                    registry,
+                    what,
+                    detail: error_chain(&e),
+                },
             },
-            OciDistributionError::DigestError(e) => RegistryError::Protocol { registry, what, detail: e.to_string() },
-            other => RegistryError::Protocol { registry, what, detail: other.to_string() },
+            OciDistributionError::DigestError(e) => RegistryError::Protocol {
+                registry,
+                what,
+                detail: e.to_string(),
+            },
+            other => RegistryError::Protocol {
+                registry,
+                what,
+                detail: other.to_string(),
+            },
         }
     }
 }
@@ -304,19 +405,69 @@ mod tests {
 
     fn judge(status: u16, body: &str, denied: Refusal, plain_http: bool) -> RegistryError {
         let answer = FailedAnswer::from_body(status, body.as_bytes());
-        RegistryError::from_answer("reg.example", "manifest app:v1".into(), answer, denied, plain_http)
+        RegistryError::from_answer(
+            "reg.example",
+            "manifest app:v1".into(),
+            answer,
+            denied,
+            plain_http,
+        )
     }
 
     #[test]
     fn a_denied_write_is_not_blamed_on_the_credentials_but_a_denied_read_is() {
         let body = r#"{"errors":[{"code":"DENIED","message":"denied","detail":"repository is read-only"}]}"#;
-        let write = judge(403, body, Refusal::WriteDenied { authenticated: false }, false);
-        assert!(matches!(write, RegistryError::Unauthorized { refusal: Refusal::WriteDenied { .. }, .. }), "{write:?}");
-        assert!(write.to_string().contains("repository is read-only"), "{write}");
+        let write = judge(
+            403,
+            body,
+            Refusal::WriteDenied {
+                authenticated: false,
+            },
+            false,
+        );
+        assert!(
+            matches!(
+                write,
+                RegistryError::Unauthorized {
+                    refusal: Refusal::WriteDenied { .. },
+                    ..
+                }
+            ),
+            "{write:?}"
+        );
+        assert!(
+            write.to_string().contains("repository is read-only"),
+            "{write}"
+        );
         let read = judge(403, body, Refusal::Credentials, false);
-        assert!(matches!(read, RegistryError::Unauthorized { refusal: Refusal::Credentials, .. }), "{read:?}");
-        let bare = judge(403, "forbidden", Refusal::WriteDenied { authenticated: true }, false);
-        assert!(matches!(bare, RegistryError::Unauthorized { refusal: Refusal::Credentials, .. }), "{bare:?}");
+        assert!(
+            matches!(
+                read,
+                RegistryError::Unauthorized {
+                    refusal: Refusal::Credentials,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
+        let bare = judge(
+            403,
+            "forbidden",
+            Refusal::WriteDenied {
+                authenticated: true,
+            },
+            false,
+        );
+        assert!(
+            matches!(
+                bare,
+                RegistryError::Unauthorized {
+                    refusal: Refusal::Credentials,
+                    ..
+                }
+            ),
+            "{bare:?}"
+        );
     }
 
     #[test]
@@ -326,32 +477,75 @@ mod tests {
             judge(405, "Method not allowed", Refusal::Credentials, false),
             RegistryError::Rejected { .. }
         ));
-        assert!(matches!(judge(503, "", Refusal::Credentials, false), RegistryError::Protocol { .. }));
+        assert!(matches!(
+            judge(503, "", Refusal::Credentials, false),
+            RegistryError::Protocol { .. }
+        ));
         let oci = |body: &str| {
             let envelope: OciEnvelope = serde_json::from_str(body).unwrap();
-            let err = OciDistributionError::RegistryError { envelope, url: "https://reg.example/v2/".into() };
+            let err = OciDistributionError::RegistryError {
+                envelope,
+                url: "https://reg.example/v2/".into(),
+            };
             RegistryError::from_oci("reg.example", "manifest app:v1".into(), err, false)
         };
-        assert!(oci(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#).is_not_found());
+        assert!(
+            oci(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#).is_not_found()
+        );
         let denied = oci(r#"{"errors":[{"code":"DENIED","message":"no"}]}"#);
-        assert!(matches!(denied, RegistryError::Unauthorized { refusal: Refusal::Credentials, .. }), "{denied:?}");
+        assert!(
+            matches!(
+                denied,
+                RegistryError::Unauthorized {
+                    refusal: Refusal::Credentials,
+                    ..
+                }
+            ),
+            "{denied:?}"
+        );
         assert!(denied.to_string().contains("DENIED: no"), "{denied}");
         let invalid = oci(r#"{"errors":[{"code":"MANIFEST_INVALID","message":"bad"}]}"#);
-        assert!(matches!(invalid, RegistryError::Rejected { .. }), "{invalid:?}");
-        let server = |code| OciDistributionError::ServerError { code, url: String::new(), message: "x".into() };
+        assert!(
+            matches!(invalid, RegistryError::Rejected { .. }),
+            "{invalid:?}"
+        );
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: String::new(),
+            message: "x".into(),
+        };
         assert!(RegistryError::from_oci("r", "w".into(), server(404), false).is_not_found());
         let unavailable = RegistryError::from_oci("r", "w".into(), server(503), false);
-        assert!(matches!(unavailable, RegistryError::Protocol { .. }), "{unavailable:?}");
+        assert!(
+            matches!(unavailable, RegistryError::Protocol { .. }),
+            "{unavailable:?}"
+        );
     }
 
     #[test]
     fn a_bare_400_over_plain_http_means_the_registry_speaks_tls() {
-        let refused = judge(400, "Client sent an HTTP request to an HTTPS server.", Refusal::Credentials, true);
-        assert!(matches!(refused, RegistryError::Unreachable { .. }), "{refused:?}");
+        let refused = judge(
+            400,
+            "Client sent an HTTP request to an HTTPS server.",
+            Refusal::Credentials,
+            true,
+        );
+        assert!(
+            matches!(refused, RegistryError::Unreachable { .. }),
+            "{refused:?}"
+        );
         assert!(refused.to_string().contains("drop --insecure"), "{refused}");
         // A registry's own 400 (with an OCI error body) is its answer, TLS or not.
-        let own = judge(400, r#"{"errors":[{"code":"MANIFEST_INVALID","message":"bad"}]}"#, Refusal::Credentials, true);
+        let own = judge(
+            400,
+            r#"{"errors":[{"code":"MANIFEST_INVALID","message":"bad"}]}"#,
+            Refusal::Credentials,
+            true,
+        );
         assert!(matches!(own, RegistryError::Rejected { .. }), "{own:?}");
-        assert!(matches!(judge(400, "bad", Refusal::Credentials, false), RegistryError::Rejected { .. }));
+        assert!(matches!(
+            judge(400, "bad", Refusal::Credentials, false),
+            RegistryError::Rejected { .. }
+        ));
     }
 }

@@ -82,7 +82,10 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print credentials.
-        f.debug_struct("Registry").field("host", &self.host).field("scheme", &self.scheme).finish()
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("scheme", &self.scheme)
+            .finish()
     }
 }
 
@@ -96,18 +99,33 @@ impl Registry {
         let mut certs = Vec::new();
         let mut reqwest_certs = Vec::new();
         if let Some(path) = &options.ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| RegistryError::CaFile { path: path.clone(), detail: e.to_string() })?;
-            let parsed = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| RegistryError::CaFile { path: path.clone(), detail: e.to_string() })?;
+            let pem = std::fs::read(path).map_err(|e| RegistryError::CaFile {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            let parsed =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::CaFile {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
             if parsed.is_empty() {
-                return Err(RegistryError::CaFile { path: path.clone(), detail: "no PEM certificate in it".into() });
+                return Err(RegistryError::CaFile {
+                    path: path.clone(),
+                    detail: "no PEM certificate in it".into(),
+                });
             }
             reqwest_certs = parsed;
-            certs.push(Certificate { encoding: CertificateEncoding::Pem, data: pem });
+            certs.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem,
+            });
         }
         let config = ClientConfig {
-            protocol: if options.insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            protocol: if options.insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
             extra_root_certificates: certs,
             // One POST + one PUT per blob, streamed from disk: fewer round trips than chunks,
             // and every registry berth targets accepts it.
@@ -133,7 +151,10 @@ impl Registry {
     }
 
     /// A registry for the host `reference` names.
-    pub fn for_reference(reference: &Reference, options: &RegistryOptions) -> Result<Registry, RegistryError> {
+    pub fn for_reference(
+        reference: &Reference,
+        options: &RegistryOptions,
+    ) -> Result<Registry, RegistryError> {
         Registry::new(reference.registry(), options)
     }
 
@@ -144,11 +165,21 @@ impl Registry {
 
     fn oci_ref(&self, repo: &str, selector: Option<&str>) -> oci_client::Reference {
         match selector {
-            Some(s) if s.contains(':') => {
-                oci_client::Reference::with_digest(self.host.clone(), repo.to_string(), s.to_string())
-            }
-            Some(tag) => oci_client::Reference::with_tag(self.host.clone(), repo.to_string(), tag.to_string()),
-            None => oci_client::Reference::with_tag(self.host.clone(), repo.to_string(), "latest".to_string()),
+            Some(s) if s.contains(':') => oci_client::Reference::with_digest(
+                self.host.clone(),
+                repo.to_string(),
+                s.to_string(),
+            ),
+            Some(tag) => oci_client::Reference::with_tag(
+                self.host.clone(),
+                repo.to_string(),
+                tag.to_string(),
+            ),
+            None => oci_client::Reference::with_tag(
+                self.host.clone(),
+                repo.to_string(),
+                "latest".to_string(),
+            ),
         }
     }
 
@@ -167,7 +198,10 @@ impl Registry {
         let selector = reference.manifest_selector();
         let what = format!("manifest {reference}");
         let Some(selector) = selector else {
-            return Err(RegistryError::NotFound { registry: self.host.clone(), what });
+            return Err(RegistryError::NotFound {
+                registry: self.host.clone(),
+                what,
+            });
         };
         let r = self.oci_ref(reference.repository(), Some(&selector));
         let digest = self
@@ -183,7 +217,11 @@ impl Registry {
     }
 
     /// The manifest `digest` in `repo`: its bytes (verified against `digest`) and media type.
-    pub async fn fetch_manifest(&self, repo: &str, digest: &Digest) -> Result<(Vec<u8>, String), RegistryError> {
+    pub async fn fetch_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(Vec<u8>, String), RegistryError> {
         let (bytes, media_type, actual) = self.fetch_manifest_at(repo, &digest.to_string()).await?;
         if &actual != digest {
             return Err(RegistryError::DigestMismatch {
@@ -210,8 +248,15 @@ impl Registry {
         }
     }
 
-    async fn fetch_manifest_at(&self, repo: &str, selector: &str) -> Result<(Vec<u8>, String, Digest), RegistryError> {
-        let what = format!("manifest {repo}{}{selector}", if selector.contains(':') { "@" } else { ":" });
+    async fn fetch_manifest_at(
+        &self,
+        repo: &str,
+        selector: &str,
+    ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+        let what = format!(
+            "manifest {repo}{}{selector}",
+            if selector.contains(':') { "@" } else { ":" }
+        );
         let r = self.oci_ref(repo, Some(selector));
         let (bytes, _) = self
             .oci()?
@@ -219,10 +264,15 @@ impl Registry {
             .await
             .map_err(|e| self.classify(what.clone(), e))?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::TooLarge { registry: self.host.clone(), what, limit: MAX_MANIFEST_BYTES });
+            return Err(RegistryError::TooLarge {
+                registry: self.host.clone(),
+                what,
+                limit: MAX_MANIFEST_BYTES,
+            });
         }
         let actual = Digest::of(&bytes);
-        let media_type = oci::media_type_of(&bytes).unwrap_or_else(|| oci::MEDIA_TYPE_IMAGE_MANIFEST.to_string());
+        let media_type = oci::media_type_of(&bytes)
+            .unwrap_or_else(|| oci::MEDIA_TYPE_IMAGE_MANIFEST.to_string());
         Ok((bytes.to_vec(), media_type, actual))
     }
 
@@ -236,13 +286,20 @@ impl Registry {
         size: u64,
         out: impl AsyncWrite + Unpin,
     ) -> Result<(), RegistryError> {
-        self.fetch_blob_inner(repo, digest, Some(size), size, out).await
+        self.fetch_blob_inner(repo, digest, Some(size), size, out)
+            .await
     }
 
     /// A small blob (config, signature payload) into memory, at most `limit` bytes.
-    pub async fn fetch_blob_bytes(&self, repo: &str, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
+    pub async fn fetch_blob_bytes(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let mut buf = Vec::new();
-        self.fetch_blob_inner(repo, digest, None, limit, &mut buf).await?;
+        self.fetch_blob_inner(repo, digest, None, limit, &mut buf)
+            .await?;
         Ok(buf)
     }
 
@@ -257,10 +314,15 @@ impl Registry {
         let what = format!("blob {repo}@{digest}");
         let r = self.oci_ref(repo, Some(&digest.to_string()));
         // Authenticate first so the blob request carries credentials.
-        self.oci()?.store_auth_if_needed(&self.host, self.oci_auth().await?).await;
+        self.oci()?
+            .store_auth_if_needed(&self.host, self.oci_auth().await?)
+            .await;
         let digest_str = digest.to_string();
-        let mut stream =
-            self.oci()?.pull_blob_stream(&r, digest_str.as_str()).await.map_err(|e| self.classify(what.clone(), e))?;
+        let mut stream = self
+            .oci()?
+            .pull_blob_stream(&r, digest_str.as_str())
+            .await
+            .map_err(|e| self.classify(what.clone(), e))?;
         let mut hasher = sha2::Sha256::new();
         let mut received: u64 = 0;
         while let Some(chunk) = stream.next().await {
@@ -278,17 +340,34 @@ impl Registry {
                         expected,
                         actual: received,
                     }),
-                    None => Err(RegistryError::TooLarge { registry: self.host.clone(), what, limit }),
+                    None => Err(RegistryError::TooLarge {
+                        registry: self.host.clone(),
+                        what,
+                        limit,
+                    }),
                 };
             }
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(|source| RegistryError::Write { what: what.clone(), source })?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|source| RegistryError::Write {
+                    what: what.clone(),
+                    source,
+                })?;
         }
-        out.flush().await.map_err(|source| RegistryError::Write { what: what.clone(), source })?;
+        out.flush().await.map_err(|source| RegistryError::Write {
+            what: what.clone(),
+            source,
+        })?;
         if let Some(expected) = expected_size
             && received != expected
         {
-            return Err(RegistryError::SizeMismatch { registry: self.host.clone(), what, expected, actual: received });
+            return Err(RegistryError::SizeMismatch {
+                registry: self.host.clone(),
+                what,
+                expected,
+                actual: received,
+            });
         }
         let actual = Digest::from_hasher(hasher);
         if &actual != digest {
@@ -308,14 +387,23 @@ impl Registry {
     }
 
     /// [`Self::blob_exists`] asked with `access` (a push asks with push access).
-    async fn blob_exists_as(&self, repo: &str, digest: &Digest, access: Access) -> Result<bool, RegistryError> {
+    async fn blob_exists_as(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        access: Access,
+    ) -> Result<bool, RegistryError> {
         let what = format!("blob {repo}@{digest}");
         let url = format!("{}/blobs/{digest}", self.repo_url(repo));
-        let response = self.send_with_auth(repo, access, &what, |http| Ok(http.head(&url))).await?;
+        let response = self
+            .send_with_auth(repo, access, &what, |http| Ok(http.head(&url)))
+            .await?;
         match response.status() {
             s if s.is_success() => Ok(true),
             reqwest::StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.answer_error(what, response, Refusal::Credentials).await),
+            _ => Err(self
+                .answer_error(what, response, Refusal::Credentials)
+                .await),
         }
     }
 
@@ -325,15 +413,31 @@ impl Registry {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> RegistryError {
-        RegistryError::Unreachable { registry: self.host.clone(), detail: error_chain(e) }
+        RegistryError::Unreachable {
+            registry: self.host.clone(),
+            detail: error_chain(e),
+        }
     }
 
     /// The error for an unexpected `response` about `what`, with the registry's own error
     /// codes and messages; a 403 `DENIED` counts as `denied`.
-    async fn answer_error(&self, what: String, response: reqwest::Response, denied: Refusal) -> RegistryError {
+    async fn answer_error(
+        &self,
+        what: String,
+        response: reqwest::Response,
+        denied: Refusal,
+    ) -> RegistryError {
         let status = response.status().as_u16();
-        let body = read_limited(response, MAX_MANIFEST_BYTES).await.unwrap_or_default();
-        RegistryError::from_answer(&self.host, what, FailedAnswer::from_body(status, &body), denied, self.plain_http())
+        let body = read_limited(response, MAX_MANIFEST_BYTES)
+            .await
+            .unwrap_or_default();
+        RegistryError::from_answer(
+            &self.host,
+            what,
+            FailedAnswer::from_body(status, &body),
+            denied,
+            self.plain_http(),
+        )
     }
 
     /// All tags of `repo`, in the registry's order (lexical for distribution and zot).
@@ -344,7 +448,12 @@ impl Registry {
             let last = tags.last().cloned();
             let page = self
                 .oci()?
-                .list_tags(&r, self.oci_auth().await?, Some(TAGS_PAGE_SIZE), last.as_deref())
+                .list_tags(
+                    &r,
+                    self.oci_auth().await?,
+                    Some(TAGS_PAGE_SIZE),
+                    last.as_deref(),
+                )
                 .await
                 .map_err(|e| self.classify(format!("repository {repo}"), e))?;
             let n = page.tags.len();
@@ -368,31 +477,43 @@ impl Registry {
         artifact_type: Option<&str>,
     ) -> Result<Option<ImageIndex>, RegistryError> {
         let what = format!("referrers of {repo}@{digest}");
-        let mut url = format!("{}://{}/v2/{repo}/referrers/{digest}", self.scheme, self.host);
+        let mut url = format!(
+            "{}://{}/v2/{repo}/referrers/{digest}",
+            self.scheme, self.host
+        );
         if let Some(t) = artifact_type {
             url.push_str("?artifactType=");
             url.push_str(&urlencode(t));
         }
-        let response = self.get_with_auth(&url, repo, oci::MEDIA_TYPE_IMAGE_INDEX, &what).await?;
+        let response = self
+            .get_with_auth(&url, repo, oci::MEDIA_TYPE_IMAGE_INDEX, &what)
+            .await?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(self.answer_error(what, response, Refusal::Credentials).await);
+            return Err(self
+                .answer_error(what, response, Refusal::Credentials)
+                .await);
         }
-        let body = read_limited(response, MAX_MANIFEST_BYTES).await.map_err(|detail| RegistryError::Protocol {
-            registry: self.host.clone(),
-            what: what.clone(),
-            detail,
-        })?;
-        let mut index: ImageIndex = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-            registry: self.host.clone(),
-            what,
-            detail: format!("invalid image index: {e}"),
-        })?;
+        let body = read_limited(response, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|detail| RegistryError::Protocol {
+                registry: self.host.clone(),
+                what: what.clone(),
+                detail,
+            })?;
+        let mut index: ImageIndex =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                registry: self.host.clone(),
+                what,
+                detail: format!("invalid image index: {e}"),
+            })?;
         if let Some(t) = artifact_type {
-            index.manifests.retain(|d| d.artifact_type.as_deref() == Some(t));
+            index
+                .manifests
+                .retain(|d| d.artifact_type.as_deref() == Some(t));
         }
         Ok(Some(index))
     }
@@ -402,13 +523,20 @@ impl Registry {
             return Ok(client);
         }
         // Held while building, so the configuration is taken exactly once.
-        let mut config = self.client_config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut config = self
+            .client_config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let ca_error =
-            |detail: String| RegistryError::CaFile { path: self.ca_file.clone().unwrap_or_default(), detail };
-        let config = config.take().ok_or_else(|| ca_error("the registry client could not be built before".into()))?;
+        let ca_error = |detail: String| RegistryError::CaFile {
+            path: self.ca_file.clone().unwrap_or_default(),
+            detail,
+        };
+        let config = config
+            .take()
+            .ok_or_else(|| ca_error("the registry client could not be built before".into()))?;
         let client = oci_client::Client::try_from(config).map_err(|e| ca_error(e.to_string()))?;
         Ok(self.client.get_or_init(|| client))
     }
@@ -423,7 +551,10 @@ impl Registry {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .tls_certs_merge(self.extra_certs.clone())
             .build()
-            .map_err(|e| RegistryError::Unreachable { registry: self.host.clone(), detail: error_chain(&e) })?;
+            .map_err(|e| RegistryError::Unreachable {
+                registry: self.host.clone(),
+                detail: error_chain(&e),
+            })?;
         Ok(self.http.get_or_init(|| client))
     }
 }
@@ -461,6 +592,9 @@ mod tests {
 
     #[test]
     fn artifact_type_is_percent_encoded() {
-        assert_eq!(urlencode("application/vnd.dev.cosign+json"), "application%2Fvnd.dev.cosign%2Bjson");
+        assert_eq!(
+            urlencode("application/vnd.dev.cosign+json"),
+            "application%2Fvnd.dev.cosign%2Bjson"
+        );
     }
 }

@@ -61,7 +61,8 @@ impl Registry {
             return Ok(false);
         }
         let session = self.start_upload(repo).await?;
-        self.finish_upload(repo, session, digest, size, source, progress).await?;
+        self.finish_upload(repo, session, digest, size, source, progress)
+            .await?;
         Ok(true)
     }
 
@@ -78,7 +79,9 @@ impl Registry {
         if response.status() != reqwest::StatusCode::ACCEPTED {
             return Err(self.write_error(repo, what, response).await);
         }
-        Ok(UploadSession { location: self.upload_location(&response, &what)? })
+        Ok(UploadSession {
+            location: self.upload_location(&response, &what)?,
+        })
     }
 
     /// Send the whole of blob `digest` (`size` bytes) into `session` with one PUT.
@@ -95,28 +98,38 @@ impl Registry {
         let what = format!("blob {repo}@{digest}");
         let location = session.location;
         let separator = if location.contains('?') { '&' } else { '?' };
-        let target = format!("{location}{separator}digest={}", urlencode(&digest.to_string()));
+        let target = format!(
+            "{location}{separator}digest={}",
+            urlencode(&digest.to_string())
+        );
         let streamed = matches!(source, BlobSource::File(_)) && size > UPLOAD_BUFFER_BYTES as u64;
         let body = match source {
             BlobSource::Bytes(bytes) => reqwest::Body::from(bytes.to_vec()),
             // No more than one read buffer: read at once, not chunk by chunk through the
             // blocking pool, whose thread hops a small layer would wait on after the build.
-            BlobSource::File(path) if !streamed => reqwest::Body::from(
-                std::fs::read(path).map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?,
-            ),
+            BlobSource::File(path) if !streamed => {
+                reqwest::Body::from(std::fs::read(path).map_err(|source| RegistryError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?)
+            }
             BlobSource::File(path) => {
-                let file = std::fs::File::open(path)
-                    .map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?;
+                let file = std::fs::File::open(path).map_err(|source| RegistryError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 let mut sent: u64 = 0;
                 let progress = progress.clone();
-                let stream =
-                    tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_BUFFER_BYTES)
-                        .inspect_ok(move |chunk| {
-                            sent += chunk.len() as u64;
-                            if let Some(p) = &progress {
-                                p(sent);
-                            }
-                        });
+                let stream = tokio_util::io::ReaderStream::with_capacity(
+                    tokio::fs::File::from_std(file),
+                    UPLOAD_BUFFER_BYTES,
+                )
+                .inspect_ok(move |chunk| {
+                    sent += chunk.len() as u64;
+                    if let Some(p) = &progress {
+                        p(sent);
+                    }
+                });
                 reqwest::Body::wrap_stream(stream)
             }
         };
@@ -142,7 +155,10 @@ impl Registry {
     pub async fn cancel_upload(&self, repo: &str, session: UploadSession) {
         let what = format!("the unused blob upload to {repo}");
         let location = session.location;
-        match self.send_with_auth(repo, Access::Push, &what, |http| Ok(http.delete(&location))).await {
+        match self
+            .send_with_auth(repo, Access::Push, &what, |http| Ok(http.delete(&location)))
+            .await
+        {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => {
                 tracing::debug!(repo, status = %response.status(), "registry kept an unused upload session")
@@ -161,7 +177,14 @@ impl Registry {
         tag_or_digest: &str,
     ) -> Result<Digest, RegistryError> {
         let digest = Digest::of(manifest);
-        let what = format!("manifest {repo}{}{tag_or_digest}", if tag_or_digest.contains(':') { "@" } else { ":" });
+        let what = format!(
+            "manifest {repo}{}{tag_or_digest}",
+            if tag_or_digest.contains(':') {
+                "@"
+            } else {
+                ":"
+            }
+        );
         if tag_or_digest.contains(':') && tag_or_digest != digest.to_string() {
             return Err(RegistryError::DigestMismatch {
                 registry: self.host.clone(),
@@ -170,15 +193,20 @@ impl Registry {
                 actual: digest,
             });
         }
-        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|e| RegistryError::Rejected {
-            registry: self.host.clone(),
-            what: what.clone(),
-            detail: format!("media type '{media_type}': {e}"),
+        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|e| {
+            RegistryError::Rejected {
+                registry: self.host.clone(),
+                what: what.clone(),
+                detail: format!("media type '{media_type}': {e}"),
+            }
         })?;
         let url = format!("{}/manifests/{tag_or_digest}", self.repo_url(repo));
         let response = self
             .send_with_auth(repo, Access::Push, &what, |http| {
-                Ok(http.put(&url).header(reqwest::header::CONTENT_TYPE, content_type.clone()).body(manifest.to_vec()))
+                Ok(http
+                    .put(&url)
+                    .header(reqwest::header::CONTENT_TYPE, content_type.clone())
+                    .body(manifest.to_vec()))
             })
             .await?;
         if response.status() != reqwest::StatusCode::CREATED {
@@ -188,27 +216,40 @@ impl Registry {
     }
 
     /// The absolute upload URL from a `Location` header (registries may send a path).
-    fn upload_location(&self, response: &reqwest::Response, what: &str) -> Result<String, RegistryError> {
-        let location =
-            response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-                RegistryError::Protocol {
-                    registry: self.host.clone(),
-                    what: what.to_string(),
-                    detail: "upload session answer has no Location header".into(),
-                }
+    fn upload_location(
+        &self,
+        response: &reqwest::Response,
+        what: &str,
+    ) -> Result<String, RegistryError> {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: self.host.clone(),
+                what: what.to_string(),
+                detail: "upload session answer has no Location header".into(),
             })?;
-        Ok(if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else {
-            format!("{}://{}{location}", self.scheme, self.host)
-        })
+        Ok(
+            if location.starts_with("http://") || location.starts_with("https://") {
+                location.to_string()
+            } else {
+                format!("{}://{}{location}", self.scheme, self.host)
+            },
+        )
     }
 
     /// [`Registry::answer_error`] for a write to `repo`: a 403 DENIED there is the registry
     /// refusing the write (no push permission, read-only mode), not proof of bad credentials.
-    async fn write_error(&self, repo: &str, what: String, response: reqwest::Response) -> RegistryError {
+    async fn write_error(
+        &self,
+        repo: &str,
+        what: String,
+        response: reqwest::Response,
+    ) -> RegistryError {
         let authenticated = self.authenticated(repo).await;
-        self.answer_error(what, response, Refusal::WriteDenied { authenticated }).await
+        self.answer_error(what, response, Refusal::WriteDenied { authenticated })
+            .await
     }
 }
 

@@ -58,7 +58,11 @@ pub enum BundleError {
     )]
     NotASignature { bundle: Digest, found: String },
     #[error("bundle {bundle} signs {signed}, not {expected}: its subject is another artifact")]
-    SubjectMismatch { bundle: Digest, signed: String, expected: Digest },
+    SubjectMismatch {
+        bundle: Digest,
+        signed: String,
+        expected: Digest,
+    },
     #[error("cannot encode the bundle: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -134,7 +138,13 @@ pub struct Subject {
 
 /// DSSE pre-authentication encoding: what is actually signed.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
     out.extend_from_slice(payload);
     out
 }
@@ -145,7 +155,10 @@ pub fn statement(digest: &Digest) -> Statement {
         kind: INTOTO_STATEMENT_V1.to_string(),
         subject: vec![Subject {
             name: String::new(),
-            digest: BTreeMap::from([(crate::digest::ALGORITHM.to_string(), digest.hex().to_string())]),
+            digest: BTreeMap::from([(
+                crate::digest::ALGORITHM.to_string(),
+                digest.hex().to_string(),
+            )]),
         }],
         predicate_type: COSIGN_SIGN_PREDICATE_TYPE.to_string(),
         predicate: serde_json::Value::Object(serde_json::Map::new()),
@@ -159,13 +172,18 @@ pub fn sign(key: &SigningKey, digest: &Digest) -> Result<Vec<u8>, BundleError> {
     let bundle = Bundle {
         media_type: BUNDLE_MEDIA_TYPE_V03.to_string(),
         verification_material: VerificationMaterial {
-            public_key: Some(PublicKeyIdentifier { hint: key.public_key().bundle_hint() }),
+            public_key: Some(PublicKeyIdentifier {
+                hint: key.public_key().bundle_hint(),
+            }),
             ..VerificationMaterial::default()
         },
         dsse_envelope: Some(Envelope {
             payload: BASE64.encode(&payload),
             payload_type: INTOTO_PAYLOAD_TYPE.to_string(),
-            signatures: vec![EnvelopeSignature { sig: BASE64.encode(signature), keyid: String::new() }],
+            signatures: vec![EnvelopeSignature {
+                sig: BASE64.encode(signature),
+                keyid: String::new(),
+            }],
         }),
         message_signature: None,
     };
@@ -191,22 +209,41 @@ impl CheckedBundle {
 }
 
 /// Parse the bundle blob `bundle_digest` and check it is a cosign signature of `expected`.
-pub fn check(bundle_digest: &Digest, bytes: &[u8], expected: &Digest) -> Result<CheckedBundle, BundleError> {
-    let malformed = |detail: String| BundleError::Malformed { bundle: bundle_digest.clone(), detail };
+pub fn check(
+    bundle_digest: &Digest,
+    bytes: &[u8],
+    expected: &Digest,
+) -> Result<CheckedBundle, BundleError> {
+    let malformed = |detail: String| BundleError::Malformed {
+        bundle: bundle_digest.clone(),
+        detail,
+    };
     let bundle: Bundle = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
     if !bundle.media_type.starts_with(BUNDLE_MEDIA_TYPE_PREFIX) {
-        return Err(BundleError::WrongMediaType { bundle: bundle_digest.clone(), found: bundle.media_type });
+        return Err(BundleError::WrongMediaType {
+            bundle: bundle_digest.clone(),
+            found: bundle.media_type,
+        });
     }
     let Some(envelope) = bundle.dsse_envelope else {
-        return Err(BundleError::NotDsse { bundle: bundle_digest.clone() });
+        return Err(BundleError::NotDsse {
+            bundle: bundle_digest.clone(),
+        });
     };
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE {
-        return Err(BundleError::WrongPayloadType { bundle: bundle_digest.clone(), found: envelope.payload_type });
+        return Err(BundleError::WrongPayloadType {
+            bundle: bundle_digest.clone(),
+            found: envelope.payload_type,
+        });
     }
-    let payload =
-        BASE64.decode(envelope.payload.trim()).map_err(|e| malformed(format!("payload is not base64: {e}")))?;
-    let statement: Statement = serde_json::from_slice(&payload)
-        .map_err(|e| BundleError::BadStatement { bundle: bundle_digest.clone(), detail: e.to_string() })?;
+    let payload = BASE64
+        .decode(envelope.payload.trim())
+        .map_err(|e| malformed(format!("payload is not base64: {e}")))?;
+    let statement: Statement =
+        serde_json::from_slice(&payload).map_err(|e| BundleError::BadStatement {
+            bundle: bundle_digest.clone(),
+            detail: e.to_string(),
+        })?;
     if statement.kind != INTOTO_STATEMENT_V1 && statement.kind != INTOTO_STATEMENT_V01 {
         return Err(BundleError::BadStatement {
             bundle: bundle_digest.clone(),
@@ -214,7 +251,10 @@ pub fn check(bundle_digest: &Digest, bytes: &[u8], expected: &Digest) -> Result<
         });
     }
     if statement.predicate_type != COSIGN_SIGN_PREDICATE_TYPE {
-        return Err(BundleError::NotASignature { bundle: bundle_digest.clone(), found: statement.predicate_type });
+        return Err(BundleError::NotASignature {
+            bundle: bundle_digest.clone(),
+            found: statement.predicate_type,
+        });
     }
     // Every subject must be the artifact: a statement that also covers other content is
     // not a signature of exactly this digest.
@@ -229,21 +269,41 @@ pub fn check(bundle_digest: &Digest, bytes: &[u8], expected: &Digest) -> Result<
     if subjects.is_empty() || subjects.iter().any(|s| *s != expected.to_string()) {
         return Err(BundleError::SubjectMismatch {
             bundle: bundle_digest.clone(),
-            signed: if subjects.is_empty() { "nothing".to_string() } else { subjects.join(", ") },
+            signed: if subjects.is_empty() {
+                "nothing".to_string()
+            } else {
+                subjects.join(", ")
+            },
             expected: expected.clone(),
         });
     }
     let mut signatures = Vec::with_capacity(envelope.signatures.len());
     for s in &envelope.signatures {
-        signatures.push(BASE64.decode(s.sig.trim()).map_err(|e| malformed(format!("signature is not base64: {e}")))?);
+        signatures.push(
+            BASE64
+                .decode(s.sig.trim())
+                .map_err(|e| malformed(format!("signature is not base64: {e}")))?,
+        );
     }
-    let hint = bundle.verification_material.public_key.map(|k| k.hint).filter(|h| !h.is_empty());
-    Ok(CheckedBundle { pae: pae(&envelope.payload_type, &payload), signatures, hint })
+    let hint = bundle
+        .verification_material
+        .public_key
+        .map(|k| k.hint)
+        .filter(|h| !h.is_empty());
+    Ok(CheckedBundle {
+        pae: pae(&envelope.payload_type, &payload),
+        signatures,
+        hint,
+    })
 }
 
 /// The referrer manifest attaching bundle blob `bundle` to `subject`, in cosign v3's shape.
 /// `created` is an RFC 3339 time for the `org.opencontainers.image.created` annotation.
-pub fn referrer_manifest(subject: &Descriptor, bundle: &[u8], created: &str) -> Result<Vec<u8>, BundleError> {
+pub fn referrer_manifest(
+    subject: &Descriptor,
+    bundle: &[u8],
+    created: &str,
+) -> Result<Vec<u8>, BundleError> {
     let manifest = ImageManifest {
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_IMAGE_MANIFEST.to_string()),
@@ -272,9 +332,18 @@ pub fn referrer_manifest(subject: &Descriptor, bundle: &[u8], created: &str) -> 
             annotations: BTreeMap::new(),
         }),
         annotations: BTreeMap::from([
-            (ANNOTATION_BUNDLE_CONTENT.to_string(), "dsse-envelope".to_string()),
-            (ANNOTATION_BUNDLE_PREDICATE_TYPE.to_string(), COSIGN_SIGN_PREDICATE_TYPE.to_string()),
-            (crate::oci::ANNOTATION_CREATED.to_string(), created.to_string()),
+            (
+                ANNOTATION_BUNDLE_CONTENT.to_string(),
+                "dsse-envelope".to_string(),
+            ),
+            (
+                ANNOTATION_BUNDLE_PREDICATE_TYPE.to_string(),
+                COSIGN_SIGN_PREDICATE_TYPE.to_string(),
+            ),
+            (
+                crate::oci::ANNOTATION_CREATED.to_string(),
+                created.to_string(),
+            ),
         ]),
     };
     Ok(serde_json::to_vec(&manifest)?)
@@ -283,7 +352,10 @@ pub fn referrer_manifest(subject: &Descriptor, bundle: &[u8], created: &str) -> 
 /// Whether a referrer descriptor (from the referrers API or the tag-schema index) is a
 /// Sigstore bundle.
 pub fn is_bundle_referrer(descriptor: &Descriptor) -> bool {
-    descriptor.artifact_type.as_deref().is_some_and(|t| t.starts_with(BUNDLE_MEDIA_TYPE_PREFIX))
+    descriptor
+        .artifact_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with(BUNDLE_MEDIA_TYPE_PREFIX))
 }
 
 #[cfg(test)]
@@ -310,7 +382,10 @@ mod tests {
         let checked = check(&bundle_digest, &bytes, &d).unwrap();
         assert!(checked.verifies_with(key.public_key()));
         assert!(!checked.verifies_with(SigningKey::generate().public_key()));
-        assert_eq!(checked.hint.as_deref(), Some(key.public_key().bundle_hint().as_str()));
+        assert_eq!(
+            checked.hint.as_deref(),
+            Some(key.public_key().bundle_hint().as_str())
+        );
 
         let err = check(&bundle_digest, &bytes, &digest(2)).unwrap_err();
         assert!(matches!(err, BundleError::SubjectMismatch { .. }), "{err}");
@@ -325,7 +400,9 @@ mod tests {
         assert_eq!(v["mediaType"], BUNDLE_MEDIA_TYPE_V03);
         assert_eq!(v["dsseEnvelope"]["payloadType"], INTOTO_PAYLOAD_TYPE);
         assert!(v["verificationMaterial"]["publicKey"]["hint"].is_string());
-        let payload = BASE64.decode(v["dsseEnvelope"]["payload"].as_str().unwrap()).unwrap();
+        let payload = BASE64
+            .decode(v["dsseEnvelope"]["payload"].as_str().unwrap())
+            .unwrap();
         let st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
         assert_eq!(st["_type"], INTOTO_STATEMENT_V1);
         assert_eq!(st["predicateType"], COSIGN_SIGN_PREDICATE_TYPE);
@@ -373,8 +450,10 @@ mod tests {
             annotations: BTreeMap::new(),
         };
         let bundle = b"{\"mediaType\":\"x\"}";
-        let m: ImageManifest =
-            serde_json::from_slice(&referrer_manifest(&subject, bundle, "2024-01-01T00:00:00Z").unwrap()).unwrap();
+        let m: ImageManifest = serde_json::from_slice(
+            &referrer_manifest(&subject, bundle, "2024-01-01T00:00:00Z").unwrap(),
+        )
+        .unwrap();
         assert_eq!(m.subject.unwrap().digest, digest(7));
         assert_eq!(m.artifact_type.as_deref(), Some(BUNDLE_MEDIA_TYPE_V03));
         assert_eq!(m.layers[0].digest, Digest::of(bundle));

@@ -37,7 +37,11 @@ pub enum ClassicError {
     #[error("signature payload {layer} has type '{found}', expected '{COSIGN_SIGNATURE_TYPE}'")]
     WrongType { layer: Digest, found: String },
     #[error("signature {layer} signs {signed}, not {expected}: it was made for another artifact")]
-    DigestMismatch { layer: Digest, signed: String, expected: Digest },
+    DigestMismatch {
+        layer: Digest,
+        signed: String,
+        expected: Digest,
+    },
     #[error("signature layer {layer} has no '{SIGNATURE_ANNOTATION}' annotation")]
     MissingSignature { layer: Digest },
     #[error("signature layer {layer}: annotation '{SIGNATURE_ANNOTATION}' is not base64: {detail}")]
@@ -80,16 +84,29 @@ pub struct Image {
 
 /// The payload bytes for signing `digest`, found in repository `docker_reference`
 /// (`host[:port]/repo`, as cosign writes it).
-pub fn payload(docker_reference: &str, digest: &Digest, annotations: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn payload(
+    docker_reference: &str,
+    digest: &Digest,
+    annotations: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let optional = if annotations.is_empty() {
         None
     } else {
-        Some(annotations.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect())
+        Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
     };
     let doc = SimpleSigning {
         critical: Critical {
-            identity: Identity { docker_reference: docker_reference.to_string() },
-            image: Image { docker_manifest_digest: digest.to_string() },
+            identity: Identity {
+                docker_reference: docker_reference.to_string(),
+            },
+            image: Image {
+                docker_manifest_digest: digest.to_string(),
+            },
             kind: COSIGN_SIGNATURE_TYPE.to_string(),
         },
         optional,
@@ -153,15 +170,25 @@ pub fn check_layer(
         });
     }
     let signature = layer_signature(descriptor)?;
-    Ok(if key.verify(payload, &signature) { LayerCheck::Verified } else { LayerCheck::BadSignature })
+    Ok(if key.verify(payload, &signature) {
+        LayerCheck::Verified
+    } else {
+        LayerCheck::BadSignature
+    })
 }
 
 /// The digest a payload claims to sign (checked for type, not for signature).
 pub fn signed_digest(descriptor: &Descriptor, payload: &[u8]) -> Result<String, ClassicError> {
-    let doc: SimpleSigning = serde_json::from_slice(payload)
-        .map_err(|e| ClassicError::BadPayload { layer: descriptor.digest.clone(), detail: e.to_string() })?;
+    let doc: SimpleSigning =
+        serde_json::from_slice(payload).map_err(|e| ClassicError::BadPayload {
+            layer: descriptor.digest.clone(),
+            detail: e.to_string(),
+        })?;
     if doc.critical.kind != COSIGN_SIGNATURE_TYPE {
-        return Err(ClassicError::WrongType { layer: descriptor.digest.clone(), found: doc.critical.kind });
+        return Err(ClassicError::WrongType {
+            layer: descriptor.digest.clone(),
+            found: doc.critical.kind,
+        });
     }
     Ok(doc.critical.image.docker_manifest_digest)
 }
@@ -169,7 +196,9 @@ pub fn signed_digest(descriptor: &Descriptor, payload: &[u8]) -> Result<String, 
 /// The repository a payload says it was signed in (`critical.identity.docker-reference`),
 /// `None` when the payload is not simple-signing JSON.
 pub fn signed_reference(payload: &[u8]) -> Option<String> {
-    serde_json::from_slice::<SimpleSigning>(payload).ok().map(|doc| doc.critical.identity.docker_reference)
+    serde_json::from_slice::<SimpleSigning>(payload)
+        .ok()
+        .map(|doc| doc.critical.identity.docker_reference)
 }
 
 /// The raw signature bytes from a layer's annotation.
@@ -177,10 +206,15 @@ pub fn layer_signature(descriptor: &Descriptor) -> Result<Vec<u8>, ClassicError>
     let b64 = descriptor
         .annotations
         .get(SIGNATURE_ANNOTATION)
-        .ok_or_else(|| ClassicError::MissingSignature { layer: descriptor.digest.clone() })?;
+        .ok_or_else(|| ClassicError::MissingSignature {
+            layer: descriptor.digest.clone(),
+        })?;
     BASE64
         .decode(b64.trim())
-        .map_err(|e| ClassicError::BadSignatureEncoding { layer: descriptor.digest.clone(), detail: e.to_string() })
+        .map_err(|e| ClassicError::BadSignatureEncoding {
+            layer: descriptor.digest.clone(),
+            detail: e.to_string(),
+        })
 }
 
 /// The tag cosign stores `digest`'s signatures under.
@@ -194,9 +228,17 @@ pub fn signature_manifest(layers: &[Descriptor]) -> Result<(Vec<u8>, Vec<u8>), C
     let config = serde_json::to_vec(&SignatureConfig {
         architecture: "",
         created: "0001-01-01T00:00:00Z",
-        history: layers.iter().map(|_| History { created: "0001-01-01T00:00:00Z" }).collect(),
+        history: layers
+            .iter()
+            .map(|_| History {
+                created: "0001-01-01T00:00:00Z",
+            })
+            .collect(),
         os: "",
-        rootfs: RootFs { kind: "layers", diff_ids: layers.iter().map(|l| l.digest.to_string()).collect() },
+        rootfs: RootFs {
+            kind: "layers",
+            diff_ids: layers.iter().map(|l| l.digest.to_string()).collect(),
+        },
         config: Empty {},
     })?;
     let manifest = ImageManifest {
@@ -219,8 +261,10 @@ pub fn signature_manifest(layers: &[Descriptor]) -> Result<(Vec<u8>, Vec<u8>), C
 
 /// Parse a `.sig` manifest (OCI or Docker media type; cosign has written both).
 pub fn parse_signature_manifest(bytes: &[u8], name: &str) -> Result<ImageManifest, ClassicError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ClassicError::BadManifest { manifest: name.to_string(), detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| ClassicError::BadManifest {
+        manifest: name.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 // go-containerregistry's image config, reduced to what an empty image with N layers has.
@@ -274,9 +318,18 @@ mod tests {
         let d = digest(1);
         let layer = SignatureLayer::sign(&key, "r/app", &d);
         assert_eq!(layer.descriptor.digest, Digest::of(&layer.payload));
-        assert_eq!(check_layer(&layer.descriptor, &layer.payload, &d, key.public_key()).unwrap(), LayerCheck::Verified);
+        assert_eq!(
+            check_layer(&layer.descriptor, &layer.payload, &d, key.public_key()).unwrap(),
+            LayerCheck::Verified
+        );
         // A signature copied onto another artifact names the digest it really signed.
-        let err = check_layer(&layer.descriptor, &layer.payload, &digest(2), key.public_key()).unwrap_err();
+        let err = check_layer(
+            &layer.descriptor,
+            &layer.payload,
+            &digest(2),
+            key.public_key(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ClassicError::DigestMismatch { .. }), "{err}");
         assert!(err.to_string().contains(&d.to_string()));
         // Another key does not verify it.
@@ -295,7 +348,10 @@ mod tests {
         let mut sig = layer_signature(&layer.descriptor).unwrap();
         let last = sig.len() - 3;
         sig[last] ^= 0x01;
-        layer.descriptor.annotations.insert(SIGNATURE_ANNOTATION.into(), BASE64.encode(sig));
+        layer
+            .descriptor
+            .annotations
+            .insert(SIGNATURE_ANNOTATION.into(), BASE64.encode(sig));
         assert_eq!(
             check_layer(&layer.descriptor, &layer.payload, &d, key.public_key()).unwrap(),
             LayerCheck::BadSignature
@@ -307,13 +363,22 @@ mod tests {
         let key = SigningKey::generate();
         let a = SignatureLayer::sign(&key, "r/app", &digest(1));
         let b = SignatureLayer::sign(&SigningKey::generate(), "r/app", &digest(1));
-        let (manifest, config) = signature_manifest(&[a.descriptor.clone(), b.descriptor.clone()]).unwrap();
+        let (manifest, config) =
+            signature_manifest(&[a.descriptor.clone(), b.descriptor.clone()]).unwrap();
         let parsed = parse_signature_manifest(&manifest, "t").unwrap();
         assert_eq!(parsed.layers.len(), 2);
         assert_eq!(parsed.config.digest, Digest::of(&config));
-        assert!(parsed.layers.iter().all(|l| l.annotations.contains_key(SIGNATURE_ANNOTATION)));
+        assert!(
+            parsed
+                .layers
+                .iter()
+                .all(|l| l.annotations.contains_key(SIGNATURE_ANNOTATION))
+        );
         let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
-        assert_eq!(config["rootfs"]["diff_ids"][1], b.descriptor.digest.to_string());
+        assert_eq!(
+            config["rootfs"]["diff_ids"][1],
+            b.descriptor.digest.to_string()
+        );
     }
 
     #[test]

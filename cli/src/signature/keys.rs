@@ -17,7 +17,9 @@ use crypto_secretbox::aead::{Aead, KeyInit};
 use crypto_secretbox::{Key as BoxKey, Nonce as BoxNonce, XSalsa20Poly1305};
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{DerSignature, Signature, SigningKey as EcSigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -51,19 +53,33 @@ const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("key file {path} is larger than {max} bytes; it is not a cosign key")]
     TooLarge { path: PathBuf, max: u64 },
     #[error("cannot write key file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} already exists; pass --force to overwrite it")]
     Exists { path: PathBuf },
     #[error("{path} is a symbolic link; berth does not write keys through links")]
     Symlink { path: PathBuf },
     #[error("{source_name} is not a PEM file with a '{expected}' block ({detail})")]
-    NotPem { source_name: String, expected: String, detail: String },
+    NotPem {
+        source_name: String,
+        expected: String,
+        detail: String,
+    },
     #[error("{source_name}: unsupported PEM block '{label}', expected '{expected}'")]
-    WrongPemLabel { source_name: String, label: String, expected: String },
+    WrongPemLabel {
+        source_name: String,
+        label: String,
+        expected: String,
+    },
     #[error("{source_name} is not a valid cosign encrypted key: {detail}")]
     BadEncryptedKey { source_name: String, detail: String },
     #[error("wrong password for private key {source_name} (decryption failed)")]
@@ -132,9 +148,16 @@ impl PublicKey {
                 expected: PUBLIC_KEY_PEM_LABEL.to_string(),
             });
         }
-        let key = VerifyingKey::from_public_key_pem(pem.trim())
-            .map_err(|e| KeyError::UnsupportedKey { source_name: source.to_string(), detail: e.to_string() })?;
-        Ok(PublicKey { key, source: source.to_string() })
+        let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| {
+            KeyError::UnsupportedKey {
+                source_name: source.to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(PublicKey {
+            key,
+            source: source.to_string(),
+        })
     }
 
     /// Read a PEM public key file (`cosign.pub`).
@@ -146,12 +169,17 @@ impl PublicKey {
     /// The key as PEM (`-----BEGIN PUBLIC KEY-----`), as `cosign.pub` holds it.
     pub fn to_pem(&self) -> String {
         // Encoding a valid in-memory P-256 key cannot fail; fall back to empty rather than panic.
-        self.key.to_public_key_pem(LineEnding::LF).unwrap_or_default()
+        self.key
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap_or_default()
     }
 
     /// DER SubjectPublicKeyInfo, the bytes cosign hashes for its key hint.
     pub fn to_der(&self) -> Vec<u8> {
-        self.key.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+        self.key
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default()
     }
 
     /// sha256 of the DER public key: the identity berth reports for a signer.
@@ -193,7 +221,9 @@ pub struct SigningKey {
 impl fmt::Debug for SigningKey {
     // Never print key material.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +235,10 @@ impl SigningKey {
     }
 
     fn from_ec(key: EcSigningKey, source: &str) -> SigningKey {
-        let public = PublicKey { key: *key.verifying_key(), source: source.to_string() };
+        let public = PublicKey {
+            key: *key.verifying_key(),
+            source: source.to_string(),
+        };
         SigningKey { key, public }
     }
 
@@ -227,7 +260,11 @@ impl SigningKey {
     }
 
     /// Decrypt a cosign encrypted private key (PEM text). `source` names it in errors.
-    pub fn from_encrypted_pem(pem: &str, password: &[u8], source: &str) -> Result<SigningKey, KeyError> {
+    pub fn from_encrypted_pem(
+        pem: &str,
+        password: &[u8],
+        source: &str,
+    ) -> Result<SigningKey, KeyError> {
         let (label, body) = pem_label(pem, source, SIGSTORE_PRIVATE_KEY_PEM_LABEL)?;
         if label != SIGSTORE_PRIVATE_KEY_PEM_LABEL && label != COSIGN_PRIVATE_KEY_PEM_LABEL {
             return Err(KeyError::WrongPemLabel {
@@ -236,8 +273,12 @@ impl SigningKey {
                 expected: SIGSTORE_PRIVATE_KEY_PEM_LABEL.to_string(),
             });
         }
-        let bad = |detail: String| KeyError::BadEncryptedKey { source_name: source.to_string(), detail };
-        let file: EncryptedKeyFile = serde_json::from_slice(&body).map_err(|e| bad(format!("inner JSON: {e}")))?;
+        let bad = |detail: String| KeyError::BadEncryptedKey {
+            source_name: source.to_string(),
+            detail,
+        };
+        let file: EncryptedKeyFile =
+            serde_json::from_slice(&body).map_err(|e| bad(format!("inner JSON: {e}")))?;
         if file.kdf.name != KDF_NAME {
             return Err(bad(format!("unknown kdf '{}'", file.kdf.name)));
         }
@@ -246,13 +287,25 @@ impl SigningKey {
         }
         let params = &file.kdf.params;
         if !SCRYPT_ACCEPTED_N.contains(&params.n) || params.r != SCRYPT_R || params.p != SCRYPT_P {
-            return Err(bad(format!("unsupported scrypt parameters N={} r={} p={}", params.n, params.r, params.p)));
+            return Err(bad(format!(
+                "unsupported scrypt parameters N={} r={} p={}",
+                params.n, params.r, params.p
+            )));
         }
-        let salt = BASE64.decode(&file.kdf.salt).map_err(|e| bad(format!("salt: {e}")))?;
-        let nonce = BASE64.decode(&file.cipher.nonce).map_err(|e| bad(format!("nonce: {e}")))?;
-        let ciphertext = BASE64.decode(&file.ciphertext).map_err(|e| bad(format!("ciphertext: {e}")))?;
+        let salt = BASE64
+            .decode(&file.kdf.salt)
+            .map_err(|e| bad(format!("salt: {e}")))?;
+        let nonce = BASE64
+            .decode(&file.cipher.nonce)
+            .map_err(|e| bad(format!("nonce: {e}")))?;
+        let ciphertext = BASE64
+            .decode(&file.ciphertext)
+            .map_err(|e| bad(format!("ciphertext: {e}")))?;
         if nonce.len() != BOX_NONCE_LEN {
-            return Err(bad(format!("nonce is {} bytes, expected {BOX_NONCE_LEN}", nonce.len())));
+            return Err(bad(format!(
+                "nonce is {} bytes, expected {BOX_NONCE_LEN}",
+                nonce.len()
+            )));
         }
         let log_n = params.n.trailing_zeros() as u8;
         let box_key = derive_box_key(password, &salt, log_n)?;
@@ -260,35 +313,54 @@ impl SigningKey {
         let plaintext = Zeroizing::new(
             cipher
                 .decrypt(BoxNonce::from_slice(&nonce), ciphertext.as_slice())
-                .map_err(|_| KeyError::WrongPassword { source_name: source.to_string() })?,
+                .map_err(|_| KeyError::WrongPassword {
+                    source_name: source.to_string(),
+                })?,
         );
-        let key = EcSigningKey::from_pkcs8_der(&plaintext)
-            .map_err(|e| KeyError::UnsupportedKey { source_name: source.to_string(), detail: e.to_string() })?;
+        let key =
+            EcSigningKey::from_pkcs8_der(&plaintext).map_err(|e| KeyError::UnsupportedKey {
+                source_name: source.to_string(),
+                detail: e.to_string(),
+            })?;
         Ok(SigningKey::from_ec(key, source))
     }
 
     /// Encrypt this key into cosign's file format (PEM `ENCRYPTED SIGSTORE PRIVATE KEY`).
     pub fn to_encrypted_pem(&self, password: &[u8]) -> Result<Zeroizing<String>, KeyError> {
-        let der = self.key.to_pkcs8_der().map_err(|e| KeyError::Kdf(e.to_string()))?;
+        let der = self
+            .key
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Kdf(e.to_string()))?;
         let mut salt = [0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
         let mut nonce = [0u8; BOX_NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         let box_key = derive_box_key(password, &salt, SCRYPT_LOG_N_WRITE)?;
         let cipher = XSalsa20Poly1305::new(BoxKey::from_slice(box_key.as_slice()));
-        let ciphertext =
-            cipher.encrypt(BoxNonce::from_slice(&nonce), der.as_bytes()).map_err(|e| KeyError::Kdf(e.to_string()))?;
+        let ciphertext = cipher
+            .encrypt(BoxNonce::from_slice(&nonce), der.as_bytes())
+            .map_err(|e| KeyError::Kdf(e.to_string()))?;
         let file = EncryptedKeyFile {
             kdf: KdfSection {
                 name: KDF_NAME.to_string(),
-                params: ScryptParams { n: 1u64 << SCRYPT_LOG_N_WRITE, r: SCRYPT_R, p: SCRYPT_P },
+                params: ScryptParams {
+                    n: 1u64 << SCRYPT_LOG_N_WRITE,
+                    r: SCRYPT_R,
+                    p: SCRYPT_P,
+                },
                 salt: BASE64.encode(salt),
             },
-            cipher: CipherSection { name: CIPHER_NAME.to_string(), nonce: BASE64.encode(nonce) },
+            cipher: CipherSection {
+                name: CIPHER_NAME.to_string(),
+                nonce: BASE64.encode(nonce),
+            },
             ciphertext: BASE64.encode(ciphertext),
         };
         let json = serde_json::to_vec(&file).map_err(|e| KeyError::Kdf(e.to_string()))?;
-        Ok(Zeroizing::new(pem_encode(SIGSTORE_PRIVATE_KEY_PEM_LABEL, &json)))
+        Ok(Zeroizing::new(pem_encode(
+            SIGSTORE_PRIVATE_KEY_PEM_LABEL,
+            &json,
+        )))
     }
 }
 
@@ -319,7 +391,12 @@ pub fn write_key_pair(
     let (key_path, pub_path) = key_pair_paths(prefix, force)?;
     let private_pem = key.to_encrypted_pem(password)?;
     write_new_file(&key_path, private_pem.as_bytes(), 0o600, force)?;
-    write_new_file(&pub_path, key.public_key().to_pem().as_bytes(), 0o644, force)?;
+    write_new_file(
+        &pub_path,
+        key.public_key().to_pem().as_bytes(),
+        0o644,
+        force,
+    )?;
     Ok((key_path, pub_path))
 }
 
@@ -337,45 +414,76 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
 /// `force`, a file that appeared since the caller looked is not replaced either.
 fn write_new_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(), KeyError> {
     use std::io::Write as _;
-    let write_error = |source| KeyError::Write { path: path.to_path_buf(), source };
+    let write_error = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(KeyError::Symlink { path: path.to_path_buf() });
+        return Err(KeyError::Symlink {
+            path: path.to_path_buf(),
+        });
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     // Created 0600 (tempfile's default), so the key is never readable by others, not even briefly.
-    let mut file = tempfile::Builder::new().prefix(".berth-keygen-").tempfile_in(dir).map_err(write_error)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".berth-keygen-")
+        .tempfile_in(dir)
+        .map_err(write_error)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        file.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(write_error)?;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(write_error)?;
     }
     #[cfg(not(unix))]
     let _ = mode;
     file.write_all(bytes).map_err(write_error)?;
     file.as_file().sync_all().map_err(write_error)?;
-    let persisted = if force { file.persist(path) } else { file.persist_noclobber(path) };
+    let persisted = if force {
+        file.persist(path)
+    } else {
+        file.persist_noclobber(path)
+    };
     match persisted {
         Ok(_) => Ok(()),
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(KeyError::Exists { path: path.to_path_buf() })
-        }
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(KeyError::Exists {
+            path: path.to_path_buf(),
+        }),
         Err(e) => Err(write_error(e.error)),
     }
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {
-    let meta = std::fs::metadata(path).map_err(|source| KeyError::Read { path: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(KeyError::TooLarge { path: path.to_path_buf(), max: MAX_KEY_FILE_BYTES });
+        return Err(KeyError::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_KEY_FILE_BYTES,
+        });
     }
-    std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn derive_box_key(password: &[u8], salt: &[u8], log_n: u8) -> Result<Zeroizing<[u8; BOX_KEY_LEN]>, KeyError> {
-    let params =
-        scrypt::Params::new(log_n, SCRYPT_R, SCRYPT_P, BOX_KEY_LEN).map_err(|e| KeyError::Kdf(e.to_string()))?;
+fn derive_box_key(
+    password: &[u8],
+    salt: &[u8],
+    log_n: u8,
+) -> Result<Zeroizing<[u8; BOX_KEY_LEN]>, KeyError> {
+    let params = scrypt::Params::new(log_n, SCRYPT_R, SCRYPT_P, BOX_KEY_LEN)
+        .map_err(|e| KeyError::Kdf(e.to_string()))?;
     let mut out = Zeroizing::new([0u8; BOX_KEY_LEN]);
-    scrypt::scrypt(password, salt, &params, out.as_mut_slice()).map_err(|e| KeyError::Kdf(e.to_string()))?;
+    scrypt::scrypt(password, salt, &params, out.as_mut_slice())
+        .map_err(|e| KeyError::Kdf(e.to_string()))?;
     Ok(out)
 }
 
@@ -392,20 +500,28 @@ fn pem_label(text: &str, source: &str, expected: &str) -> Result<(String, Vec<u8
         expected: expected.to_string(),
         detail: detail.to_string(),
     };
-    let begin = text.find("-----BEGIN ").ok_or_else(|| not_pem("no BEGIN line"))?;
+    let begin = text
+        .find("-----BEGIN ")
+        .ok_or_else(|| not_pem("no BEGIN line"))?;
     let rest = &text[begin + "-----BEGIN ".len()..];
-    let label_end = rest.find("-----").ok_or_else(|| not_pem("malformed BEGIN line"))?;
+    let label_end = rest
+        .find("-----")
+        .ok_or_else(|| not_pem("malformed BEGIN line"))?;
     let label = rest[..label_end].to_string();
     let body_start = &rest[label_end + "-----".len()..];
     let end_marker = format!("-----END {label}-----");
-    let body_end = body_start.find(&end_marker).ok_or_else(|| not_pem("no matching END line"))?;
+    let body_end = body_start
+        .find(&end_marker)
+        .ok_or_else(|| not_pem("no matching END line"))?;
     let b64: String = body_start[..body_end]
         .lines()
         // RFC 1421 headers (e.g. Proc-Type) are not used by cosign; skip any "k: v" lines.
         .filter(|line| !line.contains(':'))
         .flat_map(|line| line.trim().chars())
         .collect();
-    let body = BASE64.decode(b64.as_bytes()).map_err(|e| not_pem(&format!("bad base64: {e}")))?;
+    let body = BASE64
+        .decode(b64.as_bytes())
+        .map_err(|e| not_pem(&format!("bad base64: {e}")))?;
     Ok((label, body))
 }
 
@@ -432,7 +548,10 @@ mod tests {
         let pem = key.to_encrypted_pem(b"s3cret").unwrap();
         assert!(pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"));
         let loaded = SigningKey::from_encrypted_pem(&pem, b"s3cret", "test.key").unwrap();
-        assert_eq!(loaded.public_key().fingerprint(), key.public_key().fingerprint());
+        assert_eq!(
+            loaded.public_key().fingerprint(),
+            key.public_key().fingerprint()
+        );
         let sig = loaded.sign(b"payload");
         assert!(key.public_key().verify(b"payload", &sig));
         assert!(!key.public_key().verify(b"payloaD", &sig));
@@ -445,7 +564,10 @@ mod tests {
         let err = SigningKey::from_encrypted_pem(&pem, b"wrong", "/ci/cosign.key").unwrap_err();
         assert!(matches!(err, KeyError::WrongPassword { .. }));
         let msg = err.to_string();
-        assert!(msg.contains("/ci/cosign.key") && msg.contains("wrong password"), "{msg}");
+        assert!(
+            msg.contains("/ci/cosign.key") && msg.contains("wrong password"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -466,7 +588,10 @@ mod tests {
         let key = SigningKey::generate();
         let pem = key.to_encrypted_pem(b"x").unwrap();
         let err = PublicKey::from_pem(&pem, "cosign.key").unwrap_err();
-        assert!(err.to_string().contains("ENCRYPTED SIGSTORE PRIVATE KEY"), "{err}");
+        assert!(
+            err.to_string().contains("ENCRYPTED SIGSTORE PRIVATE KEY"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -474,7 +599,10 @@ mod tests {
         let json = br#"{"kdf":{"name":"scrypt","params":{"N":1073741824,"r":8,"p":1},"salt":"AAAA"},"cipher":{"name":"nacl/secretbox","nonce":"AAAA"},"ciphertext":"AAAA"}"#;
         let pem = pem_encode(SIGSTORE_PRIVATE_KEY_PEM_LABEL, json);
         let err = SigningKey::from_encrypted_pem(&pem, b"", "evil.key").unwrap_err();
-        assert!(err.to_string().contains("unsupported scrypt parameters"), "{err}");
+        assert!(
+            err.to_string().contains("unsupported scrypt parameters"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -487,7 +615,10 @@ mod tests {
         assert!(matches!(err, KeyError::Exists { .. }), "{err}");
         // The original key is intact.
         let loaded = SigningKey::load(&dir.path().join("cosign.key"), b"pw").unwrap();
-        assert_eq!(loaded.public_key().fingerprint(), key.public_key().fingerprint());
+        assert_eq!(
+            loaded.public_key().fingerprint(),
+            key.public_key().fingerprint()
+        );
         write_key_pair(&SigningKey::generate(), b"pw", &prefix, true).unwrap();
     }
 }

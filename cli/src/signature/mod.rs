@@ -17,7 +17,8 @@ use crate::registry::Registry;
 
 pub use keys::{KeyError, PublicKey, SigningKey};
 pub use policy::{
-    FoundSignature, SignatureStatus, TrustPolicy, VerifiedSignature, VerifyError, examine, verify_artifact,
+    FoundSignature, SignatureStatus, TrustPolicy, VerifiedSignature, VerifyError, examine,
+    verify_artifact,
 };
 pub use store::{CopiedSignatures, StoreError, copy_signatures};
 
@@ -57,7 +58,9 @@ impl FromStr for FormatChoice {
             "classic" => Ok(FormatChoice::Classic),
             "bundle" => Ok(FormatChoice::Bundle),
             "auto" => Ok(FormatChoice::Auto),
-            other => Err(format!("unknown signature format '{other}': use classic, bundle or auto")),
+            other => Err(format!(
+                "unknown signature format '{other}': use classic, bundle or auto"
+            )),
         }
     }
 }
@@ -74,7 +77,10 @@ pub enum SignError {
 impl SignError {
     pub fn hint(&self) -> &'static str {
         match self {
-            SignError::Store { source: StoreError::Registry(e), .. } => e.hint(),
+            SignError::Store {
+                source: StoreError::Registry(e),
+                ..
+            } => e.hint(),
             SignError::Store { .. } => {
                 "the registry holds a malformed signature object for this digest; remove it or sign with another --format"
             }
@@ -104,13 +110,21 @@ pub async fn sign_artifact(
     choice: FormatChoice,
     created: &str,
 ) -> Result<SignedArtifact, SignError> {
-    let store_err = |source: StoreError| SignError::Store { digest: digest.clone(), source };
-    let subject = store::subject_descriptor(registry, repo, digest).await.map_err(store_err)?;
+    let store_err = |source: StoreError| SignError::Store {
+        digest: digest.clone(),
+        source,
+    };
+    let subject = store::subject_descriptor(registry, repo, digest)
+        .await
+        .map_err(store_err)?;
     let format = match choice {
         FormatChoice::Classic => Format::Classic,
         FormatChoice::Bundle => Format::Bundle,
         FormatChoice::Auto => {
-            if store::has_referrers_api(registry, repo, digest).await.map_err(store_err)? {
+            if store::has_referrers_api(registry, repo, digest)
+                .await
+                .map_err(store_err)?
+            {
                 Format::Bundle
             } else {
                 Format::Classic
@@ -122,18 +136,29 @@ pub async fn sign_artifact(
             // cosign names the repository as `host/path` in the payload's identity.
             let docker_reference = format!("{}/{repo}", registry.host());
             let layer = classic::SignatureLayer::sign(key, &docker_reference, digest);
-            let tag = store::append_classic(registry, repo, digest, &layer).await.map_err(store_err)?;
+            let tag = store::append_classic(registry, repo, digest, &layer)
+                .await
+                .map_err(store_err)?;
             format!("tag {tag}")
         }
         Format::Bundle => {
-            let bytes = bundle::sign(key, digest)
-                .map_err(|e| SignError::Build { digest: digest.clone(), detail: e.to_string() })?;
-            let referrer = store::attach_bundle(registry, repo, &subject, &bytes, created).await.map_err(store_err)?;
+            let bytes = bundle::sign(key, digest).map_err(|e| SignError::Build {
+                digest: digest.clone(),
+                detail: e.to_string(),
+            })?;
+            let referrer = store::attach_bundle(registry, repo, &subject, &bytes, created)
+                .await
+                .map_err(store_err)?;
             format!("referrer {referrer}")
         }
     };
     tracing::info!(%digest, %format, %location, "signed");
-    Ok(SignedArtifact { digest: digest.clone(), format, key_fingerprint: key.public_key().fingerprint(), location })
+    Ok(SignedArtifact {
+        digest: digest.clone(),
+        format,
+        key_fingerprint: key.public_key().fingerprint(),
+        location,
+    })
 }
 
 /// A distinct digest per byte, for the unit tests of the signature formats.

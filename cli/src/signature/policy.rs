@@ -25,7 +25,10 @@ pub struct TrustPolicy {
 
 impl TrustPolicy {
     pub fn new(keys: Vec<PublicKey>) -> TrustPolicy {
-        TrustPolicy { keys, repository: None }
+        TrustPolicy {
+            keys,
+            repository: None,
+        }
     }
 
     /// The same keys, and only signatures made in `repository` (`host[:port]/path`).
@@ -70,7 +73,10 @@ pub struct FoundSignature {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureStatus {
     /// Verified with this trusted key (fingerprint, source).
-    Verified { key_fingerprint: Digest, key_source: String },
+    Verified {
+        key_fingerprint: Digest,
+        key_source: String,
+    },
     /// Not acceptable; the reason says why (no trusted key verifies it, wrong digest, malformed…).
     Rejected { reason: String },
 }
@@ -80,10 +86,16 @@ pub enum SignatureStatus {
 pub enum VerifyError {
     #[error("trust policy for {digest} has no keys; give at least one public key")]
     EmptyPolicy { digest: Digest },
-    #[error("{digest} has no signatures (looked for cosign tag {tag} and Sigstore bundle referrers)")]
+    #[error(
+        "{digest} has no signatures (looked for cosign tag {tag} and Sigstore bundle referrers)"
+    )]
     Unsigned { digest: Digest, tag: String },
     #[error("no signature of {digest} verifies with the trusted key(s) {keys}:\n  - {}", reasons.join("\n  - "))]
-    NoneVerified { digest: Digest, keys: String, reasons: Vec<String> },
+    NoneVerified {
+        digest: Digest,
+        keys: String,
+        reasons: Vec<String>,
+    },
     #[error("cannot read the signatures of {digest}: {source}")]
     Store { digest: Digest, source: StoreError },
 }
@@ -92,7 +104,9 @@ impl VerifyError {
     /// What the user can do next.
     pub fn hint(&self) -> &'static str {
         match self {
-            VerifyError::EmptyPolicy { .. } => "pass --key with the signer's public key (cosign.pub)",
+            VerifyError::EmptyPolicy { .. } => {
+                "pass --key with the signer's public key (cosign.pub)"
+            }
             VerifyError::Unsigned { .. } => {
                 "sign it with `berth sign oci://…@sha256:… --key cosign.key` (or cosign sign)"
             }
@@ -117,7 +131,12 @@ pub async fn examine(
     digest: &Digest,
     policy: &TrustPolicy,
 ) -> Result<Vec<FoundSignature>, VerifyError> {
-    let examination = Examination { registry, repo, digest, policy };
+    let examination = Examination {
+        registry,
+        repo,
+        digest,
+        policy,
+    };
     let mut found = examination.classic().await?;
     found.extend(examination.bundles().await?);
     Ok(found)
@@ -141,23 +160,44 @@ impl Examination<'_> {
             Err(e) => return Ok(vec![malformed(Format::Classic, &tag, self.unusable(e)?)]),
         };
         let mut found = Vec::new();
-        for layer in manifest.layers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
+        for layer in manifest
+            .layers
+            .iter()
+            .take(store::MAX_SIGNATURES_PER_SCHEME)
+        {
             let location = format!("tag {tag}, layer {}", layer.digest);
             let status = if layer.media_type != classic::SIMPLE_SIGNING_MEDIA_TYPE {
                 SignatureStatus::Rejected {
-                    reason: format!("layer media type '{}' is not a simple-signing payload", layer.media_type),
+                    reason: format!(
+                        "layer media type '{}' is not a simple-signing payload",
+                        layer.media_type
+                    ),
                 }
             } else if layer.size > classic::MAX_PAYLOAD_BYTES {
                 SignatureStatus::Rejected {
-                    reason: format!("payload of {} bytes exceeds {}", layer.size, classic::MAX_PAYLOAD_BYTES),
+                    reason: format!(
+                        "payload of {} bytes exceeds {}",
+                        layer.size,
+                        classic::MAX_PAYLOAD_BYTES
+                    ),
                 }
             } else {
-                match self.registry.fetch_blob_bytes(self.repo, &layer.digest, classic::MAX_PAYLOAD_BYTES).await {
+                match self
+                    .registry
+                    .fetch_blob_bytes(self.repo, &layer.digest, classic::MAX_PAYLOAD_BYTES)
+                    .await
+                {
                     Ok(payload) => classic_status(layer, &payload, self.digest, self.policy),
-                    Err(e) => SignatureStatus::Rejected { reason: self.unusable(e.into())? },
+                    Err(e) => SignatureStatus::Rejected {
+                        reason: self.unusable(e.into())?,
+                    },
                 }
             };
-            found.push(FoundSignature { format: Format::Classic, location, status });
+            found.push(FoundSignature {
+                format: Format::Classic,
+                location,
+                status,
+            });
         }
         Ok(found)
     }
@@ -166,16 +206,29 @@ impl Examination<'_> {
     async fn bundles(&self) -> Result<Vec<FoundSignature>, VerifyError> {
         let referrers = match store::bundle_referrers(self.registry, self.repo, self.digest).await {
             Ok(r) => r,
-            Err(e) => return Ok(vec![malformed(Format::Bundle, &self.digest.tag_form(), self.unusable(e)?)]),
+            Err(e) => {
+                return Ok(vec![malformed(
+                    Format::Bundle,
+                    &self.digest.tag_form(),
+                    self.unusable(e)?,
+                )]);
+            }
         };
         let mut found = Vec::new();
         for referrer in referrers.iter().take(store::MAX_SIGNATURES_PER_SCHEME) {
             let location = format!("referrer {}", referrer.digest);
-            let status = match store::fetch_bundle(self.registry, self.repo, &referrer.digest).await {
+            let status = match store::fetch_bundle(self.registry, self.repo, &referrer.digest).await
+            {
                 Ok(blob) => bundle_status(&blob.blob, &blob.bytes, self.digest, self.policy),
-                Err(e) => SignatureStatus::Rejected { reason: self.unusable(e)? },
+                Err(e) => SignatureStatus::Rejected {
+                    reason: self.unusable(e)?,
+                },
             };
-            found.push(FoundSignature { format: Format::Bundle, location, status });
+            found.push(FoundSignature {
+                format: Format::Bundle,
+                location,
+                status,
+            });
         }
         Ok(found)
     }
@@ -186,13 +239,18 @@ impl Examination<'_> {
     /// registry is about no signature in particular and ends the examination: no verdict.
     fn unusable(&self, e: StoreError) -> Result<String, VerifyError> {
         match e {
-            StoreError::Registry(r) if !r.is_bad_object() => Err(self.store_err(StoreError::Registry(r))),
+            StoreError::Registry(r) if !r.is_bad_object() => {
+                Err(self.store_err(StoreError::Registry(r)))
+            }
             e => Ok(e.to_string()),
         }
     }
 
     fn store_err(&self, source: StoreError) -> VerifyError {
-        VerifyError::Store { digest: self.digest.clone(), source }
+        VerifyError::Store {
+            digest: self.digest.clone(),
+            source,
+        }
     }
 }
 
@@ -200,12 +258,19 @@ impl Examination<'_> {
 /// stop looking: whoever can push garbage to one scheme's tag must not be able to hide a valid
 /// signature of the other.
 fn malformed(format: Format, tag: &str, reason: String) -> FoundSignature {
-    FoundSignature { format, location: format!("tag {tag}"), status: SignatureStatus::Rejected { reason } }
+    FoundSignature {
+        format,
+        location: format!("tag {tag}"),
+        status: SignatureStatus::Rejected { reason },
+    }
 }
 
 impl SignatureStatus {
     fn verified_by(key: &PublicKey) -> SignatureStatus {
-        SignatureStatus::Verified { key_fingerprint: key.fingerprint(), key_source: key.source().to_string() }
+        SignatureStatus::Verified {
+            key_fingerprint: key.fingerprint(),
+            key_source: key.source().to_string(),
+        }
     }
 }
 
@@ -231,13 +296,24 @@ fn classic_status(
                 return SignatureStatus::verified_by(key);
             }
             Ok(classic::LayerCheck::BadSignature) => {}
-            Err(e) => return SignatureStatus::Rejected { reason: e.to_string() },
+            Err(e) => {
+                return SignatureStatus::Rejected {
+                    reason: e.to_string(),
+                };
+            }
         }
     }
-    SignatureStatus::Rejected { reason: "signature does not verify with any trusted key".to_string() }
+    SignatureStatus::Rejected {
+        reason: "signature does not verify with any trusted key".to_string(),
+    }
 }
 
-fn bundle_status(blob: &Digest, bytes: &[u8], digest: &Digest, policy: &TrustPolicy) -> SignatureStatus {
+fn bundle_status(
+    blob: &Digest,
+    bytes: &[u8],
+    digest: &Digest,
+    policy: &TrustPolicy,
+) -> SignatureStatus {
     match bundle::check(blob, bytes, digest) {
         Ok(checked) => match policy.keys.iter().find(|key| checked.verifies_with(key)) {
             Some(_) if policy.repository.is_some() => SignatureStatus::Rejected {
@@ -261,13 +337,23 @@ pub async fn verify_artifact(
     policy: &TrustPolicy,
 ) -> Result<VerifiedSignature, VerifyError> {
     if policy.keys.is_empty() {
-        return Err(VerifyError::EmptyPolicy { digest: digest.clone() });
+        return Err(VerifyError::EmptyPolicy {
+            digest: digest.clone(),
+        });
     }
     // Classic first: one tag lookup, and when it verifies the referrers are not needed —
     // the agent pays for this on every new digest.
-    let examination = Examination { registry, repo, digest, policy };
+    let examination = Examination {
+        registry,
+        repo,
+        digest,
+        policy,
+    };
     let mut found = examination.classic().await?;
-    if !found.iter().any(|f| matches!(f.status, SignatureStatus::Verified { .. })) {
+    if !found
+        .iter()
+        .any(|f| matches!(f.status, SignatureStatus::Verified { .. }))
+    {
         found.extend(examination.bundles().await?);
     }
     verdict(digest, policy, found)
@@ -280,12 +366,18 @@ pub fn verdict(
     found: Vec<FoundSignature>,
 ) -> Result<VerifiedSignature, VerifyError> {
     if found.is_empty() {
-        return Err(VerifyError::Unsigned { digest: digest.clone(), tag: classic::signature_tag(digest) });
+        return Err(VerifyError::Unsigned {
+            digest: digest.clone(),
+            tag: classic::signature_tag(digest),
+        });
     }
     let mut reasons = Vec::new();
     for sig in found {
         match sig.status {
-            SignatureStatus::Verified { key_fingerprint, key_source } => {
+            SignatureStatus::Verified {
+                key_fingerprint,
+                key_source,
+            } => {
                 return Ok(VerifiedSignature {
                     digest: digest.clone(),
                     format: sig.format,
@@ -294,12 +386,22 @@ pub fn verdict(
                     location: sig.location,
                 });
             }
-            SignatureStatus::Rejected { reason } => reasons.push(format!("{} {}: {reason}", sig.format, sig.location)),
+            SignatureStatus::Rejected { reason } => {
+                reasons.push(format!("{} {}: {reason}", sig.format, sig.location))
+            }
         }
     }
-    let keys =
-        policy.keys.iter().map(|k| format!("{} ({})", k.fingerprint(), k.source())).collect::<Vec<_>>().join(", ");
-    Err(VerifyError::NoneVerified { digest: digest.clone(), keys, reasons })
+    let keys = policy
+        .keys
+        .iter()
+        .map(|k| format!("{} ({})", k.fingerprint(), k.source()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(VerifyError::NoneVerified {
+        digest: digest.clone(),
+        keys,
+        reasons,
+    })
 }
 
 #[cfg(test)]
@@ -316,11 +418,16 @@ mod tests {
         let rejected = FoundSignature {
             format: Format::Classic,
             location: "tag x.sig, layer y".into(),
-            status: SignatureStatus::Rejected { reason: "signs sha256:other".into() },
+            status: SignatureStatus::Rejected {
+                reason: "signs sha256:other".into(),
+            },
         };
         let err = verdict(&d, &policy, vec![rejected.clone()]).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&d.to_string()) && msg.contains("signs sha256:other"), "{msg}");
+        assert!(
+            msg.contains(&d.to_string()) && msg.contains("signs sha256:other"),
+            "{msg}"
+        );
         assert!(err.is_verdict());
 
         let ok = FoundSignature {
@@ -362,7 +469,10 @@ mod tests {
         ));
 
         let b = bundle::sign(&key, &d).unwrap();
-        assert!(matches!(bundle_status(&Digest::of(&b), &b, &d, &policy), SignatureStatus::Verified { .. }));
+        assert!(matches!(
+            bundle_status(&Digest::of(&b), &b, &d, &policy),
+            SignatureStatus::Verified { .. }
+        ));
         let wrong = Digest::of(b"another");
         assert!(
             matches!(bundle_status(&Digest::of(&b), &b, &wrong, &policy), SignatureStatus::Rejected { reason } if reason.contains("subject"))
@@ -401,8 +511,10 @@ mod cosign_fixtures {
     const SIGNED: &str = "sha256:aaead6d06e9a0ff201d39f8f5f2410c940ae4856b7f4aa19cc1f1af5985ad9a5";
     const PUBLIC: &str = include_str!("../../../testdata/signatures/cosign.pub");
     const PRIVATE: &str = include_str!("../../../testdata/signatures/cosign.key");
-    const CLASSIC_MANIFEST: &[u8] = include_bytes!("../../../testdata/signatures/cosign-v2-classic.manifest.json");
-    const CLASSIC_PAYLOAD: &[u8] = include_bytes!("../../../testdata/signatures/cosign-v2-classic.payload.json");
+    const CLASSIC_MANIFEST: &[u8] =
+        include_bytes!("../../../testdata/signatures/cosign-v2-classic.manifest.json");
+    const CLASSIC_PAYLOAD: &[u8] =
+        include_bytes!("../../../testdata/signatures/cosign-v2-classic.payload.json");
     const BUNDLE: &[u8] = include_bytes!("../../../testdata/signatures/cosign-v3.bundle.json");
 
     fn policy() -> TrustPolicy {
@@ -412,9 +524,16 @@ mod cosign_fixtures {
     #[test]
     fn cosign_encrypted_key_loads_and_matches_its_public_key() {
         let key = SigningKey::from_encrypted_pem(PRIVATE, b"pw", "cosign.key").unwrap();
-        assert_eq!(key.public_key().fingerprint(), policy().keys[0].fingerprint());
+        assert_eq!(
+            key.public_key().fingerprint(),
+            policy().keys[0].fingerprint()
+        );
         let err = SigningKey::from_encrypted_pem(PRIVATE, b"not-pw", "cosign.key").unwrap_err();
-        assert!(err.to_string().contains("wrong password for private key cosign.key"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("wrong password for private key cosign.key"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -423,7 +542,10 @@ mod cosign_fixtures {
         let layer = &manifest.layers[0];
         assert_eq!(layer.digest, Digest::of(CLASSIC_PAYLOAD));
         let signed: Digest = SIGNED.parse().unwrap();
-        assert!(matches!(classic_status(layer, CLASSIC_PAYLOAD, &signed, &policy()), SignatureStatus::Verified { .. }));
+        assert!(matches!(
+            classic_status(layer, CLASSIC_PAYLOAD, &signed, &policy()),
+            SignatureStatus::Verified { .. }
+        ));
         let other = Digest::of(b"other");
         assert!(
             matches!(classic_status(layer, CLASSIC_PAYLOAD, &other, &policy()), SignatureStatus::Rejected { reason } if reason.contains(SIGNED))
@@ -434,12 +556,21 @@ mod cosign_fixtures {
     fn cosign_v3_bundle_verifies_for_its_digest_only() {
         let signed: Digest = SIGNED.parse().unwrap();
         let blob = Digest::of(BUNDLE);
-        assert!(matches!(bundle_status(&blob, BUNDLE, &signed, &policy()), SignatureStatus::Verified { .. }));
+        assert!(matches!(
+            bundle_status(&blob, BUNDLE, &signed, &policy()),
+            SignatureStatus::Verified { .. }
+        ));
         let checked = bundle::check(&blob, BUNDLE, &signed).unwrap();
         // cosign's key hint is the one berth computes for the same key.
-        assert_eq!(checked.hint.as_deref(), Some(policy().keys[0].bundle_hint().as_str()));
+        assert_eq!(
+            checked.hint.as_deref(),
+            Some(policy().keys[0].bundle_hint().as_str())
+        );
         let stranger = TrustPolicy::new(vec![SigningKey::generate().public_key().clone()]);
-        assert!(matches!(bundle_status(&blob, BUNDLE, &signed, &stranger), SignatureStatus::Rejected { .. }));
+        assert!(matches!(
+            bundle_status(&blob, BUNDLE, &signed, &stranger),
+            SignatureStatus::Rejected { .. }
+        ));
         assert!(matches!(
             bundle_status(&blob, BUNDLE, &Digest::of(b"other"), &policy()),
             SignatureStatus::Rejected { .. }

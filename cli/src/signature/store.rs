@@ -21,17 +21,33 @@ pub enum StoreError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("signature manifest {repo}:{tag} is malformed: {detail}")]
-    BadSignatureManifest { repo: String, tag: String, detail: String },
+    BadSignatureManifest {
+        repo: String,
+        tag: String,
+        detail: String,
+    },
     #[error("referrers index {repo}:{tag} is malformed: {detail}")]
-    BadReferrersIndex { repo: String, tag: String, detail: String },
+    BadReferrersIndex {
+        repo: String,
+        tag: String,
+        detail: String,
+    },
     #[error("referrer {repo}@{digest} is malformed: {detail}")]
-    BadReferrer { repo: String, digest: Digest, detail: String },
+    BadReferrer {
+        repo: String,
+        digest: Digest,
+        detail: String,
+    },
     #[error("cannot encode {what}: {detail}")]
     Encode { what: String, detail: String },
 }
 
 /// The artifact manifest a signature is about, as a descriptor (the referrer `subject`).
-pub async fn subject_descriptor(registry: &Registry, repo: &str, digest: &Digest) -> Result<Descriptor, StoreError> {
+pub async fn subject_descriptor(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Descriptor, StoreError> {
     let (bytes, media_type) = registry.fetch_manifest(repo, digest).await?;
     Ok(Descriptor {
         media_type,
@@ -52,11 +68,13 @@ pub async fn classic_manifest(
     let Some((bytes, _, _)) = registry.fetch_tagged_manifest(repo, &tag).await? else {
         return Ok(None);
     };
-    classic::parse_signature_manifest(&bytes, &tag).map(Some).map_err(|e| StoreError::BadSignatureManifest {
-        repo: repo.to_string(),
-        tag,
-        detail: e.to_string(),
-    })
+    classic::parse_signature_manifest(&bytes, &tag)
+        .map(Some)
+        .map_err(|e| StoreError::BadSignatureManifest {
+            repo: repo.to_string(),
+            tag,
+            detail: e.to_string(),
+        })
 }
 
 /// Add `layer` to the `.sig` manifest of `digest`, keeping signatures already there.
@@ -73,7 +91,13 @@ pub async fn append_classic(
         None => Vec::new(),
     };
     registry
-        .push_blob(repo, &layer.descriptor.digest, layer.descriptor.size, BlobSource::Bytes(&layer.payload), None)
+        .push_blob(
+            repo,
+            &layer.descriptor.digest,
+            layer.descriptor.size,
+            BlobSource::Bytes(&layer.payload),
+            None,
+        )
         .await?;
     layers.push(layer.descriptor.clone());
     write_classic_manifest(registry, repo, &tag, &layers).await?;
@@ -86,22 +110,43 @@ async fn write_classic_manifest(
     tag: &str,
     layers: &[Descriptor],
 ) -> Result<(), StoreError> {
-    let (manifest, config) = classic::signature_manifest(layers)
-        .map_err(|e| StoreError::Encode { what: format!("signature manifest {repo}:{tag}"), detail: e.to_string() })?;
+    let (manifest, config) =
+        classic::signature_manifest(layers).map_err(|e| StoreError::Encode {
+            what: format!("signature manifest {repo}:{tag}"),
+            detail: e.to_string(),
+        })?;
     let config_digest = Digest::of(&config);
-    registry.push_blob(repo, &config_digest, config.len() as u64, BlobSource::Bytes(&config), None).await?;
-    registry.push_manifest(repo, &manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag).await?;
+    registry
+        .push_blob(
+            repo,
+            &config_digest,
+            config.len() as u64,
+            BlobSource::Bytes(&config),
+            None,
+        )
+        .await?;
+    registry
+        .push_manifest(repo, &manifest, oci::MEDIA_TYPE_IMAGE_MANIFEST, tag)
+        .await?;
     Ok(())
 }
 
 /// Whether the registry serves the OCI 1.1 referrers API for `repo`.
-pub async fn has_referrers_api(registry: &Registry, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
+pub async fn has_referrers_api(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+) -> Result<bool, StoreError> {
     Ok(registry.referrers(repo, digest, None).await?.is_some())
 }
 
 /// Descriptors of the Sigstore bundle referrers of `digest`: from the referrers API, or
 /// from the referrers tag schema when the registry has no API.
-pub async fn bundle_referrers(registry: &Registry, repo: &str, digest: &Digest) -> Result<Vec<Descriptor>, StoreError> {
+pub async fn bundle_referrers(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Vec<Descriptor>, StoreError> {
     let index = match registry.referrers(repo, digest, None).await? {
         Some(index) => index,
         None => match fallback_index(registry, repo, digest).await? {
@@ -109,20 +154,30 @@ pub async fn bundle_referrers(registry: &Registry, repo: &str, digest: &Digest) 
             None => return Ok(Vec::new()),
         },
     };
-    Ok(index.manifests.into_iter().filter(bundle::is_bundle_referrer).collect())
+    Ok(index
+        .manifests
+        .into_iter()
+        .filter(bundle::is_bundle_referrer)
+        .collect())
 }
 
 /// The referrers tag-schema index (`sha256-<hex>` tag) of `digest`, if there is one.
-async fn fallback_index(registry: &Registry, repo: &str, digest: &Digest) -> Result<Option<ImageIndex>, StoreError> {
+async fn fallback_index(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Option<ImageIndex>, StoreError> {
     let tag = digest.tag_form();
     let Some((bytes, _, _)) = registry.fetch_tagged_manifest(repo, &tag).await? else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::BadReferrersIndex {
-        repo: repo.to_string(),
-        tag,
-        detail: e.to_string(),
-    })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::BadReferrersIndex {
+            repo: repo.to_string(),
+            tag,
+            detail: e.to_string(),
+        })
 }
 
 /// A bundle referrer read back: its manifest's layer descriptor and the bundle bytes.
@@ -136,9 +191,17 @@ pub struct BundleBlob {
 }
 
 /// Fetch the bundle held by referrer manifest `referrer`.
-pub async fn fetch_bundle(registry: &Registry, repo: &str, referrer: &Digest) -> Result<BundleBlob, StoreError> {
+pub async fn fetch_bundle(
+    registry: &Registry,
+    repo: &str,
+    referrer: &Digest,
+) -> Result<BundleBlob, StoreError> {
     let (bytes, _) = registry.fetch_manifest(repo, referrer).await?;
-    let bad = |detail: String| StoreError::BadReferrer { repo: repo.to_string(), digest: referrer.clone(), detail };
+    let bad = |detail: String| StoreError::BadReferrer {
+        repo: repo.to_string(),
+        digest: referrer.clone(),
+        detail,
+    };
     let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     let layer = manifest
         .layers
@@ -146,10 +209,20 @@ pub async fn fetch_bundle(registry: &Registry, repo: &str, referrer: &Digest) ->
         .find(|l| l.media_type.starts_with(bundle::BUNDLE_MEDIA_TYPE_PREFIX))
         .ok_or_else(|| bad("no Sigstore bundle layer".to_string()))?;
     if layer.size > bundle::MAX_BUNDLE_BYTES {
-        return Err(bad(format!("bundle layer is {} bytes, more than {}", layer.size, bundle::MAX_BUNDLE_BYTES)));
+        return Err(bad(format!(
+            "bundle layer is {} bytes, more than {}",
+            layer.size,
+            bundle::MAX_BUNDLE_BYTES
+        )));
     }
-    let blob = registry.fetch_blob_bytes(repo, &layer.digest, bundle::MAX_BUNDLE_BYTES).await?;
-    Ok(BundleBlob { referrer: referrer.clone(), blob: layer.digest.clone(), bytes: blob })
+    let blob = registry
+        .fetch_blob_bytes(repo, &layer.digest, bundle::MAX_BUNDLE_BYTES)
+        .await?;
+    Ok(BundleBlob {
+        referrer: referrer.clone(),
+        blob: layer.digest.clone(),
+        bytes: blob,
+    })
 }
 
 /// Attach `bundle_bytes` to `subject` as a referrer; where the registry lacks the referrers
@@ -171,11 +244,19 @@ pub async fn attach_bundle(
         )
         .await?;
     registry
-        .push_blob(repo, &Digest::of(bundle_bytes), bundle_bytes.len() as u64, BlobSource::Bytes(bundle_bytes), None)
+        .push_blob(
+            repo,
+            &Digest::of(bundle_bytes),
+            bundle_bytes.len() as u64,
+            BlobSource::Bytes(bundle_bytes),
+            None,
+        )
         .await?;
-    let manifest = bundle::referrer_manifest(subject, bundle_bytes, created).map_err(|e| StoreError::Encode {
-        what: format!("referrer of {repo}@{}", subject.digest),
-        detail: e.to_string(),
+    let manifest = bundle::referrer_manifest(subject, bundle_bytes, created).map_err(|e| {
+        StoreError::Encode {
+            what: format!("referrer of {repo}@{}", subject.digest),
+            detail: e.to_string(),
+        }
     })?;
     push_referrer_manifest(registry, repo, &subject.digest, &manifest).await
 }
@@ -189,33 +270,50 @@ async fn push_referrer_manifest(
     manifest_bytes: &[u8],
 ) -> Result<Digest, StoreError> {
     let digest = Digest::of(manifest_bytes);
-    registry.push_manifest(repo, manifest_bytes, oci::MEDIA_TYPE_IMAGE_MANIFEST, &digest.to_string()).await?;
+    registry
+        .push_manifest(
+            repo,
+            manifest_bytes,
+            oci::MEDIA_TYPE_IMAGE_MANIFEST,
+            &digest.to_string(),
+        )
+        .await?;
     if has_referrers_api(registry, repo, subject).await? {
         return Ok(digest);
     }
-    let manifest: ImageManifest = serde_json::from_slice(manifest_bytes).map_err(|e| StoreError::BadReferrer {
-        repo: repo.to_string(),
-        digest: digest.clone(),
-        detail: e.to_string(),
-    })?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| StoreError::BadReferrer {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+            detail: e.to_string(),
+        })?;
     let tag = subject.tag_form();
-    let mut index = fallback_index(registry, repo, subject).await?.unwrap_or(ImageIndex {
-        schema_version: 2,
-        media_type: Some(oci::MEDIA_TYPE_IMAGE_INDEX.to_string()),
-        manifests: Vec::new(),
-        annotations: BTreeMap::new(),
-    });
+    let mut index = fallback_index(registry, repo, subject)
+        .await?
+        .unwrap_or(ImageIndex {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_TYPE_IMAGE_INDEX.to_string()),
+            manifests: Vec::new(),
+            annotations: BTreeMap::new(),
+        });
     if !index.manifests.iter().any(|d| d.digest == digest) {
         index.manifests.push(Descriptor {
             media_type: oci::MEDIA_TYPE_IMAGE_MANIFEST.to_string(),
             digest: digest.clone(),
             size: manifest_bytes.len() as u64,
-            artifact_type: manifest.artifact_type.clone().or_else(|| Some(manifest.config.media_type.clone())),
+            artifact_type: manifest
+                .artifact_type
+                .clone()
+                .or_else(|| Some(manifest.config.media_type.clone())),
             annotations: manifest.annotations.clone(),
         });
-        let bytes = serde_json::to_vec(&index)
-            .map_err(|e| StoreError::Encode { what: format!("referrers index {repo}:{tag}"), detail: e.to_string() })?;
-        registry.push_manifest(repo, &bytes, oci::MEDIA_TYPE_IMAGE_INDEX, &tag).await?;
+        let bytes = serde_json::to_vec(&index).map_err(|e| StoreError::Encode {
+            what: format!("referrers index {repo}:{tag}"),
+            detail: e.to_string(),
+        })?;
+        registry
+            .push_manifest(repo, &bytes, oci::MEDIA_TYPE_IMAGE_INDEX, &tag)
+            .await?;
     }
     Ok(digest)
 }
@@ -247,11 +345,23 @@ pub async fn copy_signatures(
             None => Vec::new(),
         };
         for layer in source.layers.iter().take(MAX_SIGNATURES_PER_SCHEME) {
-            if layers.iter().any(|l| l.digest == layer.digest && l.annotations == layer.annotations) {
+            if layers
+                .iter()
+                .any(|l| l.digest == layer.digest && l.annotations == layer.annotations)
+            {
                 continue;
             }
-            let payload = src.fetch_blob_bytes(src_repo, &layer.digest, classic::MAX_PAYLOAD_BYTES).await?;
-            dst.push_blob(dst_repo, &layer.digest, payload.len() as u64, BlobSource::Bytes(&payload), None).await?;
+            let payload = src
+                .fetch_blob_bytes(src_repo, &layer.digest, classic::MAX_PAYLOAD_BYTES)
+                .await?;
+            dst.push_blob(
+                dst_repo,
+                &layer.digest,
+                payload.len() as u64,
+                BlobSource::Bytes(&payload),
+                None,
+            )
+            .await?;
             layers.push(layer.clone());
             copied.classic += 1;
         }
@@ -263,11 +373,12 @@ pub async fn copy_signatures(
     let referrers = bundle_referrers(src, src_repo, digest).await?;
     for referrer in referrers.iter().take(MAX_SIGNATURES_PER_SCHEME) {
         let (manifest_bytes, _) = src.fetch_manifest(src_repo, &referrer.digest).await?;
-        let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| StoreError::BadReferrer {
-            repo: src_repo.to_string(),
-            digest: referrer.digest.clone(),
-            detail: e.to_string(),
-        })?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| StoreError::BadReferrer {
+                repo: src_repo.to_string(),
+                digest: referrer.digest.clone(),
+                detail: e.to_string(),
+            })?;
         for blob in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
             if blob.size > bundle::MAX_BUNDLE_BYTES {
                 return Err(StoreError::BadReferrer {
@@ -281,8 +392,17 @@ pub async fn copy_signatures(
                     ),
                 });
             }
-            let bytes = src.fetch_blob_bytes(src_repo, &blob.digest, bundle::MAX_BUNDLE_BYTES).await?;
-            dst.push_blob(dst_repo, &blob.digest, bytes.len() as u64, BlobSource::Bytes(&bytes), None).await?;
+            let bytes = src
+                .fetch_blob_bytes(src_repo, &blob.digest, bundle::MAX_BUNDLE_BYTES)
+                .await?;
+            dst.push_blob(
+                dst_repo,
+                &blob.digest,
+                bytes.len() as u64,
+                BlobSource::Bytes(&bytes),
+                None,
+            )
+            .await?;
         }
         // Same bytes, so the referrer keeps its digest at the destination.
         push_referrer_manifest(dst, dst_repo, digest, &manifest_bytes).await?;
@@ -296,9 +416,14 @@ pub async fn copy_signatures(
 /// valid, else now. Signatures are records of an act, so the wall clock is the honest default
 /// here (unlike artifacts, which must be reproducible).
 pub fn signed_at(source_date_epoch: Option<&str>) -> String {
-    let secs = source_date_epoch.and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-    });
+    let secs = source_date_epoch
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
     rfc3339(secs)
 }
 
@@ -315,7 +440,12 @@ fn rfc3339(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

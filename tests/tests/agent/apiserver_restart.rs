@@ -23,12 +23,27 @@ const APPLY_TIMEOUT_FLAG: &str = "3m";
 const GIVE_UP_WITHIN: Duration = Duration::from_secs(60);
 
 /// `berth-agent apply --dir DIR` through the private API server.
-fn agent_apply(api: &PrivateApiServer, dir: &Path, ns: &str, name: &str, extra: &[&str]) -> Command {
+fn agent_apply(
+    api: &PrivateApiServer,
+    dir: &Path,
+    ns: &str,
+    name: &str,
+    extra: &[&str],
+) -> Command {
     let mut cmd = env().berth_agent();
     cmd.env("KUBECONFIG", &api.kubeconfig)
         .args(["apply", "--dir"])
         .arg(dir)
-        .args(["--namespace", ns, "--name", name, "--log-format", "text", "--timeout", APPLY_TIMEOUT_FLAG])
+        .args([
+            "--namespace",
+            ns,
+            "--name",
+            name,
+            "--log-format",
+            "text",
+            "--timeout",
+            APPLY_TIMEOUT_FLAG,
+        ])
         .args(extra);
     cmd
 }
@@ -46,8 +61,18 @@ fn configmaps(namespaces: &[&str], indices: impl Iterator<Item = usize>) -> temp
     dir
 }
 
-fn expected(namespaces: &[&str], indices: impl Iterator<Item = usize>) -> BTreeSet<(String, String)> {
-    indices.map(|i| (namespaces[i % namespaces.len()].to_string(), format!("cm-{i:04}"))).collect()
+fn expected(
+    namespaces: &[&str],
+    indices: impl Iterator<Item = usize>,
+) -> BTreeSet<(String, String)> {
+    indices
+        .map(|i| {
+            (
+                namespaces[i % namespaces.len()].to_string(),
+                format!("cm-{i:04}"),
+            )
+        })
+        .collect()
 }
 
 /// `(namespace, name)` of every ConfigMap carrying the set's `part-of` label, asked of the
@@ -62,31 +87,58 @@ fn members(env: &Env, id: &str) -> BTreeSet<(String, String)> {
         "-o",
         "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
     ]));
-    out.lines().filter_map(|l| l.split_once('/')).map(|(ns, name)| (ns.to_string(), name.to_string())).collect()
+    out.lines()
+        .filter_map(|l| l.split_once('/'))
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .collect()
 }
 
 /// The parent Secret's ApplySet id and what its annotations record: group-kinds and every
 /// namespace (the parent's own plus `additional-namespaces`).
 fn inventory(env: &Env, ns: &str, name: &str) -> (String, BTreeSet<String>, BTreeSet<String>) {
-    let out = run_ok(env.kubectl_cmd().args(["get", "secret", name, "-n", ns, "-o", "json"]));
+    let out = run_ok(
+        env.kubectl_cmd()
+            .args(["get", "secret", name, "-n", ns, "-o", "json"]),
+    );
     let parent: Value = serde_json::from_str(&out).unwrap();
-    let id = parent["metadata"]["labels"]["applyset.kubernetes.io/id"].as_str().expect("parent has the id label");
+    let id = parent["metadata"]["labels"]["applyset.kubernetes.io/id"]
+        .as_str()
+        .expect("parent has the id label");
     let ann = &parent["metadata"]["annotations"];
     let list = |key: &str| -> BTreeSet<String> {
-        ann[key].as_str().unwrap_or("").split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+        ann[key]
+            .as_str()
+            .unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     let mut namespaces = list("applyset.kubernetes.io/additional-namespaces");
     namespaces.insert(ns.to_string());
-    (id.to_string(), list("applyset.kubernetes.io/contains-group-kinds"), namespaces)
+    (
+        id.to_string(),
+        list("applyset.kubernetes.io/contains-group-kinds"),
+        namespaces,
+    )
 }
 
 /// Every labelled member is covered by the parent's recorded group-kinds and namespaces, so
 /// a later prune finds it.
 fn assert_inventory_covers(env: &Env, ns: &str, name: &str, live: &BTreeSet<(String, String)>) {
     let (_, group_kinds, namespaces) = inventory(env, ns, name);
-    assert!(group_kinds.contains("ConfigMap"), "the inventory forgot the ConfigMap kind: {group_kinds:?}");
-    let uncovered: Vec<&(String, String)> = live.iter().filter(|(n, _)| !namespaces.contains(n)).collect();
-    assert!(uncovered.is_empty(), "members outside the recorded namespaces {namespaces:?}: {uncovered:?}");
+    assert!(
+        group_kinds.contains("ConfigMap"),
+        "the inventory forgot the ConfigMap kind: {group_kinds:?}"
+    );
+    let uncovered: Vec<&(String, String)> = live
+        .iter()
+        .filter(|(n, _)| !namespaces.contains(n))
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "members outside the recorded namespaces {namespaces:?}: {uncovered:?}"
+    );
 }
 
 #[test]
@@ -164,10 +216,22 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
     };
     let gave_up_after = killed.elapsed();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
-    eprintln!("interrupted apply: {status} {gave_up_after:?} after the kill\n{}", agent_output());
+    eprintln!(
+        "interrupted apply: {status} {gave_up_after:?} after the kill\n{}",
+        agent_output()
+    );
     // Exit 1 (error), not 4 (the API server rejected objects): it never answered.
-    assert_eq!(status.code(), Some(1), "the interrupted apply must fail with exit code 1\n{}", agent_output());
-    assert!(!stderr.contains("panicked"), "the agent panicked\n{}", agent_output());
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the interrupted apply must fail with exit code 1\n{}",
+        agent_output()
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "the agent panicked\n{}",
+        agent_output()
+    );
     let error_line = stderr
         .lines()
         .find(|l| l.starts_with("error: "))
@@ -176,7 +240,12 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
         error_line.contains("API server") && error_line.contains("unreachable"),
         "the error must say the API server is unreachable: {error_line}"
     );
-    assert!(stderr.contains(&api.url), "the error must name the API server {}\n{}", api.url, agent_output());
+    assert!(
+        stderr.contains(&api.url),
+        "the error must name the API server {}\n{}",
+        api.url,
+        agent_output()
+    );
 
     // Nothing the interrupted run created is lost from the inventory.
     let (id, _, _) = inventory(env, home.name(), "big");
@@ -197,30 +266,59 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
     // While it is down, a new run fails in its first stage (discovery, before any write) the
     // same clear way, not with the client library's raw error.
     let out = run(&mut agent_apply(&api, all.path(), home.name(), "big", &[]));
-    assert_eq!(out.code, Some(1), "apply against the dead API server\n{}\n{}", out.stdout, out.stderr);
-    let error_line = out.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert_eq!(
+        out.code,
+        Some(1),
+        "apply against the dead API server\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let error_line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
     assert!(
-        error_line.contains(&format!("lost the API server {}", api.url)) && error_line.contains("unreachable"),
+        error_line.contains(&format!("lost the API server {}", api.url))
+            && error_line.contains("unreachable"),
         "planning must report the unreachable API server by name: {}",
         out.stderr
     );
-    assert!(!out.stderr.contains("ServiceError"), "kube's raw error leaked: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("ServiceError"),
+        "kube's raw error leaked: {}",
+        out.stderr
+    );
 
     // Back on the same port: the same apply converges.
     api.restart();
     let out = run(&mut agent_apply(&api, all.path(), home.name(), "big", &[]));
-    assert_eq!(out.code, Some(0), "re-run after the restart\n{}\n{}\n{}", out.stdout, out.stderr, api.log_tail(20));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "re-run after the restart\n{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        api.log_tail(20)
+    );
     let converged = members(env, &id);
     assert_eq!(
         converged.len(),
         OBJECTS,
         "missing after the re-run: {:?}",
-        everything.difference(&converged).take(10).collect::<Vec<_>>()
+        everything
+            .difference(&converged)
+            .take(10)
+            .collect::<Vec<_>>()
     );
     assert_eq!(converged, everything);
     assert_inventory_covers(env, home.name(), "big", &converged);
     // The re-run wrote only what the interrupted one had not.
-    let written = out.stdout.lines().filter(|l| l.starts_with("applied ")).count();
+    let written = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("applied "))
+        .count();
     assert_eq!(
         written,
         OBJECTS - partial.len(),
@@ -229,15 +327,43 @@ fn api_server_killed_mid_apply_fails_clearly_keeps_the_inventory_then_converges_
 
     // Half the objects: the other half is pruned, across all three namespaces.
     let half = configmaps(&namespaces, 0..OBJECTS / 2);
-    let out = run(&mut agent_apply(&api, half.path(), home.name(), "big", &["--prune"]));
-    assert_eq!(out.code, Some(0), "apply of half with --prune\n{}\n{}", out.stdout, out.stderr);
-    let pruned = out.stdout.lines().filter(|l| l.starts_with("pruned ConfigMap ")).count();
+    let out = run(&mut agent_apply(
+        &api,
+        half.path(),
+        home.name(),
+        "big",
+        &["--prune"],
+    ));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "apply of half with --prune\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let pruned = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("pruned ConfigMap "))
+        .count();
     assert_eq!(pruned, OBJECTS - OBJECTS / 2, "{}", out.stderr);
     let kept = members(env, &id);
-    assert_eq!(kept, expected(&namespaces, 0..OBJECTS / 2), "prune left or removed the wrong objects");
+    assert_eq!(
+        kept,
+        expected(&namespaces, 0..OBJECTS / 2),
+        "prune left or removed the wrong objects"
+    );
     for (ns, name) in expected(&namespaces, OBJECTS / 2..OBJECTS).iter().take(3) {
-        let gone =
-            run_ok(env.kubectl_cmd().args(["get", "configmap", name, "-n", ns, "--ignore-not-found", "-o", "name"]));
+        let gone = run_ok(env.kubectl_cmd().args([
+            "get",
+            "configmap",
+            name,
+            "-n",
+            ns,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ]));
         assert!(gone.trim().is_empty(), "{ns}/{name} survived the prune");
     }
     assert_inventory_covers(env, home.name(), "big", &kept);

@@ -31,7 +31,9 @@ pub fn loading_the_machine() -> RwLockReadGuard<'static, ()> {
 }
 
 pub fn configmap(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
 }
 
 /// `kubectl get KIND NAME -n NS -o json`, `None` when it does not exist.
@@ -45,24 +47,41 @@ pub fn configmap_value(env: &Env, ns: &str, name: &str) -> Option<String> {
 
 pub fn kubectl_apply(env: &Env, yaml: String) {
     let dir = manifests(&[("x.yaml", yaml)]);
-    run_ok(env.kubectl_cmd().args(["apply", "-f"]).arg(dir.path().join("x.yaml")));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["apply", "-f"])
+            .arg(dir.path().join("x.yaml")),
+    );
 }
 
 /// Pushes `dir` unsigned to `oci://REGISTRY/REPO:TAG`; returns the digest.
 pub fn push(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path) -> String {
-    let out = run_ok(env.berth().args(["push", &format!("oci://{registry}/{repo}:{tag}")]).arg(dir).args([
-        "--insecure",
-        "--output",
-        "json",
-        "--revision",
-        &format!("main@sha1:{tag}"),
-    ]));
+    let out = run_ok(
+        env.berth()
+            .args(["push", &format!("oci://{registry}/{repo}:{tag}")])
+            .arg(dir)
+            .args([
+                "--insecure",
+                "--output",
+                "json",
+                "--revision",
+                &format!("main@sha1:{tag}"),
+            ]),
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     v["digest"].as_str().unwrap().to_string()
 }
 
 /// A Source following `tag` of `repo` on the plain-HTTP distribution registry, unsigned.
-pub fn source_yaml(env: &Env, ns: &str, name: &str, repo: &str, tag: &str, interval: &str, extra: &str) -> String {
+pub fn source_yaml(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    repo: &str,
+    tag: &str,
+    interval: &str,
+    extra: &str,
+) -> String {
     format!(
         "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {{tag: {tag}}}\n  interval: {interval}\n  timeout: 1m\n  insecure: true\n  verify: {{insecureSkipVerify: true}}\n{extra}",
         reg = env.registry_dist
@@ -72,13 +91,20 @@ pub fn source_yaml(env: &Env, ns: &str, name: &str, repo: &str, tag: &str, inter
 /// Where most agent tests start: the Source CRD installed, a fresh namespace and repository
 /// (both named after `prefix`), `files` pushed as tag `live`, and a Source `shop` following
 /// that tag every 5s. Returns the namespace, the repository and the pushed digest.
-pub fn live_source(env: &'static Env, prefix: &str, files: &[(&str, String)]) -> (Namespace, String, String) {
+pub fn live_source(
+    env: &'static Env,
+    prefix: &str,
+    files: &[(&str, String)],
+) -> (Namespace, String, String) {
     env.install_source_crd();
     let ns = env.namespace(prefix);
     let repo = env.repo(prefix);
     let dir = manifests(files);
     let digest = push(env, &env.registry_dist, &repo, "live", dir.path());
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""));
+    kubectl_apply(
+        env,
+        source_yaml(env, ns.name(), "shop", &repo, "live", "5s", ""),
+    );
     (ns, repo, digest)
 }
 
@@ -109,7 +135,13 @@ impl Agent {
     }
 
     /// Like [`Agent::start`], reaching the API server through `kubeconfig` when given.
-    pub fn start_with_kubeconfig(env: &Env, name: &str, ns: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Agent {
+    pub fn start_with_kubeconfig(
+        env: &Env,
+        name: &str,
+        ns: &str,
+        extra: &[&str],
+        kubeconfig: Option<&Path>,
+    ) -> Agent {
         let log = std::env::temp_dir().join(format!("berth-agent-{ns}-{name}.log"));
         let mut cmd = env.berth_agent();
         cmd.args(["run", "--watch-namespace", ns, "--log-format", "json"])
@@ -118,7 +150,10 @@ impl Agent {
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
-        Agent { process: Process::spawn(&mut cmd, log), name: name.to_string() }
+        Agent {
+            process: Process::spawn(&mut cmd, log),
+            name: name.to_string(),
+        }
     }
 
     pub fn log(&self) -> String {
@@ -141,14 +176,21 @@ impl Agent {
             Some(status) => status.code(),
             None => {
                 self.process.kill9();
-                panic!("agent {} did not stop within {within:?} of SIGTERM\n{}", self.name, self.log());
+                panic!(
+                    "agent {} did not stop within {within:?} of SIGTERM\n{}",
+                    self.name,
+                    self.log()
+                );
             }
         }
     }
 
     /// How many times this agent applied `digest` (its "applied a new digest" log lines).
     pub fn applied_count(&self, digest: &str) -> usize {
-        self.log().lines().filter(|l| l.contains("applied a new digest") && l.contains(digest)).count()
+        self.log()
+            .lines()
+            .filter(|l| l.contains("applied a new digest") && l.contains(digest))
+            .count()
     }
 
     /// The address the agent's metrics server logged (`--metrics-addr 127.0.0.1:0`).
@@ -165,17 +207,31 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("agent {} never logged its metrics address\n{}", self.name, self.log());
+        panic!(
+            "agent {} never logged its metrics address\n{}",
+            self.name,
+            self.log()
+        );
     }
 }
 
 pub fn logs(agents: &[&Agent]) -> String {
-    agents.iter().map(|a| format!("--- agent {}\n{}", a.name, a.log())).collect()
+    agents
+        .iter()
+        .map(|a| format!("--- agent {}\n{}", a.name, a.log()))
+        .collect()
 }
 
 /// Polls `check` every 200 ms; panics with the agents' logs after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, agents: &[&Agent], check: impl FnMut() -> bool) -> Duration {
-    poll_until(what, timeout, Duration::from_millis(200), check, || logs(agents))
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    agents: &[&Agent],
+    check: impl FnMut() -> bool,
+) -> Duration {
+    poll_until(what, timeout, Duration::from_millis(200), check, || {
+        logs(agents)
+    })
 }
 
 /// Who holds the Lease `name` in `ns` (None when free or absent).
@@ -201,11 +257,19 @@ pub fn receiver_secret(env: &Env, ns: &str, token: &str, hmac: &str) {
 }
 
 /// A minimal HTTP/1.1 request; returns (status, body).
-pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -215,19 +279,39 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// Pushes `dir` signed with `key` (password "e2e"); returns the digest.
-pub fn push_signed(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path, key: &Path) -> String {
+pub fn push_signed(
+    env: &Env,
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    dir: &Path,
+    key: &Path,
+) -> String {
     let out = run_ok(
         env.berth()
             .env("COSIGN_PASSWORD", "e2e")
             .args(["push", &format!("oci://{registry}/{repo}:{tag}")])
             .arg(dir)
-            .args(["--insecure", "--output", "json", "--revision", &format!("main@sha1:{tag}")])
+            .args([
+                "--insecure",
+                "--output",
+                "json",
+                "--revision",
+                &format!("main@sha1:{tag}"),
+            ])
             .arg("--sign-key")
             .arg(key),
     );
@@ -236,21 +320,35 @@ pub fn push_signed(env: &Env, registry: &str, repo: &str, tag: &str, dir: &Path,
 }
 
 /// The condition `type_` of a Source's status, as (status, reason, message).
-pub fn condition(env: &Env, ns: &str, source: &str, type_: &str) -> Option<(String, String, String)> {
+pub fn condition(
+    env: &Env,
+    ns: &str,
+    source: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
     let s = get(env, "sources.berth.dev", ns, source)?;
-    s["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
-        let f = |k: &str| c[k].as_str().unwrap_or("").to_string();
-        (f("status"), f("reason"), f("message"))
-    })
+    s["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let f = |k: &str| c[k].as_str().unwrap_or("").to_string();
+            (f("status"), f("reason"), f("message"))
+        })
 }
 
 pub fn source_status(env: &Env, ns: &str, name: &str) -> Value {
-    get(env, "sources.berth.dev", ns, name).map(|s| s["status"].clone()).unwrap_or(Value::Null)
+    get(env, "sources.berth.dev", ns, name)
+        .map(|s| s["status"].clone())
+        .unwrap_or(Value::Null)
 }
 
 /// Reasons of the Events recorded about objects in `ns`.
 pub fn event_reasons(env: &Env, ns: &str) -> Vec<(String, String)> {
-    let out = run_ok(env.kubectl_cmd().args(["get", "events", "-n", ns, "-o", "json"]));
+    let out = run_ok(
+        env.kubectl_cmd()
+            .args(["get", "events", "-n", ns, "-o", "json"]),
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     v["items"]
         .as_array()
@@ -260,7 +358,11 @@ pub fn event_reasons(env: &Env, ns: &str) -> Vec<(String, String)> {
                 .map(|e| {
                     (
                         e["reason"].as_str().unwrap_or("").to_string(),
-                        e["message"].as_str().or(e["note"].as_str()).unwrap_or("").to_string(),
+                        e["message"]
+                            .as_str()
+                            .or(e["note"].as_str())
+                            .unwrap_or("")
+                            .to_string(),
                     )
                 })
                 .collect()
@@ -275,6 +377,9 @@ pub fn deployment(name: &str, image: &str) -> String {
 }
 
 pub fn deployment_image(env: &Env, ns: &str, name: &str) -> Option<String> {
-    get(env, "deployment", ns, name)
-        .and_then(|d| d["spec"]["template"]["spec"]["containers"][0]["image"].as_str().map(String::from))
+    get(env, "deployment", ns, name).and_then(|d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .map(String::from)
+    })
 }

@@ -15,7 +15,12 @@ const FLUX_CONTENT: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";
 fn build_layer(dir: &Path, script: &str) -> PathBuf {
     let layer = dir.join("layer.tar.gz");
     let prelude = "import io, sys, tarfile, gzip\nout = sys.argv[1]\n";
-    run_ok(std::process::Command::new("python3").arg("-c").arg(format!("{prelude}{script}")).arg(&layer));
+    run_ok(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .arg(&layer),
+    );
     layer
 }
 
@@ -29,15 +34,30 @@ fn push_signed(env: &Env, dir: &Path, layer: &Path, layer_type: &str) -> (String
     let out = run_ok(
         env.tool(&env.oras)
             .current_dir(dir)
-            .args(["push", "--plain-http", "--format", "json", &target, "--config"])
+            .args([
+                "push",
+                "--plain-http",
+                "--format",
+                "json",
+                &target,
+                "--config",
+            ])
             .arg(format!("config.json:{FLUX_CONFIG}"))
-            .arg(format!("{}:{layer_type}", layer.file_name().unwrap().to_string_lossy())),
+            .arg(format!(
+                "{}:{layer_type}",
+                layer.file_name().unwrap().to_string_lossy()
+            )),
     );
     let pushed: serde_json::Value = serde_json::from_str(&out).unwrap();
     let digest = pushed["digest"].as_str().unwrap().to_string();
     let (key, public) = env.keypair(dir, "key");
     let at = format!("oci://{}/{repo}@{digest}", env.registry_dist);
-    run_ok(env.berth().env("COSIGN_PASSWORD", "e2e").args(["sign", &at, "--insecure", "--key"]).arg(key));
+    run_ok(
+        env.berth()
+            .env("COSIGN_PASSWORD", "e2e")
+            .args(["sign", &at, "--insecure", "--key"])
+            .arg(key),
+    );
     (at, public)
 }
 
@@ -55,11 +75,28 @@ fn assert_refused(script: &str, layer_type: &str, expect: &str) {
 fn refused(env: &'static Env, at: &str, public: &Path, expect: &str) {
     let ns = env.namespace("agent-hostile");
     let mut cmd = env.berth_agent();
-    cmd.args(["apply", at, "--insecure", "-n", ns.name(), "--name", "h", "--key"]).arg(public);
+    cmd.args([
+        "apply",
+        at,
+        "--insecure",
+        "-n",
+        ns.name(),
+        "--name",
+        "h",
+        "--key",
+    ])
+    .arg(public);
     let out = run_fail(&mut cmd);
-    assert!(out.stderr.contains(expect), "expected {expect:?} in: {}", out.stderr);
+    assert!(
+        out.stderr.contains(expect),
+        "expected {expect:?} in: {}",
+        out.stderr
+    );
     let cms = env.applyset_configmaps(ns.name());
-    assert!(cms.trim().is_empty(), "a hostile artifact applied objects: {cms}");
+    assert!(
+        cms.trim().is_empty(),
+        "a hostile artifact applied objects: {cms}"
+    );
 }
 
 const CM: &str = "b'apiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: ok}\\ndata: {a: b}\\n'";
@@ -95,7 +132,10 @@ fn a_decompression_bomb_stops_at_the_limit() {
         dir.path(),
         "class Zeros(io.RawIOBase):\n  def __init__(self, n): self.n = n\n  def readable(self): return True\n  def readinto(self, b):\n    k = min(len(b), self.n); b[:k] = bytes(k); self.n -= k; return k\nsize = 1 << 30\nwith tarfile.open(out, 'w:gz', compresslevel=9) as t:\n  i = tarfile.TarInfo('bomb.yaml'); i.size = size; t.addfile(i, io.BufferedReader(Zeros(size), 1 << 20))\n",
     );
-    assert!(std::fs::metadata(&layer).unwrap().len() < 8 << 20, "the bomb should be small compressed");
+    assert!(
+        std::fs::metadata(&layer).unwrap().len() < 8 << 20,
+        "the bomb should be small compressed"
+    );
     let (at, public) = push_signed(env, dir.path(), &layer, FLUX_CONTENT);
     refused(env, &at, &public, "exceeds the limit");
 }
@@ -123,7 +163,12 @@ fn an_artifact_without_objects_is_refused() {
 /// Peak resident memory of a process (`VmHWM`), in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB");
     kib.trim().parse::<u64>().unwrap() * 1024
 }
 
@@ -139,7 +184,12 @@ fn raw_layer(dir: &Path, name: &str, entries: &str) -> PathBuf {
         "data = {CM}\nj = tarfile.TarInfo('ok.yaml'); j.size = len(data); put(j); g.write(data + b'\\0' * (-len(data) % 512))\n"
     );
     let script = format!("{prelude}{entries}{ok}g.write(b'\\0' * 1024)\ng.close()\n");
-    run_ok(std::process::Command::new("python3").arg("-c").arg(script).arg(&layer));
+    run_ok(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&layer),
+    );
     layer
 }
 
@@ -159,7 +209,9 @@ fn hostile_source(env: &Env, ns: &str, name: &str, at: &str, public: &Path) -> S
 
 #[test]
 fn memory_bombs_from_a_signed_tenant_artifact_are_refused_within_the_agents_memory_limit() {
-    use crate::common::{Agent, condition, configmap, kubectl_apply, push, source_yaml, wait_until};
+    use crate::common::{
+        Agent, condition, configmap, kubectl_apply, push, source_yaml, wait_until,
+    };
     let env = env();
     env.install_source_crd();
     let ns = env.namespace("agent-membomb");
@@ -183,8 +235,15 @@ fn memory_bombs_from_a_signed_tenant_artifact_are_refused_within_the_agents_memo
         "i = tarfile.TarInfo('big/'); i.type = tarfile.DIRTYPE; i.size = 200 << 20; put(i); fill(b'\\0', i.size)\n",
     );
     let mut sources = String::new();
-    for (name, layer) in [("comments", &comments), ("pax", &pax), ("directory", &directory)] {
-        assert!(std::fs::metadata(layer).unwrap().len() < 2 << 20, "{name} should be small compressed");
+    for (name, layer) in [
+        ("comments", &comments),
+        ("pax", &pax),
+        ("directory", &directory),
+    ] {
+        assert!(
+            std::fs::metadata(layer).unwrap().len() < 2 << 20,
+            "{name} should be small compressed"
+        );
         let (at, public) = push_signed(env, layer.parent().unwrap(), layer, FLUX_CONTENT);
         sources.push_str(&hostile_source(env, ns.name(), name, &at, &public));
     }
@@ -196,21 +255,47 @@ fn memory_bombs_from_a_signed_tenant_artifact_are_refused_within_the_agents_memo
 
     let limit: u64 = 128 << 20;
     let agent = Agent::start(env, "agent", ns.name(), &["--memory-limit", "128Mi"]);
-    let reason = |name: &str| condition(env, ns.name(), name, "Ready").map(|c| c.1).unwrap_or_default();
-    wait_until("every hostile Source refused and the good one applied", Duration::from_secs(90), &[&agent], || {
-        ["comments", "pax", "directory"].iter().all(|n| reason(n) == "InvalidArtifact") && reason("good") == "Succeeded"
-    });
-    for (name, expect) in
-        [("comments", "bytes decompressed"), ("pax", "bytes decompressed"), ("directory", "bytes decompressed")]
-    {
+    let reason = |name: &str| {
+        condition(env, ns.name(), name, "Ready")
+            .map(|c| c.1)
+            .unwrap_or_default()
+    };
+    wait_until(
+        "every hostile Source refused and the good one applied",
+        Duration::from_secs(90),
+        &[&agent],
+        || {
+            ["comments", "pax", "directory"]
+                .iter()
+                .all(|n| reason(n) == "InvalidArtifact")
+                && reason("good") == "Succeeded"
+        },
+    );
+    for (name, expect) in [
+        ("comments", "bytes decompressed"),
+        ("pax", "bytes decompressed"),
+        ("directory", "bytes decompressed"),
+    ] {
         let (_, _, message) = condition(env, ns.name(), name, "Ready").unwrap();
-        assert!(message.contains(expect), "{name}: expected {expect:?} in {message}");
+        assert!(
+            message.contains(expect),
+            "{name}: expected {expect:?} in {message}"
+        );
         assert!(
             env.object("configmap", Some(ns.name()), "ok").is_none(),
             "{name}: part of a refused artifact was applied"
         );
     }
     let peak = peak_rss(agent.pid());
-    assert!(peak < limit, "agent peak RSS {} MiB is over its {} MiB limit", peak >> 20, limit >> 20);
-    eprintln!("agent peak RSS {:.1} MiB (limit {} MiB)", peak as f64 / 1048576.0, limit >> 20);
+    assert!(
+        peak < limit,
+        "agent peak RSS {} MiB is over its {} MiB limit",
+        peak >> 20,
+        limit >> 20
+    );
+    eprintln!(
+        "agent peak RSS {:.1} MiB (limit {} MiB)",
+        peak as f64 / 1048576.0,
+        limit >> 20
+    );
 }

@@ -30,7 +30,8 @@ fn reason_and_message(env: &berth_e2e::Env, ns: &str, name: &str) -> Option<(Str
 }
 
 #[test]
-fn two_tenants_impersonation_enforced_denied_kinds_and_foreign_namespaces_refuse_the_whole_artifact() {
+fn two_tenants_impersonation_enforced_denied_kinds_and_foreign_namespaces_refuse_the_whole_artifact()
+ {
     let env = env();
     env.install_source_crd();
     let ta = env.namespace("prod-tenant-a");
@@ -48,28 +49,60 @@ fn two_tenants_impersonation_enforced_denied_kinds_and_foreign_namespaces_refuse
     );
     let escalate = manifests(&[("cm.yaml", configmap("esc-cm", "1")), ("crb.yaml", crb)]);
     push(env, &env.registry_dist, &repo, "escalate", escalate.path());
-    let away = configmap("cross-away", "1").replace("metadata:\n", &format!("metadata:\n  namespace: {}\n", tb.name()));
-    let cross = manifests(&[("home.yaml", configmap("cross-home", "1")), ("away.yaml", away)]);
+    let away = configmap("cross-away", "1").replace(
+        "metadata:\n",
+        &format!("metadata:\n  namespace: {}\n", tb.name()),
+    );
+    let cross = manifests(&[
+        ("home.yaml", configmap("cross-home", "1")),
+        ("away.yaml", away),
+    ]);
     push(env, &env.registry_dist, &repo, "cross", cross.path());
 
-    kubectl_apply(env, source_yaml(env, ta.name(), "good", &repo, "good", "5s", sa));
-    kubectl_apply(env, source_yaml(env, ta.name(), "escalate", &repo, "escalate", "5s", sa));
-    kubectl_apply(env, source_yaml(env, ta.name(), "cross", &repo, "cross", "5s", sa));
-    kubectl_apply(env, source_yaml(env, tb.name(), "b-good", &repo, "good", "5s", sa));
-    kubectl_apply(env, source_yaml(env, tb.name(), "no-sa", &repo, "good", "5s", ""));
+    kubectl_apply(
+        env,
+        source_yaml(env, ta.name(), "good", &repo, "good", "5s", sa),
+    );
+    kubectl_apply(
+        env,
+        source_yaml(env, ta.name(), "escalate", &repo, "escalate", "5s", sa),
+    );
+    kubectl_apply(
+        env,
+        source_yaml(env, ta.name(), "cross", &repo, "cross", "5s", sa),
+    );
+    kubectl_apply(
+        env,
+        source_yaml(env, tb.name(), "b-good", &repo, "good", "5s", sa),
+    );
+    kubectl_apply(
+        env,
+        source_yaml(env, tb.name(), "no-sa", &repo, "good", "5s", ""),
+    );
     let agent_a = Agent::start(env, "lock-a", ta.name(), LOCKDOWN);
     let agent_b = Agent::start(env, "lock-b", tb.name(), LOCKDOWN);
     let agents = [&agent_a, &agent_b];
 
-    wait_until("both tenants' good Sources applied", Duration::from_secs(90), &agents, || {
-        configmap_value(env, ta.name(), "a-ok").is_some() && configmap_value(env, tb.name(), "a-ok").is_some()
-    });
-    wait_until("the violations recorded", Duration::from_secs(60), &agents, || {
-        ["escalate", "cross"]
-            .iter()
-            .all(|s| reason_and_message(env, ta.name(), s).is_some_and(|(r, _)| r == "LockdownViolation"))
-            && reason_and_message(env, tb.name(), "no-sa").is_some_and(|(r, _)| r == "LockdownViolation")
-    });
+    wait_until(
+        "both tenants' good Sources applied",
+        Duration::from_secs(90),
+        &agents,
+        || {
+            configmap_value(env, ta.name(), "a-ok").is_some()
+                && configmap_value(env, tb.name(), "a-ok").is_some()
+        },
+    );
+    wait_until(
+        "the violations recorded",
+        Duration::from_secs(60),
+        &agents,
+        || {
+            ["escalate", "cross"].iter().all(|s| {
+                reason_and_message(env, ta.name(), s).is_some_and(|(r, _)| r == "LockdownViolation")
+            }) && reason_and_message(env, tb.name(), "no-sa")
+                .is_some_and(|(r, _)| r == "LockdownViolation")
+        },
+    );
 
     let (_, m) = reason_and_message(env, ta.name(), "escalate").unwrap();
     assert!(
@@ -88,14 +121,25 @@ fn two_tenants_impersonation_enforced_denied_kinds_and_foreign_namespaces_refuse
     );
 
     let (_, m) = reason_and_message(env, ta.name(), "cross").unwrap();
-    assert!(m.contains(tb.name()) && m.contains("--source-namespace-only"), "{m}");
-    assert!(get(env, "configmap", ta.name(), "cross-home").is_none(), "refused whole: nothing applied at home either");
-    assert!(get(env, "configmap", tb.name(), "cross-away").is_none(), "tenant a wrote into tenant b");
+    assert!(
+        m.contains(tb.name()) && m.contains("--source-namespace-only"),
+        "{m}"
+    );
+    assert!(
+        get(env, "configmap", ta.name(), "cross-home").is_none(),
+        "refused whole: nothing applied at home either"
+    );
+    assert!(
+        get(env, "configmap", tb.name(), "cross-away").is_none(),
+        "tenant a wrote into tenant b"
+    );
 
     let (_, m) = reason_and_message(env, tb.name(), "no-sa").unwrap();
     assert!(m.contains("serviceAccountName"), "{m}");
     assert_eq!(
-        condition(env, tb.name(), "no-sa", "Stalled").map(|c| c.0).as_deref(),
+        condition(env, tb.name(), "no-sa", "Stalled")
+            .map(|c| c.0)
+            .as_deref(),
         Some("True"),
         "only a spec change helps"
     );
@@ -110,7 +154,11 @@ struct ClusterObjects<'a> {
 impl Drop for ClusterObjects<'_> {
     fn drop(&mut self) {
         for o in &self.objects {
-            let _ = self.env.kubectl_cmd().args(["delete", o, "--ignore-not-found", "--wait=false"]).output();
+            let _ = self
+                .env
+                .kubectl_cmd()
+                .args(["delete", o, "--ignore-not-found", "--wait=false"])
+                .output();
         }
     }
 }
@@ -129,7 +177,9 @@ fn widget_crd(group: &str) -> String {
 }
 
 fn ready_reason(env: &berth_e2e::Env, ns: &str, name: &str) -> String {
-    reason_and_message(env, ns, name).map(|(r, _)| r).unwrap_or_default()
+    reason_and_message(env, ns, name)
+        .map(|(r, _)| r)
+        .unwrap_or_default()
 }
 
 #[test]
@@ -140,43 +190,90 @@ fn under_source_namespace_only_a_cluster_role_or_a_source_in_the_artifact_refuse
     let n = ns.name();
     let repo = env.repo("prod-lock-cluster");
     let role = format!("lock-{n}");
-    let _cleanup = ClusterObjects { env, objects: vec![format!("clusterrole/{role}")] };
+    let _cleanup = ClusterObjects {
+        env,
+        objects: vec![format!("clusterrole/{role}")],
+    };
 
     // The agent applies with its own (admin) rights here: only the lockdown rule stands
     // between the artifact and the cluster, no RBAC of a tenant account.
-    let with_role = manifests(&[("cm.yaml", configmap("role-cm", "1")), ("role.yaml", cluster_role(&role))]);
+    let with_role = manifests(&[
+        ("cm.yaml", configmap("role-cm", "1")),
+        ("role.yaml", cluster_role(&role)),
+    ]);
     push(env, &env.registry_dist, &repo, "role", with_role.path());
     // An artifact that carries the Source applying it (under another tag) and a second Source.
     let own = source_yaml(env, n, "selfish", &repo, "other", "5s", "  force: true\n");
     let child = source_yaml(env, n, "child", &repo, "role", "5s", "");
-    let with_sources = manifests(&[("cm.yaml", configmap("src-cm", "1")), ("own.yaml", own), ("child.yaml", child)]);
-    push(env, &env.registry_dist, &repo, "sources", with_sources.path());
+    let with_sources = manifests(&[
+        ("cm.yaml", configmap("src-cm", "1")),
+        ("own.yaml", own),
+        ("child.yaml", child),
+    ]);
+    push(
+        env,
+        &env.registry_dist,
+        &repo,
+        "sources",
+        with_sources.path(),
+    );
 
     kubectl_apply(env, source_yaml(env, n, "role", &repo, "role", "5s", ""));
-    kubectl_apply(env, source_yaml(env, n, "selfish", &repo, "sources", "5s", ""));
+    kubectl_apply(
+        env,
+        source_yaml(env, n, "selfish", &repo, "sources", "5s", ""),
+    );
     let agent = Agent::start(env, "lock-cluster", n, &["--source-namespace-only"]);
 
-    wait_until("both Sources refused", Duration::from_secs(60), &[&agent], || {
-        ready_reason(env, n, "role") == "LockdownViolation" && ready_reason(env, n, "selfish") == "LockdownViolation"
-    });
+    wait_until(
+        "both Sources refused",
+        Duration::from_secs(60),
+        &[&agent],
+        || {
+            ready_reason(env, n, "role") == "LockdownViolation"
+                && ready_reason(env, n, "selfish") == "LockdownViolation"
+        },
+    );
     let (_, m) = reason_and_message(env, n, "role").unwrap();
     assert!(
-        m.contains(&format!("ClusterRole.rbac.authorization.k8s.io {role} (role.yaml:1)"))
-            && m.contains("--source-namespace-only")
+        m.contains(&format!(
+            "ClusterRole.rbac.authorization.k8s.io {role} (role.yaml:1)"
+        )) && m.contains("--source-namespace-only")
             && m.contains("--allow-cluster-kinds"),
         "{m}"
     );
-    assert!(get(env, "clusterrole", "", &role).is_none(), "a Source confined to its namespace created a ClusterRole");
-    assert!(get(env, "configmap", n, "role-cm").is_none(), "refused whole: nothing applied");
+    assert!(
+        get(env, "clusterrole", "", &role).is_none(),
+        "a Source confined to its namespace created a ClusterRole"
+    );
+    assert!(
+        get(env, "configmap", n, "role-cm").is_none(),
+        "refused whole: nothing applied"
+    );
 
     let (_, m) = reason_and_message(env, n, "selfish").unwrap();
-    assert!(m.contains(&format!("Source.berth.dev {n}/selfish (own.yaml:1)")), "names its own Source: {m}");
-    assert!(m.contains(&format!("Source.berth.dev {n}/child (child.yaml:1)")), "names the other Source: {m}");
+    assert!(
+        m.contains(&format!("Source.berth.dev {n}/selfish (own.yaml:1)")),
+        "names its own Source: {m}"
+    );
+    assert!(
+        m.contains(&format!("Source.berth.dev {n}/child (child.yaml:1)")),
+        "names the other Source: {m}"
+    );
     assert!(m.contains("--allow-sources"), "says how to allow it: {m}");
-    assert!(get(env, "sources.berth.dev", n, "child").is_none(), "the artifact created a Source");
+    assert!(
+        get(env, "sources.berth.dev", n, "child").is_none(),
+        "the artifact created a Source"
+    );
     let selfish = get(env, "sources.berth.dev", n, "selfish").unwrap();
-    assert_eq!(selfish["spec"]["ref"]["tag"], "sources", "the artifact rewrote its own Source: {selfish}");
-    assert!(get(env, "configmap", n, "src-cm").is_none(), "refused whole: nothing applied");
+    assert_eq!(
+        selfish["spec"]["ref"]["tag"], "sources",
+        "the artifact rewrote its own Source: {selfish}"
+    );
+    assert!(
+        get(env, "configmap", n, "src-cm").is_none(),
+        "refused whole: nothing applied"
+    );
 }
 
 #[test]
@@ -189,14 +286,28 @@ fn under_allow_namespaces_a_crd_is_refused_until_its_kind_is_allowed_by_name() {
     let group = |ns: &berth_e2e::Namespace| format!("{}.e2e.berth.dev", ns.name());
     let _cleanup = ClusterObjects {
         env,
-        objects: [&refused, &allowed].iter().map(|ns| format!("crd/widgets.{}", group(ns))).collect(),
+        objects: [&refused, &allowed]
+            .iter()
+            .map(|ns| format!("crd/widgets.{}", group(ns)))
+            .collect(),
     };
     for ns in [&refused, &allowed] {
-        let files = manifests(&[("cm.yaml", configmap("crd-cm", "1")), ("crd.yaml", widget_crd(&group(ns)))]);
+        let files = manifests(&[
+            ("cm.yaml", configmap("crd-cm", "1")),
+            ("crd.yaml", widget_crd(&group(ns))),
+        ]);
         push(env, &env.registry_dist, &repo, ns.name(), files.path());
-        kubectl_apply(env, source_yaml(env, ns.name(), "crd", &repo, ns.name(), "5s", ""));
+        kubectl_apply(
+            env,
+            source_yaml(env, ns.name(), "crd", &repo, ns.name(), "5s", ""),
+        );
     }
-    let agent_no = Agent::start(env, "lock-crd-no", refused.name(), &["--allow-namespaces", refused.name()]);
+    let agent_no = Agent::start(
+        env,
+        "lock-crd-no",
+        refused.name(),
+        &["--allow-namespaces", refused.name()],
+    );
     let agent_yes = Agent::start(
         env,
         "lock-crd-yes",
@@ -210,21 +321,41 @@ fn under_allow_namespaces_a_crd_is_refused_until_its_kind_is_allowed_by_name() {
     );
     let agents = [&agent_no, &agent_yes];
 
-    wait_until("one refused, the other applied", Duration::from_secs(60), &agents, || {
-        ready_reason(env, refused.name(), "crd") == "LockdownViolation"
-            && ready_reason(env, allowed.name(), "crd") == "Succeeded"
-    });
+    wait_until(
+        "one refused, the other applied",
+        Duration::from_secs(60),
+        &agents,
+        || {
+            ready_reason(env, refused.name(), "crd") == "LockdownViolation"
+                && ready_reason(env, allowed.name(), "crd") == "Succeeded"
+        },
+    );
     let (_, m) = reason_and_message(env, refused.name(), "crd").unwrap();
     assert!(
-        m.contains(&format!("CustomResourceDefinition.apiextensions.k8s.io widgets.{} (crd.yaml:1)", group(&refused)))
-            && m.contains("--allow-namespaces")
+        m.contains(&format!(
+            "CustomResourceDefinition.apiextensions.k8s.io widgets.{} (crd.yaml:1)",
+            group(&refused)
+        )) && m.contains("--allow-namespaces")
             && m.contains("--allow-cluster-kinds CustomResourceDefinition.apiextensions.k8s.io"),
         "{m}"
     );
-    assert!(get(env, "crd", "", &format!("widgets.{}", group(&refused))).is_none(), "the CRD was applied");
-    assert!(get(env, "configmap", refused.name(), "crd-cm").is_none(), "refused whole: nothing applied");
+    assert!(
+        get(env, "crd", "", &format!("widgets.{}", group(&refused))).is_none(),
+        "the CRD was applied"
+    );
+    assert!(
+        get(env, "configmap", refused.name(), "crd-cm").is_none(),
+        "refused whole: nothing applied"
+    );
 
-    let crd = get(env, "crd", "", &format!("widgets.{}", group(&allowed))).expect("the allowed CRD is applied");
-    assert!(crd["metadata"]["labels"][berth_e2e::APPLYSET_PART_OF].is_string(), "{crd}");
-    assert_eq!(configmap_value(env, allowed.name(), "crd-cm").as_deref(), Some("1"));
+    let crd = get(env, "crd", "", &format!("widgets.{}", group(&allowed)))
+        .expect("the allowed CRD is applied");
+    assert!(
+        crd["metadata"]["labels"][berth_e2e::APPLYSET_PART_OF].is_string(),
+        "{crd}"
+    );
+    assert_eq!(
+        configmap_value(env, allowed.name(), "crd-cm").as_deref(),
+        Some("1")
+    );
 }

@@ -38,10 +38,15 @@ fn registry_with_notifications(port: u16, hook: &str, token: &str) -> Registry {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("docker-registry (Debian package docker-registry) is installed by .ci/install-peers");
+        .expect(
+            "docker-registry (Debian package docker-registry) is installed by .ci/install-peers",
+        );
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the registry did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the registry did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Registry(child, dir)
@@ -71,11 +76,19 @@ fn a_registry_push_is_applied_within_two_seconds_while_the_interval_is_ten_minut
         env,
         "push",
         ns.name(),
-        &["--receiver-addr", &format!("127.0.0.1:{hook_port}"), "--receiver-secret", &receiver_secret],
+        &[
+            "--receiver-addr",
+            &format!("127.0.0.1:{hook_port}"),
+            "--receiver-secret",
+            &receiver_secret,
+        ],
     );
-    wait_until("the first artifact applied at start", Duration::from_secs(90), &[&agent], || {
-        configmap_value(env, ns.name(), "app").as_deref() == Some("v0")
-    });
+    wait_until(
+        "the first artifact applied at start",
+        Duration::from_secs(90),
+        &[&agent],
+        || configmap_value(env, ns.name(), "app").as_deref() == Some("v0"),
+    );
     // Let the start-up reconciles (status writes wake the controller) settle.
     std::thread::sleep(Duration::from_secs(3));
 
@@ -103,14 +116,21 @@ fn a_registry_push_is_applied_within_two_seconds_while_the_interval_is_ten_minut
         latencies[1],
         agent.log()
     );
-    assert!(agent.log().contains("registry push; reconcile requested"), "applied by the receiver, not a timer");
+    assert!(
+        agent.log().contains("registry push; reconcile requested"),
+        "applied by the receiver, not a timer"
+    );
 }
 
 fn hmac_hex(key: &str, data: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("data");
     std::fs::write(&f, data).unwrap();
-    let out = run_ok(Command::new("openssl").args(["dgst", "-sha256", "-hmac", key, "-r"]).arg(&f));
+    let out = run_ok(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-hmac", key, "-r"])
+            .arg(&f),
+    );
     out.split_whitespace().next().unwrap().to_string()
 }
 
@@ -120,15 +140,38 @@ fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_repla
     env.install_source_crd();
     let ns = env.namespace("prod-hook");
     receiver_secret(env, ns.name(), TOKEN, HMAC);
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &env.repo("prod-hook"), "live", "10m", ""));
+    kubectl_apply(
+        env,
+        source_yaml(
+            env,
+            ns.name(),
+            "shop",
+            &env.repo("prod-hook"),
+            "live",
+            "10m",
+            "",
+        ),
+    );
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let receiver_secret = format!("{}/receiver", ns.name());
-    let agent =
-        Agent::start(env, "hook", ns.name(), &["--receiver-addr", &addr, "--receiver-secret", &receiver_secret]);
-    wait_until("the receiver listens", Duration::from_secs(60), &[&agent], || {
-        agent.log().contains("receiving push notifications")
-    });
+    let agent = Agent::start(
+        env,
+        "hook",
+        ns.name(),
+        &[
+            "--receiver-addr",
+            &addr,
+            "--receiver-secret",
+            &receiver_secret,
+        ],
+    );
+    wait_until(
+        "the receiver listens",
+        Duration::from_secs(60),
+        &[&agent],
+        || agent.log().contains("receiving push notifications"),
+    );
     let shop = format!("/hook/sources/{}/shop", ns.name());
     let ghost = format!("/hook/sources/{}/ghost", ns.name());
     let bearer = format!("Bearer {TOKEN}");
@@ -138,32 +181,112 @@ fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_repla
     let b = http(&addr, "POST", &ghost, &[], b"");
     assert_eq!((a.0, b.0), (401, 401));
     assert_eq!(a.1, b.1, "the answer must not reveal which Sources exist");
-    assert_eq!(http(&addr, "POST", &shop, &[("Authorization", "Bearer wrong")], b"").0, 401);
-    assert_eq!(http(&addr, "POST", &ghost, &[("Authorization", "Bearer wrong")], b"").1, a.1);
-    // Authenticated.
-    assert_eq!(http(&addr, "POST", &shop, &[("Authorization", &bearer)], b"").0, 202);
-    assert_eq!(http(&addr, "POST", &ghost, &[("Authorization", &bearer)], b"").0, 404);
     assert_eq!(
-        http(&addr, "POST", "/hook/sources/other-ns/shop", &[("Authorization", &bearer)], b"").0,
+        http(
+            &addr,
+            "POST",
+            &shop,
+            &[("Authorization", "Bearer wrong")],
+            b""
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            &ghost,
+            &[("Authorization", "Bearer wrong")],
+            b""
+        )
+        .1,
+        a.1
+    );
+    // Authenticated.
+    assert_eq!(
+        http(&addr, "POST", &shop, &[("Authorization", &bearer)], b"").0,
+        202
+    );
+    assert_eq!(
+        http(&addr, "POST", &ghost, &[("Authorization", &bearer)], b"").0,
+        404
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/hook/sources/other-ns/shop",
+            &[("Authorization", &bearer)],
+            b""
+        )
+        .0,
         404,
         "outside the watched namespace"
     );
     // Oversized and malformed bodies.
     let big = vec![b'x'; 300 * 1024];
-    assert_eq!(http(&addr, "POST", "/hook/registry", &[("Authorization", &bearer)], &big).0, 413);
-    assert_eq!(http(&addr, "POST", "/hook/registry", &[("Authorization", &bearer)], b"{not json").0, 400);
-    assert_eq!(http(&addr, "POST", "/hook/registry", &[("Authorization", &bearer)], br#"{"events":[]}"#).0, 200);
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/hook/registry",
+            &[("Authorization", &bearer)],
+            &big
+        )
+        .0,
+        413
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/hook/registry",
+            &[("Authorization", &bearer)],
+            b"{not json"
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/hook/registry",
+            &[("Authorization", &bearer)],
+            br#"{"events":[]}"#
+        )
+        .0,
+        200
+    );
 
     // HMAC: signed once is accepted, the same request again is a replay.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
     let body = br#"{"why":"ci"}"#;
-    let sig = format!("sha256={}", hmac_hex(HMAC, &[now.as_bytes(), b".", body].concat()));
-    let signed = [("X-Berth-Timestamp", now.as_str()), ("X-Berth-Signature", sig.as_str())];
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(HMAC, &[now.as_bytes(), b".", body].concat())
+    );
+    let signed = [
+        ("X-Berth-Timestamp", now.as_str()),
+        ("X-Berth-Signature", sig.as_str()),
+    ];
     assert_eq!(http(&addr, "POST", &shop, &signed, body).0, 202);
-    assert_eq!(http(&addr, "POST", &shop, &signed, body).0, 401, "a replayed signed request is refused");
+    assert_eq!(
+        http(&addr, "POST", &shop, &signed, body).0,
+        401,
+        "a replayed signed request is refused"
+    );
     // Tampered body, unsigned, stale.
     let fresh = (now.parse::<u64>().unwrap() + 1).to_string();
-    let sig2 = format!("sha256={}", hmac_hex(HMAC, &[fresh.as_bytes(), b".", body].concat()));
+    let sig2 = format!(
+        "sha256={}",
+        hmac_hex(HMAC, &[fresh.as_bytes(), b".", body].concat())
+    );
     assert_eq!(
         http(
             &addr,
@@ -175,9 +298,28 @@ fn the_receiver_refuses_bad_tokens_unknown_sources_oversized_malformed_and_repla
         .0,
         401
     );
-    assert_eq!(http(&addr, "POST", &shop, &[("X-Berth-Timestamp", &fresh)], body).0, 401);
+    assert_eq!(
+        http(&addr, "POST", &shop, &[("X-Berth-Timestamp", &fresh)], body).0,
+        401
+    );
     let old = (now.parse::<u64>().unwrap() - 3600).to_string();
-    let sig3 = format!("sha256={}", hmac_hex(HMAC, &[old.as_bytes(), b".", body].concat()));
-    assert_eq!(http(&addr, "POST", &shop, &[("X-Berth-Timestamp", &old), ("X-Berth-Signature", &sig3)], body).0, 401);
-    assert!(!agent.log().contains(TOKEN) && !agent.log().contains(HMAC), "credentials in the log");
+    let sig3 = format!(
+        "sha256={}",
+        hmac_hex(HMAC, &[old.as_bytes(), b".", body].concat())
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            &shop,
+            &[("X-Berth-Timestamp", &old), ("X-Berth-Signature", &sig3)],
+            body
+        )
+        .0,
+        401
+    );
+    assert!(
+        !agent.log().contains(TOKEN) && !agent.log().contains(HMAC),
+        "credentials in the log"
+    );
 }

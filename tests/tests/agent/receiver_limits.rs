@@ -52,7 +52,10 @@ const WRONG_TOKEN_BURST_BUDGET: u64 = 1024;
 const SIGNED_BEFORE_REPLAY: usize = 4097;
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`).
@@ -60,7 +63,15 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
@@ -87,7 +98,11 @@ struct SlowConnection {
 /// headers `credentials(i)` gives, then writes all of each body but the last byte as fast as
 /// the agent takes it and watches for the agent letting go, until every connection is done
 /// or `ALL_RELEASED_WITHIN` after the last was opened. `opened` is called once all are open.
-fn slow_body_flood(addr: &str, credentials: impl Fn(usize) -> String, opened: impl FnOnce()) -> FloodReport {
+fn slow_body_flood(
+    addr: &str,
+    credentials: impl Fn(usize) -> String,
+    opened: impl FnOnce(),
+) -> FloodReport {
     let target: SocketAddr = addr.parse().unwrap();
     let mut report = FloodReport::default();
     let mut connections = Vec::with_capacity(SLOW_CONNECTIONS);
@@ -101,9 +116,16 @@ fn slow_body_flood(addr: &str, credentials: impl Fn(usize) -> String, opened: im
             "POST /hook/registry HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {DECLARED_BODY}\r\n{}\r\n",
             credentials(i)
         );
-        stream.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-        let sent = stream.write_all(head.as_bytes()).is_ok() && stream.set_nonblocking(true).is_ok();
-        connections.push(SlowConnection { stream, sent: 0, done: !sent });
+        stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let sent =
+            stream.write_all(head.as_bytes()).is_ok() && stream.set_nonblocking(true).is_ok();
+        connections.push(SlowConnection {
+            stream,
+            sent: 0,
+            done: !sent,
+        });
         if !sent {
             report.closed += 1;
         }
@@ -125,7 +147,11 @@ fn slow_body_flood(addr: &str, credentials: impl Fn(usize) -> String, opened: im
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Ok(n) if n > 0 => {
                     let text = String::from_utf8_lossy(&buf[..n]).to_string();
-                    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let status = text
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     *report.answered.entry(status).or_default() += 1;
                     c.done = true;
                 }
@@ -145,7 +171,8 @@ fn slow_body_flood(addr: &str, credentials: impl Fn(usize) -> String, opened: im
 }
 
 #[test]
-fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_and_triggers_working() {
+fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_and_triggers_working()
+ {
     let _loading = loading_the_machine();
     let env = env();
     env.install_source_crd();
@@ -154,7 +181,10 @@ fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_
     let v0 = manifests(&[("a.yaml", configmap("app", "v0"))]);
     push(env, &env.registry_dist, &repo, "live", v0.path());
     // Ten minutes: only the trigger can apply the next push within the test.
-    kubectl_apply(env, source_yaml(env, ns.name(), "shop", &repo, "live", "10m", ""));
+    kubectl_apply(
+        env,
+        source_yaml(env, ns.name(), "shop", &repo, "live", "10m", ""),
+    );
     receiver_secret(env, ns.name(), TOKEN, HMAC);
     let addr = format!("127.0.0.1:{}", free_port());
     let receiver_secret = format!("{}/receiver", ns.name());
@@ -162,17 +192,30 @@ fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_
         env,
         "flood",
         ns.name(),
-        &["--metrics-addr", "127.0.0.1:0", "--receiver-addr", &addr, "--receiver-secret", &receiver_secret],
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--receiver-addr",
+            &addr,
+            "--receiver-secret",
+            &receiver_secret,
+        ],
     );
     let metrics = agent.metrics_addr(Duration::from_secs(60));
-    wait_until("the first artifact applied", Duration::from_secs(90), &[&agent], || {
-        configmap_value(env, ns.name(), "app").as_deref() == Some("v0")
-    });
+    wait_until(
+        "the first artifact applied",
+        Duration::from_secs(90),
+        &[&agent],
+        || configmap_value(env, ns.name(), "app").as_deref() == Some("v0"),
+    );
     let bearer = format!("Bearer {TOKEN}");
     let shop = format!("/hook/sources/{}/shop", ns.name());
-    wait_until("the receiver has its Secret", Duration::from_secs(30), &[&agent], || {
-        http(&addr, "POST", &shop, &[("Authorization", &bearer)], b"").0 == 202
-    });
+    wait_until(
+        "the receiver has its Secret",
+        Duration::from_secs(30),
+        &[&agent],
+        || http(&addr, "POST", &shop, &[("Authorization", &bearer)], b"").0 == 202,
+    );
     // Let the reconciles of the start settle before measuring.
     std::thread::sleep(Duration::from_secs(2));
     let rss_before = proc_status_kib(agent.pid(), "VmRSS");
@@ -193,7 +236,9 @@ fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_
             let _ = opened_tx.send(());
         })
     });
-    opened_rx.recv_timeout(Duration::from_secs(60)).expect("the flood opened its connections");
+    opened_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the flood opened its connections");
     let opened_after = started.elapsed();
 
     // During the flood: the probe answers, and a real trigger gets its push applied.
@@ -204,9 +249,12 @@ fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_
     push(env, &env.registry_dist, &repo, "live", v1.path());
     let triggered = Instant::now();
     let (trigger, _) = http(&addr, "POST", &shop, &[("Authorization", &bearer)], b"");
-    wait_until("the triggered push applied during the flood", TRIGGER_UNDER_FLOOD, &[&agent], || {
-        configmap_value(env, ns.name(), "app").as_deref() == Some("v1")
-    });
+    wait_until(
+        "the triggered push applied during the flood",
+        TRIGGER_UNDER_FLOOD,
+        &[&agent],
+        || configmap_value(env, ns.name(), "app").as_deref() == Some("v1"),
+    );
     let applied_after = triggered.elapsed();
     let report = flood.join().unwrap();
     let flood_took = started.elapsed();
@@ -218,8 +266,16 @@ fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_
     );
 
     assert_eq!(healthz, 200, "/healthz during the flood\n{}", agent.log());
-    assert!(healthz_took <= HEALTHZ_UNDER_FLOOD, "/healthz took {healthz_took:?} during the flood");
-    assert_eq!(trigger, 202, "a valid trigger during the flood\n{}", agent.log());
+    assert!(
+        healthz_took <= HEALTHZ_UNDER_FLOOD,
+        "/healthz took {healthz_took:?} during the flood"
+    );
+    assert_eq!(
+        trigger,
+        202,
+        "a valid trigger during the flood\n{}",
+        agent.log()
+    );
     assert!(
         peak <= MAX_AGENT_PEAK_RSS_KIB,
         "the agent's peak RSS {peak} KiB > {MAX_AGENT_PEAK_RSS_KIB} KiB: it holds what unauthenticated callers send ({report:?})"
@@ -229,8 +285,14 @@ fn a_thousand_slow_unauthenticated_bodies_leave_memory_bounded_probes_answering_
         "the agent still held {} slow connections {ALL_RELEASED_WITHIN:?} after they were opened: {report:?}",
         report.still_open
     );
-    assert!(report.connected >= SLOW_CONNECTIONS / 2, "most of the flood must reach the agent: {report:?}");
-    assert!(agent.log().contains("request refused"), "the flood was refused, not served");
+    assert!(
+        report.connected >= SLOW_CONNECTIONS / 2,
+        "most of the flood must reach the agent: {report:?}"
+    );
+    assert!(
+        agent.log().contains("request refused"),
+        "the flood was refused, not served"
+    );
 }
 
 /// A TCP relay in front of the API server that counts the bytes the agent sends through it.
@@ -242,8 +304,11 @@ struct CountingRelay {
 
 impl CountingRelay {
     fn start(upstream: &str) -> CountingRelay {
-        let upstream: SocketAddr =
-            upstream.trim_start_matches("https://").trim_end_matches('/').parse().expect("API server host:port");
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("API server host:port");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let sent = Arc::new(AtomicU64::new(0));
@@ -254,7 +319,9 @@ impl CountingRelay {
                 if stopped.load(Ordering::Relaxed) {
                     return;
                 }
-                let (Ok(client), Ok(server)) = (client, TcpStream::connect(upstream)) else { continue };
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(upstream)) else {
+                    continue;
+                };
                 let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let count = count.clone();
                 std::thread::spawn(move || relay(client, server, Some(&count)));
@@ -298,7 +365,11 @@ fn relay(mut from: TcpStream, mut to: TcpStream, count: Option<&AtomicU64>) {
 fn signatures(timestamp: &str, bodies: &[Vec<u8>]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     for (i, body) in bodies.iter().enumerate() {
-        std::fs::write(dir.path().join(i.to_string()), [timestamp.as_bytes(), b".", body].concat()).unwrap();
+        std::fs::write(
+            dir.path().join(i.to_string()),
+            [timestamp.as_bytes(), b".", body].concat(),
+        )
+        .unwrap();
     }
     let out = run_ok(
         Command::new("openssl")
@@ -310,7 +381,10 @@ fn signatures(timestamp: &str, bodies: &[Vec<u8>]) -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let (hex, file) = l.split_once(' ')?;
-            Some((file.trim_start_matches('*').parse().ok()?, format!("sha256={hex}")))
+            Some((
+                file.trim_start_matches('*').parse().ok()?,
+                format!("sha256={hex}"),
+            ))
         })
         .collect();
     (0..bodies.len()).map(|i| by_file[&i].clone()).collect()
@@ -333,21 +407,48 @@ fn a_wrong_token_costs_the_api_server_nothing_and_no_signature_replays_inside_it
         env,
         "replay",
         ns.name(),
-        &["--receiver-addr", &addr, "--receiver-secret", &receiver_secret],
+        &[
+            "--receiver-addr",
+            &addr,
+            "--receiver-secret",
+            &receiver_secret,
+        ],
         Some(&kubeconfig),
     );
     let bearer = format!("Bearer {TOKEN}");
     let no_push = br#"{"events":[]}"#;
-    wait_until("the receiver has its Secret", Duration::from_secs(60), &[&agent], || {
-        agent.log().contains("receiving push notifications")
-            && http(&addr, "POST", "/hook/registry", &[("Authorization", &bearer)], no_push).0 == 200
-    });
+    wait_until(
+        "the receiver has its Secret",
+        Duration::from_secs(60),
+        &[&agent],
+        || {
+            agent.log().contains("receiving push notifications")
+                && http(
+                    &addr,
+                    "POST",
+                    "/hook/registry",
+                    &[("Authorization", &bearer)],
+                    no_push,
+                )
+                .0 == 200
+        },
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     let before = relay.sent();
     for i in 0..WRONG_TOKENS {
         let wrong = format!("Bearer wrong-{i}");
-        assert_eq!(http(&addr, "POST", "/hook/registry", &[("Authorization", &wrong)], no_push).0, 401);
+        assert_eq!(
+            http(
+                &addr,
+                "POST",
+                "/hook/registry",
+                &[("Authorization", &wrong)],
+                no_push
+            )
+            .0,
+            401
+        );
     }
     let burst = relay.sent() - before;
     eprintln!("{WRONG_TOKENS} wrong-token requests: {burst} bytes sent to the API server");
@@ -358,12 +459,16 @@ fn a_wrong_token_costs_the_api_server_nothing_and_no_signature_replays_inside_it
 
     // Many distinct signed requests inside the window, then the first one again.
     let timestamp = unix_now().to_string();
-    let bodies: Vec<Vec<u8>> =
-        (0..SIGNED_BEFORE_REPLAY).map(|i| format!(r#"{{"events":[],"n":{i}}}"#).into_bytes()).collect();
+    let bodies: Vec<Vec<u8>> = (0..SIGNED_BEFORE_REPLAY)
+        .map(|i| format!(r#"{{"events":[],"n":{i}}}"#).into_bytes())
+        .collect();
     let sigs = signatures(&timestamp, &bodies);
     let started = Instant::now();
     for (body, sig) in bodies.iter().zip(&sigs) {
-        let signed = [("X-Berth-Timestamp", timestamp.as_str()), ("X-Berth-Signature", sig.as_str())];
+        let signed = [
+            ("X-Berth-Timestamp", timestamp.as_str()),
+            ("X-Berth-Signature", sig.as_str()),
+        ];
         assert_eq!(
             http(&addr, "POST", "/hook/registry", &signed, body).0,
             200,
@@ -371,9 +476,15 @@ fn a_wrong_token_costs_the_api_server_nothing_and_no_signature_replays_inside_it
             agent.log()
         );
     }
-    eprintln!("{SIGNED_BEFORE_REPLAY} signed requests in {:?}", started.elapsed());
+    eprintln!(
+        "{SIGNED_BEFORE_REPLAY} signed requests in {:?}",
+        started.elapsed()
+    );
     for i in [0, SIGNED_BEFORE_REPLAY - 1] {
-        let signed = [("X-Berth-Timestamp", timestamp.as_str()), ("X-Berth-Signature", sigs[i].as_str())];
+        let signed = [
+            ("X-Berth-Timestamp", timestamp.as_str()),
+            ("X-Berth-Signature", sigs[i].as_str()),
+        ];
         assert_eq!(
             http(&addr, "POST", "/hook/registry", &signed, &bodies[i]).0,
             401,

@@ -8,12 +8,22 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{Agent, condition, configmap, configmap_value, kubectl_apply, push, wait_until};
+use crate::common::{
+    Agent, condition, configmap, configmap_value, kubectl_apply, push, wait_until,
+};
 use berth_e2e::{Env, env, manifests, run_ok};
 
 /// A Source named `name` in `ns` at `reference`, every 5 s, with `verify` as its trust policy;
 /// its objects go to namespace `target`.
-fn source_into(env: &Env, ns: &str, name: &str, repo: &str, reference: &str, verify: &str, target: &str) -> String {
+fn source_into(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    repo: &str,
+    reference: &str,
+    verify: &str,
+    target: &str,
+) -> String {
     format!(
         "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: oci://{reg}/{repo}\n  ref: {reference}\n  interval: 5s\n  timeout: 30s\n  insecure: true\n  targetNamespace: {target}\n  verify: {verify}\n",
         reg = env.registry_dist
@@ -29,7 +39,17 @@ fn source(env: &Env, ns: &str, name: &str, repo: &str, reference: &str, verify: 
 fn trust_secret(env: &Env, ns: &str, name: &str, public: &Path) {
     let yaml = run_ok(
         env.kubectl_cmd()
-            .args(["create", "secret", "generic", name, "-n", ns, "--dry-run=client", "-o", "yaml"])
+            .args([
+                "create",
+                "secret",
+                "generic",
+                name,
+                "-n",
+                ns,
+                "--dry-run=client",
+                "-o",
+                "yaml",
+            ])
             .arg(format!("--from-file=cosign.pub={}", public.display())),
     );
     kubectl_apply(env, yaml);
@@ -43,10 +63,20 @@ fn push_dated(env: &Env, repo: &str, tag: &str, dir: &Path, key: &Path, created:
             .env("COSIGN_PASSWORD", "e2e")
             .args(["push", &format!("oci://{}/{repo}:{tag}", env.registry_dist)])
             .arg(dir)
-            .args(["--insecure", "--output", "json", "--created", created, "--sign-key"])
+            .args([
+                "--insecure",
+                "--output",
+                "json",
+                "--created",
+                created,
+                "--sign-key",
+            ])
             .arg(key),
     );
-    serde_json::from_str::<serde_json::Value>(&out).unwrap()["digest"].as_str().unwrap().to_string()
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn ready(env: &Env, ns: &str, name: &str) -> (String, String, String) {
@@ -54,7 +84,10 @@ fn ready(env: &Env, ns: &str, name: &str) -> (String, String, String) {
 }
 
 fn delete_configmap(env: &Env, ns: &str, name: &str) {
-    run_ok(env.kubectl_cmd().args(["delete", "configmap", name, "-n", ns, "--wait=true"]));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["delete", "configmap", name, "-n", ns, "--wait=true"]),
+    );
 }
 
 /// Two intervals pass and `name` is still gone: nothing was re-created from the old digest.
@@ -79,29 +112,58 @@ fn a_key_rotated_away_from_the_applied_digest_stops_it_and_nothing_deleted_comes
     trust_secret(env, ns.name(), "trusted", &old_public);
     let repo = env.repo("trust-rotate");
     let dir = manifests(&[("a.yaml", configmap("app", "one"))]);
-    let digest = push_dated(env, &repo, "prod", dir.path(), &old_key, "2026-01-01T00:00:00Z");
-    kubectl_apply(env, source(env, ns.name(), "shop", &repo, "{tag: prod}", "{keys: [{secretRef: {name: trusted}}]}"));
+    let digest = push_dated(
+        env,
+        &repo,
+        "prod",
+        dir.path(),
+        &old_key,
+        "2026-01-01T00:00:00Z",
+    );
+    kubectl_apply(
+        env,
+        source(
+            env,
+            ns.name(),
+            "shop",
+            &repo,
+            "{tag: prod}",
+            "{keys: [{secretRef: {name: trusted}}]}",
+        ),
+    );
     let agent = Agent::start(env, "agent", ns.name(), &[]);
-    wait_until("applied with the old key", Duration::from_secs(60), &[&agent], || {
-        ready(env, ns.name(), "shop").1 == "Succeeded"
-    });
+    wait_until(
+        "applied with the old key",
+        Duration::from_secs(60),
+        &[&agent],
+        || ready(env, ns.name(), "shop").1 == "Succeeded",
+    );
 
     // The key is rotated: the digest in the cluster was signed by the old one only.
     trust_secret(env, ns.name(), "trusted", &new_public);
     delete_configmap(env, ns.name(), "app");
-    wait_until("VerificationFailed for the applied digest", Duration::from_secs(30), &[&agent], || {
-        ready(env, ns.name(), "shop").1 == "VerificationFailed"
-    });
+    wait_until(
+        "VerificationFailed for the applied digest",
+        Duration::from_secs(30),
+        &[&agent],
+        || ready(env, ns.name(), "shop").1 == "VerificationFailed",
+    );
     let (status, _, message) = ready(env, ns.name(), "shop");
     assert_eq!(status, "False");
-    assert!(message.contains(&digest), "the condition names the digest: {message}");
+    assert!(
+        message.contains(&digest),
+        "the condition names the digest: {message}"
+    );
     stays_deleted(env, ns.name(), "app", &agent);
 
     // Trusting the old key again puts it back.
     trust_secret(env, ns.name(), "trusted", &old_public);
-    wait_until("applied again once trusted", Duration::from_secs(30), &[&agent], || {
-        configmap_value(env, ns.name(), "app").as_deref() == Some("one")
-    });
+    wait_until(
+        "applied again once trusted",
+        Duration::from_secs(30),
+        &[&agent],
+        || configmap_value(env, ns.name(), "app").as_deref() == Some("one"),
+    );
 }
 
 #[test]
@@ -115,18 +177,48 @@ fn switching_insecure_skip_verify_off_refuses_the_unsigned_digest_already_applie
     let repo = env.repo("trust-skip");
     let dir = manifests(&[("a.yaml", configmap("app", "unsigned"))]);
     push(env, &env.registry_dist, &repo, "prod", dir.path());
-    kubectl_apply(env, source(env, ns.name(), "shop", &repo, "{tag: prod}", "{insecureSkipVerify: true}"));
+    kubectl_apply(
+        env,
+        source(
+            env,
+            ns.name(),
+            "shop",
+            &repo,
+            "{tag: prod}",
+            "{insecureSkipVerify: true}",
+        ),
+    );
     let agent = Agent::start(env, "agent", ns.name(), &[]);
-    wait_until("the unsigned digest applied while verification is off", Duration::from_secs(60), &[&agent], || {
-        ready(env, ns.name(), "shop").1 == "Succeeded"
-    });
+    wait_until(
+        "the unsigned digest applied while verification is off",
+        Duration::from_secs(60),
+        &[&agent],
+        || ready(env, ns.name(), "shop").1 == "Succeeded",
+    );
 
-    kubectl_apply(env, source(env, ns.name(), "shop", &repo, "{tag: prod}", "{keys: [{secretRef: {name: trusted}}]}"));
+    kubectl_apply(
+        env,
+        source(
+            env,
+            ns.name(),
+            "shop",
+            &repo,
+            "{tag: prod}",
+            "{keys: [{secretRef: {name: trusted}}]}",
+        ),
+    );
     delete_configmap(env, ns.name(), "app");
-    wait_until("the unsigned digest refused", Duration::from_secs(30), &[&agent], || {
-        ready(env, ns.name(), "shop").1 == "VerificationFailed"
-    });
-    assert!(ready(env, ns.name(), "shop").2.contains("no signatures"), "{:?}", ready(env, ns.name(), "shop"));
+    wait_until(
+        "the unsigned digest refused",
+        Duration::from_secs(30),
+        &[&agent],
+        || ready(env, ns.name(), "shop").1 == "VerificationFailed",
+    );
+    assert!(
+        ready(env, ns.name(), "shop").2.contains("no signatures"),
+        "{:?}",
+        ready(env, ns.name(), "shop")
+    );
     stays_deleted(env, ns.name(), "app", &agent);
 }
 
@@ -156,20 +248,43 @@ fn a_source_deleted_and_recreated_under_its_name_pulls_and_verifies_afresh() {
     let repo = env.repo("trust-recreate");
     let dir = manifests(&[("a.yaml", configmap("app", "one"))]);
     push_dated(env, &repo, "prod", dir.path(), &key, "2026-01-01T00:00:00Z");
-    let spec = source(env, ns.name(), "shop", &repo, "{tag: prod}", "{keys: [{secretRef: {name: trusted}}]}");
+    let spec = source(
+        env,
+        ns.name(),
+        "shop",
+        &repo,
+        "{tag: prod}",
+        "{keys: [{secretRef: {name: trusted}}]}",
+    );
     kubectl_apply(env, spec.clone());
     let agent = Agent::start(env, "agent", ns.name(), &["--metrics-addr", "127.0.0.1:0"]);
-    wait_until("applied", Duration::from_secs(60), &[&agent], || ready(env, ns.name(), "shop").1 == "Succeeded");
+    wait_until("applied", Duration::from_secs(60), &[&agent], || {
+        ready(env, ns.name(), "shop").1 == "Succeeded"
+    });
     let before = pulls(&agent);
     assert_eq!(before, 1, "one pull for the first apply");
 
     // The same name, spec and generation: only the object is new.
-    run_ok(env.kubectl_cmd().args(["delete", "sources.berth.dev", "shop", "-n", ns.name(), "--wait=true"]));
+    run_ok(env.kubectl_cmd().args([
+        "delete",
+        "sources.berth.dev",
+        "shop",
+        "-n",
+        ns.name(),
+        "--wait=true",
+    ]));
     kubectl_apply(env, spec);
-    wait_until("the re-created Source applied", Duration::from_secs(30), &[&agent], || {
-        ready(env, ns.name(), "shop").1 == "Succeeded"
-    });
-    assert_eq!(pulls(&agent), before + 1, "the re-created Source reused its predecessor's verified artifact");
+    wait_until(
+        "the re-created Source applied",
+        Duration::from_secs(30),
+        &[&agent],
+        || ready(env, ns.name(), "shop").1 == "Succeeded",
+    );
+    assert_eq!(
+        pulls(&agent),
+        before + 1,
+        "the re-created Source reused its predecessor's verified artifact"
+    );
 }
 
 #[test]
@@ -198,18 +313,39 @@ fn match_repository_refuses_a_digest_copied_with_its_signature_into_another_repo
     kubectl_apply(
         env,
         [
-            source_into(env, ns.name(), "copied-unchecked", &other, "{tag: prod}", keys_only, unchecked_ns.name()),
-            source_into(env, ns.name(), "copied", &other, "{tag: prod}", matching, copied_ns.name()),
+            source_into(
+                env,
+                ns.name(),
+                "copied-unchecked",
+                &other,
+                "{tag: prod}",
+                keys_only,
+                unchecked_ns.name(),
+            ),
+            source_into(
+                env,
+                ns.name(),
+                "copied",
+                &other,
+                "{tag: prod}",
+                matching,
+                copied_ns.name(),
+            ),
             source(env, ns.name(), "original", &team, "{tag: prod}", matching),
         ]
         .join("---\n"),
     );
     let agent = Agent::start(env, "agent", ns.name(), &[]);
-    wait_until("the copy refused, the original applied", Duration::from_secs(60), &[&agent], || {
-        ready(env, ns.name(), "copied").1 == "VerificationFailed"
-            && ready(env, ns.name(), "original").1 == "Succeeded"
-            && ready(env, ns.name(), "copied-unchecked").1 == "Succeeded"
-    });
+    wait_until(
+        "the copy refused, the original applied",
+        Duration::from_secs(60),
+        &[&agent],
+        || {
+            ready(env, ns.name(), "copied").1 == "VerificationFailed"
+                && ready(env, ns.name(), "original").1 == "Succeeded"
+                && ready(env, ns.name(), "copied-unchecked").1 == "Succeeded"
+        },
+    );
     let message = ready(env, ns.name(), "copied").2;
     assert!(
         message.contains(&format!(
@@ -218,8 +354,15 @@ fn match_repository_refuses_a_digest_copied_with_its_signature_into_another_repo
         )),
         "the refusal names both repositories: {message}"
     );
-    assert_eq!(configmap_value(env, copied_ns.name(), "app"), None, "the copied digest was applied");
-    assert_eq!(configmap_value(env, unchecked_ns.name(), "app").as_deref(), Some("team"));
+    assert_eq!(
+        configmap_value(env, copied_ns.name(), "app"),
+        None,
+        "the copied digest was applied"
+    );
+    assert_eq!(
+        configmap_value(env, unchecked_ns.name(), "app").as_deref(),
+        Some("team")
+    );
 }
 
 #[test]
@@ -236,7 +379,10 @@ fn refuse_older_keeps_a_tag_moved_back_to_an_older_signed_digest_from_applying_u
     let v2 = manifests(&[("a.yaml", configmap("app", "v2"))]);
     let new = push_dated(env, &repo, "prod", v2.path(), &key, "2026-02-01T00:00:00Z");
     let guarded = "{refuseOlder: true, keys: [{secretRef: {name: trusted}}]}";
-    kubectl_apply(env, source(env, ns.name(), "shop", &repo, "{tag: prod}", guarded));
+    kubectl_apply(
+        env,
+        source(env, ns.name(), "shop", &repo, "{tag: prod}", guarded),
+    );
     let agent = Agent::start(env, "agent", ns.name(), &[]);
     wait_until("v2 applied", Duration::from_secs(60), &[&agent], || {
         configmap_value(env, ns.name(), "app").as_deref() == Some("v2")
@@ -253,22 +399,59 @@ fn refuse_older_keeps_a_tag_moved_back_to_an_older_signed_digest_from_applying_u
         ready(env, ns.name(), "shop").1 == "OlderArtifact"
     });
     let message = ready(env, ns.name(), "shop").2;
-    assert!(message.contains(&old) && message.contains("2026-02-01T00:00:00Z"), "{message}");
-    assert_eq!(configmap_value(env, ns.name(), "app").as_deref(), Some("v2"), "the older digest was applied");
+    assert!(
+        message.contains(&old) && message.contains("2026-02-01T00:00:00Z"),
+        "{message}"
+    );
+    assert_eq!(
+        configmap_value(env, ns.name(), "app").as_deref(),
+        Some("v2"),
+        "the older digest was applied"
+    );
     let status = crate::common::source_status(env, ns.name(), "shop");
     assert_eq!(status["lastAppliedDigest"], new.as_str());
 
     // Going back on purpose: pin the digest.
-    kubectl_apply(env, source(env, ns.name(), "shop", &repo, &format!("{{digest: \"{old}\"}}"), guarded));
-    wait_until("the pinned older digest applied", Duration::from_secs(30), &[&agent], || {
-        configmap_value(env, ns.name(), "app").as_deref() == Some("v1")
-    });
+    kubectl_apply(
+        env,
+        source(
+            env,
+            ns.name(),
+            "shop",
+            &repo,
+            &format!("{{digest: \"{old}\"}}"),
+            guarded,
+        ),
+    );
+    wait_until(
+        "the pinned older digest applied",
+        Duration::from_secs(30),
+        &[&agent],
+        || configmap_value(env, ns.name(), "app").as_deref() == Some("v1"),
+    );
 
     // Without refuseOlder a tag moved back is followed (the default).
     let follower_ns = env.namespace("trust-older-f");
     let keys_only = "{keys: [{secretRef: {name: trusted}}]}";
-    kubectl_apply(env, source_into(env, ns.name(), "follower", &repo, "{tag: prod}", keys_only, follower_ns.name()));
-    wait_until("the follower applies the older digest", Duration::from_secs(30), &[&agent], || {
-        crate::common::source_status(env, ns.name(), "follower")["lastAppliedDigest"] == old.as_str()
-    });
+    kubectl_apply(
+        env,
+        source_into(
+            env,
+            ns.name(),
+            "follower",
+            &repo,
+            "{tag: prod}",
+            keys_only,
+            follower_ns.name(),
+        ),
+    );
+    wait_until(
+        "the follower applies the older digest",
+        Duration::from_secs(30),
+        &[&agent],
+        || {
+            crate::common::source_status(env, ns.name(), "follower")["lastAppliedDigest"]
+                == old.as_str()
+        },
+    );
 }

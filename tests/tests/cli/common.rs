@@ -17,16 +17,32 @@ pub struct Reg {
 
 impl Reg {
     pub fn dist() -> Reg {
-        Reg { name: "distribution", host: env().registry_dist.clone(), tls: false }
+        Reg {
+            name: "distribution",
+            host: env().registry_dist.clone(),
+            tls: false,
+        }
     }
     pub fn dist_tls() -> Reg {
-        Reg { name: "distribution-tls-auth", host: env().registry_dist_tls.clone(), tls: true }
+        Reg {
+            name: "distribution-tls-auth",
+            host: env().registry_dist_tls.clone(),
+            tls: true,
+        }
     }
     pub fn oci() -> Reg {
-        Reg { name: "oci11", host: env().registry_oci.clone(), tls: false }
+        Reg {
+            name: "oci11",
+            host: env().registry_oci.clone(),
+            tls: false,
+        }
     }
     pub fn oci_tls() -> Reg {
-        Reg { name: "oci11-tls-auth", host: env().registry_oci_tls.clone(), tls: true }
+        Reg {
+            name: "oci11-tls-auth",
+            host: env().registry_oci_tls.clone(),
+            tls: true,
+        }
     }
     pub fn all() -> Vec<Reg> {
         vec![Reg::dist(), Reg::dist_tls(), Reg::oci(), Reg::oci_tls()]
@@ -70,12 +86,18 @@ impl Reg {
     /// repository does not exist.
     pub fn tags(&self, repo: &str) -> Vec<String> {
         let env = env();
-        let out =
-            run(env.tool(&env.oras).args(["repo", "tags", &format!("{}/{repo}", self.host)]).args(self.oras_flags()));
+        let out = run(env
+            .tool(&env.oras)
+            .args(["repo", "tags", &format!("{}/{repo}", self.host)])
+            .args(self.oras_flags()));
         if !out.status.success() {
             return Vec::new();
         }
-        out.stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+        out.stdout
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
     }
 
     /// Blob upload sessions the registry logged for `repo` (`POST /v2/<repo>/blobs/uploads/`),
@@ -88,15 +110,22 @@ impl Reg {
             _ => return None,
         };
         let text = std::fs::read_to_string(env().state.join("logs").join(log)).ok()?;
-        Some(text.matches(&format!("\"POST /v2/{repo}/blobs/uploads/")).count())
+        Some(
+            text.matches(&format!("\"POST /v2/{repo}/blobs/uploads/"))
+                .count(),
+        )
     }
 
     /// The digest a tag points to, asked through oras.
     pub fn oras_digest(&self, repo: &str, tag: &str) -> String {
         let env = env();
-        run_ok(env.tool(&env.oras).args(["resolve", &format!("{}/{repo}:{tag}", self.host)]).args(self.oras_flags()))
-            .trim()
-            .to_string()
+        run_ok(
+            env.tool(&env.oras)
+                .args(["resolve", &format!("{}/{repo}:{tag}", self.host)])
+                .args(self.oras_flags()),
+        )
+        .trim()
+        .to_string()
     }
 }
 
@@ -112,7 +141,11 @@ pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() {
-                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(rel, std::fs::read(&path).unwrap());
             }
         }
@@ -132,7 +165,12 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
         actual.display()
     );
     for (name, bytes) in &e {
-        assert!(a[name] == *bytes, "{name} differs between {} and {}", expected.display(), actual.display());
+        assert!(
+            a[name] == *bytes,
+            "{name} differs between {} and {}",
+            expected.display(),
+            actual.display()
+        );
     }
 }
 

@@ -13,7 +13,10 @@ fn flux(reg: &Reg, args: &[&str]) -> Command {
     let mut cmd = env.tool(&env.flux);
     cmd.args(args).env("SSL_CERT_FILE", &env.ca_file);
     if reg.tls {
-        cmd.args(["--creds", &format!("{}:{}", env.registry_user, env.registry_password)]);
+        cmd.args([
+            "--creds",
+            &format!("{}:{}", env.registry_user, env.registry_password),
+        ]);
     } else {
         cmd.arg("--insecure-registry");
     }
@@ -33,7 +36,16 @@ fn flux_pulls_berth_artifact(reg: Reg) {
         "main@sha1:abc",
     ]));
     let out = tempfile::tempdir().unwrap();
-    let pulled = run(&mut flux(&reg, &["pull", "artifact", &reference, "--output", out.path().to_str().unwrap()]));
+    let pulled = run(&mut flux(
+        &reg,
+        &[
+            "pull",
+            "artifact",
+            &reference,
+            "--output",
+            out.path().to_str().unwrap(),
+        ],
+    ));
     assert!(
         pulled.status.success(),
         "flux pull artifact from {} failed:\n{}\n{}",
@@ -44,7 +56,10 @@ fn flux_pulls_berth_artifact(reg: Reg) {
     assert_same_tree(&app(), out.path());
     // Flux reads berth's annotations as its own metadata.
     let said = format!("{}{}", pulled.stdout, pulled.stderr);
-    assert!(said.contains("main@sha1:abc"), "flux did not read the revision: {said}");
+    assert!(
+        said.contains("main@sha1:abc"),
+        "flux did not read the revision: {said}"
+    );
 }
 
 #[test]
@@ -82,8 +97,13 @@ fn berth_pulls_flux_artifact(reg: Reg) {
     let out = tempfile::tempdir().unwrap();
     run_ok(&mut reg.berth(&["pull", &reference, "-o", out.path().to_str().unwrap()]));
     assert_same_tree(&app, out.path());
-    let inspected = json(&run_ok(&mut reg.berth(&["inspect", &reference, "--output", "json"])));
-    assert_eq!(inspected["annotations"]["org.opencontainers.image.revision"], "main@sha1:def");
+    let inspected = json(&run_ok(
+        &mut reg.berth(&["inspect", &reference, "--output", "json"]),
+    ));
+    assert_eq!(
+        inspected["annotations"]["org.opencontainers.image.revision"],
+        "main@sha1:def"
+    );
 }
 
 /// berth's config blob is the very one Flux uploads, so the two artifacts differ only in
@@ -107,8 +127,16 @@ fn berth_and_flux_artifacts_share_the_config_blob() {
             "--reproducible",
         ],
     ));
-    run_ok(&mut reg.berth(&["push", &berth_ref, app.to_str().unwrap(), "--source=s", "--revision=r"]));
-    let config = |r: &str| json(&run_ok(&mut reg.berth(&["inspect", r, "--output", "json"])))["config"].clone();
+    run_ok(&mut reg.berth(&[
+        "push",
+        &berth_ref,
+        app.to_str().unwrap(),
+        "--source=s",
+        "--revision=r",
+    ]));
+    let config = |r: &str| {
+        json(&run_ok(&mut reg.berth(&["inspect", r, "--output", "json"])))["config"].clone()
+    };
     assert_eq!(config(&flux_ref), config(&berth_ref));
 }
 
@@ -131,11 +159,23 @@ fn oras_reads_berth_artifacts() {
         let plain_ref = format!("{}/{repo}:v1", reg.host);
         // oras pull succeeds (it stores only titled layers; Flux-shaped layers carry no title).
         let dir = tempfile::tempdir().unwrap();
-        run_ok(env.tool(&env.oras).args(["pull", &plain_ref, "-o"]).arg(dir.path()).args(reg.oras_flags()));
+        run_ok(
+            env.tool(&env.oras)
+                .args(["pull", &plain_ref, "-o"])
+                .arg(dir.path())
+                .args(reg.oras_flags()),
+        );
         // The manifest oras sees is the one berth reported, and its layer is our tarball.
-        let manifest = run_ok(env.tool(&env.oras).args(["manifest", "fetch", &plain_ref]).args(reg.oras_flags()));
+        let manifest = run_ok(
+            env.tool(&env.oras)
+                .args(["manifest", "fetch", &plain_ref])
+                .args(reg.oras_flags()),
+        );
         let manifest = json(&manifest);
-        assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.cncf.flux.content.v1.tar+gzip");
+        assert_eq!(
+            manifest["layers"][0]["mediaType"],
+            "application/vnd.cncf.flux.content.v1.tar+gzip"
+        );
         assert_eq!(reg.oras_digest(&repo, "v1"), digest);
         let layer = manifest["layers"][0]["digest"].as_str().unwrap();
         let tarball = dir.path().join("layer.tar.gz");
@@ -147,7 +187,13 @@ fn oras_reads_berth_artifacts() {
                 .args(reg.oras_flags()),
         );
         let unpacked = tempfile::tempdir().unwrap();
-        run_ok(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(unpacked.path()));
+        run_ok(
+            Command::new("tar")
+                .arg("-xzf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(unpacked.path()),
+        );
         assert_same_tree(&app(), unpacked.path());
     }
 }

@@ -10,10 +10,20 @@ const CASES: &[(&str, &[&str])] = &[
     ("missing-apiversion", &["cm.yaml:2", "apiVersion"]),
     ("missing-kind", &["cm.yaml:1", "kind"]),
     ("missing-name", &["cm.yaml:1", "metadata.name"]),
-    ("duplicate-object", &["second.yaml:10", "first.yaml:1", "Deployment.apps shop/web"]),
+    (
+        "duplicate-object",
+        &["second.yaml:10", "first.yaml:1", "Deployment.apps shop/web"],
+    ),
     ("non-manifest", &["README.md", ".berthignore"]),
     ("binary-file", &["logo.png"]),
-    ("plain-secret", &["secret.yaml:1", "Secret shop/db-credentials", "--allow-secrets"]),
+    (
+        "plain-secret",
+        &[
+            "secret.yaml:1",
+            "Secret shop/db-credentials",
+            "--allow-secrets",
+        ],
+    ),
     ("empty", &["no Kubernetes objects"]),
     ("symlink-escape", &["linked-secret.yaml", "outside"]),
     ("not-an-object", &["list.yaml:1"]),
@@ -26,27 +36,59 @@ fn every_bad_input_is_refused_and_nothing_is_pushed() {
         let repo = env().repo(&format!("invalid-{case}"));
         let path = testdata(format!("invalid/{case}"));
         let out = run(&mut reg.berth(&["push", &reg.oci_ref(&repo, "v1"), path.to_str().unwrap()]));
-        assert_eq!(out.code, Some(3), "{case}: expected exit 3, got {:?}\n{}", out.code, out.stderr);
+        assert_eq!(
+            out.code,
+            Some(3),
+            "{case}: expected exit 3, got {:?}\n{}",
+            out.code,
+            out.stderr
+        );
         for text in *expected {
-            assert!(out.stderr.contains(text), "{case}: error lacks '{text}':\n{}", out.stderr);
+            assert!(
+                out.stderr.contains(text),
+                "{case}: error lacks '{text}':\n{}",
+                out.stderr
+            );
         }
-        assert!(out.stderr.contains("hint:"), "{case}: no hint:\n{}", out.stderr);
-        assert!(out.stdout.is_empty(), "{case}: printed a result: {}", out.stdout);
-        assert!(reg.tags(&repo).is_empty(), "{case}: something was pushed to {repo}");
+        assert!(
+            out.stderr.contains("hint:"),
+            "{case}: no hint:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{case}: printed a result: {}",
+            out.stdout
+        );
+        assert!(
+            reg.tags(&repo).is_empty(),
+            "{case}: something was pushed to {repo}"
+        );
 
         // pack refuses the same way, offline.
         let dir = tempfile::tempdir().unwrap();
-        let packed = run(env().berth().args(["pack", path.to_str().unwrap(), "-o"]).arg(dir.path().join("out")));
+        let packed = run(env()
+            .berth()
+            .args(["pack", path.to_str().unwrap(), "-o"])
+            .arg(dir.path().join("out")));
         assert_eq!(packed.code, Some(3), "{case}: pack: {}", packed.stderr);
     }
 }
 
 #[test]
 fn plain_secret_value_never_appears_in_the_error() {
-    let out =
-        run(env().berth().args(["pack", testdata("invalid/plain-secret").to_str().unwrap(), "-o", "/nonexistent"]));
+    let out = run(env().berth().args([
+        "pack",
+        testdata("invalid/plain-secret").to_str().unwrap(),
+        "-o",
+        "/nonexistent",
+    ]));
     assert_eq!(out.code, Some(3));
-    assert!(!out.stderr.contains("not-a-real-password"), "secret value leaked: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("not-a-real-password"),
+        "secret value leaked: {}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -73,10 +115,22 @@ fn allow_secrets_and_encrypted_secrets_pass() {
 fn berthignore_lets_a_readme_live_next_to_manifests() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["cm.yaml", "README.md"] {
-        std::fs::copy(testdata("invalid/non-manifest").join(name), dir.path().join(name)).unwrap();
+        std::fs::copy(
+            testdata("invalid/non-manifest").join(name),
+            dir.path().join(name),
+        )
+        .unwrap();
     }
-    let refused = run(env().berth().args(["pack", dir.path().to_str().unwrap(), "-o"]).arg(dir.path().join("out")));
+    let refused = run(env()
+        .berth()
+        .args(["pack", dir.path().to_str().unwrap(), "-o"])
+        .arg(dir.path().join("out")));
     assert_eq!(refused.code, Some(3));
     std::fs::write(dir.path().join(".berthignore"), "*.md\n/out/\n").unwrap();
-    run_ok(env().berth().args(["pack", dir.path().to_str().unwrap(), "-o"]).arg(dir.path().join("out")));
+    run_ok(
+        env()
+            .berth()
+            .args(["pack", dir.path().to_str().unwrap(), "-o"])
+            .arg(dir.path().join("out")),
+    );
 }

@@ -37,12 +37,18 @@ fn large_manifests() -> tempfile::TempDir {
 /// The compressed layer size of the artifact `path` makes (from `berth pack`'s layout).
 fn layer_size(path: &Path) -> u64 {
     let out = tempfile::tempdir().unwrap();
-    run_ok(env().berth().args(["pack", path.to_str().unwrap(), "-o"]).arg(out.path()));
+    run_ok(
+        env()
+            .berth()
+            .args(["pack", path.to_str().unwrap(), "-o"])
+            .arg(out.path()),
+    );
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("index.json")).unwrap()).unwrap();
     let digest = index["manifests"][0]["digest"].as_str().unwrap();
     let blob = |d: &str| out.path().join("blobs").join(d.replace(':', "/"));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(digest)).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(digest)).unwrap()).unwrap();
     manifest["layers"][0]["size"].as_u64().unwrap()
 }
 
@@ -60,7 +66,9 @@ fn on_terminal(cmd: &Command) -> (Option<i32>, String) {
         line.push_str(&quote(&a.to_string_lossy()));
     }
     let mut script = Command::new("script");
-    script.args(["--quiet", "--return", "--command", &line, "/dev/null"]).stdin(Stdio::null());
+    script
+        .args(["--quiet", "--return", "--command", &line, "/dev/null"])
+        .stdin(Stdio::null());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => script.env(k, v),
@@ -85,21 +93,42 @@ fn a_large_push_on_a_terminal_shows_a_progress_bar_then_clears_it() {
     let reg = Reg::dist();
     let dir = large_manifests();
     let size = layer_size(dir.path());
-    assert!(size > PROGRESS_MIN_BYTES + 1024 * 1024, "the layer ({size} bytes) must be well above the bar threshold");
+    assert!(
+        size > PROGRESS_MIN_BYTES + 1024 * 1024,
+        "the layer ({size} bytes) must be well above the bar threshold"
+    );
     let repo = env().repo("progress-tty");
     let reference = reg.oci_ref(&repo, "v1");
 
     let (code, screen) = on_terminal(&push(&reference, dir.path(), &[]));
     assert_eq!(code, Some(0), "{screen}");
     let mib = format!("{:.2} MiB", size as f64 / (1024.0 * 1024.0));
-    assert!(screen.contains("pushing ["), "no progress bar on the terminal:\n{screen:?}");
-    assert!(screen.contains(&format!("/{mib}")), "the bar shows the layer's total ({mib}):\n{screen:?}");
-    assert!(screen.contains(&format!("{mib}/{mib}")), "the bar reaches the whole layer:\n{screen:?}");
+    assert!(
+        screen.contains("pushing ["),
+        "no progress bar on the terminal:\n{screen:?}"
+    );
+    assert!(
+        screen.contains(&format!("/{mib}")),
+        "the bar shows the layer's total ({mib}):\n{screen:?}"
+    );
+    assert!(
+        screen.contains(&format!("{mib}/{mib}")),
+        "the bar reaches the whole layer:\n{screen:?}"
+    );
     // Redrawn in place (carriage return + erase line), and erased before the summary.
-    assert!(screen.matches("\r\x1b[2K").count() >= 2, "the bar is not redrawn in place:\n{screen:?}");
+    assert!(
+        screen.matches("\r\x1b[2K").count() >= 2,
+        "the bar is not redrawn in place:\n{screen:?}"
+    );
     let summary = screen.find("pushed sha256:").expect("summary line");
-    assert!(screen[..summary].rfind("\x1b[2K").is_some(), "the bar is not cleared before the summary:\n{screen:?}");
-    assert!(!screen[summary..].contains("pushing ["), "the bar is drawn after the summary:\n{screen:?}");
+    assert!(
+        screen[..summary].rfind("\x1b[2K").is_some(),
+        "the bar is not cleared before the summary:\n{screen:?}"
+    );
+    assert!(
+        !screen[summary..].contains("pushing ["),
+        "the bar is drawn after the summary:\n{screen:?}"
+    );
     assert_eq!(reg.tags(&repo), ["v1"]);
 }
 
@@ -110,15 +139,25 @@ fn a_small_push_or_json_output_on_a_terminal_draws_no_bar() {
     let repo = env().repo("progress-small");
     let (code, screen) = on_terminal(&push(&reg.oci_ref(&repo, "v1"), &crate::common::app(), &[]));
     assert_eq!(code, Some(0), "{screen}");
-    assert!(!screen.contains("pushing [") && !screen.contains('\x1b'), "a bar for a small layer:\n{screen:?}");
+    assert!(
+        !screen.contains("pushing [") && !screen.contains('\x1b'),
+        "a bar for a small layer:\n{screen:?}"
+    );
     assert!(screen.contains("pushed sha256:"), "{screen:?}");
 
     // JSON output is for scripts even on a terminal: the screen holds the JSON only.
     let dir = large_manifests();
     let repo = env().repo("progress-tty-json");
-    let (code, screen) = on_terminal(&push(&reg.oci_ref(&repo, "v1"), dir.path(), &["--output", "json"]));
+    let (code, screen) = on_terminal(&push(
+        &reg.oci_ref(&repo, "v1"),
+        dir.path(),
+        &["--output", "json"],
+    ));
     assert_eq!(code, Some(0), "{screen}");
-    assert!(!screen.contains("pushing [") && !screen.contains('\x1b'), "a bar with --output json:\n{screen:?}");
+    assert!(
+        !screen.contains("pushing [") && !screen.contains('\x1b'),
+        "a bar with --output json:\n{screen:?}"
+    );
     let v = json(&screen.replace("\r\n", "\n"));
     assert!(v["digest"].as_str().unwrap().starts_with("sha256:"), "{v}");
 }
@@ -137,18 +176,42 @@ fn a_large_push_without_a_terminal_prints_only_its_summary() {
     let digest = reg.oras_digest(&repo, "v1");
     assert_eq!(out.stdout, format!("{reference}@{digest}\n"));
     let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "stderr holds more than the summary: {:?}", out.stderr);
-    assert!(lines[0].starts_with(&format!("pushed {digest} (")), "{:?}", out.stderr);
-    assert!(!out.stderr.contains('\x1b') && !out.stderr.contains('\r'), "terminal control codes: {:?}", out.stderr);
+    assert_eq!(
+        lines.len(),
+        1,
+        "stderr holds more than the summary: {:?}",
+        out.stderr
+    );
+    assert!(
+        lines[0].starts_with(&format!("pushed {digest} (")),
+        "{:?}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains('\x1b') && !out.stderr.contains('\r'),
+        "terminal control codes: {:?}",
+        out.stderr
+    );
 
     // JSON: stdout is exactly one JSON object, stderr is empty.
     let repo = env().repo("progress-pipe-json");
-    let out = run(&mut push(&reg.oci_ref(&repo, "v1"), dir.path(), &["--output", "json"]));
+    let out = run(&mut push(
+        &reg.oci_ref(&repo, "v1"),
+        dir.path(),
+        &["--output", "json"],
+    ));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stderr, "", "stderr must be empty with --output json");
-    let values: Vec<serde_json::Value> =
-        serde_json::Deserializer::from_str(&out.stdout).into_iter().collect::<Result<_, _>>().unwrap();
-    assert_eq!(values.len(), 1, "stdout must be one JSON document: {}", out.stdout);
+    let values: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        values.len(),
+        1,
+        "stdout must be one JSON document: {}",
+        out.stdout
+    );
     let v = &values[0];
     assert!(v.is_object(), "{v}");
     assert_eq!(v["digest"], digest, "same files, same digest");

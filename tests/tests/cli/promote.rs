@@ -6,27 +6,60 @@ use berth_e2e::{env, run, run_ok};
 
 #[test]
 fn promote_across_registries_keeps_the_digest() {
-    for (src, dst) in [(Reg::dist(), Reg::oci_tls()), (Reg::oci_tls(), Reg::dist()), (Reg::dist_tls(), Reg::oci_tls())]
-    {
+    for (src, dst) in [
+        (Reg::dist(), Reg::oci_tls()),
+        (Reg::oci_tls(), Reg::dist()),
+        (Reg::dist_tls(), Reg::oci_tls()),
+    ] {
         let src_repo = env().repo("promote-src");
         let dst_repo = env().repo("promote-dst");
         let digest = src.push_app(&src_repo, "rc1");
         let source = format!("oci://{}/{src_repo}@{digest}", src.host);
         // Source flags are the globals; the destination gets its own (as skopeo's --dest-*).
-        let mut cmd = src.berth(&["promote", &source, &dst.oci_ref(&dst_repo, "production"), "--output", "json"]);
+        let mut cmd = src.berth(&[
+            "promote",
+            &source,
+            &dst.oci_ref(&dst_repo, "production"),
+            "--output",
+            "json",
+        ]);
         if dst.tls {
-            cmd.args(["--dest-ca-file", env().ca_file.to_str().unwrap(), "--dest-insecure=false"])
-                .args(["--dest-creds", &format!("{}:{}", env().registry_user, env().registry_password)]);
+            cmd.args([
+                "--dest-ca-file",
+                env().ca_file.to_str().unwrap(),
+                "--dest-insecure=false",
+            ])
+            .args([
+                "--dest-creds",
+                &format!("{}:{}", env().registry_user, env().registry_password),
+            ]);
         } else {
             cmd.arg("--dest-insecure");
         }
         let out = run(&mut cmd);
-        assert!(out.status.success(), "{} -> {}: {}", src.name, dst.name, out.stderr);
+        assert!(
+            out.status.success(),
+            "{} -> {}: {}",
+            src.name,
+            dst.name,
+            out.stderr
+        );
         let promoted = json(&out.stdout);
         assert_eq!(promoted["digest"], digest);
-        assert_eq!(dst.oras_digest(&dst_repo, "production"), digest, "{} -> {}", src.name, dst.name);
+        assert_eq!(
+            dst.oras_digest(&dst_repo, "production"),
+            digest,
+            "{} -> {}",
+            src.name,
+            dst.name
+        );
         let dir = tempfile::tempdir().unwrap();
-        run_ok(&mut dst.berth(&["pull", &dst.oci_ref(&dst_repo, "production"), "-o", dir.path().to_str().unwrap()]));
+        run_ok(&mut dst.berth(&[
+            "pull",
+            &dst.oci_ref(&dst_repo, "production"),
+            "-o",
+            dir.path().to_str().unwrap(),
+        ]));
         assert_same_tree(&app(), dir.path());
     }
 }
@@ -52,13 +85,24 @@ fn promote_from_a_tag_refuses_without_resolve() {
     let repo = env().repo("promote-tag");
     let dst_repo = env().repo("promote-tag-dst");
     let digest = reg.push_app(&repo, "rc1");
-    let refused = run(&mut reg.berth(&["promote", &reg.oci_ref(&repo, "rc1"), &reg.oci_ref(&dst_repo, "prod")]));
+    let refused = run(&mut reg.berth(&[
+        "promote",
+        &reg.oci_ref(&repo, "rc1"),
+        &reg.oci_ref(&dst_repo, "prod"),
+    ]));
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("--resolve"), "{}", refused.stderr);
-    assert!(reg.tags(&dst_repo).is_empty(), "promote without --resolve copied something");
+    assert!(
+        reg.tags(&dst_repo).is_empty(),
+        "promote without --resolve copied something"
+    );
 
-    let resolved =
-        run_ok(&mut reg.berth(&["promote", &reg.oci_ref(&repo, "rc1"), &reg.oci_ref(&dst_repo, "prod"), "--resolve"]));
+    let resolved = run_ok(&mut reg.berth(&[
+        "promote",
+        &reg.oci_ref(&repo, "rc1"),
+        &reg.oci_ref(&dst_repo, "prod"),
+        "--resolve",
+    ]));
     assert!(resolved.trim().ends_with(&digest), "{resolved}");
     assert_eq!(reg.tags(&dst_repo), ["prod"]);
 }

@@ -9,9 +9,17 @@ fn push_pull_round_trip(reg: Reg) {
     let reference = reg.oci_ref(&repo, "v1");
     let app = app();
     let app_path = app.to_str().unwrap();
-    let meta = ["--source", "https://git.example/shop", "--revision", "main@sha1:0123456789abcdef"];
+    let meta = [
+        "--source",
+        "https://git.example/shop",
+        "--revision",
+        "main@sha1:0123456789abcdef",
+    ];
 
-    let pushed = json(&run_ok(reg.berth(&["push", &reference, app_path, "--output", "json"]).args(meta)));
+    let pushed = json(&run_ok(
+        reg.berth(&["push", &reference, app_path, "--output", "json"])
+            .args(meta),
+    ));
     let digest = pushed["digest"].as_str().unwrap().to_string();
     assert!(digest.starts_with("sha256:"), "{pushed}");
     assert_eq!(pushed["tag"], "v1");
@@ -22,11 +30,25 @@ fn push_pull_round_trip(reg: Reg) {
 
     // pack (offline) predicts the digest the registry has.
     let layout = tempfile::tempdir().unwrap();
-    let packed = run_ok(env().berth().args(["pack", app_path, "-o"]).arg(layout.path()).args(meta));
-    assert_eq!(packed.trim(), digest, "pack and push disagree on {}", reg.name);
+    let packed = run_ok(
+        env()
+            .berth()
+            .args(["pack", app_path, "-o"])
+            .arg(layout.path())
+            .args(meta),
+    );
+    assert_eq!(
+        packed.trim(),
+        digest,
+        "pack and push disagree on {}",
+        reg.name
+    );
 
     // Pull by tag and by digest: byte-identical files.
-    for source in [reference.clone(), format!("oci://{}/{repo}@{digest}", reg.host)] {
+    for source in [
+        reference.clone(),
+        format!("oci://{}/{repo}@{digest}", reg.host),
+    ] {
         let out = tempfile::tempdir().unwrap();
         let pulled = run_ok(&mut reg.berth(&["pull", &source, "-o", out.path().to_str().unwrap()]));
         assert_eq!(pulled.trim(), digest);
@@ -37,16 +59,36 @@ fn push_pull_round_trip(reg: Reg) {
     // registry's own access log where it keeps one.
     let uploads_before = reg.logged_uploads(&repo);
     if let Some(n) = uploads_before {
-        assert!(n >= 2, "{}: the registry log shows {n} uploads for the first push", reg.name);
+        assert!(
+            n >= 2,
+            "{}: the registry log shows {n} uploads for the first push",
+            reg.name
+        );
     }
-    let again = run(reg.berth(&["push", &reg.oci_ref(&repo, "v1-again"), app_path]).args(meta));
+    let again = run(reg
+        .berth(&["push", &reg.oci_ref(&repo, "v1-again"), app_path])
+        .args(meta));
     assert!(again.status.success(), "{}", again.stderr);
     assert!(again.stdout.contains(&digest), "{}", again.stdout);
-    assert!(again.stderr.contains("(0 blobs uploaded)"), "re-push uploaded blobs: {}", again.stderr);
-    assert_eq!(reg.logged_uploads(&repo), uploads_before, "{}: the registry logged uploads for a re-push", reg.name);
+    assert!(
+        again.stderr.contains("(0 blobs uploaded)"),
+        "re-push uploaded blobs: {}",
+        again.stderr
+    );
+    assert_eq!(
+        reg.logged_uploads(&repo),
+        uploads_before,
+        "{}: the registry logged uploads for a re-push",
+        reg.name
+    );
 
     // list shows both tags with the metadata.
-    let listed = json(&run_ok(&mut reg.berth(&["list", &format!("oci://{}/{repo}", reg.host), "--output", "json"])));
+    let listed = json(&run_ok(&mut reg.berth(&[
+        "list",
+        &format!("oci://{}/{repo}", reg.host),
+        "--output",
+        "json",
+    ])));
     let rows = listed.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{listed}");
     for row in rows {
@@ -89,8 +131,15 @@ fn pushing_a_packed_layout_keeps_its_digest() {
             .arg(layout.path())
             .args(["--created", "2024-05-01T12:00:00Z"]),
     );
-    let pushed = run_ok(&mut reg.berth(&["push", &reg.oci_ref(&repo, "offline"), layout.path().to_str().unwrap()]));
-    assert!(pushed.trim().ends_with(packed.trim()), "layout push {pushed} vs pack {packed}");
+    let pushed = run_ok(&mut reg.berth(&[
+        "push",
+        &reg.oci_ref(&repo, "offline"),
+        layout.path().to_str().unwrap(),
+    ]));
+    assert!(
+        pushed.trim().ends_with(packed.trim()),
+        "layout push {pushed} vs pack {packed}"
+    );
     assert_eq!(reg.oras_digest(&repo, "offline"), packed.trim());
 }
 
@@ -100,17 +149,31 @@ fn stdin_input_is_pushed_as_one_file() {
     let repo = env().repo("push-stdin");
     let manifest = std::fs::read(app().join("backend/api.yaml")).unwrap();
     let mut cmd = reg.berth(&["push", &reg.oci_ref(&repo, "v1"), "-"]);
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(&manifest).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
-    run_ok(&mut reg.berth(&["pull", &reg.oci_ref(&repo, "v1"), "-o", dir.path().to_str().unwrap()]));
-    assert_eq!(std::fs::read(dir.path().join("manifests.yaml")).unwrap(), manifest);
+    run_ok(&mut reg.berth(&[
+        "pull",
+        &reg.oci_ref(&repo, "v1"),
+        "-o",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read(dir.path().join("manifests.yaml")).unwrap(),
+        manifest
+    );
 }
 
 #[test]
@@ -118,13 +181,32 @@ fn inspect_and_diff_describe_the_artifact() {
     let reg = Reg::oci();
     let repo = env().repo("inspect-diff");
     let reference = reg.oci_ref(&repo, "v1");
-    run_ok(&mut reg.berth(&["push", &reference, app().to_str().unwrap(), "--annotation", "team=shop"]));
+    run_ok(&mut reg.berth(&[
+        "push",
+        &reference,
+        app().to_str().unwrap(),
+        "--annotation",
+        "team=shop",
+    ]));
 
-    let inspected = json(&run_ok(&mut reg.berth(&["inspect", &reference, "--output", "json"])));
+    let inspected = json(&run_ok(
+        &mut reg.berth(&["inspect", &reference, "--output", "json"]),
+    ));
     assert_eq!(inspected["annotations"]["team"], "shop");
-    assert_eq!(inspected["layers"][0]["mediaType"], "application/vnd.cncf.flux.content.v1.tar+gzip");
-    assert_eq!(inspected["config"]["mediaType"], "application/vnd.cncf.flux.config.v1+json");
-    let files: Vec<&str> = inspected["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        inspected["layers"][0]["mediaType"],
+        "application/vnd.cncf.flux.content.v1.tar+gzip"
+    );
+    assert_eq!(
+        inspected["config"]["mediaType"],
+        "application/vnd.cncf.flux.config.v1+json"
+    );
+    let files: Vec<&str> = inspected["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert!(files.contains(&"backend/api.yaml"), "{files:?}");
     assert!(inspected["objects"].as_u64().unwrap() > 5, "{inspected}");
 
@@ -137,7 +219,10 @@ fn inspect_and_diff_describe_the_artifact() {
     }
     let api = work.path().join("backend/api.yaml");
     let text = std::fs::read_to_string(&api).unwrap();
-    assert!(text.contains("replicas: 2"), "testdata/app changed; adapt this test");
+    assert!(
+        text.contains("replicas: 2"),
+        "testdata/app changed; adapt this test"
+    );
     std::fs::write(&api, text.replacen("replicas: 2", "replicas: 7", 1)).unwrap();
     std::fs::remove_file(work.path().join("platform/viewer-rbac.yaml")).unwrap();
     std::fs::write(
@@ -147,10 +232,28 @@ fn inspect_and_diff_describe_the_artifact() {
     .unwrap();
     let out = run(&mut reg.berth(&["diff", &reference, work.path().to_str().unwrap()]));
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.stdout.contains("+ added    ConfigMap shop-api/extra"), "{}", out.stdout);
-    assert!(out.stdout.contains("- removed  ClusterRole.rbac.authorization.k8s.io"), "{}", out.stdout);
-    assert!(out.stdout.contains("~ changed  Deployment.apps shop-api/api"), "{}", out.stdout);
-    assert!(out.stdout.contains("-  replicas: 2") && out.stdout.contains("+  replicas: 7"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("+ added    ConfigMap shop-api/extra"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("- removed  ClusterRole.rbac.authorization.k8s.io"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("~ changed  Deployment.apps shop-api/api"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("-  replicas: 2") && out.stdout.contains("+  replicas: 7"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -165,13 +268,35 @@ fn diff_never_prints_secret_values() {
         )
     };
     std::fs::write(dir.path().join("secret.yaml"), secret("old-value-1234")).unwrap();
-    run_ok(&mut reg.berth(&["push", &reference, dir.path().to_str().unwrap(), "--allow-secrets"]));
+    run_ok(&mut reg.berth(&[
+        "push",
+        &reference,
+        dir.path().to_str().unwrap(),
+        "--allow-secrets",
+    ]));
     std::fs::write(dir.path().join("secret.yaml"), secret("new-value-5678")).unwrap();
-    let out = run(&mut reg.berth(&["diff", &reference, dir.path().to_str().unwrap(), "--allow-secrets"]));
+    let out = run(&mut reg.berth(&[
+        "diff",
+        &reference,
+        dir.path().to_str().unwrap(),
+        "--allow-secrets",
+    ]));
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.stdout.contains("~ changed  Secret shop/db"), "{}", out.stdout);
-    assert!(out.stdout.contains("Secret content not shown"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("~ changed  Secret shop/db"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Secret content not shown"),
+        "{}",
+        out.stdout
+    );
     for value in ["old-value-1234", "new-value-5678"] {
-        assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "secret value printed: {}", out.stdout);
+        assert!(
+            !out.stdout.contains(value) && !out.stderr.contains(value),
+            "secret value printed: {}",
+            out.stdout
+        );
     }
 }

@@ -13,9 +13,13 @@ use berth_e2e::{PrivatePeer, env, free_port, run, run_ok, wait_for};
 
 /// `GET /v2/` answers 200: the registry is serving.
 fn serving(port: u16) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+    if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];
@@ -41,7 +45,12 @@ impl Private {
             || peer.log_tail(30),
         );
         assert!(peer.running(), "{}", peer.log_tail(30));
-        Private { _peer: peer, host: format!("127.0.0.1:{port}"), port, log }
+        Private {
+            _peer: peer,
+            host: format!("127.0.0.1:{port}"),
+            port,
+            log,
+        }
     }
 
     fn log(&self) -> String {
@@ -49,7 +58,11 @@ impl Private {
     }
 
     fn reg(&self, name: &'static str) -> Reg {
-        Reg { name, host: self.host.clone(), tls: false }
+        Reg {
+            name,
+            host: self.host.clone(),
+            tls: false,
+        }
     }
 }
 
@@ -59,7 +72,11 @@ fn distribution(dir: &Path, name: &str, storage: &Path, read_only: bool) -> Priv
     let bin = env().peer_command_line("registry-dist").remove(0);
     let port = free_port();
     let config = dir.join(format!("{name}.yml"));
-    let maintenance = if read_only { "\n  maintenance:\n    readonly: {enabled: true}" } else { "" };
+    let maintenance = if read_only {
+        "\n  maintenance:\n    readonly: {enabled: true}"
+    } else {
+        ""
+    };
     std::fs::write(
         &config,
         format!(
@@ -68,14 +85,26 @@ fn distribution(dir: &Path, name: &str, storage: &Path, read_only: bool) -> Priv
         ),
     )
     .unwrap();
-    Private::start(name, vec![bin, "serve".into(), config.display().to_string()], port, dir)
+    Private::start(
+        name,
+        vec![bin, "serve".into(), config.display().to_string()],
+        port,
+        dir,
+    )
 }
 
 /// The shared environment's olareg binary over `storage`, `--store-ro` when `read_only`.
 fn olareg(dir: &Path, name: &str, storage: &Path, read_only: bool) -> Private {
     let bin = env().peer_command_line("registry-oci").remove(0);
     let port = free_port();
-    let mut argv = vec![bin, "serve".into(), "--addr".into(), "127.0.0.1".into(), "--port".into(), port.to_string()];
+    let mut argv = vec![
+        bin,
+        "serve".into(),
+        "--addr".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+    ];
     argv.extend(["--dir".into(), storage.display().to_string()]);
     if read_only {
         argv.push("--store-ro".into());
@@ -87,13 +116,17 @@ fn olareg(dir: &Path, name: &str, storage: &Path, read_only: bool) -> Private {
 /// reproducible, so pack computes it without a registry).
 fn packed_digest(revision: &str) -> String {
     let out = tempfile::tempdir().unwrap();
-    let stdout = run_ok(env().berth().args(["pack", app().to_str().unwrap(), "-o"]).arg(out.path()).args([
-        "--revision",
-        revision,
-        "--output",
-        "json",
-    ]));
-    json(&stdout)["digest"].as_str().expect("pack prints the digest").to_string()
+    let stdout = run_ok(
+        env()
+            .berth()
+            .args(["pack", app().to_str().unwrap(), "-o"])
+            .arg(out.path())
+            .args(["--revision", revision, "--output", "json"]),
+    );
+    json(&stdout)["digest"]
+        .as_str()
+        .expect("pack prints the digest")
+        .to_string()
 }
 
 const SEED_REVISION: &str = "main@sha1:1111111111111111111111111111111111111111";
@@ -102,7 +135,11 @@ const NEW_REVISION: &str = "main@sha1:2222222222222222222222222222222222222222";
 /// Seeds `repo` through the writable registry (tag `seed`), then pushes the same files with
 /// another revision through the read-only one: same layer and config blobs (already
 /// there), a new manifest. Returns the failed push's output and the refused digest.
-fn push_new_manifest_to_read_only(writable: &Private, read_only: &Private, repo: &str) -> (berth_e2e::Output, String) {
+fn push_new_manifest_to_read_only(
+    writable: &Private,
+    read_only: &Private,
+    repo: &str,
+) -> (berth_e2e::Output, String) {
     run_ok(&mut writable.reg("writable").berth(&[
         "push",
         &format!("oci://{}/{repo}:seed", writable.host),
@@ -111,7 +148,11 @@ fn push_new_manifest_to_read_only(writable: &Private, read_only: &Private, repo:
         SEED_REVISION,
     ]));
     let refused_digest = packed_digest(NEW_REVISION);
-    assert_ne!(refused_digest, packed_digest(SEED_REVISION), "the new revision must make a new manifest");
+    assert_ne!(
+        refused_digest,
+        packed_digest(SEED_REVISION),
+        "the new revision must make a new manifest"
+    );
     let out = run(&mut read_only.reg("read-only").berth(&[
         "push",
         &format!("oci://{}/{repo}:v2", read_only.host),
@@ -125,11 +166,22 @@ fn push_new_manifest_to_read_only(writable: &Private, read_only: &Private, repo:
 /// Nothing was tagged and the refused manifest is not stored, asked independently (oras)
 /// and through berth (`inspect` of the digest answers "not found").
 fn assert_nothing_stored(writable: &Private, repo: &str, refused_digest: &str) {
-    assert_eq!(writable.reg("writable").tags(repo), ["seed"], "the refused push left a tag behind");
-    let inspect = run(&mut writable
-        .reg("writable")
-        .berth(&["inspect", &format!("oci://{}/{repo}@{refused_digest}", writable.host)]));
-    assert_eq!(inspect.code, Some(6), "the refused manifest is stored: {}{}", inspect.stdout, inspect.stderr);
+    assert_eq!(
+        writable.reg("writable").tags(repo),
+        ["seed"],
+        "the refused push left a tag behind"
+    );
+    let inspect = run(&mut writable.reg("writable").berth(&[
+        "inspect",
+        &format!("oci://{}/{repo}@{refused_digest}", writable.host),
+    ]));
+    assert_eq!(
+        inspect.code,
+        Some(6),
+        "the refused manifest is stored: {}{}",
+        inspect.stdout,
+        inspect.stderr
+    );
 }
 
 #[test]
@@ -143,16 +195,30 @@ fn distribution_in_read_only_mode_refuses_the_manifest_and_push_says_so() {
 
     let (out, refused_digest) = push_new_manifest_to_read_only(&writable, &read_only, &repo);
     assert_eq!(out.code, Some(4), "registry errors exit 4: {}", out.stderr);
-    let error = out.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{}", out.stderr));
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
     assert!(
         error.contains(&format!("registry {}", read_only.host)) && error.contains("rejected"),
         "names the registry: {error}"
     );
-    assert!(error.contains(&format!("manifest {repo}:v2")), "names the reference: {error}");
+    assert!(
+        error.contains(&format!("manifest {repo}:v2")),
+        "names the reference: {error}"
+    );
     // distribution in read-only mode has no PUT route for manifests: its answer is 405.
-    assert!(error.contains("HTTP 405") && error.contains("Method not allowed"), "gives the registry's reason: {error}");
+    assert!(
+        error.contains("HTTP 405") && error.contains("Method not allowed"),
+        "gives the registry's reason: {error}"
+    );
     assert!(out.stderr.contains("hint: "), "{}", out.stderr);
-    assert!(out.stdout.trim().is_empty(), "no reference printed for a failed push: {}", out.stdout);
+    assert!(
+        out.stdout.trim().is_empty(),
+        "no reference printed for a failed push: {}",
+        out.stdout
+    );
 
     // The refusal was the manifest PUT itself: no blob upload was even tried.
     let log = read_only.log();
@@ -160,7 +226,10 @@ fn distribution_in_read_only_mode_refuses_the_manifest_and_push_says_so() {
         log.contains(&format!("\"PUT /v2/{repo}/manifests/v2 HTTP/1.1\" 405")),
         "no refused manifest PUT in the log:\n{log}"
     );
-    assert!(!log.contains(&format!("/v2/{repo}/blobs/uploads/")), "blobs were uploaded although present:\n{log}");
+    assert!(
+        !log.contains(&format!("/v2/{repo}/blobs/uploads/")),
+        "blobs were uploaded although present:\n{log}"
+    );
     assert_nothing_stored(&writable, &repo, &refused_digest);
 }
 
@@ -177,16 +246,46 @@ fn olareg_read_only_store_refuses_the_manifest_and_push_gives_its_reason() {
     // olareg answers 403 with the OCI error code DENIED: exit 5 (permission), reported as a
     // denied write with the registry's detail, and a hint that does not blame credentials alone.
     assert_eq!(out.code, Some(5), "{}", out.stderr);
-    let error = out.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{}", out.stderr));
-    assert!(error.contains("denied the write"), "says the write was denied: {error}");
-    let hint = out.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap_or_else(|| panic!("{}", out.stderr));
-    assert!(hint.contains("read-only"), "the hint names the read-only possibility: {hint}");
-    assert!(error.contains(&format!("registry {}", read_only.host)), "names the registry: {error}");
-    assert!(error.contains(&format!("manifest {repo}:v2")), "names the reference: {error}");
-    assert!(error.contains("repository is read-only"), "gives the registry's reason: {error}");
-    assert!(out.stdout.trim().is_empty(), "no reference printed for a failed push: {}", out.stdout);
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(
+        error.contains("denied the write"),
+        "says the write was denied: {error}"
+    );
+    let hint = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(
+        hint.contains("read-only"),
+        "the hint names the read-only possibility: {hint}"
+    );
+    assert!(
+        error.contains(&format!("registry {}", read_only.host)),
+        "names the registry: {error}"
+    );
+    assert!(
+        error.contains(&format!("manifest {repo}:v2")),
+        "names the reference: {error}"
+    );
+    assert!(
+        error.contains("repository is read-only"),
+        "gives the registry's reason: {error}"
+    );
+    assert!(
+        out.stdout.trim().is_empty(),
+        "no reference printed for a failed push: {}",
+        out.stdout
+    );
     assert_nothing_stored(&writable, &repo, &refused_digest);
-    assert!(serving(read_only.port), "the refusal took the read-only registry down");
+    assert!(
+        serving(read_only.port),
+        "the refusal took the read-only registry down"
+    );
 }
 
 #[test]
@@ -196,8 +295,16 @@ fn promote_of_an_unknown_digest_exits_6_and_tags_nothing() {
         let missing = format!("oci://{}/{repo}@sha256:{}", reg.host, "0".repeat(64));
         let out = run(&mut reg.berth(&["promote", &missing, &reg.oci_ref(&repo, "production")]));
         assert_eq!(out.code, Some(6), "{}: {}", reg.name, out.stderr);
-        assert!(out.stderr.contains("not found") && out.stderr.contains(&"0".repeat(64)), "{}", out.stderr);
-        assert!(reg.tags(&repo).is_empty(), "{}: promote of nothing tagged something", reg.name);
+        assert!(
+            out.stderr.contains("not found") && out.stderr.contains(&"0".repeat(64)),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            reg.tags(&repo).is_empty(),
+            "{}: promote of nothing tagged something",
+            reg.name
+        );
     }
 }
 
@@ -210,17 +317,35 @@ fn reading_from_an_auth_registry_without_credentials_exits_5() {
         let dest = tempfile::tempdir().unwrap();
         let pull = run(env()
             .berth()
-            .args(["pull", &reg.oci_ref(&repo, "v1"), "-o", dest.path().to_str().unwrap()])
+            .args([
+                "pull",
+                &reg.oci_ref(&repo, "v1"),
+                "-o",
+                dest.path().to_str().unwrap(),
+            ])
             .args(["--ca-file", &ca]));
         assert_eq!(pull.code, Some(5), "{}: {}", reg.name, pull.stderr);
-        assert!(pull.stderr.contains(&format!("registry {}", reg.host)), "{}", pull.stderr);
-        assert!(pull.stderr.contains("--creds"), "hint should name --creds: {}", pull.stderr);
+        assert!(
+            pull.stderr.contains(&format!("registry {}", reg.host)),
+            "{}",
+            pull.stderr
+        );
+        assert!(
+            pull.stderr.contains("--creds"),
+            "hint should name --creds: {}",
+            pull.stderr
+        );
         assert!(
             std::fs::read_dir(dest.path()).unwrap().next().is_none(),
             "{}: files pulled without credentials",
             reg.name
         );
-        let list = run(env().berth().args(["list", &format!("oci://{}/{repo}", reg.host), "--ca-file", &ca]));
+        let list = run(env().berth().args([
+            "list",
+            &format!("oci://{}/{repo}", reg.host),
+            "--ca-file",
+            &ca,
+        ]));
         assert_eq!(list.code, Some(5), "{}: {}", reg.name, list.stderr);
     }
 }

@@ -17,7 +17,8 @@ const KEY_PASSWORD: &str = "ci-secret-password";
 
 fn parse(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
+    serde_saphyr::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
 }
 
 /// A checkout of a user's repository: manifests under `k8s/` (a kustomization) and the
@@ -33,8 +34,11 @@ fn checkout(env: &Env) -> Checkout {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("k8s")).unwrap();
-    std::fs::write(root.join("k8s/kustomization.yaml"), "resources:\n  - app.yaml\ncommonLabels:\n  app: shop\n")
-        .unwrap();
+    std::fs::write(
+        root.join("k8s/kustomization.yaml"),
+        "resources:\n  - app.yaml\ncommonLabels:\n  app: shop\n",
+    )
+    .unwrap();
     std::fs::write(
         root.join("k8s/app.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop-config\ndata:\n  LOG_LEVEL: info\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\nspec:\n  ports:\n    - port: 80\n",
@@ -54,7 +58,11 @@ fn checkout(env: &Env) -> Checkout {
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env_berth(env), bin.join("berth")).unwrap();
     std::os::unix::fs::symlink(&env.kubectl, bin.join("kubectl")).unwrap();
-    Checkout { key: secrets.join("cosign.key"), bin, dir }
+    Checkout {
+        key: secrets.join("cosign.key"),
+        bin,
+        dir,
+    }
 }
 
 /// The `berth` binary the harness built (the tests' Command carries it as its program).
@@ -66,8 +74,15 @@ fn env_berth(env: &Env) -> PathBuf {
 /// the runner's trust store holding the test CA, nothing of the developer's machine.
 fn shell(env: &Env, co: &Checkout, vars: &BTreeMap<String, String>) -> Command {
     let mut cmd = env.tool("bash");
-    let path = format!("{}:{}", co.bin.display(), std::env::var("PATH").unwrap_or_default());
-    cmd.current_dir(co.dir.path()).env("PATH", path).env("SSL_CERT_FILE", &env.ca_file).env_remove("KUBECONFIG");
+    let path = format!(
+        "{}:{}",
+        co.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.current_dir(co.dir.path())
+        .env("PATH", path)
+        .env("SSL_CERT_FILE", &env.ca_file)
+        .env_remove("KUBECONFIG");
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -79,7 +94,10 @@ fn key_values(path: &Path) -> BTreeMap<String, String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -111,11 +129,14 @@ fn github_expr(value: &str, known: &BTreeMap<String, String>) -> String {
     let mut rest = value;
     while let Some(start) = rest.find("${{") {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").map(|e| start + e).expect("unterminated ${{");
+        let end = rest[start..]
+            .find("}}")
+            .map(|e| start + e)
+            .expect("unterminated ${{");
         let expr = rest[start + 3..end].trim();
-        let v = known
-            .get(expr)
-            .unwrap_or_else(|| panic!("the template uses ${{{{ {expr} }}}}, which this test does not provide"));
+        let v = known.get(expr).unwrap_or_else(|| {
+            panic!("the template uses ${{{{ {expr} }}}}, which this test does not provide")
+        });
         out.push_str(v);
         rest = &rest[end + 2..];
     }
@@ -127,7 +148,14 @@ fn env_map(v: &Value) -> Vec<(String, String)> {
     v.as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -161,7 +189,11 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
         base.insert(k, v);
     }
     // The only substitutions: the test registry and this checkout's manifests.
-    assert_eq!(base.get("REGISTRY").map(String::as_str), Some("ghcr.io"), "workflow env REGISTRY");
+    assert_eq!(
+        base.get("REGISTRY").map(String::as_str),
+        Some("ghcr.io"),
+        "workflow env REGISTRY"
+    );
     base.insert("REGISTRY".into(), env.registry_oci_tls.clone());
     assert!(base.contains_key("MANIFESTS"), "workflow env MANIFESTS");
     base.insert("MANIFESTS".into(), "k8s".into());
@@ -169,7 +201,10 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
     let mut expressions: BTreeMap<String, String> = [
         ("github.actor", env.registry_user.clone()),
         ("secrets.GITHUB_TOKEN", env.registry_password.clone()),
-        ("secrets.COSIGN_PRIVATE_KEY", std::fs::read_to_string(&co.key).unwrap()),
+        (
+            "secrets.COSIGN_PRIVATE_KEY",
+            std::fs::read_to_string(&co.key).unwrap(),
+        ),
         ("secrets.COSIGN_PASSWORD", KEY_PASSWORD.to_string()),
     ]
     .into_iter()
@@ -180,9 +215,14 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
     let steps = job["steps"].as_array().expect("jobs.artifact.steps");
     let mut ran = Vec::new();
     for step in steps {
-        let Some(script) = step["run"].as_str() else { continue };
+        let Some(script) = step["run"].as_str() else {
+            continue;
+        };
         let name = step["name"].as_str().unwrap_or("");
-        assert!(!script.contains("${{"), "step {name:?}: expressions belong in env:, not in the script (injection)");
+        assert!(
+            !script.contains("${{"),
+            "step {name:?}: expressions belong in env:, not in the script (injection)"
+        );
         if name.starts_with("Install") {
             assert!(script.contains("berth"), "the install step installs berth");
             continue; // the CI image's berth is the one under test
@@ -191,7 +231,14 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
         for (k, v) in env_map(&step["env"]) {
             vars.insert(k, github_expr(&v, &expressions));
         }
-        let out = run(shell(env, &co, &vars).args(["--noprofile", "--norc", "-eo", "pipefail", "-c", script]));
+        let out = run(shell(env, &co, &vars).args([
+            "--noprofile",
+            "--norc",
+            "-eo",
+            "pipefail",
+            "-c",
+            script,
+        ]));
         assert!(
             out.status.success(),
             "step {name:?} failed:\n--- script\n{script}\n--- stdout\n{}\n--- stderr\n{}",
@@ -209,19 +256,42 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
         }
         ran.push(name.to_string());
     }
-    assert!(ran.iter().any(|n| n.contains("Render")) && ran.iter().any(|n| n.contains("Push")), "ran {ran:?}");
+    assert!(
+        ran.iter().any(|n| n.contains("Render")) && ran.iter().any(|n| n.contains("Push")),
+        "ran {ran:?}"
+    );
 
     // Published: the digest and the artifact reference, as step outputs and in the summary.
     let outputs = key_values(&output);
     let digest = outputs.get("digest").expect("digest output").clone();
     let artifact = outputs.get("artifact").expect("artifact output").clone();
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "digest output {digest:?}");
-    let repo = format!("oci://{}/{}/shop/manifests", env.registry_oci_tls, owner.to_lowercase());
-    assert_eq!(artifact, format!("{repo}@{digest}"), "lower-cased repository (OCI names are lower case)");
-    assert!(std::fs::read_to_string(&summary).unwrap().contains(&digest), "the run summary shows the digest");
-    assert!(!runner_temp.join("cosign.key").exists(), "the private key was left on the runner");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "digest output {digest:?}"
+    );
+    let repo = format!(
+        "oci://{}/{}/shop/manifests",
+        env.registry_oci_tls,
+        owner.to_lowercase()
+    );
+    assert_eq!(
+        artifact,
+        format!("{repo}@{digest}"),
+        "lower-cased repository (OCI names are lower case)"
+    );
+    assert!(
+        std::fs::read_to_string(&summary).unwrap().contains(&digest),
+        "the run summary shows the digest"
+    );
+    assert!(
+        !runner_temp.join("cosign.key").exists(),
+        "the private key was left on the runner"
+    );
     // The registry holds exactly that, signed, under the commit tag and the branch tag.
-    assert_eq!(verified_digest(env, &co, &format!("{repo}:{COMMIT}")), digest);
+    assert_eq!(
+        verified_digest(env, &co, &format!("{repo}:{COMMIT}")),
+        digest
+    );
     assert_eq!(verified_digest(env, &co, &format!("{repo}:main")), digest);
     // The revision and source the cluster will report.
     let inspect = run_ok(
@@ -237,8 +307,14 @@ fn the_github_actions_workflow_renders_pushes_signs_publishes_the_digest_and_pro
             .arg("--ca-file")
             .arg(&env.ca_file),
     );
-    assert!(inspect.contains(&format!("main@sha1:{COMMIT}")), "revision annotation: {inspect}");
-    assert!(inspect.contains(&format!("https://github.com/{owner}/Shop")), "source annotation: {inspect}");
+    assert!(
+        inspect.contains(&format!("main@sha1:{COMMIT}")),
+        "revision annotation: {inspect}"
+    );
+    assert!(
+        inspect.contains(&format!("https://github.com/{owner}/Shop")),
+        "source annotation: {inspect}"
+    );
 }
 
 #[test]
@@ -249,7 +325,10 @@ fn the_gitlab_ci_job_renders_pushes_signs_publishes_the_digest_and_promotes() {
     let image = format!("{}/{}", env.registry_oci_tls, env.repo("group/shop"));
     let job = &ci["berth-artifact"];
     assert!(job["script"].is_array(), "job berth-artifact has a script");
-    assert_eq!(job["artifacts"]["reports"]["dotenv"], "berth.env", "the digest is published as a dotenv report");
+    assert_eq!(
+        job["artifacts"]["reports"]["dotenv"], "berth.env",
+        "the digest is published as a dotenv report"
+    );
 
     // GitLab's predefined variables, and the CI/CD variables the template asks for
     // (COSIGN_PRIVATE_KEY is a File variable: its value is a path).
@@ -263,7 +342,10 @@ fn the_gitlab_ci_job_renders_pushes_signs_publishes_the_digest_and_promotes() {
         ("CI_COMMIT_REF_SLUG", "main".to_string()),
         ("CI_COMMIT_BRANCH", "main".to_string()),
         ("CI_DEFAULT_BRANCH", "main".to_string()),
-        ("CI_PROJECT_URL", "https://gitlab.example.com/group/shop".to_string()),
+        (
+            "CI_PROJECT_URL",
+            "https://gitlab.example.com/group/shop".to_string(),
+        ),
         ("COSIGN_PRIVATE_KEY", co.key.display().to_string()),
         ("COSIGN_PASSWORD", KEY_PASSWORD.to_string()),
     ] {
@@ -278,23 +360,63 @@ fn the_gitlab_ci_job_renders_pushes_signs_publishes_the_digest_and_promotes() {
         } else {
             v
         };
-        assert!(!v.contains('"') && !v.contains('`'), "variable {k} needs quoting this test does not do");
+        assert!(
+            !v.contains('"') && !v.contains('`'),
+            "variable {k} needs quoting this test does not do"
+        );
         exports.push_str(&format!("export {k}=\"{v}\"\n"));
     }
     assert!(saw_manifests, "job variable MANIFESTS");
-    let script: Vec<&str> = job["script"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
-    assert!(script.iter().any(|l| l.contains("berth push") && l.contains("--sign-key")), "the script pushes and signs");
+    let script: Vec<&str> = job["script"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        script
+            .iter()
+            .any(|l| l.contains("berth push") && l.contains("--sign-key")),
+        "the script pushes and signs"
+    );
     let full = format!("{exports}{}\n", script.join("\n"));
-    let out = run(shell(env, &co, &BTreeMap::new()).args(["--noprofile", "--norc", "-eo", "pipefail", "-c", &full]));
-    assert!(out.status.success(), "the job's script failed:\n--- stdout\n{}\n--- stderr\n{}", out.stdout, out.stderr);
-    assert!(!out.stdout.contains(KEY_PASSWORD) && !out.stderr.contains(KEY_PASSWORD), "the job printed a secret");
+    let out = run(shell(env, &co, &BTreeMap::new()).args([
+        "--noprofile",
+        "--norc",
+        "-eo",
+        "pipefail",
+        "-c",
+        &full,
+    ]));
+    assert!(
+        out.status.success(),
+        "the job's script failed:\n--- stdout\n{}\n--- stderr\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains(KEY_PASSWORD) && !out.stderr.contains(KEY_PASSWORD),
+        "the job printed a secret"
+    );
 
     let report = key_values(&co.dir.path().join("berth.env"));
-    let digest = report.get("BERTH_DIGEST").expect("BERTH_DIGEST in berth.env").clone();
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "digest {digest:?}");
+    let digest = report
+        .get("BERTH_DIGEST")
+        .expect("BERTH_DIGEST in berth.env")
+        .clone();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "digest {digest:?}"
+    );
     let repo = format!("oci://{image}/manifests");
-    assert_eq!(report.get("BERTH_ARTIFACT"), Some(&format!("{repo}@{digest}")));
-    assert_eq!(verified_digest(env, &co, &format!("{repo}:{COMMIT}")), digest);
+    assert_eq!(
+        report.get("BERTH_ARTIFACT"),
+        Some(&format!("{repo}@{digest}"))
+    );
+    assert_eq!(
+        verified_digest(env, &co, &format!("{repo}:{COMMIT}")),
+        digest
+    );
     assert_eq!(verified_digest(env, &co, &format!("{repo}:main")), digest);
     assert!(out.stdout.contains(&digest), "the job log shows the digest");
 }

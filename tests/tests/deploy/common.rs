@@ -43,8 +43,8 @@ pub fn documents(yaml: &str) -> Vec<Value> {
     for line in yaml.lines().chain(std::iter::once("---")) {
         if line.trim_end() == "---" {
             if !current.trim().is_empty() {
-                let v: Value =
-                    serde_saphyr::from_str(&current).unwrap_or_else(|e| panic!("not valid YAML: {e}\n{current}"));
+                let v: Value = serde_saphyr::from_str(&current)
+                    .unwrap_or_else(|e| panic!("not valid YAML: {e}\n{current}"));
                 if !v.is_null() {
                     docs.push(v);
                 }
@@ -74,7 +74,9 @@ pub fn agent_args(workload: &Value) -> Vec<String> {
         .iter()
         .map(|a| a.as_str().expect("string arg").to_string())
         .map(|a| match a.split_once('=') {
-            Some((flag @ ("--metrics-addr" | "--receiver-addr"), _)) => format!("{flag}=127.0.0.1:0"),
+            Some((flag @ ("--metrics-addr" | "--receiver-addr"), _)) => {
+                format!("{flag}=127.0.0.1:0")
+            }
             _ => a,
         })
         .collect()
@@ -84,7 +86,13 @@ pub fn agent_args(workload: &Value) -> Vec<String> {
 /// every name prefixed by `prefix` and every object labelled `berth-e2e-run=<run_label>`,
 /// leaving out the CRD (shared by all tests, installed as is), so tests can install the
 /// shipped manifests side by side on one cluster.
-pub fn prefixed_install(dir: &Path, overlay: &str, prefix: &str, system: &str, run_label: &str) -> PathBuf {
+pub fn prefixed_install(
+    dir: &Path,
+    overlay: &str,
+    prefix: &str,
+    system: &str,
+    run_label: &str,
+) -> PathBuf {
     let sys = dir.join("system");
     fs::create_dir_all(&sys).unwrap();
     fs::write(
@@ -131,7 +139,11 @@ impl Drop for ClusterScoped<'_> {
 pub fn relative(from: &Path, target: &Path) -> String {
     let from = from.canonicalize().unwrap();
     let target = target.canonicalize().unwrap();
-    let common = from.components().zip(target.components()).take_while(|(a, b)| a == b).count();
+    let common = from
+        .components()
+        .zip(target.components())
+        .take_while(|(a, b)| a == b)
+        .count();
     let mut rel = PathBuf::new();
     for _ in from.components().skip(common) {
         rel.push("..");
@@ -144,7 +156,13 @@ pub fn relative(from: &Path, target: &Path) -> String {
 
 /// A kubeconfig that authenticates with `token` only (no client certificate), trusting the
 /// test CA, with `namespace` as the context's default (as a pod's in-cluster config has).
-pub fn token_kubeconfig(dir: &Path, server: &str, ca_file: &Path, token: &str, namespace: &str) -> PathBuf {
+pub fn token_kubeconfig(
+    dir: &Path,
+    server: &str,
+    ca_file: &Path,
+    token: &str,
+    namespace: &str,
+) -> PathBuf {
     let ca = fs::read(ca_file).unwrap();
     let ca_b64 = base64_encode(&ca);
     let path = dir.join("token.kubeconfig");
@@ -165,7 +183,12 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 /// Polls `check` every half second until it holds or `timeout` passes; then panics with
 /// `what` and whatever `context` says (a log, an object's status).
-pub fn wait_until(what: &str, timeout: Duration, context: impl Fn() -> String, check: impl FnMut() -> bool) {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    context: impl Fn() -> String,
+    check: impl FnMut() -> bool,
+) {
     poll_until(what, timeout, Duration::from_millis(500), check, context);
 }
 
@@ -185,8 +208,15 @@ impl FreshCluster {
         // another port and another etcd prefix.
         let prefix = format!("/{}", berth_e2e::unique_name("berth-e2e-fresh", 60));
         let api = PrivateApiServer::start(env, &["--etcd-prefix".into(), prefix.clone()]);
-        let etcd = api.flag("--etcd-servers").and_then(|s| s.split(',').next()).unwrap_or_default().to_string();
-        assert!(!etcd.is_empty(), "the environment's kube-apiserver has no --etcd-servers flag");
+        let etcd = api
+            .flag("--etcd-servers")
+            .and_then(|s| s.split(',').next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !etcd.is_empty(),
+            "the environment's kube-apiserver has no --etcd-servers flag"
+        );
         FreshCluster { api, prefix, etcd }
     }
 }

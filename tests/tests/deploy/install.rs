@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    FreshCluster, agent_args, deploy_dir, documents, find, kustomize, push_signed_v1, relative, token_kubeconfig,
-    wait_until,
+    FreshCluster, agent_args, deploy_dir, documents, find, kustomize, push_signed_v1, relative,
+    token_kubeconfig, wait_until,
 };
 use berth_e2e::{Process, env, run, run_ok};
 use serde_json::Value;
@@ -29,38 +29,77 @@ fn renderings(env: &berth_e2e::Env, scratch: &Path) -> Vec<(String, String)> {
     std::fs::create_dir_all(&tenant).unwrap();
     std::fs::write(
         tenant.join("kustomization.yaml"),
-        format!("namespace: team-a\nresources:\n  - {}\n", relative(&tenant, &deploy_dir().join("tenant"))),
+        format!(
+            "namespace: team-a\nresources:\n  - {}\n",
+            relative(&tenant, &deploy_dir().join("tenant"))
+        ),
     )
     .unwrap();
-    out.push(("tenant (namespace team-a)".to_string(), kustomize(env, &tenant)));
+    out.push((
+        "tenant (namespace team-a)".to_string(),
+        kustomize(env, &tenant),
+    ));
     out
 }
 
 /// The pod template of every Deployment/DaemonSet meets the hardening the README promises.
 fn assert_hardened(name: &str, docs: &[Value]) {
-    let workloads: Vec<&Value> =
-        docs.iter().filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet").collect();
+    let workloads: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet")
+        .collect();
     if name.starts_with("tenant") {
-        assert!(workloads.is_empty(), "{name}: the tenant kustomization runs nothing");
+        assert!(
+            workloads.is_empty(),
+            "{name}: the tenant kustomization runs nothing"
+        );
         return;
     }
     assert_eq!(workloads.len(), 1, "{name}: exactly one agent workload");
     for w in workloads {
         let pod = &w["spec"]["template"]["spec"];
-        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}: runAsNonRoot");
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}: seccomp");
-        assert_eq!(pod["automountServiceAccountToken"], true, "{name}: the agent needs its token");
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"], true,
+            "{name}: runAsNonRoot"
+        );
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}: seccomp"
+        );
+        assert_eq!(
+            pod["automountServiceAccountToken"], true,
+            "{name}: the agent needs its token"
+        );
         for c in pod["containers"].as_array().unwrap() {
             let sc = &c["securityContext"];
-            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}: read-only root fs");
-            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}: no privilege escalation");
-            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}: drop ALL");
-            assert!(c["resources"]["requests"]["memory"].is_string(), "{name}: memory request");
-            assert!(c["resources"]["limits"]["memory"].is_string(), "{name}: memory limit");
+            assert_eq!(
+                sc["readOnlyRootFilesystem"], true,
+                "{name}: read-only root fs"
+            );
+            assert_eq!(
+                sc["allowPrivilegeEscalation"], false,
+                "{name}: no privilege escalation"
+            );
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}: drop ALL"
+            );
+            assert!(
+                c["resources"]["requests"]["memory"].is_string(),
+                "{name}: memory request"
+            );
+            assert!(
+                c["resources"]["limits"]["memory"].is_string(),
+                "{name}: memory limit"
+            );
         }
     }
     let sa = find(docs, "ServiceAccount", "berth-agent");
-    assert_eq!(sa["automountServiceAccountToken"], false, "{name}: no token for other pods of the account");
+    assert_eq!(
+        sa["automountServiceAccountToken"], false,
+        "{name}: no token for other pods of the account"
+    );
 }
 
 #[test]
@@ -73,14 +112,22 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     // 1. The agent started before its CRD is installed stops at once and says what to do —
     //    not a silent crash loop.
     let mut agent = Process::spawn(
-        env.berth_agent().env("KUBECONFIG", &fresh.api.kubeconfig).args(["run", "--log-format", "text"]),
+        env.berth_agent()
+            .env("KUBECONFIG", &fresh.api.kubeconfig)
+            .args(["run", "--log-format", "text"]),
         scratch.path().join("no-crd.log"),
     );
     let status = agent.wait_exit(Duration::from_secs(60));
     let log = agent.log();
     let status = status.unwrap_or_else(|| panic!("the agent kept running without its CRD:\n{log}"));
-    assert!(!status.success(), "exit status without the CRD: {status}\n{log}");
-    assert!(log.contains("CRD") && log.contains("berth-agent crd"), "names the CRD and how to install it:\n{log}");
+    assert!(
+        !status.success(),
+        "exit status without the CRD: {status}\n{log}"
+    );
+    assert!(
+        log.contains("CRD") && log.contains("berth-agent crd"),
+        "names the CRD and how to install it:\n{log}"
+    );
     drop(agent);
 
     // 2. The CRD shipped in deploy/ is exactly what the agent generates.
@@ -96,10 +143,17 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
     let all = renderings(env, scratch.path());
     let base_docs = documents(&all[0].1);
     let ns = find(&base_docs, "Namespace", "berth-system");
-    assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
     let ns_file = scratch.path().join("namespace.json");
     std::fs::write(&ns_file, ns.to_string()).unwrap();
-    run_ok(kubectl().args(["apply", "--server-side", "-f"]).arg(&ns_file));
+    run_ok(
+        kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(&ns_file),
+    );
     run_ok(kubectl().args(["create", "namespace", "team-a"]));
     for (name, yaml) in &all {
         let docs = documents(yaml);
@@ -107,25 +161,72 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
         if !name.starts_with("tenant") {
             let crd = find(&docs, "CustomResourceDefinition", "sources.berth.dev");
             let generated_crd = documents(&generated).remove(0);
-            assert_eq!(crd["spec"], generated_crd["spec"], "{name}: the rendered CRD's spec is the generated one");
+            assert_eq!(
+                crd["spec"], generated_crd["spec"],
+                "{name}: the rendered CRD's spec is the generated one"
+            );
         }
-        let file = scratch.path().join(format!("{}.yaml", name.replace(['/', ' ', '(', ')'], "_")));
+        let file = scratch
+            .path()
+            .join(format!("{}.yaml", name.replace(['/', ' ', '(', ')'], "_")));
         std::fs::write(&file, yaml).unwrap();
-        let out = run(kubectl().args(["apply", "--server-side", "--dry-run=server", "-f"]).arg(&file));
-        assert!(out.status.success(), "{name}: server-side dry-run failed:\n{}\n{}", out.stdout, out.stderr);
-        assert!(!out.stderr.contains("PodSecurity"), "{name}: violates Pod Security restricted:\n{}", out.stderr);
-        let applied = out.stdout.lines().filter(|l| l.contains("(server dry run)")).count();
-        assert_eq!(applied, docs.len(), "{name}: every object dry-run:\n{}", out.stdout);
+        let out = run(kubectl()
+            .args(["apply", "--server-side", "--dry-run=server", "-f"])
+            .arg(&file));
+        assert!(
+            out.status.success(),
+            "{name}: server-side dry-run failed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("PodSecurity"),
+            "{name}: violates Pod Security restricted:\n{}",
+            out.stderr
+        );
+        let applied = out
+            .stdout
+            .lines()
+            .filter(|l| l.contains("(server dry run)"))
+            .count();
+        assert_eq!(
+            applied,
+            docs.len(),
+            "{name}: every object dry-run:\n{}",
+            out.stdout
+        );
     }
 
     // 4. Install for real, as the README says.
-    run_ok(kubectl().args(["apply", "--server-side", "-k"]).arg(deploy_dir().join("base")));
-    run_ok(kubectl().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=60s"]));
+    run_ok(
+        kubectl()
+            .args(["apply", "--server-side", "-k"])
+            .arg(deploy_dir().join("base")),
+    );
+    run_ok(kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "crd/sources.berth.dev",
+        "--timeout=60s",
+    ]));
 
     // 5. The agent with a token of the shipped ServiceAccount (TokenRequest API), started the
     //    way the Deployment starts it, takes the Lease and serves; no other identity involved.
-    let token = run_ok(kubectl().args(["create", "token", "berth-agent", "-n", "berth-system", "--duration=1h"]));
-    let sa_kubeconfig = token_kubeconfig(scratch.path(), &fresh.api.url, &env.ca_file, token.trim(), "berth-system");
+    let token = run_ok(kubectl().args([
+        "create",
+        "token",
+        "berth-agent",
+        "-n",
+        "berth-system",
+        "--duration=1h",
+    ]));
+    let sa_kubeconfig = token_kubeconfig(
+        scratch.path(),
+        &fresh.api.url,
+        &env.ca_file,
+        token.trim(),
+        "berth-system",
+    );
     let deployment = find(&base_docs, "Deployment", "berth-agent");
     let args = agent_args(deployment);
     let mut agent = Process::spawn(
@@ -196,27 +297,76 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
             cmd.args(["-n", ns]);
         }
         let out = run(&mut cmd);
-        assert_eq!(out.stdout.trim(), "no", "the agent may {verb} {resource} in {ns:?}");
+        assert_eq!(
+            out.stdout.trim(),
+            "no",
+            "the agent may {verb} {resource} in {ns:?}"
+        );
     }
-    let out = run(as_agent().args(["auth", "can-i", "get", "secrets/signing-key", "-n", "berth-system"]));
-    assert_eq!(out.stdout.trim(), "no", "the agent may read any Secret of its namespace");
+    let out = run(as_agent().args([
+        "auth",
+        "can-i",
+        "get",
+        "secrets/signing-key",
+        "-n",
+        "berth-system",
+    ]));
+    assert_eq!(
+        out.stdout.trim(),
+        "no",
+        "the agent may read any Secret of its namespace"
+    );
     // …and what it needs, so the checks above can tell "no" from a broken token.
     for verb in ["list", "watch"] {
-        let out = run(as_agent().args(["auth", "can-i", verb, "secrets/berth-receiver", "-n", "berth-system"]));
-        assert_eq!(out.stdout.trim(), "yes", "the agent must {verb} its receiver Secret: {}", out.stderr);
+        let out = run(as_agent().args([
+            "auth",
+            "can-i",
+            verb,
+            "secrets/berth-receiver",
+            "-n",
+            "berth-system",
+        ]));
+        assert_eq!(
+            out.stdout.trim(),
+            "yes",
+            "the agent must {verb} its receiver Secret: {}",
+            out.stderr
+        );
     }
-    let out = run(as_agent().args(["auth", "can-i", "watch", "sources.berth.dev", "--all-namespaces"]));
-    assert_eq!(out.stdout.trim(), "yes", "the agent must watch Sources: {}", out.stderr);
+    let out = run(as_agent().args([
+        "auth",
+        "can-i",
+        "watch",
+        "sources.berth.dev",
+        "--all-namespaces",
+    ]));
+    assert_eq!(
+        out.stdout.trim(),
+        "yes",
+        "the agent must watch Sources: {}",
+        out.stderr
+    );
     assert!(agent.running(), "the agent exited:\n{}", agent.log());
 
     // 7. One team owns this cluster: overlays/simple on top. A Source in berth-system naming
     //    berth-applier may apply cluster-scoped objects and other namespaces; the running
     //    agent (same token) picks up its new rights without a restart.
-    run_ok(kubectl().args(["apply", "--server-side", "-k"]).arg(deploy_dir().join("overlays/simple")));
+    run_ok(
+        kubectl()
+            .args(["apply", "--server-side", "-k"])
+            .arg(deploy_dir().join("overlays/simple")),
+    );
     let (key, public) = env.keypair(scratch.path(), "ci");
     run_ok(
         kubectl()
-            .args(["create", "secret", "generic", "signing-key", "-n", "berth-system"])
+            .args([
+                "create",
+                "secret",
+                "generic",
+                "signing-key",
+                "-n",
+                "berth-system",
+            ])
             .arg(format!("--from-file=cosign.pub={}", public.display())),
     );
     let app = scratch.path().join("platform");
@@ -243,11 +393,31 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
         "--timeout=120s",
     ]));
     if !waited.status.success() {
-        let status = run(kubectl().args(["get", "source", "platform", "-n", "berth-system", "-o", "yaml"]));
-        panic!("the platform Source did not become Ready:\n{}\n--- agent log\n{}", status.stdout, agent.log());
+        let status = run(kubectl().args([
+            "get",
+            "source",
+            "platform",
+            "-n",
+            "berth-system",
+            "-o",
+            "yaml",
+        ]));
+        panic!(
+            "the platform Source did not become Ready:\n{}\n--- agent log\n{}",
+            status.stdout,
+            agent.log()
+        );
     }
     assert_eq!(
-        run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])),
+        run_ok(kubectl().args([
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "platform",
+            "-o",
+            "jsonpath={.data.tier}"
+        ])),
         "gold"
     );
     run_ok(kubectl().args(["get", "clusterrole", "platform-reader"]));
@@ -285,7 +455,11 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
         // The receiver learns of the new Secret through its watch: within a moment, not at once.
         let start = Instant::now();
         while post("e2e-receiver-token") != "202" {
-            assert!(start.elapsed() < Duration::from_secs(10), "the leader accepts a trigger\n{}", agent.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the leader accepts a trigger\n{}",
+                agent.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     } else {
@@ -300,17 +474,45 @@ fn deploy_installs_on_an_empty_cluster_and_the_agent_runs_with_its_own_least_pri
 
     // 9. Uninstall as the README says: the agent, its RBAC, the CRD and every Source go; what
     //    the Sources applied stays, still labelled as members of their ApplySet.
-    run_ok(kubectl().args(["delete", "--wait=false", "-k"]).arg(deploy_dir().join("overlays/simple")));
-    run_ok(kubectl().args(["wait", "--for=delete", "crd/sources.berth.dev", "--timeout=60s"]));
+    run_ok(
+        kubectl()
+            .args(["delete", "--wait=false", "-k"])
+            .arg(deploy_dir().join("overlays/simple")),
+    );
+    run_ok(kubectl().args([
+        "wait",
+        "--for=delete",
+        "crd/sources.berth.dev",
+        "--timeout=60s",
+    ]));
     let gone = run(kubectl().args(["get", "clusterrole", "berth-agent"]));
-    assert!(!gone.status.success(), "ClusterRole berth-agent survived the uninstall");
+    assert!(
+        !gone.status.success(),
+        "ClusterRole berth-agent survived the uninstall"
+    );
     assert_eq!(
-        run_ok(kubectl().args(["get", "configmap", "settings", "-n", "platform", "-o", "jsonpath={.data.tier}"])),
+        run_ok(kubectl().args([
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "platform",
+            "-o",
+            "jsonpath={.data.tier}"
+        ])),
         "gold"
     );
-    let members =
-        run_ok(kubectl().args(["get", "clusterrole", "platform-reader", "-o", "jsonpath={.metadata.labels}"]));
-    assert!(members.contains("applyset.kubernetes.io/part-of"), "still labelled as an ApplySet member: {members}");
+    let members = run_ok(kubectl().args([
+        "get",
+        "clusterrole",
+        "platform-reader",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]));
+    assert!(
+        members.contains("applyset.kubernetes.io/part-of"),
+        "still labelled as an ApplySet member: {members}"
+    );
     drop(fresh);
 }
 

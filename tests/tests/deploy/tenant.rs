@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::{
-    ClusterScoped, agent_args, deploy_dir, documents, find, kustomize, prefixed_install, push_signed_v1, relative,
-    token_kubeconfig, wait_until,
+    ClusterScoped, agent_args, deploy_dir, documents, find, kustomize, prefixed_install,
+    push_signed_v1, relative, token_kubeconfig, wait_until,
 };
 use berth_e2e::{Env, Process, env, run, run_ok, unique_name};
 use serde_json::Value;
@@ -46,7 +46,12 @@ fn install_crd(env: &Env) {
             .args(["apply", "--server-side", "--force-conflicts", "-f"])
             .arg(deploy_dir().join("base/crd.yaml")),
     );
-    run_ok(env.kubectl_cmd().args(["wait", "--for=condition=Established", "crd/sources.berth.dev", "--timeout=60s"]));
+    run_ok(env.kubectl_cmd().args([
+        "wait",
+        "--for=condition=Established",
+        "crd/sources.berth.dev",
+        "--timeout=60s",
+    ]));
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
@@ -58,23 +63,43 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
 
 /// A Source of `url:v1`; `service_account` None leaves the choice to the agent's default.
 fn source(name: &str, ns: &str, url: &str, service_account: Option<&str>) -> String {
-    let sa = service_account.map(|sa| format!("  serviceAccountName: {sa}\n")).unwrap_or_default();
+    let sa = service_account
+        .map(|sa| format!("  serviceAccountName: {sa}\n"))
+        .unwrap_or_default();
     format!(
         "apiVersion: berth.dev/v1alpha1\nkind: Source\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  url: {url}\n  ref: {{tag: v1}}\n  interval: 5s\n  timeout: 1m\n  insecure: true\n{sa}  verify:\n    keys:\n      - secretRef: {{name: signing-key}}\n---\n"
     )
 }
 
 fn ready(env: &Env, ns: &str, name: &str) -> Option<(String, String, String)> {
-    let out = run_ok(env.kubectl_cmd().args(["get", "sources.berth.dev", name, "-n", ns, "-o", "json"]));
+    let out =
+        run_ok(
+            env.kubectl_cmd()
+                .args(["get", "sources.berth.dev", name, "-n", ns, "-o", "json"]),
+        );
     let v: Value = serde_json::from_str(&out).unwrap();
-    let c = v["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
+    let c = v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
     let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
     Some((s("status"), s("reason"), s("message")))
 }
 
 /// `kubectl create -f` of a SubjectAccessReview, as the cluster admin: is `user` allowed?
-fn access_review(env: &Env, dir: &Path, user: &str, verb: &str, group: &str, resource: &str, ns: Option<&str>) -> bool {
-    let ns_line = ns.map(|n| format!("\n    namespace: {n}")).unwrap_or_default();
+fn access_review(
+    env: &Env,
+    dir: &Path,
+    user: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    ns: Option<&str>,
+) -> bool {
+    let ns_line = ns
+        .map(|n| format!("\n    namespace: {n}"))
+        .unwrap_or_default();
     let file = write(
         dir,
         &format!("sar-{}.yaml", unique_name("r", 20)),
@@ -82,7 +107,11 @@ fn access_review(env: &Env, dir: &Path, user: &str, verb: &str, group: &str, res
             "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: {user}\n  groups: [system:serviceaccounts, system:authenticated]\n  resourceAttributes:\n    verb: {verb}\n    group: \"{group}\"\n    resource: {resource}{ns_line}\n"
         ),
     );
-    let out = run_ok(env.kubectl_cmd().args(["create", "-o", "json", "-f"]).arg(&file));
+    let out = run_ok(
+        env.kubectl_cmd()
+            .args(["create", "-o", "json", "-f"])
+            .arg(&file),
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     v["status"]["allowed"] == true
 }
@@ -97,15 +126,28 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     let id = unique_name("dt", 20);
     let prefix = format!("{id}-");
     let label = format!("berth-e2e-run={id}");
-    let _cluster_scoped = ClusterScoped { env, label: label.clone() };
+    let _cluster_scoped = ClusterScoped {
+        env,
+        label: label.clone(),
+    };
     let scratch = tempfile::tempdir().unwrap();
 
     // Install: agent in `system`, `tenant` onboarded; `other` has a Secret and no onboarding.
-    let install = write_install(&scratch.path().join("install"), &prefix, system.name(), tenant.name(), &id);
+    let install = write_install(
+        &scratch.path().join("install"),
+        &prefix,
+        system.name(),
+        tenant.name(),
+        &id,
+    );
     let rendered = kustomize(env, &install);
     let docs = documents(&rendered);
     let install_file = write(scratch.path(), "install.yaml", &rendered);
-    run_ok(env.kubectl_cmd().args(["apply", "--server-side", "-f"]).arg(&install_file));
+    run_ok(
+        env.kubectl_cmd()
+            .args(["apply", "--server-side", "-f"])
+            .arg(&install_file),
+    );
     run_ok(env.kubectl_cmd().args([
         "create",
         "secret",
@@ -130,7 +172,14 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     let (key, public) = env.keypair(scratch.path(), "ci");
     run_ok(
         env.kubectl_cmd()
-            .args(["create", "secret", "generic", "signing-key", "-n", tenant.name()])
+            .args([
+                "create",
+                "secret",
+                "generic",
+                "signing-key",
+                "-n",
+                tenant.name(),
+            ])
             .arg(format!("--from-file=cosign.pub={}", public.display())),
     );
 
@@ -196,7 +245,13 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         system.name(),
         "--duration=1h",
     ]));
-    let kubeconfig = token_kubeconfig(scratch.path(), &env.apiserver, &env.ca_file, token.trim(), system.name());
+    let kubeconfig = token_kubeconfig(
+        scratch.path(),
+        &env.apiserver,
+        &env.ca_file,
+        token.trim(),
+        system.name(),
+    );
     let deployment = find(&docs, "Deployment", &deployment_name);
     let mut args = agent_args(deployment);
     args.extend(["--watch-namespace".to_string(), tenant.name().to_string()]);
@@ -214,16 +269,33 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         let agent = &agent;
         let tenant_ns = tenant_ns.clone();
         move || {
-            let status =
-                run(env.kubectl_cmd().args(["get", "sources.berth.dev", name, "-n", &tenant_ns, "-o", "yaml"]));
-            format!("--- Source {name}\n{}\n--- agent log\n{}", status.stdout, agent.log())
+            let status = run(env.kubectl_cmd().args([
+                "get",
+                "sources.berth.dev",
+                name,
+                "-n",
+                &tenant_ns,
+                "-o",
+                "yaml",
+            ]));
+            format!(
+                "--- Source {name}\n{}\n--- agent log\n{}",
+                status.stdout,
+                agent.log()
+            )
         }
     };
 
     // The team's Source is applied, as the team's applier.
-    wait_until("Source app Ready=True", Duration::from_secs(120), context("app"), || {
-        ready(env, tenant.name(), "app").is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
-    });
+    wait_until(
+        "Source app Ready=True",
+        Duration::from_secs(120),
+        context("app"),
+        || {
+            ready(env, tenant.name(), "app")
+                .is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+        },
+    );
     let cm = run_ok(env.kubectl_cmd().args([
         "get",
         "configmap",
@@ -243,24 +315,38 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         "-o",
         "jsonpath={.status.availableReplicas}",
     ]));
-    assert_eq!(available, "1", "Ready=True only once the Deployment is available");
+    assert_eq!(
+        available, "1",
+        "Ready=True only once the Deployment is available"
+    );
     // The shipped RBAC lets the agent record Events on the Source.
-    wait_until("an Applied Event on Source app", Duration::from_secs(30), context("app"), || {
-        let events = run_ok(env.kubectl_cmd().args([
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            tenant.name(),
-            "--field-selector",
-            "regarding.name=app",
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ]));
-        events.split_whitespace().any(|r| r == "Applied")
-    });
-    wait_until("Source plain Ready=True", Duration::from_secs(90), context("plain"), || {
-        ready(env, tenant.name(), "plain").is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
-    });
+    wait_until(
+        "an Applied Event on Source app",
+        Duration::from_secs(30),
+        context("app"),
+        || {
+            let events = run_ok(env.kubectl_cmd().args([
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                tenant.name(),
+                "--field-selector",
+                "regarding.name=app",
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ]));
+            events.split_whitespace().any(|r| r == "Applied")
+        },
+    );
+    wait_until(
+        "Source plain Ready=True",
+        Duration::from_secs(90),
+        context("plain"),
+        || {
+            ready(env, tenant.name(), "plain")
+                .is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+        },
+    );
     let managers = run_ok(env.kubectl_cmd().args([
         "get",
         "configmap",
@@ -271,32 +357,58 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         "json",
         "--show-managed-fields",
     ]));
-    assert!(managers.contains("\"berth\""), "applied by berth: {managers}");
+    assert!(
+        managers.contains("\"berth\""),
+        "applied by berth: {managers}"
+    );
 
     // A Source naming a ServiceAccount that is not the team's applier (here: one that does not
     // exist) is refused, and the condition names the account.
-    wait_until("Source ghost Ready=False", Duration::from_secs(90), context("ghost"), || {
-        ready(env, tenant.name(), "ghost").is_some_and(|(s, _, _)| s == "False")
-    });
+    wait_until(
+        "Source ghost Ready=False",
+        Duration::from_secs(90),
+        context("ghost"),
+        || ready(env, tenant.name(), "ghost").is_some_and(|(s, _, _)| s == "False"),
+    );
     let (_, reason, message) = ready(env, tenant.name(), "ghost").unwrap();
     assert_eq!(reason, "Forbidden", "{message}");
     assert!(
-        message.contains(&format!("applying as ServiceAccount {}/ghost:", tenant.name()))
-            && message.contains("impersonate"),
+        message.contains(&format!(
+            "applying as ServiceAccount {}/ghost:",
+            tenant.name()
+        )) && message.contains("impersonate"),
         "the condition names the account: {message}"
     );
 
     // Escalation through the tenant: the ClusterRoleBinding is refused and never exists.
-    wait_until("Source escalate Ready=False", Duration::from_secs(90), context("escalate"), || {
-        ready(env, tenant.name(), "escalate").is_some_and(|(s, _, _)| s == "False")
-    });
+    wait_until(
+        "Source escalate Ready=False",
+        Duration::from_secs(90),
+        context("escalate"),
+        || ready(env, tenant.name(), "escalate").is_some_and(|(s, _, _)| s == "False"),
+    );
     let (_, reason, message) = ready(env, tenant.name(), "escalate").unwrap();
     assert_eq!(reason, "Forbidden", "{message}");
-    assert!(message.contains("clusterrolebindings") && message.contains("forbidden"), "{message}");
-    assert!(!message.contains("Status {"), "the condition carries the API server's sentence, not a dump: {message}");
-    let crb =
-        run_ok(env.kubectl_cmd().args(["get", "clusterrolebinding", &escalation, "--ignore-not-found", "-o", "name"]));
-    assert!(crb.trim().is_empty(), "the tenant's artifact created a ClusterRoleBinding");
+    assert!(
+        message.contains("clusterrolebindings") && message.contains("forbidden"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("Status {"),
+        "the condition carries the API server's sentence, not a dump: {message}"
+    );
+    let crb = run_ok(env.kubectl_cmd().args([
+        "get",
+        "clusterrolebinding",
+        &escalation,
+        "--ignore-not-found",
+        "-o",
+        "name",
+    ]));
+    assert!(
+        crb.trim().is_empty(),
+        "the tenant's artifact created a ClusterRoleBinding"
+    );
 
     // By trying, with the agent's own token.
     let as_agent = || {
@@ -311,10 +423,19 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         out.stdout,
         out.stderr
     );
-    assert!(!out.stdout.contains("aHVudGVyMg"), "the Secret's value came back");
-    let crb_file = write(scratch.path(), "crb.yaml", &std::fs::read_to_string(esc_dir.join("crb.yaml")).unwrap());
+    assert!(
+        !out.stdout.contains("aHVudGVyMg"),
+        "the Secret's value came back"
+    );
+    let crb_file = write(
+        scratch.path(),
+        "crb.yaml",
+        &std::fs::read_to_string(esc_dir.join("crb.yaml")).unwrap(),
+    );
     let applier = format!("system:serviceaccount:{}:berth-applier", tenant.name());
-    let out = run(as_agent().args(["apply", "--server-side", "--as", &applier, "-f"]).arg(&crb_file));
+    let out = run(as_agent()
+        .args(["apply", "--server-side", "--as", &applier, "-f"])
+        .arg(&crb_file));
     assert!(
         !out.status.success() && out.stderr.contains("forbidden"),
         "applied a ClusterRoleBinding as the applier: {}{}",
@@ -337,10 +458,21 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
     );
 
     // And by SubjectAccessReview (as the API server's authorizer sees it).
-    let agent_user = format!("system:serviceaccount:{}:{prefix}berth-agent", system.name());
+    let agent_user = format!(
+        "system:serviceaccount:{}:{prefix}berth-agent",
+        system.name()
+    );
     let sar_dir = scratch.path().join("sar");
     assert!(
-        !access_review(env, &sar_dir, &agent_user, "get", "", "secrets", Some(other.name())),
+        !access_review(
+            env,
+            &sar_dir,
+            &agent_user,
+            "get",
+            "",
+            "secrets",
+            Some(other.name())
+        ),
         "agent may read Secrets in {}",
         other.name()
     );
@@ -349,29 +481,71 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         "agent may list Secrets cluster-wide"
     );
     assert!(
-        !access_review(env, &sar_dir, &applier, "create", "rbac.authorization.k8s.io", "clusterrolebindings", None),
+        !access_review(
+            env,
+            &sar_dir,
+            &applier,
+            "create",
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            None
+        ),
         "the applier may create ClusterRoleBindings"
     );
     // Positive controls, so a "no" above is a real answer.
     assert!(
-        access_review(env, &sar_dir, &agent_user, "get", "", "secrets", Some(tenant.name())),
+        access_review(
+            env,
+            &sar_dir,
+            &agent_user,
+            "get",
+            "",
+            "secrets",
+            Some(tenant.name())
+        ),
         "agent must read the team's trust keys"
     );
     assert!(
-        access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(tenant.name())),
+        access_review(
+            env,
+            &sar_dir,
+            &applier,
+            "create",
+            "",
+            "configmaps",
+            Some(tenant.name())
+        ),
         "the applier must write in its namespace"
     );
     assert!(
-        !access_review(env, &sar_dir, &applier, "create", "", "configmaps", Some(other.name())),
+        !access_review(
+            env,
+            &sar_dir,
+            &applier,
+            "create",
+            "",
+            "configmaps",
+            Some(other.name())
+        ),
         "the applier may write in another namespace"
     );
 
     // Uninstalling deletes Sources (with the CRD); what they applied stays, still labelled as
     // a member of its ApplySet, so removing it is a deliberate, separate step.
-    let source = run_ok(env.kubectl_cmd().args(["get", "sources.berth.dev", "app", "-n", tenant.name(), "-o", "json"]));
+    let source = run_ok(env.kubectl_cmd().args([
+        "get",
+        "sources.berth.dev",
+        "app",
+        "-n",
+        tenant.name(),
+        "-o",
+        "json",
+    ]));
     let source: Value = serde_json::from_str(&source).unwrap();
-    let set_id =
-        source["metadata"]["labels"]["applyset.kubernetes.io/id"].as_str().expect("ApplySet id label").to_string();
+    let set_id = source["metadata"]["labels"]["applyset.kubernetes.io/id"]
+        .as_str()
+        .expect("ApplySet id label")
+        .to_string();
     run_ok(env.kubectl_cmd().args([
         "delete",
         "sources.berth.dev",
@@ -392,6 +566,10 @@ fn a_tenant_source_applies_as_its_applier_and_the_agent_cannot_read_or_escalate_
         "-o",
         "name",
     ]));
-    assert_eq!(left.trim(), "configmap/app-config", "the applied objects outlive their Source");
+    assert_eq!(
+        left.trim(),
+        "configmap/app-config",
+        "the applied objects outlive their Source"
+    );
     drop(agent);
 }
