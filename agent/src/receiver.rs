@@ -37,10 +37,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -565,7 +565,7 @@ impl Receiver {
                 .iter()
                 .any(|r| repository_of(&src.spec.url) == Some(*r))
             {
-                tracing::info!(source = %format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any()), "receiver: registry push; reconcile requested");
+                tracing::info!(source = %src.key(), "receiver: registry push; reconcile requested");
                 self.triggers.fire(src);
                 fired += 1;
             }

@@ -166,7 +166,7 @@ struct Prepared {
     service_account: Option<String>,
 }
 
-/// What one pass of [`converge`] is trying, for the failure it may end in.
+/// What one pass of [`resolve_and_apply`] is trying, for the failure it may end in.
 #[derive(Debug, Default)]
 struct Attempt {
     /// The digest the ref resolved to (the held one when a hold applies).
@@ -174,7 +174,7 @@ struct Attempt {
 }
 
 /// An artifact whose objects are applied.
-struct Converged {
+struct Landed {
     artifact: Arc<Artifact>,
     report: SyncReport,
     /// The ref resolved to a rolled-back digest and the held one was applied instead.
@@ -201,8 +201,8 @@ async fn run(src: &Source, ctx: &Context) -> (Outcome, Option<ReconcileError>) {
     // the ref still points at it: the last good one is kept instead.
     let hold = Hold::of(src);
     let mut attempt = Attempt::default();
-    let e = match converge(src, ctx, &prepared, hold.as_ref(), &mut attempt).await {
-        Ok(c) => return (converged(c, hold), None),
+    let e = match resolve_and_apply(src, ctx, &prepared, hold.as_ref(), &mut attempt).await {
+        Ok(c) => return (outcome_of(c, hold), None),
         Err(e) => e,
     };
     let Some(hold) = rollback::after_failure(src, e.is_health_verdict(), attempt.digest.as_ref())
@@ -238,7 +238,7 @@ async fn run(src: &Source, ctx: &Context) -> (Outcome, Option<ReconcileError>) {
         );
         return refused(e, hold, note);
     }
-    match converge(src, ctx, &prepared, Some(&hold), &mut Attempt::default()).await {
+    match resolve_and_apply(src, ctx, &prepared, Some(&hold), &mut Attempt::default()).await {
         Ok(c) if c.held => (
             Outcome::RolledBack {
                 hold,
@@ -248,7 +248,7 @@ async fn run(src: &Source, ctx: &Context) -> (Outcome, Option<ReconcileError>) {
             None,
         ),
         // The ref moved while we rolled back: the new digest applied cleanly.
-        Ok(c) => (converged(c, None), None),
+        Ok(c) => (outcome_of(c, None), None),
         Err(rollback_error) => {
             tracing::warn!(error = %rollback_error, "rollback failed");
             let note = format!("rolling back to {} failed too: {rollback_error}", hold.good);
@@ -257,7 +257,7 @@ async fn run(src: &Source, ctx: &Context) -> (Outcome, Option<ReconcileError>) {
     }
 }
 
-fn converged(c: Converged, hold: Option<Hold>) -> Outcome {
+fn outcome_of(c: Landed, hold: Option<Hold>) -> Outcome {
     match hold {
         Some(hold) if c.held => Outcome::Held {
             hold,
@@ -283,13 +283,13 @@ async fn prepare(src: &Source, ctx: &Context) -> Result<Prepared, ReconcileError
 
 /// Resolve, get the verified artifact, apply. With `hold`, a ref that resolves to the failed
 /// digest applies the held (last good) digest instead.
-async fn converge(
+async fn resolve_and_apply(
     src: &Source,
     ctx: &Context,
     prepared: &Prepared,
     hold: Option<&Hold>,
     attempt: &mut Attempt,
-) -> Result<Converged, ReconcileError> {
+) -> Result<Landed, ReconcileError> {
     let access = &prepared.access;
     // Resolve: one HEAD request (or a tag list for semver).
     let resolution = fetch::resolve(
@@ -317,7 +317,7 @@ async fn converge(
     let artifact = entry.artifact.clone();
     // Remembered only once applied: an artifact that failed is pulled and verified again.
     ctx.remember(src.key(), entry);
-    Ok(Converged {
+    Ok(Landed {
         artifact,
         report,
         held,
