@@ -174,6 +174,7 @@ async fn registry_for(
             .into();
         fingerprint.update(&config.0);
     }
+    let mut ca_bundle = None;
     if let Some(r) = &src.spec.ca_secret_ref {
         let what = format!("spec.caSecretRef Secret {namespace}/{}", r.name);
         let s = secrets
@@ -186,16 +187,8 @@ async fn registry_for(
             .get("ca.crt")
             .map(|b| b.0.clone())
             .ok_or_else(|| AccessError::unusable(&what, "has no ca.crt entry"))?;
-        // The registry layer reads CAs from a file: one per Source in the agent's private dir.
-        let path = clients
-            .scratch
-            .path()
-            .join(format!("ca-{}-{}.pem", namespace, src.name_any()));
         fingerprint.update(&ca);
-        std::fs::write(&path, ca).map_err(|e| {
-            AccessError::unusable(&what, format!("writing {}: {e}", path.display()))
-        })?;
-        options.ca_file = Some(path);
+        ca_bundle = Some((what, ca));
     }
     // Only a hash of the settings is kept as the key: no credential stays in a map.
     let fingerprint = format!("{:x}", fingerprint.finalize());
@@ -208,6 +201,18 @@ async fn registry_for(
         && fp == fingerprint
     {
         return Ok(r);
+    }
+    // The registry layer reads CAs from a file: one per Source in the agent's private dir,
+    // written only when a client is built (not every interval).
+    if let Some((what, ca)) = ca_bundle {
+        let path = clients
+            .scratch
+            .path()
+            .join(format!("ca-{}-{}.pem", namespace, src.name_any()));
+        std::fs::write(&path, ca).map_err(|e| {
+            AccessError::unusable(&what, format!("writing {}: {e}", path.display()))
+        })?;
+        options.ca_file = Some(path);
     }
     let registry =
         Arc::new(Registry::for_reference(reference, &options).map_err(|e| {
