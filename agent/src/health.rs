@@ -47,6 +47,11 @@ pub enum HealthError {
         object: Box<ObjectKey>,
         source: kube::Error,
     },
+    /// The object was deleted (by another controller or by hand) while berth waited for it.
+    #[error(
+        "{object} was deleted while berth waited for it to become healthy (by a controller or by hand); it is applied again at the next reconcile"
+    )]
+    Gone { object: Box<ObjectKey> },
 }
 
 fn pending_list(p: &[(ObjectKey, String)]) -> String {
@@ -221,7 +226,7 @@ pub async fn wait_healthy(
     timeout: Duration,
 ) -> Result<(), HealthError> {
     let deadline = Instant::now() + timeout;
-    let mut pending: Vec<(&PlannedObject, String)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     for (o, a) in applied {
         match assess(&o.key.group, &o.key.kind, &a.object) {
             Health::Current => {}
@@ -231,7 +236,12 @@ pub async fn wait_healthy(
                     reason,
                 });
             }
-            Health::InProgress(reason) => pending.push((o, reason)),
+            Health::InProgress(reason) => pending.push(Pending {
+                object: o,
+                reason,
+                seen: a.resource_version.clone(),
+                ttl: job_ttl(&a.object),
+            }),
         }
     }
     let mut pause = FIRST_POLL_INTERVAL;
@@ -241,30 +251,32 @@ pub async fn wait_healthy(
                 timeout,
                 pending: pending
                     .into_iter()
-                    .map(|(o, r)| (o.key.clone(), r))
+                    .map(|p| (p.object.key.clone(), p.reason))
                     .collect(),
             });
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(POLL_INTERVAL);
-        let futures: Vec<_> = pending.iter().map(|(o, _)| poll_one(client, o)).collect();
-        let verdicts: Vec<Result<(&PlannedObject, Health), HealthError>> =
-            futures::stream::iter(futures)
-                .buffered(MAX_CONCURRENT_APPLIES)
-                .collect()
-                .await;
+        let futures: Vec<_> = pending.into_iter().map(|p| poll_one(client, p)).collect();
+        let verdicts: Vec<Result<(Pending, Health), HealthError>> = futures::stream::iter(futures)
+            .buffered(MAX_CONCURRENT_APPLIES)
+            .collect()
+            .await;
         let mut still = Vec::new();
         for v in verdicts {
-            let (o, h) = v?;
+            let (mut p, h) = v?;
             match h {
                 Health::Current => {}
                 Health::Failed(reason) => {
                     return Err(HealthError::Failed {
-                        object: Box::new(o.key.clone()),
+                        object: Box::new(p.object.key.clone()),
                         reason,
                     });
                 }
-                Health::InProgress(reason) => still.push((o, reason)),
+                Health::InProgress(reason) => {
+                    p.reason = reason;
+                    still.push(p);
+                }
             }
         }
         pending = still;
@@ -272,17 +284,104 @@ pub async fn wait_healthy(
     Ok(())
 }
 
+/// An object not healthy yet, and what berth last saw of it.
+struct Pending<'a> {
+    object: &'a PlannedObject,
+    reason: String,
+    /// resourceVersion of the last answer: where a replay of its last changes starts.
+    seen: Option<String>,
+    /// `spec.ttlSecondsAfterFinished` of a Job: once finished, the TTL controller deletes it.
+    ttl: Option<i64>,
+}
+
+fn job_ttl(o: &DynamicObject) -> Option<i64> {
+    o.data
+        .get("spec")
+        .and_then(|s| s.get("ttlSecondsAfterFinished"))
+        .and_then(Value::as_i64)
+}
+
 async fn poll_one<'a>(
     client: &Client,
-    o: &'a PlannedObject,
-) -> Result<(&'a PlannedObject, Health), HealthError> {
-    match o.api(client).get(&o.key.name).await {
-        Ok(live) => Ok((o, assess(&o.key.group, &o.key.kind, &live))),
+    mut p: Pending<'a>,
+) -> Result<(Pending<'a>, Health), HealthError> {
+    let o = p.object;
+    match o.api(client).get_opt(&o.key.name).await {
+        Ok(Some(live)) => {
+            p.seen = live.metadata.resource_version.clone();
+            let h = assess(&o.key.group, &o.key.kind, &live);
+            Ok((p, h))
+        }
+        Ok(None) => {
+            let h = vanished(client, &p).await?;
+            Ok((p, h))
+        }
         Err(source) => Err(HealthError::Read {
             object: Box::new(o.key.clone()),
             source,
         }),
     }
+}
+
+/// Longest replay of an object's last changes after it vanished.
+pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The verdict on an object that was deleted while berth waited for it. A Job is judged by
+/// its last state, which a watch from the last resourceVersion berth saw replays (the delete
+/// event carries the object as it was deleted): a Job that completed and was removed by its
+/// TTL is current. Without a replay (history compacted, watch forbidden) a Job with a TTL is
+/// taken as finished, since the TTL controller deletes only finished Jobs. Anything else that
+/// vanished is [`HealthError::Gone`].
+async fn vanished(client: &Client, p: &Pending<'_>) -> Result<Health, HealthError> {
+    let o = p.object;
+    let gone = || HealthError::Gone {
+        object: Box::new(o.key.clone()),
+    };
+    if !o.is_job() {
+        return Err(gone());
+    }
+    if let Some(last) = last_state(client, p).await {
+        return match assess(&o.key.group, &o.key.kind, &last) {
+            Health::InProgress(_) => Err(gone()),
+            verdict => Ok(verdict),
+        };
+    }
+    if p.ttl.is_some() {
+        tracing::info!(object = %o.key, "Job is gone and its last state could not be replayed; its TTL deletes only finished Jobs, so it is taken as complete");
+        return Ok(Health::Current);
+    }
+    Err(gone())
+}
+
+/// The object as it was deleted, from a watch replay starting at the last version berth saw.
+async fn last_state(client: &Client, p: &Pending<'_>) -> Option<DynamicObject> {
+    use kube::api::{WatchEvent, WatchParams};
+    let o = p.object;
+    let since = p.seen.as_deref()?;
+    let wp = WatchParams::default()
+        .fields(&format!("metadata.name={}", o.key.name))
+        .timeout(REPLAY_TIMEOUT.as_secs() as u32);
+    let api = o.api(client);
+    let replay = async {
+        let stream = api.watch(&wp, since).await.ok()?;
+        futures::pin_mut!(stream);
+        let mut last = None;
+        while let Some(event) = stream.next().await {
+            match event.ok()? {
+                WatchEvent::Deleted(obj) => return Some(obj),
+                WatchEvent::Added(obj) | WatchEvent::Modified(obj) => last = Some(obj),
+                WatchEvent::Bookmark(_) => {}
+                // 410 Gone: the history since `since` is compacted away.
+                WatchEvent::Error(_) => return None,
+            }
+        }
+        // No delete event within the replay: the last state it showed is the best evidence.
+        last
+    };
+    tokio::time::timeout(REPLAY_TIMEOUT + Duration::from_secs(1), replay)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

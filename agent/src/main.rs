@@ -86,6 +86,10 @@ struct ApplyArgs {
     /// Take over fields owned by other field managers.
     #[arg(long)]
     force: bool,
+    /// Delete and re-create objects whose immutable fields changed (a Job's pod template, a
+    /// Deployment's selector) instead of refusing the change.
+    #[arg(long)]
+    recreate: bool,
     /// Deadline for apply and for health checks, e.g. 90s, 5m.
     #[arg(long, default_value = source::DEFAULT_TIMEOUT)]
     timeout: String,
@@ -560,6 +564,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
             fallback: namespace,
         },
         force: args.force,
+        recreate: args.recreate,
         prune: args.prune,
         wait: args.wait,
         timeout,
@@ -586,12 +591,19 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
                         println!("    {f}");
                     }
                 }
+                Change::Recreate(fields) => {
+                    println!("! {key} (delete and re-create: an immutable field changed)");
+                    for f in fields {
+                        println!("    {f}");
+                    }
+                }
+                Change::Skip(why) => println!("= {key} ({why})"),
             }
-            differs |= *change != Change::Unchanged;
+            differs |= !matches!(change, Change::Unchanged | Change::Skip(_));
         }
         let unchanged = changes
             .iter()
-            .filter(|(_, c)| *c == Change::Unchanged)
+            .filter(|(_, c)| matches!(c, Change::Unchanged | Change::Skip(_)))
             .count();
         eprintln!(
             "{what}: {} object(s) differ, {unchanged} unchanged",
@@ -605,8 +617,20 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
     for k in &report.changed {
         println!("applied {k}");
     }
+    for k in &report.recreated {
+        println!("re-created {k} (an immutable field changed)");
+    }
+    for (k, why) in &report.skipped {
+        println!("skipped {k}: {why}");
+    }
     for k in &report.pruned {
-        println!("pruned {k}");
+        match report.terminating.iter().find(|(t, _)| t == k) {
+            Some((_, finalizers)) => println!(
+                "pruned {k} (still terminating: waiting on finalizers {})",
+                finalizers.join(", ")
+            ),
+            None => println!("pruned {k}"),
+        }
     }
     eprintln!(
         "{what}: {} object(s), {} changed, {} unchanged, {} pruned (ApplySet {parent}, id {})",

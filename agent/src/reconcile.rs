@@ -477,6 +477,7 @@ async fn apply(
             fallback: namespace,
         },
         force: src.spec.force,
+        recreate: src.spec.recreate,
         prune: src.spec.prune,
         wait: src.spec.wait,
         timeout: src.spec.timeout()?,

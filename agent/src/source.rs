@@ -85,9 +85,17 @@ pub struct SourceSpec {
     /// Secret whose `ca.crt` is the CA bundle for the registry's TLS certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectReference>,
-    /// Take ownership of fields other field managers own (server-side apply force).
+    /// Take ownership of fields other field managers own (server-side apply force). Does not
+    /// help with immutable fields: see `recreate`.
     #[serde(default)]
     pub force: bool,
+    /// When the API server refuses a change because a field cannot change once the object
+    /// exists (a Job's pod template, a Deployment's selector), delete the object and create
+    /// it again. Off by default: a re-created Deployment restarts all its Pods at once. One
+    /// object can opt in with the annotation `berth.dev/apply: Recreate`; finished Jobs are
+    /// re-created without either.
+    #[serde(default)]
+    pub recreate: bool,
     /// `onHealthFailure`: when a new digest fails its health wait, re-apply the last applied
     /// digest (verified again first) and hold there until the ref moves or the annotation
     /// `berth.dev/retry` changes. Off when unset.

@@ -452,6 +452,7 @@ mod tests {
             total: 3,
             changed: vec![key("a")],
             pruned: vec![key("old")],
+            ..SyncReport::default()
         };
         let (st, notes) = next(
             &src,
@@ -497,6 +498,7 @@ mod tests {
             total: 1,
             changed: vec![key("a")],
             pruned: Vec::new(),
+            ..SyncReport::default()
         };
         let (_, notes) = next(
             &src,
