@@ -1276,8 +1276,12 @@ mod tests {
             "the content the live Job ran, not the one planned"
         );
         assert!(
-            skipped_objects(&plan, &live, &finished_jobs(&plan, &live, &Inventory::default()))
-                .is_empty(),
+            skipped_objects(
+                &plan,
+                &live,
+                &finished_jobs(&plan, &live, &Inventory::default())
+            )
+            .is_empty(),
             "a Job that is still there is applied (and re-created if its content changed)"
         );
     }
@@ -1315,13 +1319,21 @@ mod tests {
             "a running Job is not killed to apply a change"
         );
         let done_live = live_member(&running, complete(), "c");
-        assert!(recreate_allowed(&running, Some(&done_live.live), &opts(false)));
+        assert!(recreate_allowed(
+            &running,
+            Some(&done_live.live),
+            &opts(false)
+        ));
         let failed_live = live_member(
             &running,
             json!({"conditions": [{"type": "Failed", "status": "True"}]}),
             "c",
         );
-        assert!(recreate_allowed(&running, Some(&failed_live.live), &opts(false)));
+        assert!(recreate_allowed(
+            &running,
+            Some(&failed_live.live),
+            &opts(false)
+        ));
     }
 
     #[test]
