@@ -613,3 +613,100 @@ fn an_object_deleted_during_the_health_wait_is_reported_as_deleted() {
         "reported as a read error: {text}"
     );
 }
+
+/// Serialises the tests that register APIServices: while an aggregated API is unavailable the
+/// namespace controller cannot finish deleting any namespace, so each such test removes its
+/// APIService again before it ends.
+static AGGREGATED_APIS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn an_apiservice_whose_backend_is_not_running_does_not_stop_the_rest_of_the_set() {
+    let _one_at_a_time = AGGREGATED_APIS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let env = env();
+    let ns = env.namespace("apiservice");
+    let group = format!("{}.berth-e2e.example.com", ns.name());
+    // The Service has no Pods behind it: the aggregator finds no endpoints and marks the API
+    // unavailable, so discovery of its group fails while the set is applied.
+    let apiservice = format!(
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: v1beta1.{group}\nspec:\n  group: {group}\n  version: v1beta1\n  groupPriorityMinimum: 100\n  versionPriority: 100\n  insecureSkipTLSVerify: true\n  service: {{name: backend, namespace: {ns}, port: 443}}\n",
+        ns = ns.name()
+    );
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: backend\nspec:\n  clusterIP: None\n  selector: {app: not-running}\n  ports: [{port: 443}]\n".to_string();
+    let v1 = manifests(&[
+        ("apiservice.yaml", apiservice.clone()),
+        ("service.yaml", service.clone()),
+        ("a.yaml", configmap("a", "1")),
+        ("b.yaml", configmap("b", "1")),
+    ]);
+    let first = run(&mut apply(
+        env,
+        v1.path(),
+        ns.name(),
+        &["--wait", "--prune"],
+    ));
+    let cleanup = || {
+        let _ = run(env.kubectl_cmd().args([
+            "delete",
+            "apiservice",
+            &format!("v1beta1.{group}"),
+            "--ignore-not-found",
+        ]));
+    };
+    if !first.status.success() {
+        cleanup();
+        panic!(
+            "the set with an unavailable APIService did not apply: {}",
+            both(&first)
+        );
+    }
+    // The aggregated API is unavailable now; the rest of the set still applies and prunes.
+    let unavailable = run(env.kubectl_cmd().args([
+        "get",
+        "apiservice",
+        &format!("v1beta1.{group}"),
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+    ]));
+    let v2 = manifests(&[
+        ("apiservice.yaml", apiservice),
+        ("service.yaml", service),
+        ("a.yaml", configmap("a", "2")),
+    ]);
+    let second = run(&mut apply(
+        env,
+        v2.path(),
+        ns.name(),
+        &["--wait", "--prune"],
+    ));
+    // Last: the set without the APIService prunes it, which also ends the namespace block.
+    let v3 = manifests(&[("a.yaml", configmap("a", "2"))]);
+    let third = run(&mut apply(env, v3.path(), ns.name(), &["--prune"]));
+    cleanup();
+    assert_eq!(
+        unavailable.stdout.trim(),
+        "False",
+        "the APIService was not unavailable"
+    );
+    assert!(second.status.success(), "{}", both(&second));
+    assert!(
+        second
+            .stdout
+            .contains(&format!("pruned ConfigMap {}/b", ns.name())),
+        "{}",
+        both(&second)
+    );
+    assert_eq!(
+        get(env, "configmap", ns.name(), "a").unwrap()["data"]["value"],
+        "2"
+    );
+    assert!(third.status.success(), "{}", both(&third));
+    assert!(
+        third.stdout.contains(&format!(
+            "pruned APIService.apiregistration.k8s.io v1beta1.{group}"
+        )),
+        "{}",
+        both(&third)
+    );
+}
