@@ -710,3 +710,54 @@ fn an_apiservice_whose_backend_is_not_running_does_not_stop_the_rest_of_the_set(
         both(&third)
     );
 }
+
+#[test]
+fn a_job_removed_by_its_ttl_is_not_created_again_by_apply_and_diff_says_why() {
+    let env = env();
+    let ns = env.namespace("ttl-oneshot");
+    let v1 = manifests(&[("job.yaml", job("seed", "registry.example/seed:1", Some(0)))]);
+    run_ok(&mut apply(env, v1.path(), ns.name(), &["--wait"]));
+    wait_until(
+        "the TTL controller deleted the Job",
+        Duration::from_secs(30),
+        &[],
+        || get(env, "job", ns.name(), "seed").is_none(),
+    );
+    let out = run_ok(&mut apply(env, v1.path(), ns.name(), &["--wait"]));
+    assert!(
+        out.contains(&format!(
+            "skipped Job.batch {}/seed: completed with this content and gone since",
+            ns.name()
+        )),
+        "{out}"
+    );
+    assert!(
+        get(env, "job", ns.name(), "seed").is_none(),
+        "the Job ran again"
+    );
+    let diff = run(&mut diff_cmd(env, v1.path(), ns.name(), &[]));
+    assert_eq!(diff.code, Some(0), "no differences: {}", both(&diff));
+    assert!(
+        diff.stdout.contains(&format!(
+            "= Job.batch {}/seed (completed with this content",
+            ns.name()
+        )),
+        "{}",
+        both(&diff)
+    );
+    // A new manifest runs it again.
+    let v2 = manifests(&[("job.yaml", job("seed", "registry.example/seed:2", Some(0)))]);
+    let diff = run(&mut diff_cmd(env, v2.path(), ns.name(), &[]));
+    assert_eq!(diff.code, Some(1), "{}", both(&diff));
+    assert!(
+        diff.stdout
+            .contains(&format!("+ Job.batch {}/seed (create)", ns.name())),
+        "{}",
+        both(&diff)
+    );
+    let out = run_ok(&mut apply(env, v2.path(), ns.name(), &["--wait"]));
+    assert!(
+        out.contains(&format!("applied Job.batch {}/seed", ns.name())),
+        "{out}"
+    );
+}
