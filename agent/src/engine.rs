@@ -58,6 +58,8 @@ pub struct SyncOptions {
     /// content; the controller skips it when re-applying a digest that already passed it
     /// (drift correction), which halves the requests of a quiet interval.
     pub dry_run_gate: bool,
+    /// The user's health rules for kinds, used by the final health wait.
+    pub health: health::HealthRules,
 }
 
 /// What a sync did.
@@ -178,7 +180,7 @@ pub async fn sync(
             .iter()
             .filter_map(|o| results.get(&o.key).map(|a| (o, a)))
             .collect();
-        health::wait_healthy(&clients.applier, &pairs, remaining).await?;
+        health::wait_healthy(&clients.applier, &pairs, remaining, &opts.health).await?;
     }
     Ok(report)
 }
@@ -366,7 +368,10 @@ async fn converge(
             .filter(|o| o.stage == Stage::CustomResourceDefinitions)
             .filter_map(|o| results.get(&o.key).map(|a| (o, a)))
             .collect();
-        health::wait_healthy(&clients.agent, &crds, opts.timeout).await?;
+        // Built-in rules only: what follows needs the CRDs served (Established), whatever a
+        // user's rule for CRDs waits for at the end.
+        let builtin = health::HealthRules::default();
+        health::wait_healthy(&clients.agent, &crds, opts.timeout, &builtin).await?;
         discovery.invalidate();
         if opts.dry_run_gate {
             dry_run(&clients.applier, &later, policy).await?;
