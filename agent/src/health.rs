@@ -239,7 +239,8 @@ pub fn assess(group: &str, kind: &str, obj: &DynamicObject) -> Health {
 /// Longest expression quoted in a verdict; the rule's index names it in full.
 pub const MAX_EXPRESSION_SHOWN: usize = 100;
 /// Longest observed `status` (compact JSON) quoted in a verdict: enough for a phase and a
-/// condition or two, short enough for a condition message.
+/// condition or two, short enough for a condition message. Evaluation errors, which may quote
+/// the values they met, are cut to the same length.
 pub const MAX_STATUS_SHOWN: usize = 200;
 
 /// The text of one user health rule: CEL expressions over an object of one kind, as Flux's
@@ -388,6 +389,15 @@ impl HealthRules {
                 return Err(error(written, None, "kind is empty".into()));
             }
             let name = kind_name(group, text.kind);
+            // A Secret has no health to judge, and CEL's evaluation errors quote the values
+            // they met: a rule's message would carry secret data into the Source's status.
+            if group.is_empty() && text.kind == "Secret" {
+                return Err(error(
+                    name,
+                    None,
+                    "Secrets cannot have a health rule (they are current once applied, and a rule's messages could show their data)".into(),
+                ));
+            }
             if let Some(first) = seen.insert((group.to_string(), text.kind.to_string()), index) {
                 return Err(error(
                     name,
@@ -535,7 +545,11 @@ fn judge(env: &Arc<cel::Env>, rule: &HealthRule, obj: &DynamicObject) -> Health 
                 e.field,
                 other.type_of()
             )),
-            Err(error) => errors.push(format!("{} could not be evaluated: {error}", e.field)),
+            Err(error) => errors.push(format!(
+                "{} could not be evaluated: {}",
+                e.field,
+                shortened(&error.to_string(), MAX_STATUS_SHOWN)
+            )),
         }
     }
     let awaited = rule
@@ -1299,6 +1313,23 @@ mod tests {
             matches!(&h, Health::InProgress(m) if m.contains("current \"status.phase == 'Ready'\" is not true yet (failed could not be evaluated: ")),
             "{h:?}"
         );
+        let mismatch = rules(&[rule(
+            "example.com/v1",
+            "Widget",
+            "status.spec + 1 == 2",
+            None,
+            None,
+        )]);
+        let Health::InProgress(m) =
+            widget_by(&mismatch, json!({"spec": {"huge": "x".repeat(5000)}}))
+        else {
+            panic!("a type mismatch is not true")
+        };
+        assert!(
+            m.len() < 2 * MAX_STATUS_SHOWN + 200,
+            "an error quoting a large value is cut: {} bytes: {m}",
+            m.len()
+        );
         let not_bool = rules(&[rule("example.com/v1", "Widget", "status.phase", None, None)]);
         assert!(
             in_progress(
@@ -1374,6 +1405,10 @@ mod tests {
                 rule("example.com/v2", "Widget", "false", None, None),
             ]),
             "[1] (Widget.example.com): rule [0] is for the same kind already; merge them into one"
+        );
+        assert_eq!(
+            refused(&[rule("v1", "Secret", "true", None, None)]),
+            "[0] (Secret): Secrets cannot have a health rule (they are current once applied, and a rule's messages could show their data)"
         );
         assert!(HealthRules::compile([]).is_ok_and(|r| r.is_empty()));
     }
