@@ -62,6 +62,8 @@ pub struct SyncOptions {
     /// content; the controller skips it when re-applying a digest that already passed it
     /// (drift correction), which halves the requests of a quiet interval.
     pub dry_run_gate: bool,
+    /// The user's health rules for kinds, used by the final health wait.
+    pub health: health::HealthRules,
 }
 
 /// What a sync did.
@@ -193,7 +195,7 @@ pub async fn sync(
             .iter()
             .filter_map(|o| results.get(&o.key).map(|a| (o, a)))
             .collect();
-        health::wait_healthy(&clients.applier, &pairs, remaining).await?;
+        health::wait_healthy(&clients.applier, &pairs, remaining, &opts.health).await?;
         // Every Job waited for completed: record it, so that once its TTL removes it, it is
         // not run again for the same content.
         let mut done = recorded.clone();
@@ -404,7 +406,10 @@ async fn converge(
             .filter(|o| o.stage == Stage::CustomResourceDefinitions)
             .filter_map(|o| stage.results.get(&o.key).map(|a| (o, a)))
             .collect();
-        health::wait_healthy(&clients.agent, &crds, opts.timeout).await?;
+        // Built-in rules only: what follows needs the CRDs served (Established), whatever a
+        // user's rule for CRDs waits for at the end.
+        let builtin = health::HealthRules::default();
+        health::wait_healthy(&clients.agent, &crds, opts.timeout, &builtin).await?;
         discovery.invalidate();
         if opts.dry_run_gate {
             dry_run(&clients.applier, &later, policy, &gate).await?;
@@ -1224,6 +1229,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             allow_empty: false,
             dry_run_gate: true,
+            health: health::HealthRules::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use berth::signature::{PublicKey, TrustPolicy};
 use berth_agent::discovery::ApiDiscovery;
 use berth_agent::engine::{self, Change, Clients, SyncError, SyncOptions};
 use berth_agent::fetch::{self, FetchError, Trust};
+use berth_agent::health::HealthRules;
 use berth_agent::inventory::{ApplySetParent, ParentKind};
 use berth_agent::plan::{Manifest, NamespaceDefaults};
 use berth_agent::{apply, controller, duration, lockdown, source};
@@ -72,6 +73,11 @@ struct ApplyArgs {
     /// Wait until every applied object is healthy (kstatus rules).
     #[arg(long)]
     wait: bool,
+    /// Health rules in CEL for kinds, a YAML list in the shape of a Source's
+    /// spec.healthCheckExprs ({apiVersion, kind, current, failed?, inProgress?}); for objects
+    /// of those kinds the rules decide instead of the built-in ones.
+    #[arg(long, value_name = "FILE", requires = "wait")]
+    health_check: Option<PathBuf>,
     /// ApplySet name: the Secret that records the set (default: derived from the
     /// repository or directory name). kubectl sees it as `--applyset=<name>`.
     #[arg(long)]
@@ -451,9 +457,32 @@ fn object_name(text: &str) -> String {
     if s.is_empty() { "berth".to_string() } else { s }
 }
 
+/// The rules of a `--health-check` file, compiled.
+fn health_rules(file: Option<&std::path::Path>) -> Result<HealthRules, Failure> {
+    let Some(file) = file else {
+        return Ok(HealthRules::default());
+    };
+    let usage = |what: String| {
+        Failure::new(
+            Exit::Usage,
+            format!("--health-check {}: {what}", file.display()),
+        )
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let exprs: Vec<source::HealthCheckExpr> = serde_saphyr::from_str(&text).map_err(|e| {
+        usage(format!(
+            "not a YAML list of {{apiVersion, kind, current, failed?, inProgress?}}: {e}"
+        ))
+    })?;
+    HealthRules::compile(exprs.iter().map(source::HealthCheckExpr::text))
+        .map_err(|e| usage(e.to_string()))
+}
+
 async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
     let timeout = duration::parse(&args.timeout)
         .map_err(|e| Failure::new(Exit::Usage, format!("--timeout: {e}")))?;
+    // Before anything is read or applied: a rule that does not compile is a usage error.
+    let health = health_rules(args.health_check.as_deref())?;
     let config = kube::Config::infer().await.map_err(|e| {
         Failure::new(Exit::Error, format!("no usable kubeconfig: {e}"))
             .hint("set KUBECONFIG or run inside a cluster")
@@ -570,6 +599,7 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
         timeout,
         allow_empty: args.allow_empty,
         dry_run_gate: true,
+        health,
     };
     let mut discovery = ApiDiscovery::new(agent);
     if diff_only {

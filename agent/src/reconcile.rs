@@ -483,6 +483,7 @@ async fn apply(
         timeout: src.spec.timeout()?,
         allow_empty: false,
         dry_run_gate: !drift_check,
+        health: src.spec.health_rules()?,
     };
     let mut discovery = ApiDiscovery::new(ctx.client.clone());
     if !ctx.lockdown.is_empty() {
