@@ -8,6 +8,7 @@ mod common;
 
 mod apiserver_restart;
 mod apply_engine;
+mod corpus;
 mod hostile_artifacts;
 mod leader_election;
 mod lockdown;
