@@ -45,6 +45,17 @@ struct Listed {
 }
 
 impl Listed {
+    /// berth's key of the object once applied (namespaced objects without a namespace are in
+    /// the parent's).
+    fn key(&self) -> String {
+        key(
+            &self.api_version,
+            &self.kind,
+            self.namespace.as_deref().or(namespaced_default(self)),
+            &self.name,
+        )
+    }
+
     fn group(&self) -> &str {
         self.api_version
             .rsplit_once('/')
@@ -138,38 +149,58 @@ fn marker(v: &Value) -> String {
     )
 }
 
-/// The live objects of `dir`'s manifests (`kubectl get -f`), by berth's key.
-fn get_all(env: &Env, dir: &Path) -> BTreeMap<String, Value> {
-    let out = run_ok(
-        env.kubectl_cmd()
-            .args([
-                "get",
-                "-n",
-                PARENT_NAMESPACE,
-                "--show-managed-fields",
-                "-o",
-                "json",
-                "-f",
-            ])
-            .arg(dir),
-    );
-    let v: Value = serde_json::from_str(&out).expect("kubectl get prints JSON");
-    let items = match v["kind"].as_str() {
-        Some("List") => v["items"].as_array().cloned().unwrap_or_default(),
-        _ => vec![v],
-    };
-    items
-        .into_iter()
-        .map(|o| {
+/// The live objects of `objects`, by berth's key: one `kubectl get` per namespace.
+fn get_all(env: &Env, objects: &[Listed]) -> BTreeMap<String, Value> {
+    let mut by_namespace: BTreeMap<Option<&str>, Vec<String>> = BTreeMap::new();
+    for o in objects {
+        let (group, version) = match o.api_version.rsplit_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", o.api_version.as_str()),
+        };
+        let resource = if group.is_empty() {
+            format!("{}/{}", o.kind, o.name)
+        } else {
+            format!("{}.{version}.{group}/{}", o.kind, o.name)
+        };
+        by_namespace
+            .entry(o.namespace.as_deref().or(namespaced_default(o)))
+            .or_default()
+            .push(resource);
+    }
+    let mut live = BTreeMap::new();
+    for (ns, resources) in by_namespace {
+        let mut cmd = env.kubectl_cmd();
+        cmd.args([
+            "get",
+            "--ignore-not-found",
+            "--show-managed-fields",
+            "-o",
+            "json",
+        ])
+        .args(&resources);
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        let out = run_ok(&mut cmd);
+        if out.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&out).expect("kubectl get prints JSON");
+        let items = match v["kind"].as_str() {
+            Some("List") => v["items"].as_array().cloned().unwrap_or_default(),
+            _ => vec![v],
+        };
+        for o in items {
             let k = key(
                 o["apiVersion"].as_str().unwrap_or(""),
                 o["kind"].as_str().unwrap_or(""),
                 o["metadata"]["namespace"].as_str(),
                 o["metadata"]["name"].as_str().unwrap_or(""),
             );
-            (k, o)
-        })
-        .collect()
+            live.insert(k, o);
+        }
+    }
+    live
 }
 
 /// The lines of `out` that start with `prefix` ("applied ", "pruned "), without it.
@@ -399,7 +430,7 @@ fn install_reapply_prune(name: &str) {
     let d1 = inst.push("full", &full);
     let out = inst.apply(&d1);
     assert_eq!(out.code, Some(0), "{}: first apply\n{}", b.name, both(&out));
-    let live = get_all(env, &full);
+    let live = get_all(env, &b.objects);
     assert_eq!(
         live.len(),
         b.objects.len(),
@@ -410,6 +441,12 @@ fn install_reapply_prune(name: &str) {
         live.keys().collect::<Vec<_>>()
     );
     let all: BTreeSet<String> = live.keys().cloned().collect();
+    assert_eq!(
+        all,
+        b.objects.iter().map(Listed::key).collect(),
+        "{}: the objects found are the bundle's",
+        b.name
+    );
     assert_eq!(
         reported(&out, "applied "),
         all,
@@ -443,7 +480,7 @@ fn install_reapply_prune(name: &str) {
         b.name,
         both(&out)
     );
-    let after: BTreeMap<String, String> = get_all(env, &full)
+    let after: BTreeMap<String, String> = get_all(env, &b.objects)
         .iter()
         .map(|(k, v)| (k.clone(), marker(v)))
         .collect();
@@ -468,18 +505,7 @@ fn install_reapply_prune(name: &str) {
     let out = inst.apply(&d2);
     assert_eq!(out.code, Some(0), "{}: prune\n{}", b.name, both(&out));
     eprintln!("{}: prune of three: {}", b.name, summary(&out));
-    let kept = get_all(env, &reduced);
-    let dropped: BTreeSet<String> = all
-        .iter()
-        .filter(|k| !kept.contains_key(*k))
-        .cloned()
-        .collect();
-    assert_eq!(
-        dropped.len(),
-        3,
-        "{}: the reduced bundle holds all but three: {dropped:?}",
-        b.name
-    );
+    let dropped: BTreeSet<String> = b.dropped.iter().map(Listed::key).collect();
     assert_eq!(
         reported(&out, "pruned "),
         dropped,
@@ -495,6 +521,14 @@ fn install_reapply_prune(name: &str) {
     for o in &b.dropped {
         inst.wait_gone(o);
     }
+    let kept = get_all(env, &b.objects);
+    let expected: BTreeSet<String> = all.difference(&dropped).cloned().collect();
+    assert_eq!(
+        kept.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "{}: everything but the three dropped objects is still there",
+        b.name
+    );
     for (k, v) in &kept {
         assert_eq!(
             marker(v),
