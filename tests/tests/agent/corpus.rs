@@ -4,16 +4,23 @@
 //! pushed without three of its objects and applied with `--prune`: exactly those three are
 //! deleted and nothing else is touched. Then the set is emptied, which removes the bundle.
 //!
-//! Bundles hold cluster-scoped objects and fixed namespaces, so they run one at a time: a file
-//! lock in the environment's state directory, which also keeps two test processes sharing the
-//! environment apart. Each bundle has one fixed ApplySet parent, so a run that died half-way is
-//! converged by the next instead of colliding with what it left.
+//! Bundles hold cluster-scoped objects and fixed namespaces, so they run one at a time, under
+//! [`cluster_wide_bundles`] (a file lock in the environment's state directory, so two test
+//! processes sharing the environment are kept apart too). Each bundle has one fixed ApplySet
+//! parent, so a run that died half-way is converged by the next instead of colliding with what
+//! it left, and every case empties its set at the end, also when it failed.
 //!
 //! No traffic leaves the machine: the bundles' webhooks and the metrics-server APIService name
-//! Services whose cluster IPs `tests/env/up` routes to `unreachable`, and every case checks that
-//! route before applying anything. The backends never answer, so the tests apply no object a
-//! bundle's own webhooks (failurePolicy Fail) would have to admit: MetalLB's custom resources
-//! and Ingresses are left out; see tests/corpus/bundles for what each bundle holds.
+//! Services whose cluster IPs `tests/env/up` routes to `unreachable` (the API server's dials fail
+//! with EHOSTUNREACH on this host), and every case checks that route before applying anything.
+//! The backends never answer, so:
+//! - no object is applied that a bundle's own webhooks (failurePolicy Fail) must admit: MetalLB's
+//!   custom resources are left out of its bundle, and no Ingress exists while ingress-nginx is
+//!   installed (the test that applies one holds the same lock);
+//! - while metrics-server's APIService is installed it is `Available=False`
+//!   (FailedDiscoveryCheck), and the namespace controller deletes no Namespace (its discovery
+//!   fails); other tests delete their namespaces without waiting, so the pause of a few seconds
+//!   costs them nothing. Its APIService is one of the three objects the prune step removes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -21,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::push_signed;
+use crate::common::{cluster_wide_bundles, push_signed};
 use berth_e2e::{Env, Output, env, poll_until, repo_root, run, run_ok};
 use serde_json::Value;
 
@@ -243,8 +250,7 @@ struct Installation {
 impl Installation {
     fn new(env: &'static Env, name: &str) -> Installation {
         assert_cluster_networks_unreachable();
-        let lock = File::create(env.state.join("corpus.lock")).expect("create corpus lock");
-        lock.lock().expect("lock corpus");
+        let lock = cluster_wide_bundles(env);
         let bundle = fetch(name);
         let out = run(env
             .kubectl_cmd()
