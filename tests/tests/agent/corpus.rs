@@ -4,11 +4,11 @@
 //! pushed without three of its objects and applied with `--prune`: exactly those three are
 //! deleted and nothing else is touched. Then the set is emptied, which removes the bundle.
 //!
-//! Bundles hold cluster-scoped objects and fixed namespaces, so they run one at a time, under
-//! [`cluster_wide_bundles`] (a file lock in the environment's state directory, so two test
-//! processes sharing the environment are kept apart too). Each bundle has one fixed ApplySet
-//! parent, so a run that died half-way is converged by the next instead of colliding with what
-//! it left, and every case empties its set at the end, also when it failed.
+//! Bundles hold cluster-scoped objects and fixed namespaces, so they run one after another in
+//! one test, each under [`cluster_wide_bundles`] (a file lock in the environment's state
+//! directory, which keeps two test processes sharing the environment apart too). Each bundle has
+//! one fixed ApplySet parent, so a run that died half-way is converged by the next instead of
+//! colliding with what it left, and every case empties its set at the end, also when it failed.
 //!
 //! No traffic leaves the machine: the bundles' webhooks and the metrics-server APIService name
 //! Services whose cluster IPs `tests/env/up` routes to `unreachable` (the API server's dials fail
@@ -545,32 +545,34 @@ fn install_reapply_prune(name: &str) {
     }
 }
 
+/// Every bundle of the corpus, in one test: they must run one after another anyway, and one
+/// test holding the lock costs the suite one thread where six waiting ones would cost six.
+/// `BERTH_CORPUS=metallb,flannel` runs only those. A bundle that fails does not stop the others;
+/// the test fails at the end, naming each failed bundle (its own panic message is above).
 #[test]
-fn metallb_crds_webhook_and_speaker_daemonset() {
-    install_reapply_prune("metallb");
-}
-
-#[test]
-fn ingress_nginx_admission_webhook_and_certgen_jobs() {
-    install_reapply_prune("ingress-nginx");
-}
-
-#[test]
-fn prometheus_operator_crds_with_their_custom_resources() {
-    install_reapply_prune("prometheus-operator");
-}
-
-#[test]
-fn metrics_server_apiservice() {
-    install_reapply_prune("metrics-server");
-}
-
-#[test]
-fn flannel_daemonset() {
-    install_reapply_prune("flannel");
-}
-
-#[test]
-fn gateway_api_crds_admission_policy_and_routes() {
-    install_reapply_prune("gateway-api");
+fn published_install_bundles_apply_reapply_without_writes_and_prune_exactly_what_left() {
+    let only = std::env::var("BERTH_CORPUS").ok();
+    let names: Vec<String> = run_ok(&mut Command::new(repo_root().join("tests/corpus/fetch")))
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|n| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|x| x.trim() == n))
+        })
+        .collect();
+    assert!(
+        !names.is_empty(),
+        "no corpus bundle selected (BERTH_CORPUS={only:?})"
+    );
+    let mut failed = Vec::new();
+    for name in &names {
+        eprintln!("corpus: {name}");
+        if std::panic::catch_unwind(|| install_reapply_prune(name)).is_err() {
+            failed.push(name.clone());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "corpus bundles failed: {failed:?} (of {names:?}); each one's message is above"
+    );
 }
