@@ -210,6 +210,39 @@ fn get_all(env: &Env, objects: &[Listed]) -> BTreeMap<String, Value> {
     live
 }
 
+/// Why `v` is not healthy, for the kinds whose health the corpus exercises: workloads rolled
+/// out on the fake nodes, Jobs complete, CRDs established. `None` when it is.
+fn not_healthy(v: &Value) -> Option<String> {
+    let status = &v["status"];
+    let int = |f: &str| status[f].as_i64().unwrap_or(0);
+    let condition = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == t))
+            .map(|c| c["status"].as_str().unwrap_or("").to_string())
+    };
+    match v["kind"].as_str().unwrap_or("") {
+        "DaemonSet" if int("desiredNumberScheduled") == 0 => {
+            Some("scheduled on no node".to_string())
+        }
+        "DaemonSet" if int("numberAvailable") < int("desiredNumberScheduled") => Some(format!(
+            "{}/{} available",
+            int("numberAvailable"),
+            int("desiredNumberScheduled")
+        )),
+        "Deployment" => {
+            let want = v["spec"]["replicas"].as_i64().unwrap_or(1);
+            (int("availableReplicas") < want)
+                .then(|| format!("{}/{want} available", int("availableReplicas")))
+        }
+        "Job" => (condition("Complete").as_deref() != Some("True"))
+            .then(|| format!("not complete: {status}")),
+        "CustomResourceDefinition" => (condition("Established").as_deref() != Some("True"))
+            .then(|| "not established".to_string()),
+        _ => None,
+    }
+}
+
 /// The lines of `out` that start with `prefix` ("applied ", "pruned "), without it.
 fn reported(out: &Output, prefix: &str) -> BTreeSet<String> {
     out.stdout
@@ -465,6 +498,12 @@ fn install_reapply_prune(name: &str) {
         summary(&out),
         requests(&out)
     );
+    // --wait returned only when everything was healthy: read back what that means per kind.
+    for (k, v) in &live {
+        if let Some(why) = not_healthy(v) {
+            panic!("{}: {k} is not healthy after apply --wait: {why}", b.name);
+        }
+    }
 
     // The same digest again: nothing is written, nothing reported.
     let before: BTreeMap<String, String> =
