@@ -273,6 +273,8 @@ struct Installation {
     env: &'static Env,
     bundle: Bundle,
     set: String,
+    /// The cosign key pair every push is signed with (password "e2e") and apply verifies.
+    private_key: PathBuf,
     public_key: PathBuf,
     _keys: tempfile::TempDir,
     repo: String,
@@ -294,12 +296,13 @@ impl Installation {
             out.stderr
         );
         let keys = tempfile::tempdir().unwrap();
-        let (_, public_key) = env.keypair(keys.path(), "corpus");
+        let (private_key, public_key) = env.keypair(keys.path(), "corpus");
         let installation = Installation {
             env,
             set: format!("corpus-{name}"),
             repo: env.repo(&format!("corpus-{name}")),
             bundle,
+            private_key,
             public_key,
             _keys: keys,
             _lock: lock,
@@ -315,14 +318,13 @@ impl Installation {
     }
 
     fn push(&self, tag: &str, dir: &Path) -> String {
-        let key = self._keys.path().join("corpus.key");
         push_signed(
             self.env,
             &self.env.registry_dist,
             &self.repo,
             tag,
             dir,
-            &key,
+            &self.private_key,
         )
     }
 
