@@ -66,6 +66,13 @@ pub enum FailureCause {
     Forbidden,
     /// 404: e.g. the namespace does not exist.
     NotFound,
+    /// 422 because the change touches fields that cannot change once the object exists
+    /// (a Job's pod template, a Deployment's selector): only deleting and re-creating the
+    /// object applies it.
+    Immutable,
+    /// 403 from the namespace lifecycle admission: the namespace is being deleted and takes no
+    /// new objects until it is gone. Not a permission problem.
+    NamespaceTerminating,
     /// No answer at all: the connection to the API server failed or broke (it is down or
     /// restarting). Nothing about the object itself is wrong.
     Unreachable,
@@ -80,6 +87,8 @@ pub struct ObjectFailure {
     pub origin: String,
     pub cause: FailureCause,
     pub message: String,
+    /// The fields the server named immutable ([`FailureCause::Immutable`] only).
+    pub immutable_fields: Vec<String>,
 }
 
 impl fmt::Display for ObjectFailure {
@@ -94,6 +103,8 @@ impl fmt::Display for ObjectFailure {
 pub struct Unapplied {
     pub failures: Vec<ObjectFailure>,
     pub not_sent: usize,
+    /// What the server did accept in the same batch.
+    pub applied: Vec<AppliedObject>,
 }
 
 impl Unapplied {
@@ -159,6 +170,8 @@ impl ApplyError {
             FailureCause::Unreachable,
             FailureCause::Forbidden,
             FailureCause::Conflict,
+            FailureCause::Immutable,
+            FailureCause::NamespaceTerminating,
             FailureCause::Invalid,
             FailureCause::NotFound,
         ]
@@ -198,6 +211,13 @@ fn hint(failures: &[ObjectFailure]) -> &'static str {
         " (grant the applying identity RBAC rights for these objects, or apply as another ServiceAccount)"
     } else if failures.iter().any(|f| f.cause == FailureCause::Conflict) {
         " (another field manager owns these fields: set force: true / --force to take them over, or remove them from the manifest)"
+    } else if failures.iter().any(|f| f.cause == FailureCause::Immutable) {
+        " (fields that cannot change once the object exists changed: annotate the object berth.dev/apply: Recreate, or set recreate: true / --recreate, to delete and re-create it; or give it a new name)"
+    } else if failures
+        .iter()
+        .any(|f| f.cause == FailureCause::NamespaceTerminating)
+    {
+        " (the namespace is being deleted and takes no new objects: berth applies them once it is gone; `kubectl get namespace NAME -o yaml` shows what it waits for)"
     } else {
         ""
     }
@@ -271,6 +291,7 @@ pub async fn apply_all(
     if undone.failures.is_empty() {
         Ok(ok)
     } else {
+        undone.applied = ok;
         Err(undone)
     }
 }
@@ -361,11 +382,16 @@ async fn is_own_member(api: &Api<DynamicObject>, o: &PlannedObject) -> bool {
 }
 
 fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
+    let immutable_fields = match &e {
+        kube::Error::Api(s) => api_error::immutable_fields(s),
+        _ => Vec::new(),
+    };
     let cause = match &e {
+        kube::Error::Api(_) if !immutable_fields.is_empty() => FailureCause::Immutable,
         kube::Error::Api(s) => match s.code {
             400 | 422 => FailureCause::Invalid,
             // The namespace lifecycle admission also answers 403; that is not RBAC.
-            403 if s.message.contains("being terminated") => FailureCause::Other,
+            403 if s.message.contains("being terminated") => FailureCause::NamespaceTerminating,
             403 => FailureCause::Forbidden,
             404 => FailureCause::NotFound,
             409 => FailureCause::Conflict,
@@ -379,6 +405,76 @@ fn failure(o: &PlannedObject, e: kube::Error) -> ObjectFailure {
         origin: o.origin.clone(),
         cause,
         message: api_error::message(&e),
+        immutable_fields,
+    }
+}
+
+/// Pause between reads while an object being re-created is deleted.
+const RECREATE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Deletes the live object so that the next apply creates it anew (a change of immutable
+/// fields): background propagation, so a Job's Pods or a Deployment's ReplicaSets go after it
+/// on their own, and a uid precondition, so a newer object of that name is never deleted.
+/// Returns once the object is gone, or fails at `deadline` naming what holds it.
+pub async fn delete_for_recreate(
+    client: &Client,
+    o: &PlannedObject,
+    deadline: std::time::Instant,
+) -> Result<(), ObjectFailure> {
+    let api = o.api(client);
+    let Some(live) = api
+        .get_metadata_opt(&o.key.name)
+        .await
+        .map_err(|e| failure(o, e))?
+    else {
+        return Ok(());
+    };
+    // Never delete what cannot be created again: a dry-run create passes admission and
+    // validation first, and only then finds the name taken (409 AlreadyExists).
+    let pp = kube::api::PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.to_string()),
+    };
+    match api.create(&pp, &o.body).await {
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Ok(_) => {}
+        Err(e) => return Err(failure(o, e)),
+    }
+    let uid = live.metadata.uid.clone();
+    let mut dp = kube::api::DeleteParams::background();
+    dp.preconditions = Some(kube::api::Preconditions {
+        uid: uid.clone(),
+        resource_version: None,
+    });
+    match api.delete(&o.key.name, &dp).await {
+        Ok(_) => {}
+        // Gone already, or replaced by another object of that name (the uid changed).
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(e) => return Err(failure(o, e)),
+    }
+    tracing::info!(object = %o.key, "deleted to re-create it: an immutable field changed");
+    loop {
+        let now = api
+            .get_metadata_opt(&o.key.name)
+            .await
+            .map_err(|e| failure(o, e))?;
+        let Some(still) = now.filter(|n| n.metadata.uid == uid) else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            let finalizers = still.metadata.finalizers.unwrap_or_default();
+            return Err(ObjectFailure {
+                object: o.key.clone(),
+                origin: o.origin.clone(),
+                cause: FailureCause::Other,
+                message: format!(
+                    "deleted to re-create it (an immutable field changed), but it is still there; finalizers: [{}]: it is created again once it is gone",
+                    finalizers.join(", ")
+                ),
+                immutable_fields: Vec::new(),
+            });
+        }
+        tokio::time::sleep(RECREATE_POLL).await;
     }
 }
 
@@ -467,7 +563,7 @@ mod tests {
         );
         assert_eq!(
             cause(refused(403, "namespace shop is being terminated")),
-            FailureCause::Other,
+            FailureCause::NamespaceTerminating,
             "namespace lifecycle admission, not RBAC"
         );
         assert_eq!(
@@ -498,11 +594,12 @@ mod tests {
                 origin: configmap(i).origin,
                 cause,
                 message: format!("{cause:?}"),
+                immutable_fields: Vec::new(),
             })
             .collect();
         Unapplied {
             failures,
-            not_sent: 0,
+            ..Unapplied::default()
         }
     }
 

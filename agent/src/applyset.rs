@@ -23,6 +23,55 @@ pub const PRUNE_ANNOTATION: &str = "berth.dev/prune";
 /// Value of [`PRUNE_ANNOTATION`] that opts an object out of prune.
 pub const PRUNE_DISABLED: &str = "disabled";
 
+/// Per-object apply policy, set on the object in the artifact; see [`ApplyPolicy`].
+pub const APPLY_ANNOTATION: &str = "berth.dev/apply";
+
+/// Annotation berth puts on every Job it applies: a hash of the Job as the artifact states it,
+/// so a Job that is gone can be told apart from one whose manifest changed.
+pub const JOB_CONTENT_ANNOTATION: &str = "berth.dev/job-content";
+
+/// Parent annotation: the Jobs of the set that completed, as a JSON object
+/// `{"<namespace>/<name>": "<job-content hash>"}`. A Job recorded here with its current content
+/// is not created again when it is gone (deleted by its TTL or by hand).
+pub const FINISHED_JOBS_ANNOTATION: &str = "berth.dev/finished-jobs";
+
+/// How berth treats one object of the artifact (annotation [`APPLY_ANNOTATION`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApplyPolicy {
+    /// Server-side apply on every change and every drift (no annotation).
+    #[default]
+    Apply,
+    /// Create the object when it does not exist; never update it afterwards. It is still a
+    /// member of the set (pruned when it leaves the artifact, unless opted out).
+    IfNotPresent,
+    /// Neither applied nor pruned nor waited for: berth leaves the object alone.
+    Ignore,
+    /// Apply; when the API server refuses a change of an immutable field, delete the object
+    /// (background propagation) and create it again.
+    Recreate,
+}
+
+impl ApplyPolicy {
+    /// The values of [`APPLY_ANNOTATION`] berth accepts, as users write them.
+    pub const VALUES: [&'static str; 4] = ["Apply", "IfNotPresent", "Ignore", "Recreate"];
+
+    /// The policy named by an object's annotations; `Err` carries the value berth does not know.
+    pub fn of(
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<ApplyPolicy, String> {
+        match annotations
+            .and_then(|a| a.get(APPLY_ANNOTATION))
+            .map(String::as_str)
+        {
+            None | Some("Apply") => Ok(ApplyPolicy::Apply),
+            Some("IfNotPresent") => Ok(ApplyPolicy::IfNotPresent),
+            Some("Ignore") => Ok(ApplyPolicy::Ignore),
+            Some("Recreate") => Ok(ApplyPolicy::Recreate),
+            Some(other) => Err(other.to_string()),
+        }
+    }
+}
+
 /// The value of the tooling annotation berth writes.
 pub fn tooling() -> String {
     format!("{TOOL_NAME}/v{}", env!("CARGO_PKG_VERSION"))
@@ -174,6 +223,31 @@ mod tests {
         );
         assert!(!opts_out_of_prune(Some(&Default::default())));
         assert!(!opts_out_of_prune(None));
+    }
+
+    #[test]
+    fn apply_policies_are_read_from_the_annotation_and_unknown_values_refused() {
+        let with = |v: &str| {
+            std::collections::BTreeMap::from([(APPLY_ANNOTATION.to_string(), v.to_string())])
+        };
+        assert_eq!(ApplyPolicy::of(None), Ok(ApplyPolicy::Apply));
+        assert_eq!(
+            ApplyPolicy::of(Some(&Default::default())),
+            Ok(ApplyPolicy::Apply)
+        );
+        for (value, policy) in ApplyPolicy::VALUES.iter().zip([
+            ApplyPolicy::Apply,
+            ApplyPolicy::IfNotPresent,
+            ApplyPolicy::Ignore,
+            ApplyPolicy::Recreate,
+        ]) {
+            assert_eq!(ApplyPolicy::of(Some(&with(value))), Ok(policy), "{value}");
+        }
+        assert_eq!(
+            ApplyPolicy::of(Some(&with("ifnotpresent"))),
+            Err("ifnotpresent".to_string()),
+            "values are case-sensitive, like the prune opt-out"
+        );
     }
 
     #[test]

@@ -10,14 +10,15 @@ use futures::{StreamExt, TryStreamExt};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use serde_json::Value;
 
 use crate::api_error;
 use crate::apply::{
-    self, Answer, AppliedObject, ApplyError, ConflictPolicy, Mode, ObjectFailure, Unapplied,
+    self, Answer, AppliedObject, ApplyError, ConflictPolicy, FailureCause, Mode, ObjectFailure,
+    Unapplied,
 };
-use crate::applyset::Stage;
+use crate::applyset::{ApplyPolicy, JOB_CONTENT_ANNOTATION, Stage};
 use crate::conditions::reason;
 use crate::discovery::ApiDiscovery;
 use crate::health::{self, HealthError};
@@ -54,10 +55,15 @@ pub struct SyncOptions {
     /// Apply an artifact with no objects. Off by default: with prune on, an empty artifact
     /// deletes everything the set holds.
     pub allow_empty: bool,
+    /// Delete and re-create any object whose immutable fields changed (`spec.recreate` /
+    /// `--recreate`), as the per-object `berth.dev/apply: Recreate` does for one object.
+    pub recreate: bool,
     /// Server-side dry-run of the whole set before anything is written. Always on for new
     /// content; the controller skips it when re-applying a digest that already passed it
     /// (drift correction), which halves the requests of a quiet interval.
     pub dry_run_gate: bool,
+    /// The user's health rules for kinds, used by the final health wait.
+    pub health: health::HealthRules,
 }
 
 /// What a sync did.
@@ -67,6 +73,12 @@ pub struct SyncReport {
     /// Objects created or changed (their resourceVersion moved).
     pub changed: Vec<ObjectKey>,
     pub pruned: Vec<ObjectKey>,
+    /// Pruned objects still held by their finalizers, with those finalizers.
+    pub terminating: Vec<(ObjectKey, Vec<String>)>,
+    /// Objects of the artifact not sent, and why.
+    pub skipped: Vec<(ObjectKey, Skip)>,
+    /// Objects deleted and created again because an immutable field changed.
+    pub recreated: Vec<ObjectKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +179,12 @@ pub async fn sync(
     .map_err(|_| SyncError::Timeout {
         timeout: opts.timeout,
     })??;
-    let (plan, results, report) = applied;
+    let Converged {
+        plan,
+        results,
+        report,
+        recorded,
+    } = applied;
     if opts.wait {
         let remaining = opts
             .timeout
@@ -178,12 +195,31 @@ pub async fn sync(
             .iter()
             .filter_map(|o| results.get(&o.key).map(|a| (o, a)))
             .collect();
-        health::wait_healthy(&clients.applier, &pairs, remaining).await?;
+        health::wait_healthy(&clients.applier, &pairs, remaining, &opts.health).await?;
+        // Every Job waited for completed: record it, so that once its TTL removes it, it is
+        // not run again for the same content.
+        let mut done = recorded.clone();
+        for (o, _) in pairs.iter().filter(|(o, _)| o.is_job()) {
+            if let Some(content) = o.job_content() {
+                done.finished_jobs
+                    .insert(inventory::job_record_key(&o.key), content.to_string());
+            }
+        }
+        if done != recorded {
+            inventory::write(&clients.agent, parent, &done).await?;
+        }
     }
     Ok(report)
 }
 
-type Converged = (ApplyPlan, BTreeMap<ObjectKey, AppliedObject>, SyncReport);
+/// What [`converge`] leaves for the health wait and the final record.
+struct Converged {
+    plan: ApplyPlan,
+    results: BTreeMap<ObjectKey, AppliedObject>,
+    report: SyncReport,
+    /// What the parent records now.
+    recorded: Inventory,
+}
 
 async fn converge(
     clients: &Clients,
@@ -193,6 +229,7 @@ async fn converge(
     opts: &SyncOptions,
 ) -> Result<Converged, SyncError> {
     let started = Instant::now();
+    let deadline = started + opts.timeout;
     let id = parent.id();
     let plan = plan::plan(manifests, discovery, &opts.namespaces, &id).await?;
     if plan.objects.is_empty() && !opts.allow_empty {
@@ -204,6 +241,7 @@ async fn converge(
     let new = Inventory {
         group_kinds: plan.group_kinds(),
         namespaces: plan.namespaces(),
+        finished_jobs: BTreeMap::new(),
     };
     let mut widened = recorded.union(&new);
     widened.namespaces.insert(parent.namespace.clone());
@@ -221,14 +259,29 @@ async fn converge(
         .iter()
         .filter_map(|m| m.resource_version.clone().map(|rv| (m.key.clone(), rv)))
         .collect();
+    let live: BTreeMap<&ObjectKey, &inventory::Member> =
+        members.iter().map(|m| (&m.key, m)).collect();
+
+    let Decisions {
+        skipped,
+        recreatable,
+        finished,
+    } = decide(clients, &plan, &live, recorded, opts).await?;
+    let gate = Gate {
+        plan: &plan,
+        live: &live,
+        recreatable: &recreatable,
+    };
 
     // Members whose live state already holds every desired field and value need no request at
     // all: an apply would be a no-op. Anything else (a missing or different field, a
     // normalised quantity, another API version) is sent, and the server decides.
-    let live: BTreeMap<&ObjectKey, &inventory::Member> =
-        members.iter().map(|m| (&m.key, m)).collect();
     let mut results: BTreeMap<ObjectKey, AppliedObject> = BTreeMap::new();
-    for o in &plan.objects {
+    for o in plan
+        .objects
+        .iter()
+        .filter(|o| !skipped.contains_key(&o.key))
+    {
         // Only compare in the same API version: fields differ between versions.
         let Some(l) = live
             .get(&o.key)
@@ -261,9 +314,12 @@ async fn converge(
     let unchanged = results.len();
     tracing::debug!(
         unchanged,
+        skipped = skipped.len(),
         elapsed_ms = started.elapsed().as_millis(),
         "objects already as desired"
     );
+    let to_send =
+        |o: &&PlannedObject| !results.contains_key(&o.key) && !skipped.contains_key(&o.key);
 
     // One object, one set: none of the objects this set does not hold yet may belong to
     // another one. Checked before anything is written, whatever `force` says; a quiet
@@ -271,35 +327,28 @@ async fn converge(
     let newcomers: Vec<&PlannedObject> = plan
         .objects
         .iter()
-        .filter(|o| !live.contains_key(&o.key))
+        .filter(|o| !live.contains_key(&o.key) && !skipped.contains_key(&o.key))
         .collect();
     if !newcomers.is_empty() {
         ownership::check(&clients.agent, &newcomers, &id).await?;
     }
 
     // Gate: dry-run everything that can be dry-run before anything is written.
+    let pending: Vec<&PlannedObject> = plan.objects.iter().filter(to_send).collect();
     let deferred = if opts.dry_run_gate {
         // Objects already as desired are neither dry-run nor applied: their namespaces exist.
-        let pending: Vec<&PlannedObject> = plan
-            .objects
-            .iter()
-            .filter(|o| !results.contains_key(&o.key))
-            .collect();
         deferred_objects(&clients.agent, &pending).await?
     } else {
-        plan.objects
+        pending
             .iter()
             .filter(|o| o.kind_from_plan)
             .map(|o| o.key.clone())
             .collect()
     };
-    let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) = plan
-        .objects
-        .iter()
-        .filter(|o| !results.contains_key(&o.key))
-        .partition(|o| deferred.contains(&o.key));
+    let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+        pending.into_iter().partition(|o| deferred.contains(&o.key));
     if opts.dry_run_gate {
-        dry_run(&clients.applier, &now, policy).await?;
+        dry_run(&clients.applier, &now, policy, &gate).await?;
         tracing::debug!(
             objects = now.len(),
             deferred = later.len(),
@@ -314,16 +363,6 @@ async fn converge(
         inventory::write(&clients.agent, parent, &widened).await?;
     }
 
-    let first: Vec<&PlannedObject> = now
-        .iter()
-        .copied()
-        .filter(|o| {
-            matches!(
-                o.stage,
-                Stage::CustomResourceDefinitions | Stage::Namespaces
-            )
-        })
-        .collect();
     // Whole objects back only where health is judged from them: CRDs (waited for before
     // their custom resources), and everything when waiting was asked for.
     let answer_for = |stage: Stage| {
@@ -333,27 +372,28 @@ async fn converge(
             Answer::Metadata
         }
     };
-    let (crds, namespaces): (Vec<&PlannedObject>, Vec<&PlannedObject>) = first
-        .iter()
-        .partition(|o| o.stage == Stage::CustomResourceDefinitions);
-    apply_stage(
-        &clients.applier,
-        &crds,
+    let mut recreated = Vec::new();
+    let mut stage = StageRun {
+        client: &clients.applier,
         policy,
-        Answer::Object,
-        &mut results,
-    )
-    .await?;
-    apply_stage(
-        &clients.applier,
-        &namespaces,
-        policy,
-        answer_for(Stage::Namespaces),
-        &mut results,
-    )
-    .await?;
+        gate: &gate,
+        deadline,
+        results: &mut results,
+        recreated: &mut recreated,
+    };
+    stage
+        .apply(
+            &in_stage(&now, Stage::CustomResourceDefinitions),
+            Answer::Object,
+        )
+        .await?;
+    stage
+        .apply(
+            &in_stage(&now, Stage::Namespaces),
+            answer_for(Stage::Namespaces),
+        )
+        .await?;
     tracing::debug!(
-        objects = first.len(),
         elapsed_ms = started.elapsed().as_millis(),
         "applied CRDs and Namespaces"
     );
@@ -364,12 +404,15 @@ async fn converge(
             .objects
             .iter()
             .filter(|o| o.stage == Stage::CustomResourceDefinitions)
-            .filter_map(|o| results.get(&o.key).map(|a| (o, a)))
+            .filter_map(|o| stage.results.get(&o.key).map(|a| (o, a)))
             .collect();
-        health::wait_healthy(&clients.agent, &crds, opts.timeout).await?;
+        // Built-in rules only: what follows needs the CRDs served (Established), whatever a
+        // user's rule for CRDs waits for at the end.
+        let builtin = health::HealthRules::default();
+        health::wait_healthy(&clients.agent, &crds, opts.timeout, &builtin).await?;
         discovery.invalidate();
         if opts.dry_run_gate {
-            dry_run(&clients.applier, &later, policy).await?;
+            dry_run(&clients.applier, &later, policy, &gate).await?;
             tracing::debug!(
                 objects = later.len(),
                 elapsed_ms = started.elapsed().as_millis(),
@@ -378,26 +421,21 @@ async fn converge(
         }
     }
 
-    for stage in Stage::APPLY_ORDER {
+    for s in Stage::APPLY_ORDER {
         let batch: Vec<&PlannedObject> = plan
             .objects
             .iter()
-            .filter(|o| o.stage == stage && !results.contains_key(&o.key))
+            .filter(|o| o.stage == s && !skipped.contains_key(&o.key))
+            .filter(|o| !stage.results.contains_key(&o.key))
             .collect();
-        apply_stage(
-            &clients.applier,
-            &batch,
-            policy,
-            answer_for(stage),
-            &mut results,
-        )
-        .await?;
+        stage.apply(&batch, answer_for(s)).await?;
     }
     tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "applied");
 
     let changed: Vec<ObjectKey> = plan
         .objects
         .iter()
+        .filter(|o| !skipped.contains_key(&o.key))
         .filter(|o| {
             let after = results
                 .get(&o.key)
@@ -412,27 +450,389 @@ async fn converge(
     }
 
     let mut pruned = Vec::new();
+    let mut record = Inventory {
+        finished_jobs: finished,
+        ..widened.clone()
+    };
     if opts.prune {
         let doomed = inventory::prune_candidates(&members, &plan.keys());
         pruned = inventory::delete_members(&clients.applier, &doomed).await?;
         let mut narrowed = new.clone();
         narrowed.namespaces.insert(parent.namespace.clone());
-        // After the widening the parent holds `widened`, written or not.
-        if narrowed != widened {
-            inventory::write(&clients.agent, parent, &narrowed).await?;
+        // Objects their finalizers keep are still members: the set covers them until gone.
+        for p in &pruned {
+            if let inventory::Pruned::Terminating { object, .. } = p {
+                narrowed.group_kinds.insert(object.group_kind());
+                narrowed.namespaces.extend(object.namespace.clone());
+            }
         }
+        narrowed.finished_jobs = record.finished_jobs;
+        record = narrowed;
         tracing::debug!(
             pruned = pruned.len(),
             elapsed_ms = started.elapsed().as_millis(),
             "pruned"
         );
     }
+    // After the widening the parent holds `widened`, written or not.
+    if record != widened {
+        inventory::write(&clients.agent, parent, &record).await?;
+    }
     let report = SyncReport {
         total: plan.objects.len(),
         changed,
-        pruned,
+        pruned: pruned.iter().map(|p| p.key().clone()).collect(),
+        terminating: pruned
+            .into_iter()
+            .filter_map(|p| match p {
+                inventory::Pruned::Terminating { object, finalizers } => Some((object, finalizers)),
+                inventory::Pruned::Deleted(_) => None,
+            })
+            .collect(),
+        skipped: skipped.into_iter().collect(),
+        recreated,
     };
-    Ok((plan, results, report))
+    Ok(Converged {
+        plan,
+        results,
+        report,
+        recorded: record,
+    })
+}
+
+fn in_stage<'a>(objects: &[&'a PlannedObject], stage: Stage) -> Vec<&'a PlannedObject> {
+    objects
+        .iter()
+        .copied()
+        .filter(|o| o.stage == stage)
+        .collect()
+}
+
+/// Why an object of the artifact was not sent to the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// `berth.dev/apply: Ignore`.
+    Ignored,
+    /// `berth.dev/apply: IfNotPresent`, and the object exists.
+    Exists,
+    /// A Job that completed with this same content and is gone since (its TTL, or by hand):
+    /// it ran; it runs again only when its manifest changes.
+    Finished,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Skip::Ignored => "ignored (berth.dev/apply: Ignore)",
+            Skip::Exists => "exists, left as it is (berth.dev/apply: IfNotPresent)",
+            Skip::Finished => {
+                "completed with this content and gone since (TTL or deleted): not run again"
+            }
+        })
+    }
+}
+
+/// What berth decides about a set before it sends anything.
+struct Decisions {
+    /// Objects left alone this time, and why.
+    skipped: BTreeMap<ObjectKey, Skip>,
+    /// Objects that may be deleted and created again when an immutable field changed.
+    recreatable: BTreeSet<ObjectKey>,
+    /// Jobs known to have completed, with their content ([`Inventory::finished_jobs`]).
+    finished: BTreeMap<String, String>,
+}
+
+async fn decide(
+    clients: &Clients,
+    plan: &ApplyPlan,
+    live: &BTreeMap<&ObjectKey, &inventory::Member>,
+    recorded: &Inventory,
+    opts: &SyncOptions,
+) -> Result<Decisions, SyncError> {
+    let finished = finished_jobs(plan, live, recorded);
+    let mut skipped = skipped_objects(plan, live, &finished);
+    // An IfNotPresent object this set does not hold yet may still exist, made by someone
+    // else: then it is left alone too (not adopted, so never pruned by this set either).
+    let unowned: Vec<&PlannedObject> = plan
+        .objects
+        .iter()
+        .filter(|o| {
+            o.policy == ApplyPolicy::IfNotPresent
+                && !live.contains_key(&o.key)
+                && !skipped.contains_key(&o.key)
+        })
+        .collect();
+    for o in unowned {
+        let found = apply::live(&clients.applier, o).await.map_err(|f| {
+            ApplyError::apply(Unapplied {
+                failures: vec![f],
+                ..Unapplied::default()
+            })
+        })?;
+        if found.is_some() {
+            skipped.insert(o.key.clone(), Skip::Exists);
+        }
+    }
+    for (key, why) in &skipped {
+        tracing::debug!(object = %key, "not applied: {why}");
+    }
+    let recreatable = plan
+        .objects
+        .iter()
+        .filter(|o| recreate_allowed(o, live.get(&o.key).map(|m| &m.live), opts))
+        .map(|o| o.key.clone())
+        .collect();
+    Ok(Decisions {
+        skipped,
+        recreatable,
+        finished,
+    })
+}
+
+/// The Jobs of the plan known to have completed, with the content they completed with: the
+/// parent's record, and every live member Job that is complete now.
+fn finished_jobs(
+    plan: &ApplyPlan,
+    live: &BTreeMap<&ObjectKey, &inventory::Member>,
+    recorded: &Inventory,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for o in plan.objects.iter().filter(|o| o.is_job()) {
+        let name = inventory::job_record_key(&o.key);
+        let complete_now = live.get(&o.key).and_then(|m| {
+            let content = m
+                .live
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(JOB_CONTENT_ANNOTATION)?;
+            (health::assess("batch", "Job", &m.live) == health::Health::Current)
+                .then(|| content.clone())
+        });
+        if let Some(content) = complete_now.or_else(|| recorded.finished_jobs.get(&name).cloned()) {
+            out.insert(name, content);
+        }
+    }
+    out
+}
+
+/// Objects berth leaves alone this time, by their policy or because they ran already.
+fn skipped_objects(
+    plan: &ApplyPlan,
+    live: &BTreeMap<&ObjectKey, &inventory::Member>,
+    finished: &BTreeMap<String, String>,
+) -> BTreeMap<ObjectKey, Skip> {
+    let mut out = BTreeMap::new();
+    for o in &plan.objects {
+        let skip = match o.policy {
+            ApplyPolicy::Ignore => Some(Skip::Ignored),
+            ApplyPolicy::IfNotPresent if live.contains_key(&o.key) => Some(Skip::Exists),
+            _ if o.is_job()
+                && !live.contains_key(&o.key)
+                && o.job_content().is_some()
+                && finished
+                    .get(&inventory::job_record_key(&o.key))
+                    .map(String::as_str)
+                    == o.job_content() =>
+            {
+                Some(Skip::Finished)
+            }
+            _ => None,
+        };
+        if let Some(s) = skip {
+            out.insert(o.key.clone(), s);
+        }
+    }
+    out
+}
+
+/// Whether berth may delete and re-create `o` when the API server refuses a change of its
+/// immutable fields: its policy or the Source says so, or it is a Job that finished (it has
+/// nothing left to run; re-creating it runs the new content).
+fn recreate_allowed(o: &PlannedObject, live: Option<&DynamicObject>, opts: &SyncOptions) -> bool {
+    o.policy == ApplyPolicy::Recreate
+        || opts.recreate
+        || (o.is_job()
+            && live.is_some_and(|l| {
+                matches!(
+                    health::assess("batch", "Job", l),
+                    health::Health::Current | health::Health::Failed(_)
+                )
+            }))
+}
+
+/// What the dry-run gate and the stages need to judge refusals: the planned and the live
+/// objects, and which objects may be re-created.
+struct Gate<'a> {
+    plan: &'a ApplyPlan,
+    live: &'a BTreeMap<&'a ObjectKey, &'a inventory::Member>,
+    recreatable: &'a BTreeSet<ObjectKey>,
+}
+
+impl Gate<'_> {
+    /// Splits refusals into the immutable-field ones berth may resolve by re-creating the
+    /// object, and the rest; the rest get the changed values spelled out.
+    fn judge(&self, mut u: Unapplied) -> (Vec<ObjectFailure>, Unapplied) {
+        let (again, rest): (Vec<ObjectFailure>, Vec<ObjectFailure>) =
+            std::mem::take(&mut u.failures).into_iter().partition(|f| {
+                f.cause == FailureCause::Immutable && self.recreatable.contains(&f.object)
+            });
+        u.failures = rest;
+        for f in &mut u.failures {
+            if f.cause == FailureCause::Immutable {
+                self.explain(f);
+            }
+        }
+        (again, u)
+    }
+
+    /// Rewrites an immutable-field refusal as the fields and their two values (the cluster's,
+    /// the artifact's) instead of the server's dump of the whole new value.
+    fn explain(&self, f: &mut ObjectFailure) {
+        let lines = self.changes(f);
+        if !lines.is_empty() {
+            f.message = format!("immutable field changed: {}", lines.join("; "));
+        }
+    }
+
+    /// One line per immutable field of the refusal, with what changed under it; empty when
+    /// the live object is not known.
+    fn changes(&self, f: &ObjectFailure) -> Vec<String> {
+        let (Some(desired), Some(live)) = (
+            self.plan.objects.iter().find(|o| o.key == f.object),
+            self.live.get(&f.object),
+        ) else {
+            return Vec::new();
+        };
+        let (Ok(desired), Ok(live)) = (
+            serde_json::to_value(&desired.body),
+            serde_json::to_value(&live.live),
+        ) else {
+            return Vec::new();
+        };
+        f.immutable_fields
+            .iter()
+            .map(|field| {
+                let mut changes = Vec::new();
+                differences(
+                    field,
+                    value_at(&desired, field),
+                    value_at(&live, field),
+                    &mut changes,
+                );
+                if changes.is_empty() {
+                    format!("{field} cannot change")
+                } else {
+                    format!("{field} cannot change: {}", changes.join(", "))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Most differences spelled out under one immutable field.
+const MAX_IMMUTABLE_CHANGES_SHOWN: usize = 3;
+
+/// The value at a field path as the API server writes them (`spec.template`,
+/// `spec.containers[0].image`).
+fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut at = v;
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        at = at.get(name)?;
+        if let Some(i) = index {
+            at = at.get(i)?;
+        }
+    }
+    Some(at)
+}
+
+/// Where `desired` asks for something `live` does not have, as `path: live -> desired`
+/// (desired's fields only: what the server defaulted is not a change).
+fn differences(path: &str, desired: Option<&Value>, live: Option<&Value>, out: &mut Vec<String>) {
+    if out.len() >= MAX_IMMUTABLE_CHANGES_SHOWN {
+        return;
+    }
+    match (desired, live) {
+        (None, _) => {}
+        (Some(d), Some(l)) if contained(d, l) => {}
+        (Some(Value::Object(d)), Some(Value::Object(l))) => {
+            for (k, dv) in d {
+                differences(&format!("{path}.{k}"), Some(dv), l.get(k), out);
+            }
+        }
+        (Some(Value::Array(d)), Some(Value::Array(l))) if d.len() == l.len() => {
+            for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
+                differences(&format!("{path}[{i}]"), Some(dv), Some(lv), out);
+            }
+        }
+        (d, l) => out.push(format!("{path}: {} -> {}", short(l), short(d))),
+    }
+}
+
+/// One stage's apply, with the re-creation of objects whose immutable fields changed.
+struct StageRun<'a> {
+    client: &'a Client,
+    policy: ConflictPolicy,
+    gate: &'a Gate<'a>,
+    deadline: Instant,
+    results: &'a mut BTreeMap<ObjectKey, AppliedObject>,
+    recreated: &'a mut Vec<ObjectKey>,
+}
+
+impl StageRun<'_> {
+    async fn apply(
+        &mut self,
+        objects: &[&PlannedObject],
+        answer: Answer,
+    ) -> Result<(), ApplyError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let failed =
+            match apply::apply_all(self.client, objects, Mode::Apply, self.policy, answer).await {
+                Ok(ok) => {
+                    self.results
+                        .extend(ok.into_iter().map(|a| (a.key.clone(), a)));
+                    return Ok(());
+                }
+                Err(u) => u,
+            };
+        let (again, mut rest) = self.gate.judge(failed);
+        self.results.extend(
+            std::mem::take(&mut rest.applied)
+                .into_iter()
+                .map(|a| (a.key.clone(), a)),
+        );
+        if !rest.failures.is_empty() || rest.not_sent > 0 {
+            return Err(ApplyError::apply(rest));
+        }
+        for key in again.into_iter().map(|f| f.object) {
+            let Some(o) = objects.iter().find(|o| o.key == key) else {
+                continue;
+            };
+            let undone = |f| {
+                ApplyError::apply(Unapplied {
+                    failures: vec![f],
+                    ..Unapplied::default()
+                })
+            };
+            apply::delete_for_recreate(self.client, o, self.deadline)
+                .await
+                .map_err(undone)?;
+            let made = apply::apply_all(self.client, &[*o], Mode::Apply, self.policy, answer)
+                .await
+                .map_err(ApplyError::apply)?;
+            tracing::info!(object = %o.key, "re-created: an immutable field changed");
+            self.results
+                .extend(made.into_iter().map(|a| (a.key.clone(), a)));
+            self.recreated.push(key);
+        }
+        Ok(())
+    }
 }
 
 /// Objects that cannot be dry-run yet: their kind comes from a CRD in this set that is not
@@ -504,33 +904,26 @@ pub fn contained(desired: &Value, live: &Value) -> bool {
     }
 }
 
-/// Dry-runs `objects` (`dryRun=All`: admission, validation and field ownership, nothing stored).
+/// Dry-runs `objects` (`dryRun=All`: admission, validation and field ownership, nothing
+/// stored). A change of immutable fields passes when the object may be re-created: the apply
+/// stage re-creates it.
 async fn dry_run(
     client: &Client,
     objects: &[&PlannedObject],
     policy: ConflictPolicy,
+    gate: &Gate<'_>,
 ) -> Result<(), ApplyError> {
-    apply::apply_all(client, objects, Mode::DryRun, policy, Answer::Metadata)
-        .await
-        .map(|_| ())
-        .map_err(ApplyError::dry_run)
-}
-
-async fn apply_stage(
-    client: &Client,
-    objects: &[&PlannedObject],
-    policy: ConflictPolicy,
-    answer: Answer,
-    results: &mut BTreeMap<ObjectKey, AppliedObject>,
-) -> Result<(), ApplyError> {
-    if objects.is_empty() {
-        return Ok(());
+    match apply::apply_all(client, objects, Mode::DryRun, policy, Answer::Metadata).await {
+        Ok(_) => Ok(()),
+        Err(u) => {
+            let (_, rest) = gate.judge(u);
+            if rest.failures.is_empty() && rest.not_sent == 0 {
+                Ok(())
+            } else {
+                Err(ApplyError::dry_run(rest))
+            }
+        }
     }
-    let ok = apply::apply_all(client, objects, Mode::Apply, policy, answer)
-        .await
-        .map_err(ApplyError::apply)?;
-    results.extend(ok.into_iter().map(|a| (a.key.clone(), a)));
-    Ok(())
 }
 
 /// What applying the set would do to one object.
@@ -539,6 +932,11 @@ pub enum Change {
     Create,
     /// Changed fields as `path: old -> new` lines (values shortened).
     Update(Vec<String>),
+    /// Immutable fields changed and the object may be re-created: it is deleted and created
+    /// again. The lines say what changed.
+    Recreate(Vec<String>),
+    /// Not sent, and why.
+    Skip(Skip),
     Unchanged,
     Prune,
 }
@@ -554,21 +952,57 @@ pub async fn diff(
 ) -> Result<Vec<(ObjectKey, Change)>, SyncError> {
     let plan = plan::plan(manifests, discovery, &opts.namespaces, &parent.id()).await?;
     let recorded = inventory::read(&clients.agent, parent).await?;
-    let all: Vec<&PlannedObject> = plan.objects.iter().collect();
+    let mut scope = recorded.union(&Inventory {
+        group_kinds: plan.group_kinds(),
+        namespaces: plan.namespaces(),
+        finished_jobs: BTreeMap::new(),
+    });
+    scope.namespaces.insert(parent.namespace.clone());
+    let members = inventory::list_members(&clients.agent, discovery, parent, &scope).await?;
+    let live: BTreeMap<&ObjectKey, &inventory::Member> =
+        members.iter().map(|m| (&m.key, m)).collect();
+    let decisions = decide(clients, &plan, &live, &recorded, opts).await?;
+    let gate = Gate {
+        plan: &plan,
+        live: &live,
+        recreatable: &decisions.recreatable,
+    };
+    let all: Vec<&PlannedObject> = plan
+        .objects
+        .iter()
+        .filter(|o| !decisions.skipped.contains_key(&o.key))
+        .collect();
     ownership::check(&clients.agent, &all, &parent.id()).await?;
     let deferred = deferred_objects(&clients.agent, &all).await?;
     let policy = ConflictPolicy { force: opts.force };
     let mut out = Vec::new();
-    let (later, now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
-        plan.objects.iter().partition(|o| deferred.contains(&o.key));
-    let dry = apply::apply_all(&clients.applier, &now, Mode::DryRun, policy, Answer::Object)
+    let (later, mut now): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+        all.into_iter().partition(|o| deferred.contains(&o.key));
+    let dry = match apply::apply_all(&clients.applier, &now, Mode::DryRun, policy, Answer::Object)
         .await
-        .map_err(ApplyError::dry_run)?;
+    {
+        Ok(dry) => dry,
+        Err(u) => {
+            // Objects whose immutable fields changed and that may be re-created are shown as
+            // such; everything else must pass the dry-run as the apply would need it to.
+            let (again, rest) = gate.judge(u);
+            if !rest.failures.is_empty() || rest.not_sent > 0 {
+                return Err(ApplyError::dry_run(rest).into());
+            }
+            for f in &again {
+                out.push((f.object.clone(), Change::Recreate(gate.changes(f))));
+            }
+            now.retain(|o| !again.iter().any(|f| f.object == o.key));
+            apply::apply_all(&clients.applier, &now, Mode::DryRun, policy, Answer::Object)
+                .await
+                .map_err(ApplyError::dry_run)?
+        }
+    };
     for (o, mut d) in now.iter().zip(dry) {
         let rejected = |f: ObjectFailure| {
             ApplyError::dry_run(Unapplied {
                 failures: vec![f],
-                not_sent: 0,
+                ..Unapplied::default()
             })
         };
         let mut live = apply::live(&clients.applier, o).await.map_err(rejected)?;
@@ -612,13 +1046,13 @@ pub async fn diff(
         out.push((o.key.clone(), change));
     }
     out.extend(later.into_iter().map(|o| (o.key.clone(), Change::Create)));
+    out.extend(
+        decisions
+            .skipped
+            .iter()
+            .map(|(k, why)| (k.clone(), Change::Skip(*why))),
+    );
     if opts.prune {
-        let mut scope = recorded.union(&Inventory {
-            group_kinds: plan.group_kinds(),
-            namespaces: plan.namespaces(),
-        });
-        scope.namespaces.insert(parent.namespace.clone());
-        let members = inventory::list_members(&clients.agent, discovery, parent, &scope).await?;
         out.extend(
             inventory::prune_candidates(&members, &plan.keys())
                 .into_iter()
@@ -748,6 +1182,200 @@ mod tests {
         );
     }
 
+    /// A planned Job `name` in namespace `jobs`, stamped as the plan stamps it.
+    fn job(name: &str, image: &str, policy: ApplyPolicy) -> PlannedObject {
+        let mut o = PlannedObject::for_test("batch", "v1", "Job", Some("jobs"), name);
+        o.body.data = json!({"spec": {"template": {"spec": {"containers": [{"name": "m", "image": image}]}}}});
+        o.body.metadata.annotations = Some(BTreeMap::from([(
+            JOB_CONTENT_ANNOTATION.to_string(),
+            format!("content-of-{image}"),
+        )]));
+        o.policy = policy;
+        o
+    }
+
+    /// A live member as listed, with `status` and the content annotation of `content`.
+    fn live_member(o: &PlannedObject, status: Value, content: &str) -> inventory::Member {
+        let mut live = o.body.clone();
+        live.data["status"] = status;
+        live.metadata.annotations = Some(BTreeMap::from([(
+            JOB_CONTENT_ANNOTATION.to_string(),
+            content.to_string(),
+        )]));
+        inventory::Member {
+            key: o.key.clone(),
+            resource: o.resource.clone(),
+            stage: o.stage,
+            resource_version: Some("1".into()),
+            keep: false,
+            live,
+        }
+    }
+
+    fn complete() -> Value {
+        json!({"conditions": [{"type": "Complete", "status": "True"}]})
+    }
+
+    fn opts(recreate: bool) -> SyncOptions {
+        SyncOptions {
+            namespaces: NamespaceDefaults {
+                target: None,
+                fallback: "default".into(),
+            },
+            force: false,
+            recreate,
+            prune: true,
+            wait: true,
+            timeout: Duration::from_secs(60),
+            allow_empty: false,
+            dry_run_gate: true,
+            health: health::HealthRules::default(),
+        }
+    }
+
+    #[test]
+    fn a_finished_job_that_is_gone_is_not_run_again_for_the_same_content() {
+        let plan = ApplyPlan {
+            objects: vec![
+                job("migrate", "busybox:1", ApplyPolicy::Apply),
+                job("seed", "busybox:2", ApplyPolicy::Apply),
+            ],
+        };
+        let recorded = Inventory {
+            finished_jobs: BTreeMap::from([
+                ("jobs/migrate".into(), "content-of-busybox:1".into()),
+                // seed completed with other content: its manifest changed since.
+                ("jobs/seed".into(), "content-of-busybox:1".into()),
+                ("jobs/gone-from-artifact".into(), "x".into()),
+            ]),
+            ..Inventory::default()
+        };
+        let live = BTreeMap::new();
+        let finished = finished_jobs(&plan, &live, &recorded);
+        assert_eq!(
+            finished.keys().collect::<Vec<_>>(),
+            ["jobs/migrate", "jobs/seed"],
+            "Jobs that left the artifact leave the record"
+        );
+        let skipped = skipped_objects(&plan, &live, &finished);
+        assert_eq!(
+            skipped.into_iter().collect::<Vec<_>>(),
+            vec![(plan.objects[0].key.clone(), Skip::Finished)],
+            "seed runs again: its content changed"
+        );
+    }
+
+    #[test]
+    fn a_job_seen_complete_is_recorded_with_the_content_it_ran() {
+        let planned = job("migrate", "busybox:2", ApplyPolicy::Apply);
+        let plan = ApplyPlan {
+            objects: vec![planned.clone()],
+        };
+        let running = live_member(&planned, json!({"active": 1}), "content-of-busybox:2");
+        let live = BTreeMap::from([(&planned.key, &running)]);
+        assert!(finished_jobs(&plan, &live, &Inventory::default()).is_empty());
+        let done = live_member(&planned, complete(), "content-of-busybox:1");
+        let live = BTreeMap::from([(&planned.key, &done)]);
+        assert_eq!(
+            finished_jobs(&plan, &live, &Inventory::default())["jobs/migrate"],
+            "content-of-busybox:1",
+            "the content the live Job ran, not the one planned"
+        );
+        assert!(
+            skipped_objects(
+                &plan,
+                &live,
+                &finished_jobs(&plan, &live, &Inventory::default())
+            )
+            .is_empty(),
+            "a Job that is still there is applied (and re-created if its content changed)"
+        );
+    }
+
+    #[test]
+    fn policies_decide_what_is_skipped_and_what_may_be_recreated() {
+        let ignored = job("a", "i:1", ApplyPolicy::Ignore);
+        let once = job("b", "i:1", ApplyPolicy::IfNotPresent);
+        let plan = ApplyPlan {
+            objects: vec![ignored.clone(), once.clone()],
+        };
+        let once_live = live_member(&once, json!({"active": 1}), "content-of-i:1");
+        let none = BTreeMap::new();
+        let skipped = skipped_objects(&plan, &none, &BTreeMap::new());
+        assert_eq!(skipped.get(&ignored.key), Some(&Skip::Ignored));
+        assert_eq!(skipped.get(&once.key), None, "absent: it is created");
+        let live = BTreeMap::from([(&once.key, &once_live)]);
+        assert_eq!(
+            skipped_objects(&plan, &live, &BTreeMap::new()).get(&once.key),
+            Some(&Skip::Exists)
+        );
+
+        let web = PlannedObject::for_test("apps", "v1", "Deployment", Some("a"), "web");
+        assert!(!recreate_allowed(&web, None, &opts(false)));
+        assert!(recreate_allowed(&web, None, &opts(true)), "spec.recreate");
+        let web = PlannedObject {
+            policy: ApplyPolicy::Recreate,
+            ..web
+        };
+        assert!(recreate_allowed(&web, None, &opts(false)), "the annotation");
+        let running = job("m", "i:1", ApplyPolicy::Apply);
+        let running_live = live_member(&running, json!({"active": 1}), "c");
+        assert!(
+            !recreate_allowed(&running, Some(&running_live.live), &opts(false)),
+            "a running Job is not killed to apply a change"
+        );
+        let done_live = live_member(&running, complete(), "c");
+        assert!(recreate_allowed(
+            &running,
+            Some(&done_live.live),
+            &opts(false)
+        ));
+        let failed_live = live_member(
+            &running,
+            json!({"conditions": [{"type": "Failed", "status": "True"}]}),
+            "c",
+        );
+        assert!(recreate_allowed(
+            &running,
+            Some(&failed_live.live),
+            &opts(false)
+        ));
+    }
+
+    #[test]
+    fn immutable_changes_are_spelled_out_as_the_fields_and_their_two_values() {
+        let desired = json!({"spec": {"selector": {"matchLabels": {"app": "web2"}},
+            "template": {"spec": {"containers": [{"name": "m", "image": "busybox:2"}]}}}});
+        let live = json!({"spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"defaulted": "x"}},
+                "spec": {"containers": [{"name": "m", "image": "busybox:1", "imagePullPolicy": "IfNotPresent"}]}}}});
+        let mut out = Vec::new();
+        differences(
+            "spec.selector",
+            value_at(&desired, "spec.selector"),
+            value_at(&live, "spec.selector"),
+            &mut out,
+        );
+        assert_eq!(out, ["spec.selector.matchLabels.app: \"web\" -> \"web2\""]);
+        let mut out = Vec::new();
+        differences(
+            "spec.template",
+            value_at(&desired, "spec.template"),
+            value_at(&live, "spec.template"),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            ["spec.template.spec.containers[0].image: \"busybox:1\" -> \"busybox:2\""],
+            "defaulted fields are no change"
+        );
+        assert_eq!(
+            value_at(&live, "spec.template.spec.containers[0].image"),
+            Some(&json!("busybox:1"))
+        );
+        assert_eq!(value_at(&live, "spec.nothing"), None);
+    }
+
     #[test]
     fn secret_values_are_hidden_in_diffs() {
         assert_eq!(
@@ -794,10 +1422,11 @@ mod tests {
             origin: "c.yaml:1".into(),
             cause,
             message: "no".into(),
+            immutable_fields: Vec::new(),
         };
         let u = Unapplied {
             failures: vec![failure],
-            not_sent: 0,
+            ..Unapplied::default()
         };
         SyncError::Apply(if dry_run {
             ApplyError::dry_run(u)

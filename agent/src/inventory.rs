@@ -15,8 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::api_error;
 use crate::applyset::{
-    self, ADDITIONAL_NAMESPACES_ANNOTATION, GROUP_KINDS_ANNOTATION, ID_LABEL, PART_OF_LABEL, Stage,
-    TOOLING_ANNOTATION, tooling,
+    self, ADDITIONAL_NAMESPACES_ANNOTATION, FINISHED_JOBS_ANNOTATION, GROUP_KINDS_ANNOTATION,
+    ID_LABEL, PART_OF_LABEL, Stage, TOOLING_ANNOTATION, tooling,
 };
 use crate::discovery::{ApiDiscovery, DiscoveryError, api_for};
 use crate::plan::ObjectKey;
@@ -85,16 +85,24 @@ impl ApplySetParent {
     }
 }
 
-/// Group-kinds and namespaces the set spans, as recorded on the parent.
+/// Group-kinds and namespaces the set spans, as recorded on the parent, and the Jobs of the
+/// set that finished.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     pub group_kinds: BTreeSet<String>,
     /// Every namespace holding members (the parent's own included).
     pub namespaces: BTreeSet<String>,
+    /// Jobs that completed, by `<namespace>/<name>`, with the content hash they completed
+    /// with ([`applyset::FINISHED_JOBS_ANNOTATION`]).
+    pub finished_jobs: BTreeMap<String, String>,
 }
 
 impl Inventory {
+    /// Both sets' kinds and namespaces; the finished Jobs of `self` with those of `other` on
+    /// top.
     pub fn union(&self, other: &Inventory) -> Inventory {
+        let mut finished_jobs = self.finished_jobs.clone();
+        finished_jobs.extend(other.finished_jobs.clone());
         Inventory {
             group_kinds: self
                 .group_kinds
@@ -102,8 +110,14 @@ impl Inventory {
                 .cloned()
                 .collect(),
             namespaces: self.namespaces.union(&other.namespaces).cloned().collect(),
+            finished_jobs,
         }
     }
+}
+
+/// How a Job is named in [`Inventory::finished_jobs`].
+pub fn job_record_key(key: &ObjectKey) -> String {
+    format!("{}/{}", key.namespace.as_deref().unwrap_or(""), key.name)
 }
 
 /// Object keys are boxed: unboxed, they would make every `Result` that carries this error
@@ -268,9 +282,16 @@ fn parse(annotations: &BTreeMap<String, String>, parent_namespace: &str) -> Inve
     let mut namespaces: BTreeSet<String> =
         split_list(annotations.get(ADDITIONAL_NAMESPACES_ANNOTATION)).collect();
     namespaces.insert(parent_namespace.to_string());
+    // A record berth cannot read (edited by hand) is treated as empty: at worst a finished
+    // Job that is gone runs once more.
+    let finished_jobs = annotations
+        .get(FINISHED_JOBS_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
     Inventory {
         group_kinds,
         namespaces,
+        finished_jobs,
     }
 }
 
@@ -283,11 +304,19 @@ fn annotations(inv: &Inventory, parent_namespace: &str) -> BTreeMap<String, Stri
         .map(String::as_str)
         .filter(|ns| *ns != parent_namespace)
         .collect();
-    BTreeMap::from([
+    let mut out = BTreeMap::from([
         (TOOLING_ANNOTATION.to_string(), tooling()),
         (GROUP_KINDS_ANNOTATION.to_string(), gks.join(",")),
         (ADDITIONAL_NAMESPACES_ANNOTATION.to_string(), nss.join(",")),
-    ])
+    ]);
+    // Left out when empty: a set without Jobs keeps the parent kubectl would write.
+    if !inv.finished_jobs.is_empty() {
+        out.insert(
+            FINISHED_JOBS_ANNOTATION.to_string(),
+            serde_json::to_string(&inv.finished_jobs).unwrap_or_default(),
+        );
+    }
+    out
 }
 
 /// Records `inv` on the parent with server-side apply (a no-op write when unchanged).
@@ -451,12 +480,33 @@ pub fn prune_candidates(members: &[Member], keep: &BTreeSet<ObjectKey>) -> Vec<M
     doomed
 }
 
+/// What prune did to one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pruned {
+    /// Deleted (or already gone).
+    Deleted(ObjectKey),
+    /// Deleted, but its finalizers keep it in the cluster until their controllers let go.
+    /// Prune does not wait for them; the set keeps covering the object until it is gone.
+    Terminating {
+        object: ObjectKey,
+        finalizers: Vec<String>,
+    },
+}
+
+impl Pruned {
+    pub fn key(&self) -> &ObjectKey {
+        match self {
+            Pruned::Deleted(k) | Pruned::Terminating { object: k, .. } => k,
+        }
+    }
+}
+
 /// Deletes `doomed` stage by stage (namespaced objects first, CRDs last) with background
-/// propagation. Returns what was deleted (or was already gone).
+/// propagation, without waiting for finalizers.
 pub async fn delete_members(
     client: &Client,
     doomed: &[Member],
-) -> Result<Vec<ObjectKey>, InventoryError> {
+) -> Result<Vec<Pruned>, InventoryError> {
     let mut pruned = Vec::with_capacity(doomed.len());
     for stage in Stage::APPLY_ORDER.into_iter().rev() {
         let futures: Vec<_> = doomed
@@ -464,7 +514,7 @@ pub async fn delete_members(
             .filter(|m| m.stage == stage)
             .map(|m| delete(client, m))
             .collect();
-        let done: Vec<ObjectKey> = futures::stream::iter(futures)
+        let done: Vec<Pruned> = futures::stream::iter(futures)
             .buffer_unordered(MAX_CONCURRENT_DELETES)
             .try_collect()
             .await?;
@@ -473,19 +523,37 @@ pub async fn delete_members(
     Ok(pruned)
 }
 
-async fn delete(client: &Client, m: &Member) -> Result<ObjectKey, InventoryError> {
+async fn delete(client: &Client, m: &Member) -> Result<Pruned, InventoryError> {
     let api = api_for(client, &m.resource, m.key.namespace.as_deref());
     match api.delete(&m.key.name, &DeleteParams::background()).await {
-        Ok(_) => {
-            tracing::info!(object = %m.key, "pruned");
-            Ok(m.key.clone())
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(m.key.clone()),
+        // The server answers with the object when it still exists: finalizers hold it.
+        Ok(answer) => match answer
+            .left()
+            .map(|o| finalizers(&o))
+            .filter(|f| !f.is_empty())
+        {
+            Some(finalizers) => {
+                tracing::info!(object = %m.key, finalizers = %finalizers.join(","), "pruned; waiting on finalizers");
+                Ok(Pruned::Terminating {
+                    object: m.key.clone(),
+                    finalizers,
+                })
+            }
+            None => {
+                tracing::info!(object = %m.key, "pruned");
+                Ok(Pruned::Deleted(m.key.clone()))
+            }
+        },
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Pruned::Deleted(m.key.clone())),
         Err(source) => Err(InventoryError::Delete {
             object: Box::new(m.key.clone()),
             source,
         }),
     }
+}
+
+fn finalizers(o: &DynamicObject) -> Vec<String> {
+    o.metadata.finalizers.clone().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -589,7 +657,8 @@ mod tests {
             Some(Recorded {
                 inventory: Inventory {
                     group_kinds: BTreeSet::new(),
-                    namespaces: ["apps".to_string()].into()
+                    namespaces: ["apps".to_string()].into(),
+                    finished_jobs: BTreeMap::new(),
                 },
                 labelled: false,
             })
@@ -611,6 +680,7 @@ mod tests {
         let inv = Inventory {
             group_kinds: ["ConfigMap".to_string()].into(),
             namespaces: ["default".to_string()].into(),
+            ..Inventory::default()
         };
         let id = map(&[(ID_LABEL, &parent.id())]);
         let current = recorded_on(&parent, &id, &annotations(&inv, "default"))
@@ -756,6 +826,7 @@ mod tests {
                 .map(String::from)
                 .into(),
             namespaces: ["shop", "default", "admin"].map(String::from).into(),
+            ..Inventory::default()
         };
         let a = annotations(&inv, "default");
         assert_eq!(
@@ -764,6 +835,39 @@ mod tests {
         );
         assert_eq!(a[ADDITIONAL_NAMESPACES_ANNOTATION], "admin,shop");
         assert!(a[TOOLING_ANNOTATION].starts_with("berth/v"));
+        assert!(
+            !a.contains_key(FINISHED_JOBS_ANNOTATION),
+            "no Jobs, no record: the parent stays as kubectl would write it"
+        );
         assert_eq!(parse(&a, "default"), inv);
+    }
+
+    #[test]
+    fn finished_jobs_are_recorded_on_the_parent_and_read_back() {
+        let inv = Inventory {
+            group_kinds: ["Job.batch".to_string()].into(),
+            namespaces: ["default".to_string()].into(),
+            finished_jobs: BTreeMap::from([("default/migrate".into(), "0123456789abcdef".into())]),
+        };
+        let mut a = annotations(&inv, "default");
+        assert_eq!(
+            a[FINISHED_JOBS_ANNOTATION],
+            r#"{"default/migrate":"0123456789abcdef"}"#
+        );
+        assert_eq!(parse(&a, "default"), inv);
+        a.insert(FINISHED_JOBS_ANNOTATION.into(), "not json".into());
+        assert!(
+            parse(&a, "default").finished_jobs.is_empty(),
+            "an unreadable record is an empty one"
+        );
+        let later = Inventory {
+            finished_jobs: BTreeMap::from([("default/migrate".into(), "fedcba9876543210".into())]),
+            ..Inventory::default()
+        };
+        assert_eq!(
+            inv.union(&later).finished_jobs["default/migrate"],
+            "fedcba9876543210",
+            "the newer record wins"
+        );
     }
 }

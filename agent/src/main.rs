@@ -13,6 +13,7 @@ use berth::signature::{PublicKey, TrustPolicy};
 use berth_agent::discovery::ApiDiscovery;
 use berth_agent::engine::{self, Change, Clients, SyncError, SyncOptions};
 use berth_agent::fetch::{self, FetchError, Trust};
+use berth_agent::health::HealthRules;
 use berth_agent::inventory::{ApplySetParent, ParentKind};
 use berth_agent::plan::{Manifest, NamespaceDefaults};
 use berth_agent::{apply, controller, duration, lockdown, source};
@@ -72,6 +73,11 @@ struct ApplyArgs {
     /// Wait until every applied object is healthy (kstatus rules).
     #[arg(long)]
     wait: bool,
+    /// Health rules in CEL for kinds, a YAML list in the shape of a Source's
+    /// spec.healthCheckExprs ({apiVersion, kind, current, failed?, inProgress?}); for objects
+    /// of those kinds the rules decide instead of the built-in ones.
+    #[arg(long, value_name = "FILE", requires = "wait")]
+    health_check: Option<PathBuf>,
     /// ApplySet name: the Secret that records the set (default: derived from the
     /// repository or directory name). kubectl sees it as `--applyset=<name>`.
     #[arg(long)]
@@ -86,6 +92,10 @@ struct ApplyArgs {
     /// Take over fields owned by other field managers.
     #[arg(long)]
     force: bool,
+    /// Delete and re-create objects whose immutable fields changed (a Job's pod template, a
+    /// Deployment's selector) instead of refusing the change.
+    #[arg(long)]
+    recreate: bool,
     /// Deadline for apply and for health checks, e.g. 90s, 5m.
     #[arg(long, default_value = source::DEFAULT_TIMEOUT)]
     timeout: String,
@@ -447,9 +457,32 @@ fn object_name(text: &str) -> String {
     if s.is_empty() { "berth".to_string() } else { s }
 }
 
+/// The rules of a `--health-check` file, compiled.
+fn health_rules(file: Option<&std::path::Path>) -> Result<HealthRules, Failure> {
+    let Some(file) = file else {
+        return Ok(HealthRules::default());
+    };
+    let usage = |what: String| {
+        Failure::new(
+            Exit::Usage,
+            format!("--health-check {}: {what}", file.display()),
+        )
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let exprs: Vec<source::HealthCheckExpr> = serde_saphyr::from_str(&text).map_err(|e| {
+        usage(format!(
+            "not a YAML list of {{apiVersion, kind, current, failed?, inProgress?}}: {e}"
+        ))
+    })?;
+    HealthRules::compile(exprs.iter().map(source::HealthCheckExpr::text))
+        .map_err(|e| usage(e.to_string()))
+}
+
 async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
     let timeout = duration::parse(&args.timeout)
         .map_err(|e| Failure::new(Exit::Usage, format!("--timeout: {e}")))?;
+    // Before anything is read or applied: a rule that does not compile is a usage error.
+    let health = health_rules(args.health_check.as_deref())?;
     let config = kube::Config::infer().await.map_err(|e| {
         Failure::new(Exit::Error, format!("no usable kubeconfig: {e}"))
             .hint("set KUBECONFIG or run inside a cluster")
@@ -560,11 +593,13 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
             fallback: namespace,
         },
         force: args.force,
+        recreate: args.recreate,
         prune: args.prune,
         wait: args.wait,
         timeout,
         allow_empty: args.allow_empty,
         dry_run_gate: true,
+        health,
     };
     let mut discovery = ApiDiscovery::new(agent);
     if diff_only {
@@ -586,12 +621,19 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
                         println!("    {f}");
                     }
                 }
+                Change::Recreate(fields) => {
+                    println!("! {key} (delete and re-create: an immutable field changed)");
+                    for f in fields {
+                        println!("    {f}");
+                    }
+                }
+                Change::Skip(why) => println!("= {key} ({why})"),
             }
-            differs |= *change != Change::Unchanged;
+            differs |= !matches!(change, Change::Unchanged | Change::Skip(_));
         }
         let unchanged = changes
             .iter()
-            .filter(|(_, c)| *c == Change::Unchanged)
+            .filter(|(_, c)| matches!(c, Change::Unchanged | Change::Skip(_)))
             .count();
         eprintln!(
             "{what}: {} object(s) differ, {unchanged} unchanged",
@@ -605,8 +647,20 @@ async fn one_shot(args: ApplyArgs, diff_only: bool) -> Result<Exit, Failure> {
     for k in &report.changed {
         println!("applied {k}");
     }
+    for k in &report.recreated {
+        println!("re-created {k} (an immutable field changed)");
+    }
+    for (k, why) in &report.skipped {
+        println!("skipped {k}: {why}");
+    }
     for k in &report.pruned {
-        println!("pruned {k}");
+        match report.terminating.iter().find(|(t, _)| t == k) {
+            Some((_, finalizers)) => println!(
+                "pruned {k} (still terminating: waiting on finalizers {})",
+                finalizers.join(", ")
+            ),
+            None => println!("pruned {k}"),
+        }
     }
     eprintln!(
         "{what}: {} object(s), {} changed, {} unchanged, {} pruned (ApplySet {parent}, id {})",

@@ -10,7 +10,9 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde_json::Value;
 
-use crate::applyset::{self, PART_OF_LABEL, Stage};
+use crate::applyset::{
+    self, APPLY_ANNOTATION, ApplyPolicy, JOB_CONTENT_ANNOTATION, PART_OF_LABEL, Stage,
+};
 use crate::discovery::{DiscoveryError, ServedKinds, api_for};
 
 /// One manifest as it was read from the artifact (or a directory): a JSON object and where
@@ -58,9 +60,26 @@ pub struct PlannedObject {
     pub origin: String,
     /// The kind is defined by a CRD in this same plan and not served yet.
     pub kind_from_plan: bool,
+    /// What berth may do to it (annotation `berth.dev/apply`).
+    pub policy: ApplyPolicy,
 }
 
 impl PlannedObject {
+    /// Whether this is a `batch` Job: it runs once, and finished, it may be re-created.
+    pub fn is_job(&self) -> bool {
+        self.key.group == "batch" && self.key.kind == "Job"
+    }
+
+    /// The hash of a Job's manifest that berth stamped on it ([`JOB_CONTENT_ANNOTATION`]).
+    pub fn job_content(&self) -> Option<&str> {
+        self.body
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(JOB_CONTENT_ANNOTATION)
+            .map(String::as_str)
+    }
+
     /// The API the object is applied, read and deleted through.
     pub fn api(&self, client: &Client) -> Api<DynamicObject> {
         api_for(client, &self.resource, self.key.namespace.as_deref())
@@ -94,6 +113,7 @@ impl PlannedObject {
             body,
             origin: format!("{name}.yaml:1"),
             kind_from_plan: false,
+            policy: ApplyPolicy::Apply,
         }
     }
 }
@@ -300,6 +320,19 @@ pub async fn plan(
         }
         seen.insert(key.clone(), m.origin.clone());
 
+        let policy = ApplyPolicy::of(body.metadata.annotations.as_ref()).map_err(|value| {
+            PlanError::InvalidObject {
+                origin: m.origin.clone(),
+                problem: format!(
+                    "annotation {APPLY_ANNOTATION}: {value:?} is not one of {}",
+                    ApplyPolicy::VALUES.join(", ")
+                ),
+            }
+        })?;
+        if key.group == "batch" && key.kind == "Job" {
+            stamp_job_content(&mut body);
+        }
+
         let stage = Stage::of(&gvk.group, &gvk.kind, namespaced);
         objects.push(PlannedObject {
             key,
@@ -309,11 +342,31 @@ pub async fn plan(
             body,
             origin: m.origin,
             kind_from_plan,
+            policy,
         });
     }
     // Stable within a stage: the artifact's own order is kept for objects of equal rank.
     objects.sort_by_key(|o| o.stage);
     Ok(ApplyPlan { objects })
+}
+
+/// Stamps a Job with the hash of its manifest as planned (labels included, the stamp itself
+/// left out), so berth knows later which content a live Job runs and which content a Job that
+/// is gone had finished.
+fn stamp_job_content(body: &mut DynamicObject) {
+    use sha2::Digest as _;
+    if let Some(a) = body.metadata.annotations.as_mut() {
+        a.remove(JOB_CONTENT_ANNOTATION);
+    }
+    // serde_json's maps are sorted (no `preserve_order`): the same manifest always gives the
+    // same bytes, whatever order its keys were written in.
+    let bytes = serde_json::to_vec(&*body).unwrap_or_default();
+    let hash = sha2::Sha256::digest(&bytes);
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    body.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(JOB_CONTENT_ANNOTATION.to_string(), hex);
 }
 
 /// Kinds that CRDs in this set define, keyed by (group, kind).

@@ -74,6 +74,11 @@ pub const MAX_REMEMBERED_SIGNATURES: usize = 65_536;
 /// Triggers queued for the controller; beyond this the oldest are dropped (the interval
 /// still reconciles everything).
 pub const TRIGGER_QUEUE: usize = 256;
+/// After a registry's push notification, the Sources it names are reconciled at once and
+/// again after each of these delays. distribution sends the manifest push event from inside
+/// the manifest write, before its handler points the tag at the manifest: a reconcile fired at
+/// once can resolve the old digest and, with a long interval, not look again for minutes.
+pub const TAG_SETTLE_RECHECKS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
 /// Secret keys the receiver reads.
 pub const TOKEN_KEY: &str = "token";
 pub const HMAC_KEY: &str = "hmac-key";
@@ -152,8 +157,12 @@ impl Triggers {
     }
 
     fn fire(&self, src: &Source) {
+        self.fire_ref(ObjectRef::from_obj(src));
+    }
+
+    fn fire_ref(&self, r: ObjectRef<Source>) {
         // No receiver (a follower, or between terms) is fine: the leader's interval covers it.
-        let _ = self.0.send(ObjectRef::from_obj(src));
+        let _ = self.0.send(r);
     }
 }
 
@@ -559,7 +568,7 @@ impl Receiver {
                 );
             }
         };
-        let mut fired = 0usize;
+        let mut fired = Vec::new();
         for src in &list.items {
             if repositories
                 .iter()
@@ -567,10 +576,26 @@ impl Receiver {
             {
                 tracing::info!(source = %src.key(), "receiver: registry push; reconcile requested");
                 self.triggers.fire(src);
-                fired += 1;
+                fired.push(ObjectRef::from_obj(src));
             }
         }
-        tracing::debug!(sources = fired, "receiver: registry notification handled");
+        tracing::debug!(
+            sources = fired.len(),
+            "receiver: registry notification handled"
+        );
+        if !fired.is_empty() {
+            let triggers = self.triggers.clone();
+            tokio::spawn(async move {
+                let mut waited = Duration::ZERO;
+                for at in TAG_SETTLE_RECHECKS {
+                    tokio::time::sleep(at.saturating_sub(waited)).await;
+                    waited = at;
+                    for r in &fired {
+                        triggers.fire_ref(r.clone());
+                    }
+                }
+            });
+        }
         // The same answer whether or not a Source matched: nothing to learn from it.
         text(StatusCode::ACCEPTED, "accepted\n")
     }

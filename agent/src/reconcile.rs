@@ -477,11 +477,13 @@ async fn apply(
             fallback: namespace,
         },
         force: src.spec.force,
+        recreate: src.spec.recreate,
         prune: src.spec.prune,
         wait: src.spec.wait,
         timeout: src.spec.timeout()?,
         allow_empty: false,
         dry_run_gate: !drift_check,
+        health: src.spec.health_rules()?,
     };
     let mut discovery = ApiDiscovery::new(ctx.client.clone());
     if !ctx.lockdown.is_empty() {

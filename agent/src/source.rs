@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::{self, DurationError};
+use crate::health::{HealthRules, RuleError, RuleText};
 
 /// API group of every berth custom resource.
 pub const GROUP: &str = "berth.dev";
@@ -85,14 +86,62 @@ pub struct SourceSpec {
     /// Secret whose `ca.crt` is the CA bundle for the registry's TLS certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectReference>,
-    /// Take ownership of fields other field managers own (server-side apply force).
+    /// Take ownership of fields other field managers own (server-side apply force). Does not
+    /// help with immutable fields: see `recreate`.
     #[serde(default)]
     pub force: bool,
+    /// When the API server refuses a change because a field cannot change once the object
+    /// exists (a Job's pod template, a Deployment's selector), delete the object and create
+    /// it again. Off by default: a re-created Deployment restarts all its Pods at once. One
+    /// object can opt in with the annotation `berth.dev/apply: Recreate`; finished Jobs are
+    /// re-created without either.
+    #[serde(default)]
+    pub recreate: bool,
     /// `onHealthFailure`: when a new digest fails its health wait, re-apply the last applied
     /// digest (verified again first) and hold there until the ref moves or the annotation
     /// `berth.dev/retry` changes. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackPolicy>,
+    /// Health rules in CEL for kinds the built-in rules do not understand (the shape of
+    /// Flux's `healthCheckExprs`): for objects of a rule's group and kind, the rule decides
+    /// instead of the built-in verdict. Checked by the health wait (`wait`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_check_exprs: Vec<HealthCheckExpr>,
+}
+
+/// How to tell the health of objects of one kind, in CEL over the object. After a check that
+/// the object's controller saw its latest generation, `inProgress`, `failed` and `current`
+/// are evaluated in that order and the first that is true decides; none true means in
+/// progress. An expression that cannot be evaluated (e.g. a missing field) counts as not true.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckExpr {
+    /// API version of the kind, e.g. `cert-manager.io/v1`; only the group is matched, so the
+    /// rule covers every version of the kind.
+    pub api_version: String,
+    /// Kind of the objects the rule judges, e.g. `Certificate`.
+    pub kind: String,
+    /// True once the object is healthy, e.g. `status.phase == 'Ready'`. The object's
+    /// top-level fields are the variables: `metadata`, `spec`, `status`, ….
+    pub current: String,
+    /// True when the object will not become healthy: the health wait fails at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+    /// True while the object is still being worked on (checked first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<String>,
+}
+
+impl HealthCheckExpr {
+    pub fn text(&self) -> RuleText<'_> {
+        RuleText {
+            api_version: &self.api_version,
+            kind: &self.kind,
+            current: &self.current,
+            failed: self.failed.as_deref(),
+            in_progress: self.in_progress.as_deref(),
+        }
+    }
 }
 
 // When the agent returns to the last applied digest on its own (documented on the field).
@@ -257,6 +306,8 @@ pub enum SpecError {
     },
     #[error("spec.interval {interval:?} is shorter than the minimum {min:?}")]
     IntervalTooShort { interval: Duration, min: Duration },
+    #[error("spec.healthCheckExprs{0}; edit the Source")]
+    HealthCheck(RuleError),
 }
 
 fn default_interval() -> String {
@@ -320,7 +371,14 @@ impl SourceSpec {
             });
         }
         self.timeout()?;
+        self.health_rules()?;
         Ok(())
+    }
+
+    /// `healthCheckExprs`, every expression compiled.
+    pub fn health_rules(&self) -> Result<HealthRules, SpecError> {
+        HealthRules::compile(self.health_check_exprs.iter().map(HealthCheckExpr::text))
+            .map_err(SpecError::HealthCheck)
     }
 
     pub fn interval(&self) -> Result<Duration, SpecError> {
@@ -384,6 +442,37 @@ mod tests {
     fn verification_is_required_unless_explicitly_disabled() {
         let s = spec(json!({"url": "oci://r/x", "ref": {"tag": "v1"}, "verify": {}}));
         assert_eq!(s.validate(), Err(SpecError::NoTrustPolicy));
+    }
+
+    #[test]
+    fn health_check_exprs_are_compiled_when_the_spec_is_validated() {
+        let with = |exprs: serde_json::Value| {
+            spec(json!({"url": "oci://r/x", "ref": {"tag": "v1"},
+                "verify": {"insecureSkipVerify": true}, "healthCheckExprs": exprs}))
+        };
+        let good = with(
+            json!([{"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "current": "status.conditions.exists(c, c.type == 'Ready' && c.status == 'True')",
+            "failed": "status.conditions.exists(c, c.type == 'Ready' && c.status == 'False')"}]),
+        );
+        assert_eq!(good.validate(), Ok(()));
+        assert!(good.health_rules().is_ok_and(|r| !r.is_empty()));
+
+        let bad = with(json!([
+            {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "current": "true"},
+            {"apiVersion": "db.example.com/v1", "kind": "Database", "current": "status.phase == 'Ready'",
+             "inProgress": "status.phase in ['Pending'"}]));
+        let e = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("spec.healthCheckExprs[1] (Database.db.example.com) inProgress: does not parse as CEL: 1:"),
+            "names the rule and the expression: {e}"
+        );
+        assert!(e.ends_with("; edit the Source"), "{e}");
+        assert!(!e.contains('\n'), "a condition message is one line: {e}");
     }
 
     #[test]

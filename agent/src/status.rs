@@ -92,6 +92,49 @@ impl Note {
     }
 }
 
+/// What an apply left as it was, for the Ready message: objects not sent and why, and pruned
+/// objects their finalizers still hold. Empty for a plain apply.
+fn report_details(report: &SyncReport) -> String {
+    let mut parts = Vec::new();
+    if !report.skipped.is_empty() {
+        let shown: Vec<String> = report
+            .skipped
+            .iter()
+            .take(MAX_CORRECTED_SHOWN)
+            .map(|(k, why)| format!("{k}: {why}"))
+            .collect();
+        let more = report.skipped.len().saturating_sub(shown.len());
+        parts.push(format!(
+            "{} not applied ({}{})",
+            report.skipped.len(),
+            shown.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if !report.terminating.is_empty() {
+        let shown: Vec<String> = report
+            .terminating
+            .iter()
+            .take(MAX_CORRECTED_SHOWN)
+            .map(|(k, f)| format!("{k} [{}]", f.join(", ")))
+            .collect();
+        parts.push(format!(
+            "{} pruned but held by finalizers ({})",
+            report.terminating.len(),
+            shown.join("; ")
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join("; "))
+    }
+}
+
 /// The status `outcome` gives `src` and the Events that go with it.
 pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
     let old = src.status.clone().unwrap_or_default();
@@ -103,8 +146,10 @@ pub fn next(src: &Source, outcome: &Outcome) -> (SourceStatus, Vec<Note>) {
         Outcome::Applied { artifact, report } => {
             let revision = artifact.revision.as_deref().unwrap_or("(no revision)");
             let msg = format!(
-                "applied revision {revision} ({}): {} objects",
-                artifact.digest, report.total
+                "applied revision {revision} ({}): {} objects{}",
+                artifact.digest,
+                report.total,
+                report_details(report)
             );
             conditions::set(
                 c,
@@ -452,6 +497,7 @@ mod tests {
             total: 3,
             changed: vec![key("a")],
             pruned: vec![key("old")],
+            ..SyncReport::default()
         };
         let (st, notes) = next(
             &src,
@@ -497,6 +543,7 @@ mod tests {
             total: 1,
             changed: vec![key("a")],
             pruned: Vec::new(),
+            ..SyncReport::default()
         };
         let (_, notes) = next(
             &src,

@@ -1,6 +1,7 @@
 //! Kubernetes manifests as berth ships them: splitting YAML/JSON files into objects,
 //! identifying each object (group, kind, namespace, name) and the pack-time safety rules —
-//! well-formed documents, required fields, no duplicates, no plain-text Secrets.
+//! well-formed documents, required fields, no generated names, no duplicates, no plain-text
+//! Secrets.
 //! Every error names the file and the line the document starts on.
 //!
 //! YAML is parsed with `serde-saphyr`: pure Rust (no C or c2rust parser), maintained, and
@@ -44,6 +45,18 @@ pub enum ManifestError {
         field: &'static str,
         kind_hint: String,
     },
+    /// `metadata.generateName` asks the API server for a new name at every create: applied
+    /// every interval, it would make another object each time and never find the last one.
+    #[error(
+        "{file}:{line}: {kind_hint}object sets metadata.generateName ({generate_name}), which cannot be applied idempotently"
+    )]
+    GenerateName {
+        file: String,
+        line: usize,
+        kind_hint: String,
+        /// The value as written (JSON), e.g. `"migrate-"`.
+        generate_name: String,
+    },
     #[error("{file}:{line}: duplicate object {id}, first defined at {first_file}:{first_line}")]
     Duplicate {
         file: String,
@@ -71,6 +84,9 @@ impl ManifestError {
             }
             ManifestError::NotAnObject { .. } | ManifestError::MissingField { .. } => {
                 "every document needs apiVersion, kind and metadata.name; remove empty or partial documents"
+            }
+            ManifestError::GenerateName { .. } => {
+                "give it metadata.name (and remove metadata.generateName): berth applies the same object every time"
             }
             ManifestError::Duplicate { .. } => {
                 "each object may appear once in an artifact; remove one of the two"
@@ -350,6 +366,19 @@ fn identify(file: &str, line: usize, value: Value) -> Result<ManifestObject, Man
         return Err(missing("kind", ""));
     }
     let metadata = value.get("metadata");
+    // Before the name: an object with only a generateName needs to hear why, not just that
+    // it has no name.
+    if let Some(generate_name) = metadata
+        .and_then(|m| m.get("generateName"))
+        .filter(|g| !g.is_null())
+    {
+        return Err(ManifestError::GenerateName {
+            file: file.to_string(),
+            line,
+            kind_hint: format!("{kind} "),
+            generate_name: generate_name.to_string(),
+        });
+    }
     let name = metadata
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
@@ -524,6 +553,40 @@ mod tests {
     }
 
     #[test]
+    fn generate_name_is_refused_with_or_without_a_name() {
+        for metadata in [
+            "  generateName: migrate-\n",
+            "  name: migrate\n  generateName: migrate-\n",
+        ] {
+            let text = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\n# the job\napiVersion: batch/v1\nkind: Job\nmetadata:\n{metadata}spec: {{}}\n"
+            );
+            let err = parse("jobs.yaml", &text).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "jobs.yaml:7: Job object sets metadata.generateName (\"migrate-\"), which cannot be applied idempotently",
+                "{metadata}"
+            );
+            assert!(
+                err.hint().starts_with("give it metadata.name"),
+                "{}",
+                err.hint()
+            );
+        }
+        let null = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  generateName: null\n";
+        assert!(
+            parse("cm.yaml", null).is_ok(),
+            "an explicit null sets nothing"
+        );
+        let listed = r#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"p-"}}]}"#;
+        assert!(matches!(
+            parse("l.json", listed),
+            Err(ManifestError::GenerateName { line: 1, .. })
+        ));
+    }
+
+    #[test]
     fn plain_secrets_rejected_unless_allowed_or_encrypted() {
         let plain = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  password: hunter2\n";
         let err = parse("s.yaml", plain).unwrap_err();
@@ -582,6 +645,11 @@ mod tests {
             "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n...\n",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: 'a'\n  namespace: \"\"\n",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n\tbad: tab\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  generateName: a-\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: a-\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: {x: 1}, name: a}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  generateName: ~\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  'generateName': a-\n",
         ];
         let summary = |r: Result<Vec<ManifestObject>, ManifestError>| match r {
             Ok(objects) => Ok(objects

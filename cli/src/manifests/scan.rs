@@ -6,8 +6,8 @@
 //! full deserializer could treat differently — anchors and aliases, tags, merge keys, keys or
 //! identity values that YAML could type as something other than a string, non-finite or
 //! overflowing numbers, documents near the deserializer's budgets, syntax errors — and also
-//! for the objects whose rules need their content (lists, core Secrets) and for every object
-//! it would reject. The caller then parses the document fully; so the scan can only make an
+//! for the objects whose rules need their content (lists, core Secrets, any `generateName`)
+//! and for every object it would reject. The caller then parses the document fully; so the scan can only make an
 //! accepted document cheaper, never change a verdict or an error message.
 
 use std::borrow::Cow;
@@ -127,6 +127,10 @@ fn scan(text: &str) -> Option<Scan<'_>> {
                     Some(Frame::Map { place, keys, key }) => match key.take() {
                         None => {
                             if plain && !plain_is_string(&value) || !keys.insert(value.clone()) {
+                                return None;
+                            }
+                            // Refused (or, as null, not) by the full parse, which judges it.
+                            if *place == Place::Metadata && value == "generateName" {
                                 return None;
                             }
                             *key = Some(value);
@@ -321,6 +325,8 @@ mod tests {
             "apiVersion: v1\nkind: ConfigMap\n",
             "apiVersion: v1\nkind: List\nitems: []\nmetadata: {name: a}\n",
             "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, generateName: a-}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, \"generateName\": ~}\n",
             "- a\n",
             "~\n",
             "",

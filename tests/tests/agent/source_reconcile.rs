@@ -66,6 +66,91 @@ fn a_signed_artifact_applies_by_digest_and_the_next_one_prunes() {
     );
 }
 
+/// A `kind: List` document (what `kubectl get -o yaml` writes) as a v1 List of `items`.
+fn list_of(items: &[String]) -> String {
+    let indented: String = items
+        .iter()
+        .map(|item| {
+            let mut lines = item.lines();
+            let first = lines.next().unwrap_or_default();
+            let rest: String = lines.map(|l| format!("\n    {l}")).collect();
+            format!("  - {first}{rest}\n")
+        })
+        .collect();
+    format!("apiVersion: v1\nkind: List\nmetadata: {{}}\nitems:\n{indented}")
+}
+
+#[test]
+fn a_list_document_in_an_artifact_is_applied_as_its_items_and_an_item_that_leaves_is_pruned() {
+    let env = env();
+    let ns = env.namespace("agent-list");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = env.keypair(keys.path(), "signer");
+    let repo = env.repo("agent-list");
+    let web = crate::common::deployment("web", "registry.example/app:1");
+    let v1 = manifests(&[(
+        "exported.yaml",
+        list_of(&[configmap("settings", "1"), web.clone()]),
+    )]);
+    let d1 = push_signed(env, &env.registry_dist, &repo, "v1", v1.path(), &key);
+    let apply = |digest: &str| {
+        let mut cmd = env.berth_agent();
+        cmd.args([
+            "apply",
+            &format!("oci://{}/{repo}@{digest}", env.registry_dist),
+            "--insecure",
+            "--prune",
+            "-n",
+            ns.name(),
+            "--name",
+            "exported",
+            "--key",
+        ])
+        .arg(&public);
+        run(&mut cmd)
+    };
+    let out = apply(&d1);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("2 object(s)"),
+        "the List counts as its two items: {}",
+        out.stderr
+    );
+    let parent = env.object("secret", Some(ns.name()), "exported").unwrap();
+    let id = &parent["metadata"]["labels"]["applyset.kubernetes.io/id"];
+    for kind in ["configmap", "deployment"] {
+        let name = if kind == "configmap" {
+            "settings"
+        } else {
+            "web"
+        };
+        let o = env
+            .object(kind, Some(ns.name()), name)
+            .unwrap_or_else(|| panic!("{kind} {name} of the List was not applied"));
+        assert_eq!(
+            &o["metadata"]["labels"][APPLYSET_PART_OF], id,
+            "{kind} {name} is a member of the set"
+        );
+    }
+
+    let v2 = manifests(&[("exported.yaml", list_of(&[web]))]);
+    let d2 = push_signed(env, &env.registry_dist, &repo, "v2", v2.path(), &key);
+    let out = apply(&d2);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("pruned ConfigMap {}/settings", ns.name())),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        env.object("configmap", Some(ns.name()), "settings")
+            .is_none(),
+        "the item that left the List was not pruned"
+    );
+    assert!(env.object("deployment", Some(ns.name()), "web").is_some());
+}
+
 #[test]
 fn unsigned_or_wrongly_signed_artifacts_apply_nothing() {
     let env = env();

@@ -11,6 +11,15 @@ const CASES: &[(&str, &[&str])] = &[
     ("missing-kind", &["cm.yaml:1", "kind"]),
     ("missing-name", &["cm.yaml:1", "metadata.name"]),
     (
+        "generate-name",
+        &[
+            "migrate.yaml:10",
+            "Job object sets metadata.generateName (\"migrate-\")",
+            "cannot be applied idempotently",
+            "hint: give it metadata.name",
+        ],
+    ),
+    (
         "duplicate-object",
         &["second.yaml:10", "first.yaml:1", "Deployment.apps shop/web"],
     ),
