@@ -99,6 +99,8 @@ fn stderr_of(out: &Output) -> String {
 fn testdata_app_is_applied_with_berth_field_manager_and_applyset_labels_then_a_reapply_writes_nothing()
  {
     let env = env();
+    // Its Ingress would be refused by a corpus bundle's admission webhook (ingress-nginx).
+    let _apart = crate::common::cluster_wide_bundles(env);
     // testdata/app has fixed namespaces and cluster-scoped names: only this test applies it.
     let ns = env.namespace("agent-app");
     let dir = testdata("app");

@@ -30,6 +30,17 @@ pub fn loading_the_machine() -> RwLockReadGuard<'static, ()> {
     TIMING.read().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Held for the whole of a test that installs a real-world bundle (`corpus`), whose cluster-wide
+/// objects would intercept other tests' objects (ingress-nginx's admission webhook refuses every
+/// Ingress while its backend is unreachable), and by the tests that create such objects. A file
+/// lock in the environment's state directory, so it also keeps apart two test processes that
+/// share the environment.
+pub fn cluster_wide_bundles(env: &Env) -> std::fs::File {
+    let lock = std::fs::File::create(env.state.join("corpus.lock")).expect("create corpus lock");
+    lock.lock().expect("lock corpus");
+    lock
+}
+
 pub fn configmap(name: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"

@@ -9,6 +9,7 @@ mod common;
 mod apiserver_restart;
 mod apply_engine;
 mod apply_semantics;
+mod corpus;
 mod health_rules;
 mod hostile_artifacts;
 mod leader_election;
