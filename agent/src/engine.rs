@@ -892,15 +892,32 @@ async fn deferred_objects(
 
 /// Whether every field and value of `desired` is present and equal in `live` (lists
 /// element by element, same length). True means applying `desired` cannot change `live`.
+/// A field `live` lacks counts as present when `desired` gives it its zero value (`0`,
+/// `false`, `""`, `[]`, `{}`): the API server omits zero values of most built-in fields
+/// (`minReadySeconds: 0` is never read back), so without this such a manifest would be
+/// sent again every interval. `null` is not a zero value: it asks for removal.
 pub fn contained(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, v)| l.get(k).is_some_and(|lv| contained(v, lv))),
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| match l.get(k) {
+            Some(lv) => contained(v, lv),
+            None => is_zero(v),
+        }),
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(a, b)| contained(a, b))
         }
         (a, b) => a == b,
+    }
+}
+
+/// The zero value of its JSON type, as Go's `omitempty` leaves out.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Null => false,
     }
 }
 
@@ -1179,6 +1196,20 @@ mod tests {
         assert!(
             !contained(&json!({"metadata": {"annotations": null}}), &live),
             "null asks for removal"
+        );
+        for zero in [json!(0), json!(false), json!(""), json!([]), json!({})] {
+            assert!(
+                contained(&json!({"spec": {"minReadySeconds": zero}}), &live),
+                "the server omits zero values: {zero} is what it left out"
+            );
+            assert!(
+                !contained(&json!({"spec": {"replicas": zero}}), &live),
+                "a zero value where the live object holds another is a change: {zero}"
+            );
+        }
+        assert!(
+            !contained(&json!({"spec": {"minReadySeconds": 5}}), &live),
+            "a non-zero value the live object lacks"
         );
     }
 
