@@ -5,9 +5,13 @@
 
 pub mod bundle;
 pub mod classic;
+pub mod crypto;
+pub mod identity;
+pub mod keyless;
 pub mod keys;
 pub mod policy;
 pub mod store;
+pub mod trust_root;
 
 use std::fmt;
 use std::str::FromStr;
