@@ -15,6 +15,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use sigstore_verify::bundle::Error as BundleShapeError;
+use sigstore_verify::types::bundle::VerificationMaterialContent;
 use sigstore_verify::types::{Bundle, DerPublicKey, Sha256Hash};
 use sigstore_verify::{
     CertificateError, Error as SigstoreError, PublicKeyVerificationPolicy, VerificationPolicy,
@@ -212,6 +214,7 @@ fn verify_parsed(
         .signing_certificate()
         .and_then(|c| sigstore_verify::crypto::parse_certificate_info(c).ok())
         .map(|c| SignerIdentity::of(&c));
+    check_chain(bundle, &claimed)?;
     // Identities are matched here rather than by sigstore-verify, which knows only exact
     // subjects and issuers: it checks everything else, for any identity.
     let mut policy = VerificationPolicy::any_identity();
@@ -227,6 +230,47 @@ fn verify_parsed(
     }
     .map_err(|e| failed(e, claimed.clone(), root))?;
     signer(&result, identities, root)
+}
+
+/// A v0.1/v0.2 bundle's certificate chain must hold the signing certificate and stop below the
+/// trust root: a root certificate in it would let the bundle, not the trusted root, say where
+/// trust starts. sigstore-verify 0.15.1 accepts such a chain (conformance case
+/// `bundle-with-root-cert_fail` is refused by it only because that bundle's inclusion proof
+/// also lacks a checkpoint; `tests/sigstore_conformance.rs` shows the gap without that), and
+/// reports an empty chain as a missing certificate only after other checks.
+fn check_chain(bundle: &Bundle, claimed: &Option<SignerIdentity>) -> Result<(), KeylessError> {
+    use x509_cert::der::Decode as _;
+    let VerificationMaterialContent::X509CertificateChain { certificates } =
+        &bundle.verification_material.content
+    else {
+        return Ok(());
+    };
+    if certificates.is_empty() {
+        return Err(KeylessError::Failed {
+            check: Check::Certificate,
+            detail: "the bundle's certificate chain is empty: there is no signing certificate"
+                .to_string(),
+            certificate: None,
+        });
+    }
+    for (position, certificate) in certificates.iter().enumerate().skip(1) {
+        let Ok(parsed) = x509_cert::Certificate::from_der(certificate.raw_bytes.as_bytes()) else {
+            continue; // unreadable: the certificate check refuses it with the parser's reason
+        };
+        let tbs = &parsed.tbs_certificate;
+        if tbs.subject == tbs.issuer {
+            return Err(KeylessError::Failed {
+                check: Check::Certificate,
+                detail: format!(
+                    "the bundle's certificate chain contains a root certificate ('{}', position {}); a chain must end below the trusted root",
+                    tbs.subject,
+                    position + 1
+                ),
+                certificate: claimed.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn signer(
@@ -274,6 +318,17 @@ fn failed(e: SigstoreError, certificate: Option<SignerIdentity>, root: &TrustRoo
         SigstoreError::IdentityMismatch { .. } | SigstoreError::IssuerMismatch { .. } => {
             Check::Certificate
         }
+        // Structural checks of the bundle that are about its log entry or its time evidence.
+        SigstoreError::Bundle(
+            BundleShapeError::MissingInclusionPromise(_)
+            | BundleShapeError::MissingInclusionProof(_)
+            | BundleShapeError::MissingCheckpoint
+            | BundleShapeError::LogIndexOutOfRange { .. }
+            | BundleShapeError::CheckpointRootMismatch,
+        ) => Check::TransparencyLog,
+        SigstoreError::Bundle(
+            BundleShapeError::MissingSigningTimeEvidence | BundleShapeError::MissingTimestamp,
+        ) => Check::Timestamp,
         _ => Check::Bundle,
     };
     let mut detail = e.to_string();
