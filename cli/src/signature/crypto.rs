@@ -11,7 +11,6 @@ use std::sync::Once;
 
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
-use rsa::pkcs1::DecodeRsaPublicKey as _;
 use sha2::Digest as _;
 use sigstore_verify::crypto::{
     CryptoProvider, Error as CryptoError, HashContext, Result as CryptoResult, SigningScheme,
@@ -77,13 +76,11 @@ fn rsa_key(scheme: SigningScheme, pkcs1: &[u8]) -> CryptoResult<rsa::RsaPublicKe
     let parsed = rsa::pkcs1::RsaPublicKey::try_from(pkcs1).map_err(|e| bad_key(scheme, e))?;
     let n = rsa::BigUint::from_bytes_be(parsed.modulus.as_bytes());
     let e = rsa::BigUint::from_bytes_be(parsed.public_exponent.as_bytes());
-    rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
-        .or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(pkcs1))
-        .map_err(|e| bad_key(scheme, e))
+    rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS).map_err(|e| bad_key(scheme, e))
 }
 
-/// Verify an ECDSA, RSA or Ed25519 signature over the digest `prehash` of the message
-/// (`raw` holds the message itself when there is one; Ed25519 needs it).
+/// Verify an ECDSA, RSA or Ed25519 signature over `message`, given whole or as its digest
+/// (Ed25519 needs it whole).
 fn verify(
     scheme: SigningScheme,
     key: &[u8],
@@ -223,5 +220,198 @@ impl CryptoProvider for RustCryptoProvider {
             Message::Prehashed(digest),
             signature,
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+
+    const MESSAGE: &[u8] = b"berth verifies RSA";
+    // `openssl genrsa 2048`; `openssl rsa -RSAPublicKey_out -outform DER` (the key as a
+    // certificate's subjectPublicKey holds it); `openssl dgst -sha256 -sign` and
+    // `-sha384 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest` over MESSAGE.
+    const RSA_PKCS1: &str = "MIIBCgKCAQEAtc8payI0HMRIWqzs9E3afapNCpsQhFLVuuQYME4+XgY0eUROozuwGL08+8FXjA7S3IQA8pEoejY93Ohce5r5EL9vANr6OxcQmUy+xfDM3zbbpzhczxpoGQpL40GehX2KFqktbv/ya60eHYggpGl8Lu3AdFzvSAeX+ml2ebrkGNKOZXJywU1ulbGPEPJOeFHJqPF40y4tg+EnViyWIwzLXeIu/Irk/4hIECiHKWeHiK12709Zdw1MODQFM5vxcwItlaTBqsrS1gMuBmyWtuaAOuQey1611n/y55LicPxj/eD/ZdoflhDmkaAUi2WAqIlYIi/7KfZtvfh9ox/Fa2MwFwIDAQAB";
+    const RSA_PKCS1_SHA256_SIG: &str = "gl9/Q0zoHLjlAsoabhC2kbVmFKFO/lnwJXeYA6YQrppYb5MVUSxBme49Gx2CqWCfVAzR+kc+cK2EhBL5Ek9R5hSoqtoKu2NSNq99wUSlLK3FuiHYxBasWjuqJ3iG7NGzJFoir3aNS+YFZPhatKNGTKWzXk+7Wcn+0IvLaGPtdxZZ0kufaxLGbJfSDWrtdW7j8ebnZp153nTePB34vYalEAev9tQzbP4es/1OIrGcGd7r/0CkD1fKkvE5vfAkRqxllqFrfgj4tIiQQ0zud9YDa/N+6UXDb4Gtcl1Fhz5R23hMZlFcFU/GUy5O8+5M6hRahNW2e1gRQ3OT7ThelY1Xfw==";
+    const RSA_PSS_SHA384_SIG: &str = "abe0ImeiYgiFfY1mx7LZSRPd5awHvDOSSSGoXrApi1slvJAF++DSZnTLzflGHYrP5ifP29Ehvyo2Oe6D3qGOTyLJY0hymNrcFAmE75VKY9tzC1aobcLPIKFn0sJrrIsKo5O0OwHboF6925hkVGY6Ck5Sh9nXSEeY116QR0jct9qIrti4TNcJPDslO2ntk/FwpLUUxr5GM3AZObykazMpNGbKecgCvSokCFrWk2MCgKPNCkPr4gsCm4ESdVd60C9PoYgQjp9FaIjI/3gtIn+fzmNBMHhm97SkX/Q70LGfns0e4h8BZQTct2c7kBev4V2ddYGHRiOI2YGCTbeFKxqF1Q==";
+
+    fn b64(s: &str) -> Vec<u8> {
+        BASE64.decode(s).unwrap()
+    }
+
+    /// Good signature verifies, raw and from its digest; a flipped byte of message or
+    /// signature does not.
+    fn accepts_only_the_signed(scheme: SigningScheme, key: &[u8], sig: &[u8], message: &[u8]) {
+        let p = RustCryptoProvider;
+        p.verify_raw(scheme, key, message, sig).unwrap();
+        let mut other = message.to_vec();
+        other[0] ^= 1;
+        assert!(
+            p.verify_raw(scheme, key, &other, sig).is_err(),
+            "{scheme:?} other message"
+        );
+        let mut bad = sig.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(
+            p.verify_raw(scheme, key, message, &bad).is_err(),
+            "{scheme:?} bad signature"
+        );
+        if let Some(algorithm) = scheme.hash_algorithm() {
+            let digest = digest_of(algorithm, message).unwrap();
+            p.verify_prehashed(scheme, key, &digest, sig).unwrap();
+            let wrong = digest_of(algorithm, &other).unwrap();
+            assert!(p.verify_prehashed(scheme, key, &wrong, sig).is_err());
+        }
+    }
+
+    #[test]
+    fn ecdsa_p256_and_p384_verify_with_either_digest() {
+        let message = b"a Fulcio leaf signs with P-256, its CA with P-384";
+        let k256 = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+        let point = k256.verifying_key().to_encoded_point(false);
+        let sig: p256::ecdsa::DerSignature = k256.sign(message);
+        accepts_only_the_signed(
+            SigningScheme::EcdsaP256Sha256,
+            point.as_bytes(),
+            sig.as_bytes(),
+            message,
+        );
+        let digest = sha2::Sha384::digest(message);
+        let sig: p256::ecdsa::Signature = k256.sign_prehash(&digest).unwrap();
+        let der = sig.to_der();
+        accepts_only_the_signed(
+            SigningScheme::EcdsaP256Sha384,
+            point.as_bytes(),
+            der.as_bytes(),
+            message,
+        );
+
+        let k384 = p384::ecdsa::SigningKey::from_slice(&[9; 48]).unwrap();
+        let point = k384.verifying_key().to_encoded_point(false);
+        let sig: p384::ecdsa::DerSignature = k384.sign(message);
+        accepts_only_the_signed(
+            SigningScheme::EcdsaP384Sha384,
+            point.as_bytes(),
+            sig.as_bytes(),
+            message,
+        );
+        let digest = sha2::Sha256::digest(message);
+        let sig: p384::ecdsa::Signature = k384.sign_prehash(&digest).unwrap();
+        let der = sig.to_der();
+        accepts_only_the_signed(
+            SigningScheme::EcdsaP384Sha256,
+            point.as_bytes(),
+            der.as_bytes(),
+            message,
+        );
+        // A P-256 key is not a P-384 key.
+        let p256_point = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+        let p256_point = p256_point.verifying_key().to_encoded_point(false);
+        assert!(
+            RustCryptoProvider
+                .verify_raw(
+                    SigningScheme::EcdsaP384Sha384,
+                    p256_point.as_bytes(),
+                    message,
+                    sig.to_der().as_bytes()
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ed25519_verifies_whole_messages_only() {
+        use ed25519_dalek::Signer as _;
+        let message = b"a Rekor v2 checkpoint";
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let sig = key.sign(message);
+        accepts_only_the_signed(
+            SigningScheme::Ed25519,
+            key.verifying_key().as_bytes(),
+            &sig.to_bytes(),
+            message,
+        );
+        let err = RustCryptoProvider
+            .verify_prehashed(
+                SigningScheme::Ed25519,
+                key.verifying_key().as_bytes(),
+                &[0; 64],
+                &sig.to_bytes(),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be verified from a digest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rsa_pkcs1_and_pss_signatures_made_by_openssl_verify() {
+        let key = b64(RSA_PKCS1);
+        accepts_only_the_signed(
+            SigningScheme::RsaPkcs1Sha256,
+            &key,
+            &b64(RSA_PKCS1_SHA256_SIG),
+            MESSAGE,
+        );
+        accepts_only_the_signed(
+            SigningScheme::RsaPssSha384,
+            &key,
+            &b64(RSA_PSS_SHA384_SIG),
+            MESSAGE,
+        );
+        // The padding is part of the scheme: a PKCS#1 v1.5 signature is no PSS signature.
+        assert!(
+            RustCryptoProvider
+                .verify_raw(
+                    SigningScheme::RsaPssSha256,
+                    &key,
+                    MESSAGE,
+                    &b64(RSA_PKCS1_SHA256_SIG)
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn unsupported_schemes_and_garbage_keys_are_errors_not_panics() {
+        let p = RustCryptoProvider;
+        assert!(matches!(
+            p.verify_raw(SigningScheme::MlDsa65, &[0; 1952], b"m", &[0; 3309]),
+            Err(CryptoError::UnsupportedAlgorithm(_))
+        ));
+        for scheme in [
+            SigningScheme::EcdsaP256Sha256,
+            SigningScheme::Ed25519,
+            SigningScheme::RsaPkcs1Sha256,
+        ] {
+            assert!(
+                p.verify_raw(scheme, b"not a key", b"m", b"sig").is_err(),
+                "{scheme:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hashes_are_sha2() {
+        let p = RustCryptoProvider;
+        let mut streamed = p.hash(HashAlgorithm::Sha2384).unwrap();
+        streamed.update(b"ab");
+        streamed.update(b"c");
+        assert_eq!(streamed.finalize(), sha2::Sha384::digest(b"abc").to_vec());
+        assert_eq!(
+            p.sha256(b"abc").to_vec(),
+            sha2::Sha256::digest(b"abc").to_vec()
+        );
+        assert_eq!(
+            p.sha512(b"abc").to_vec(),
+            sha2::Sha512::digest(b"abc").to_vec()
+        );
     }
 }
