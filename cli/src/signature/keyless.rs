@@ -187,9 +187,26 @@ pub fn verify_bundle_with_key(
     result.map(|_| ()).map_err(|e| failed(e, None, root))
 }
 
-/// Whether a bundle's verification material is a certificate (keyless) rather than a key hint.
-pub fn has_certificate(bundle: &[u8]) -> bool {
-    parse(bundle).is_ok_and(|b| b.signing_certificate().is_some())
+/// What the signing certificate of a bundle claims, unverified: for telling a user whose
+/// signature a policy without identities refused.
+pub fn claimed_identity(bundle: &[u8]) -> Option<SignerIdentity> {
+    claimed_by(&parse(bundle).ok()?)
+}
+
+/// What the certificate annotation of a classic layer claims, unverified.
+pub fn claimed_identity_of_layer(annotations: &BTreeMap<String, String>) -> Option<SignerIdentity> {
+    let pem = annotations.get(CERTIFICATE_ANNOTATION)?;
+    let der = sigstore_verify::types::DerCertificate::from_pem(pem.trim()).ok()?;
+    sigstore_verify::crypto::parse_certificate_info(&der)
+        .ok()
+        .map(|c| SignerIdentity::of(&c))
+}
+
+fn claimed_by(bundle: &Bundle) -> Option<SignerIdentity> {
+    let certificate = bundle.signing_certificate()?;
+    sigstore_verify::crypto::parse_certificate_info(certificate)
+        .ok()
+        .map(|c| SignerIdentity::of(&c))
 }
 
 fn parse(bytes: &[u8]) -> Result<Bundle, KeylessError> {
@@ -210,10 +227,7 @@ fn verify_parsed(
     root: &TrustRoot,
 ) -> Result<KeylessSigner, KeylessError> {
     // What the certificate claims, read before it is verified: only ever shown as a claim.
-    let claimed = bundle
-        .signing_certificate()
-        .and_then(|c| sigstore_verify::crypto::parse_certificate_info(c).ok())
-        .map(|c| SignerIdentity::of(&c));
+    let claimed = claimed_by(bundle);
     check_chain(bundle, &claimed)?;
     // Identities are matched here rather than by sigstore-verify, which knows only exact
     // subjects and issuers: it checks everything else, for any identity.
