@@ -377,6 +377,16 @@ pub fn verify_classic(
     identities: &[Identity],
     root: &TrustRoot,
 ) -> Result<KeylessSigner, KeylessError> {
+    if root.has_tlogs() && !annotations.contains_key(REKOR_BUNDLE_ANNOTATION) {
+        return Err(KeylessError::Failed {
+            check: Check::TransparencyLog,
+            detail: format!(
+                "the signature has no Rekor entry (no '{REKOR_BUNDLE_ANNOTATION}' annotation), and {} has transparency logs, so signatures must be logged in one",
+                root.name()
+            ),
+            certificate: claimed_identity_of_layer(annotations),
+        });
+    }
     let bundle = classic_bundle(annotations, payload)?;
     verify_parsed(&bundle, Artifact::Bytes(payload), identities, root)
 }

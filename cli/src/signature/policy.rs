@@ -713,3 +713,321 @@ mod cosign_fixtures {
         ));
     }
 }
+
+/// Keyless signatures in both cosign layouts, made by a Sigstore instance of our own
+/// (testdata/signatures/keyless, see its README): what berth accepts and what it refuses.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
+mod keyless_fixtures {
+    use super::*;
+    use crate::oci::{Descriptor, ImageManifest};
+    use crate::signature::identity::{Claim, Pattern};
+
+    const SIGNED: &str = "sha256:aaead6d06e9a0ff201d39f8f5f2410c940ae4856b7f4aa19cc1f1af5985ad9a5";
+    const ISSUER: &str = "https://token.actions.githubusercontent.com";
+    const SUBJECT: &str =
+        "https://github.com/acme/shop/.github/workflows/release.yml@refs/heads/main";
+    const ROOT: &str = include_str!("../../../testdata/signatures/keyless/trusted_root.json");
+    const OTHER_CA: &str =
+        include_str!("../../../testdata/signatures/keyless/other-ca.trusted_root.json");
+    const CLASSIC_MANIFEST: &[u8] =
+        include_bytes!("../../../testdata/signatures/keyless/classic.manifest.json");
+    const CLASSIC_PAYLOAD: &[u8] =
+        include_bytes!("../../../testdata/signatures/keyless/classic.payload.json");
+    const BUNDLE: &[u8] = include_bytes!("../../../testdata/signatures/keyless/bundle.json");
+    const COSIGN_PUB: &str = include_str!("../../../testdata/signatures/cosign.pub");
+    const COSIGN_V3_BUNDLE: &[u8] =
+        include_bytes!("../../../testdata/signatures/cosign-v3.bundle.json");
+
+    fn signed() -> Digest {
+        SIGNED.parse().unwrap()
+    }
+
+    fn root(json: &str) -> TrustRoot {
+        TrustRoot::from_json(json, "the test trusted root").unwrap()
+    }
+
+    fn exact(issuer: &str, subject: &str) -> Identity {
+        Identity::new(
+            Pattern::exact("issuer", issuer).unwrap(),
+            Pattern::exact("subject", subject).unwrap(),
+        )
+    }
+
+    fn trusting(identity: Identity) -> TrustPolicy {
+        TrustPolicy::default().with_identities(vec![identity], root(ROOT))
+    }
+
+    fn layer() -> Descriptor {
+        let manifest: ImageManifest = serde_json::from_slice(CLASSIC_MANIFEST).unwrap();
+        manifest.layers[0].clone()
+    }
+
+    fn classic(layer: &Descriptor, digest: &Digest, policy: &TrustPolicy) -> SignatureStatus {
+        classic_status(layer, CLASSIC_PAYLOAD, digest, policy)
+    }
+
+    fn bundle(bytes: &[u8], digest: &Digest, policy: &TrustPolicy) -> SignatureStatus {
+        bundle_status(&Digest::of(bytes), bytes, digest, policy)
+    }
+
+    fn reason(status: SignatureStatus) -> String {
+        match status {
+            SignatureStatus::Rejected { reason } => reason,
+            verified => panic!("expected a refusal, got {verified:?}"),
+        }
+    }
+
+    fn identity_of(status: SignatureStatus) -> KeylessSigner {
+        match status {
+            SignatureStatus::Verified(Signer::Identity(signer)) => signer,
+            other => panic!("expected a keyless signer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_layouts_verify_for_the_right_identity_with_its_claims() {
+        let id = exact(ISSUER, SUBJECT)
+            .with_claim(
+                Claim::SourceRepository,
+                Pattern::exact("c", "https://github.com/acme/shop").unwrap(),
+            )
+            .with_claim(
+                Claim::SourceRepositoryRef,
+                Pattern::exact("c", "refs/heads/main").unwrap(),
+            )
+            .with_claim(
+                Claim::RunnerEnvironment,
+                Pattern::exact("c", "github-hosted").unwrap(),
+            );
+        let policy = trusting(id);
+        let c = identity_of(classic(&layer(), &signed(), &policy));
+        assert_eq!(c.identity.subject.as_deref(), Some(SUBJECT));
+        assert_eq!(c.identity.issuer.as_deref(), Some(ISSUER));
+        assert_eq!(c.signed_at.as_deref(), Some("2026-01-15T12:01:00Z"));
+        assert_eq!(
+            c.identity.claim(Claim::SourceRepositoryDigest),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
+        assert_eq!(c.trust_root, "the test trusted root");
+        let b = identity_of(bundle(BUNDLE, &signed(), &policy));
+        assert_eq!(b.signed_at.as_deref(), Some("2026-01-15T12:02:00Z"));
+        assert_eq!(b.identity, c.identity);
+        // The verdict names the identity.
+        let found = vec![FoundSignature {
+            format: Format::Bundle,
+            location: "referrer x".into(),
+            status: SignatureStatus::Verified(Signer::Identity(b)),
+        }];
+        let v = verdict(&signed(), &policy, found).unwrap();
+        assert!(
+            v.to_string().contains(&format!(
+                "identity subject '{SUBJECT}' from issuer '{ISSUER}', signed 2026-01-15T12:02:00Z"
+            )),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn another_subject_issuer_or_claim_is_refused_with_the_identity_found() {
+        for (policy, why) in [
+            (
+                exact(
+                    ISSUER,
+                    "https://github.com/acme/shop/.github/workflows/other.yml@refs/heads/main",
+                ),
+                format!("subject is '{SUBJECT}', not"),
+            ),
+            (
+                exact("https://accounts.google.com", SUBJECT),
+                format!("issuer is '{ISSUER}', not 'https://accounts.google.com'"),
+            ),
+            (
+                exact(ISSUER, SUBJECT).with_claim(
+                    Claim::SourceRepositoryRef,
+                    Pattern::regex("c", "refs/tags/v.*").unwrap(),
+                ),
+                "sourceRepositoryRef 'refs/heads/main' does not match /refs/tags/v.*/".to_string(),
+            ),
+        ] {
+            let policy = trusting(policy);
+            for refused in [
+                reason(classic(&layer(), &signed(), &policy)),
+                reason(bundle(BUNDLE, &signed(), &policy)),
+            ] {
+                assert!(
+                    refused.starts_with(&format!(
+                        "keyless: signed by subject '{SUBJECT}' from issuer '{ISSUER}', which is not a trusted identity"
+                    )),
+                    "{refused}"
+                );
+                assert!(refused.contains(&why), "'{why}' not in {refused}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_regex_that_matches_only_unanchored_is_refused() {
+        let policy = trusting(Identity::new(
+            Pattern::exact("issuer", ISSUER).unwrap(),
+            Pattern::regex("subject", "https://github.com/acme/shop").unwrap(),
+        ));
+        let refused = reason(bundle(BUNDLE, &signed(), &policy));
+        assert!(
+            refused.contains("does not match /https://github.com/acme/shop/"),
+            "{refused}"
+        );
+        let anchored = trusting(Identity::new(
+            Pattern::exact("issuer", ISSUER).unwrap(),
+            Pattern::regex("subject", "https://github.com/acme/shop/.*").unwrap(),
+        ));
+        identity_of(bundle(BUNDLE, &signed(), &anchored));
+    }
+
+    #[test]
+    fn a_certificate_from_another_ca_is_refused_by_the_certificate_check() {
+        let policy =
+            TrustPolicy::default().with_identities(vec![exact(ISSUER, SUBJECT)], root(OTHER_CA));
+        for refused in [
+            reason(classic(&layer(), &signed(), &policy)),
+            reason(bundle(BUNDLE, &signed(), &policy)),
+        ] {
+            assert!(
+                refused.starts_with("keyless: certificate check failed: "),
+                "{refused}"
+            );
+            assert!(
+                refused.contains("(against the test trusted root)"),
+                "{refused}"
+            );
+            assert!(
+                refused.contains(&format!("certificate for subject '{SUBJECT}'")),
+                "{refused}"
+            );
+        }
+        // The public-good root knows neither the CA nor the log.
+        let public_good = TrustPolicy::default().with_identities(
+            vec![exact(ISSUER, SUBJECT)],
+            TrustRoot::public_good().unwrap(),
+        );
+        let refused = reason(bundle(BUNDLE, &signed(), &public_good));
+        assert!(refused.contains("check failed"), "{refused}");
+    }
+
+    #[test]
+    fn an_altered_log_entry_is_refused_by_the_transparency_log_check() {
+        let policy = trusting(exact(ISSUER, SUBJECT));
+        // Classic: the Rekor bundle's integrated time moved (the SET covers it).
+        let mut moved = layer();
+        let rekor = moved
+            .annotations
+            .get_mut(keyless::REKOR_BUNDLE_ANNOTATION)
+            .unwrap();
+        *rekor = rekor.replace("\"integratedTime\":", "\"integratedTime\":1");
+        let refused = reason(classic(&moved, &signed(), &policy));
+        assert!(
+            refused.starts_with("keyless: transparency log check failed: "),
+            "{refused}"
+        );
+        assert!(refused.contains("SET verification failed"), "{refused}");
+        // Bundle: the entry's body no longer is the one the log included and signed.
+        let mut json: serde_json::Value = serde_json::from_slice(BUNDLE).unwrap();
+        let entry = &mut json["verificationMaterial"]["tlogEntries"][0];
+        entry["logIndex"] = "44".into();
+        let refused = reason(bundle(
+            &serde_json::to_vec(&json).unwrap(),
+            &signed(),
+            &policy,
+        ));
+        assert!(
+            refused.starts_with("keyless: transparency log check failed: "),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_classic_signature_without_a_log_entry_is_refused_when_the_root_has_logs() {
+        let policy = trusting(exact(ISSUER, SUBJECT));
+        let mut unlogged = layer();
+        unlogged
+            .annotations
+            .remove(keyless::REKOR_BUNDLE_ANNOTATION);
+        let refused = reason(classic(&unlogged, &signed(), &policy));
+        assert!(
+            refused.starts_with(
+                "keyless: transparency log check failed: the signature has no Rekor entry"
+            ),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn another_digest_is_refused_before_any_certificate_is_read() {
+        let policy = trusting(exact(ISSUER, SUBJECT));
+        let other = Digest::of(b"another artifact");
+        let refused = reason(classic(&layer(), &other, &policy));
+        assert!(
+            refused.contains(&format!("signs {SIGNED}, not {other}")),
+            "{refused}"
+        );
+        let refused = reason(bundle(BUNDLE, &other, &policy));
+        assert!(
+            refused.contains("its subject is another artifact"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_key_only_policy_says_whose_keyless_signature_it_refused() {
+        let keys = TrustPolicy::new(vec![PublicKey::from_pem(COSIGN_PUB, "cosign.pub").unwrap()]);
+        for refused in [
+            reason(classic(&layer(), &signed(), &keys)),
+            reason(bundle(BUNDLE, &signed(), &keys)),
+        ] {
+            assert_eq!(
+                refused,
+                format!(
+                    "a keyless signature (certificate for subject '{SUBJECT}' from issuer '{ISSUER}', not verified); the trust policy names no keyless identities"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn keys_and_identities_combine_and_either_suffices() {
+        let key = PublicKey::from_pem(COSIGN_PUB, "cosign.pub").unwrap();
+        let both = TrustPolicy::new(vec![key.clone()])
+            .with_identities(vec![exact(ISSUER, SUBJECT)], root(ROOT));
+        identity_of(bundle(BUNDLE, &signed(), &both));
+        identity_of(classic(&layer(), &signed(), &both));
+        assert!(matches!(
+            bundle(COSIGN_V3_BUNDLE, &signed(), &both),
+            SignatureStatus::Verified(Signer::Key { .. })
+        ));
+        assert!(
+            both.describe().contains("key sha256:") && both.describe().contains("identity subject")
+        );
+        // Nothing trusted at all is a policy error, not a refusal of each signature.
+        assert!(TrustPolicy::default().is_empty());
+        assert!(
+            TrustPolicy::default()
+                .with_identities(Vec::new(), root(ROOT))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn repository_matching_applies_to_classic_keyless_and_refuses_bundles() {
+        let id = || exact(ISSUER, SUBJECT);
+        let here = trusting(id()).in_repository("registry.berth.test/team/app");
+        identity_of(classic(&layer(), &signed(), &here));
+        let elsewhere = trusting(id()).in_repository("registry.berth.test/other/app");
+        let refused = reason(classic(&layer(), &signed(), &elsewhere));
+        assert!(
+            refused.contains("signed in repository 'registry.berth.test/team/app'"),
+            "{refused}"
+        );
+        let refused = reason(bundle(BUNDLE, &signed(), &here));
+        assert!(refused.contains("names no repository"), "{refused}");
+    }
+}
