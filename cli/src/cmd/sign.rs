@@ -550,3 +550,123 @@ pub async fn inspect_section(
         .collect();
     Ok(serde_json::Value::Array(lines))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Command, Exit};
+    use super::*;
+
+    const ARTIFACT: &str = "oci://r.example/app@sha256:aaead6d06e9a0ff201d39f8f5f2410c940ae4856b7f4aa19cc1f1af5985ad9a5";
+
+    fn verify_args(flags: &[&str]) -> Result<VerifyArgs, clap::Error> {
+        let argv = ["berth", "verify", ARTIFACT].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Verify(args) => Ok(args),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    fn policy(flags: &[&str]) -> Result<TrustPolicy, Failure> {
+        let args = verify_args(flags).unwrap();
+        load_verify_policy(&args.key, &args.keyless)
+    }
+
+    #[test]
+    fn cosign_identity_flags_make_one_identity_with_the_public_good_root() {
+        let p = policy(&[
+            "--certificate-identity-regexp",
+            "https://github.com/acme/.*",
+            "--certificate-oidc-issuer",
+            "https://token.actions.githubusercontent.com",
+        ])
+        .unwrap();
+        assert!(p.keys.is_empty());
+        assert_eq!(p.identities().len(), 1);
+        let found = berth::signature::SignerIdentity::new(
+            Some("https://token.actions.githubusercontent.com"),
+            Some("https://github.com/acme/shop/.github/workflows/r.yml@refs/heads/main"),
+            &[],
+        );
+        assert_eq!(p.identities()[0].mismatch(&found), None);
+        let root = p.keyless.as_ref().unwrap().root.name().to_string();
+        assert!(root.contains("public-good"), "{root}");
+    }
+
+    #[test]
+    fn half_an_identity_or_nothing_at_all_is_a_usage_error() {
+        for (flags, words) in [
+            (
+                &["--certificate-identity", "a@example.com"][..],
+                "needs its OIDC issuer",
+            ),
+            (
+                &["--certificate-oidc-issuer", "https://accounts.google.com"][..],
+                "needs the certificate identity",
+            ),
+            (
+                &["--trusted-root", "x.json"][..],
+                "--trusted-root is for keyless signatures",
+            ),
+            (&[][..], "no --key and no keyless identity"),
+        ] {
+            let f = policy(flags).unwrap_err();
+            assert_eq!(f.exit, Exit::Usage, "{flags:?}");
+            assert!(f.message.contains(words), "{flags:?}: {}", f.message);
+        }
+    }
+
+    #[test]
+    fn a_bad_regex_names_the_flag() {
+        let f = policy(&[
+            "--certificate-identity-regexp",
+            "https://(",
+            "--certificate-oidc-issuer",
+            "https://accounts.google.com",
+        ])
+        .unwrap_err();
+        assert_eq!(f.exit, Exit::Usage);
+        assert!(
+            f.message
+                .starts_with("--certificate-identity-regexp regular expression 'https://('"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn exact_and_regexp_forms_of_one_flag_conflict() {
+        let e = verify_args(&[
+            "--certificate-identity",
+            "a",
+            "--certificate-identity-regexp",
+            "a",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn an_unreadable_trusted_root_is_refused_before_the_registry_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("trusted_root.json");
+        std::fs::write(&bad, "{}").unwrap();
+        let f = policy(&[
+            "--certificate-identity",
+            "a@example.com",
+            "--certificate-oidc-issuer",
+            "https://accounts.google.com",
+            "--trusted-root",
+            bad.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert_eq!(f.exit, Exit::InvalidInput);
+        assert!(
+            f.message.contains("is not a Sigstore trusted_root.json"),
+            "{}",
+            f.message
+        );
+    }
+}
