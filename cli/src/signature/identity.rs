@@ -287,6 +287,11 @@ pub fn find_match<'a>(
     identities: &'a [Identity],
     found: &SignerIdentity,
 ) -> Result<&'a Identity, Vec<String>> {
+    if identities.is_empty() {
+        return Err(vec![
+            "the trust policy names no keyless identity".to_string(),
+        ]);
+    }
     let mut reasons = Vec::new();
     for identity in identities {
         match identity.mismatch(found) {
