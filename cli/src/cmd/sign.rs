@@ -444,7 +444,10 @@ async fn examine(
 fn signature_line(sig: &FoundSignature) -> String {
     match &sig.status {
         SignatureStatus::Verified(signer) => {
-            format!("OK    {} {}: verified, {signer}", sig.format, sig.location)
+            format!(
+                "OK    {} {}: verified with {signer}",
+                sig.format, sig.location
+            )
         }
         SignatureStatus::Rejected { reason } => {
             format!("FAIL  {} {}: {reason}", sig.format, sig.location)
