@@ -50,9 +50,17 @@ impl Trust {
                     .map(|k| format!("{} {}", k.fingerprint(), k.source()))
                     .collect();
                 keys.sort();
+                // Identities and their trusted root judge keyless signatures (none yet come
+                // from a Source; the library's policy already carries them).
+                let mut identities: Vec<String> =
+                    policy.identities().iter().map(|i| i.to_string()).collect();
+                identities.sort();
+                let root = policy.keyless.as_ref().map(|k| k.root.name().to_string());
                 format!(
-                    "keys [{}] repository {:?}",
+                    "keys [{}] identities [{}] root {:?} repository {:?}",
                     keys.join(", "),
+                    identities.join(", "),
+                    root,
                     policy.repository
                 )
             }
@@ -276,10 +284,7 @@ pub async fn verify(
     };
     let at = reference.with_digest(digest.clone()).to_string();
     match policy::verify_artifact(registry, reference.repository(), digest, keys).await {
-        Ok(sig) => Ok(format!(
-            "{} key {} ({})",
-            sig.format, sig.key_fingerprint, sig.key_source
-        )),
+        Ok(sig) => Ok(format!("{} {}", sig.format, sig.signer)),
         Err(source) if source.is_verdict() => Err(FetchError::Untrusted {
             reference: at,
             source: Box::new(source),

@@ -99,7 +99,7 @@ pub enum Command {
     Keygen(sign::KeygenArgs),
     /// Sign an artifact digest, cosign-compatible (classic .sig tag or Sigstore bundle referrer).
     Sign(sign::SignArgs),
-    /// Verify an artifact's cosign signatures (both formats) against public keys.
+    /// Verify an artifact's cosign signatures (both formats) against public keys or keyless identities.
     Verify(sign::VerifyArgs),
     /// Print a shell completion script.
     Completions {

@@ -8,8 +8,10 @@ use zeroize::Zeroizing;
 
 use berth::digest::Digest;
 use berth::registry::Registry;
+use berth::signature::identity::{Identity, IdentityError, Pattern};
+use berth::signature::trust_root::{TrustRoot, TrustRootError};
 use berth::signature::{
-    self, FormatChoice, FoundSignature, KeyError, PublicKey, SignError, SignatureStatus,
+    self, FormatChoice, FoundSignature, KeyError, PublicKey, SignError, SignatureStatus, Signer,
     SigningKey, StoreError, TrustPolicy, VerifiedSignature, VerifyError, keys,
 };
 
@@ -53,9 +55,91 @@ pub struct SignArgs {
 pub struct VerifyArgs {
     /// The artifact: oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST (a tag is resolved once).
     pub reference: String,
-    /// Trusted cosign public key (cosign.pub); repeat to trust any of several keys.
-    #[arg(long, value_name = "FILE", required = true)]
+    /// Trusted cosign public key (cosign.pub); repeat to trust any of several keys. Keys and a
+    /// keyless identity may be given together: a signature by any of them suffices.
+    #[arg(long, value_name = "FILE")]
     pub key: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keyless: KeylessArgs,
+}
+
+/// Who may sign keylessly, with cosign's flag names so cosign commands can be copied.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeylessArgs {
+    /// Keyless signer: the identity in the signing certificate (its SAN: a CI workflow URI such
+    /// as https://github.com/ORG/REPO/.github/workflows/release.yml@refs/heads/main, or an
+    /// email address), exactly.
+    #[arg(
+        long,
+        value_name = "IDENTITY",
+        conflicts_with = "certificate_identity_regexp"
+    )]
+    pub certificate_identity: Option<String>,
+    /// Keyless signer: a regular expression the whole certificate identity must match. Unlike
+    /// cosign's, it is anchored: write `.*` where any text may come before or after.
+    #[arg(long, value_name = "REGEX")]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless signer: the OIDC issuer in the certificate, exactly (GitHub Actions:
+    /// https://token.actions.githubusercontent.com).
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "certificate_oidc_issuer_regexp"
+    )]
+    pub certificate_oidc_issuer: Option<String>,
+    /// Keyless signer: a regular expression the whole OIDC issuer must match (anchored).
+    #[arg(long, value_name = "REGEX")]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Sigstore trusted_root.json that keyless certificates, log entries and timestamps must
+    /// chain to (default: the public-good Sigstore root carried in berth; no network is used).
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+}
+
+impl KeylessArgs {
+    /// The identity these flags describe, `None` when no keyless flag is given.
+    pub fn identity(&self) -> Result<Option<Identity>, Failure> {
+        let subject = match (
+            &self.certificate_identity,
+            &self.certificate_identity_regexp,
+        ) {
+            (Some(exact), _) => Some(Pattern::exact("--certificate-identity", exact)?),
+            (None, Some(regex)) => Some(Pattern::regex("--certificate-identity-regexp", regex)?),
+            (None, None) => None,
+        };
+        let issuer = match (
+            &self.certificate_oidc_issuer,
+            &self.certificate_oidc_issuer_regexp,
+        ) {
+            (Some(exact), _) => Some(Pattern::exact("--certificate-oidc-issuer", exact)?),
+            (None, Some(regex)) => Some(Pattern::regex("--certificate-oidc-issuer-regexp", regex)?),
+            (None, None) => None,
+        };
+        match (issuer, subject) {
+            (Some(issuer), Some(subject)) => Ok(Some(Identity::new(issuer, subject))),
+            (None, None) if self.trusted_root.is_none() => Ok(None),
+            (None, None) => Err(Failure::usage(
+                "--trusted-root is for keyless signatures, and no keyless identity is given",
+                "add --certificate-identity and --certificate-oidc-issuer (or their -regexp forms)",
+            )),
+            (None, Some(_)) => Err(Failure::usage(
+                "a keyless identity needs its OIDC issuer too",
+                "add --certificate-oidc-issuer URL (or --certificate-oidc-issuer-regexp)",
+            )),
+            (Some(_), None) => Err(Failure::usage(
+                "a keyless identity needs the certificate identity too",
+                "add --certificate-identity IDENTITY (or --certificate-identity-regexp)",
+            )),
+        }
+    }
+
+    /// The trusted root: `--trusted-root`, else the embedded public-good root.
+    pub fn trust_root(&self) -> Result<TrustRoot, Failure> {
+        Ok(match &self.trusted_root {
+            Some(path) => TrustRoot::load(path)?,
+            None => TrustRoot::public_good()?,
+        })
+    }
 }
 
 fn parse_format(s: &str) -> Result<FormatChoice, String> {
@@ -120,6 +204,29 @@ impl From<SignError> for Failure {
             SignError::Store { source, .. } => source.into(),
             other => Failure::new(Exit::Generic, other.to_string(), other.hint()),
         }
+    }
+}
+
+impl From<IdentityError> for Failure {
+    fn from(e: IdentityError) -> Failure {
+        let hint = match &e {
+            IdentityError::InvalidRegex { .. } => {
+                "fix the expression (Rust regex syntax, close to Go's RE2 that cosign uses)"
+            }
+            IdentityError::Empty { .. } => "give the value the signing certificate must carry",
+        };
+        Failure::usage(e.to_string(), hint)
+    }
+}
+
+impl From<TrustRootError> for Failure {
+    fn from(e: TrustRootError) -> Failure {
+        let exit = match &e {
+            TrustRootError::Read { .. } => Exit::Generic,
+            _ => Exit::InvalidInput,
+        };
+        let hint = e.hint();
+        Failure::new(exit, e.to_string(), hint)
     }
 }
 
@@ -271,11 +378,27 @@ pub fn load_policy(paths: &[PathBuf]) -> Result<TrustPolicy, Failure> {
     Ok(TrustPolicy::new(keys))
 }
 
+/// `--key` files and the keyless flags as one trust policy (any of them suffices).
+pub fn load_verify_policy(keys: &[PathBuf], keyless: &KeylessArgs) -> Result<TrustPolicy, Failure> {
+    let identity = keyless.identity()?;
+    if keys.is_empty() && identity.is_none() {
+        return Err(Failure::usage(
+            "nothing to verify against: no --key and no keyless identity",
+            "pass --key cosign.pub, or --certificate-identity and --certificate-oidc-issuer for a keyless signer",
+        ));
+    }
+    let policy = load_policy(keys)?;
+    Ok(match identity {
+        Some(identity) => policy.with_identities(vec![identity], keyless.trust_root()?),
+        None => policy,
+    })
+}
+
 /// `berth verify`.
 pub async fn verify(global: &Global, args: VerifyArgs) -> Result<(), Failure> {
     let reference = parse_reference(&args.reference)?;
     reference.require_tag_or_digest()?;
-    let policy = load_policy(&args.key)?;
+    let policy = load_verify_policy(&args.key, &args.keyless)?;
     let registry = global.registry(&reference)?;
     // A tag is resolved once; everything after is about that digest.
     let digest = match reference.digest() {
@@ -299,8 +422,8 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<(), Failure> {
             println!("{line}");
         }
         println!(
-            "Verified {canonical}: {} signature by key {} ({})",
-            v.format, v.key_fingerprint, v.key_source
+            "Verified {canonical}: {} signature by {}",
+            v.format, v.signer
         );
     }
     result.map(|_| ()).map_err(Failure::from)
@@ -320,12 +443,9 @@ async fn examine(
 
 fn signature_line(sig: &FoundSignature) -> String {
     match &sig.status {
-        SignatureStatus::Verified {
-            key_fingerprint,
-            key_source,
-        } => {
+        SignatureStatus::Verified(signer) => {
             format!(
-                "OK    {} {}: verified with key {key_fingerprint} ({key_source})",
+                "OK    {} {}: verified with {signer}",
                 sig.format, sig.location
             )
         }
@@ -336,27 +456,55 @@ fn signature_line(sig: &FoundSignature) -> String {
 }
 
 fn verified_json(v: &VerifiedSignature) -> serde_json::Value {
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "format": v.format.to_string(),
-        "key": v.key_fingerprint.to_string(),
-        "keySource": v.key_source,
         "location": v.location,
-    })
+    });
+    add_signer(&mut json, &v.signer);
+    json
+}
+
+/// The signer's fields: `key` and `keySource` for a key, `identity` for a keyless signer.
+fn add_signer(json: &mut serde_json::Value, signer: &Signer) {
+    let fields = match signer {
+        Signer::Key {
+            fingerprint,
+            source,
+        } => serde_json::json!({"key": fingerprint.to_string(), "keySource": source}),
+        Signer::Identity(s) => {
+            let claims: serde_json::Map<String, serde_json::Value> = s
+                .identity
+                .claims()
+                .iter()
+                .map(|(claim, value)| (claim.name().to_string(), value.clone().into()))
+                .collect();
+            serde_json::json!({"identity": {
+                "issuer": s.identity.issuer,
+                "subject": s.identity.subject,
+                "claims": claims,
+                "matched": s.matched,
+                "signedAt": s.signed_at,
+                "trustedRoot": s.trust_root,
+            }})
+        }
+    };
+    if let (Some(json), serde_json::Value::Object(fields)) = (json.as_object_mut(), fields) {
+        json.extend(fields);
+    }
 }
 
 /// One examined signature as JSON (also used by `inspect --key`).
 pub fn signature_json(sig: &FoundSignature) -> serde_json::Value {
     match &sig.status {
-        SignatureStatus::Verified {
-            key_fingerprint,
-            key_source,
-        } => serde_json::json!({
-            "format": sig.format.to_string(),
-            "location": sig.location,
-            "verified": true,
-            "key": key_fingerprint.to_string(),
-            "keySource": key_source,
-        }),
+        SignatureStatus::Verified(signer) => {
+            let mut json = serde_json::json!({
+                "format": sig.format.to_string(),
+                "location": sig.location,
+                "verified": true,
+            });
+            add_signer(&mut json, signer);
+            json
+        }
         SignatureStatus::Rejected { reason } => serde_json::json!({
             "format": sig.format.to_string(),
             "location": sig.location,
@@ -404,4 +552,124 @@ pub async fn inspect_section(
         .map(serde_json::Value::String)
         .collect();
     Ok(serde_json::Value::Array(lines))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests report failure by panicking
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Command, Exit};
+    use super::*;
+
+    const ARTIFACT: &str = "oci://r.example/app@sha256:aaead6d06e9a0ff201d39f8f5f2410c940ae4856b7f4aa19cc1f1af5985ad9a5";
+
+    fn verify_args(flags: &[&str]) -> Result<VerifyArgs, clap::Error> {
+        let argv = ["berth", "verify", ARTIFACT].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Verify(args) => Ok(args),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    fn policy(flags: &[&str]) -> Result<TrustPolicy, Failure> {
+        let args = verify_args(flags).unwrap();
+        load_verify_policy(&args.key, &args.keyless)
+    }
+
+    #[test]
+    fn cosign_identity_flags_make_one_identity_with_the_public_good_root() {
+        let p = policy(&[
+            "--certificate-identity-regexp",
+            "https://github.com/acme/.*",
+            "--certificate-oidc-issuer",
+            "https://token.actions.githubusercontent.com",
+        ])
+        .unwrap();
+        assert!(p.keys.is_empty());
+        assert_eq!(p.identities().len(), 1);
+        let found = berth::signature::SignerIdentity::new(
+            Some("https://token.actions.githubusercontent.com"),
+            Some("https://github.com/acme/shop/.github/workflows/r.yml@refs/heads/main"),
+            &[],
+        );
+        assert_eq!(p.identities()[0].mismatch(&found), None);
+        let root = p.keyless.as_ref().unwrap().root.name().to_string();
+        assert!(root.contains("public-good"), "{root}");
+    }
+
+    #[test]
+    fn half_an_identity_or_nothing_at_all_is_a_usage_error() {
+        for (flags, words) in [
+            (
+                &["--certificate-identity", "a@example.com"][..],
+                "needs its OIDC issuer",
+            ),
+            (
+                &["--certificate-oidc-issuer", "https://accounts.google.com"][..],
+                "needs the certificate identity",
+            ),
+            (
+                &["--trusted-root", "x.json"][..],
+                "--trusted-root is for keyless signatures",
+            ),
+            (&[][..], "no --key and no keyless identity"),
+        ] {
+            let f = policy(flags).unwrap_err();
+            assert_eq!(f.exit, Exit::Usage, "{flags:?}");
+            assert!(f.message.contains(words), "{flags:?}: {}", f.message);
+        }
+    }
+
+    #[test]
+    fn a_bad_regex_names_the_flag() {
+        let f = policy(&[
+            "--certificate-identity-regexp",
+            "https://(",
+            "--certificate-oidc-issuer",
+            "https://accounts.google.com",
+        ])
+        .unwrap_err();
+        assert_eq!(f.exit, Exit::Usage);
+        assert!(
+            f.message
+                .starts_with("--certificate-identity-regexp regular expression 'https://('"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn exact_and_regexp_forms_of_one_flag_conflict() {
+        let e = verify_args(&[
+            "--certificate-identity",
+            "a",
+            "--certificate-identity-regexp",
+            "a",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn an_unreadable_trusted_root_is_refused_before_the_registry_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("trusted_root.json");
+        std::fs::write(&bad, "{}").unwrap();
+        let f = policy(&[
+            "--certificate-identity",
+            "a@example.com",
+            "--certificate-oidc-issuer",
+            "https://accounts.google.com",
+            "--trusted-root",
+            bad.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert_eq!(f.exit, Exit::InvalidInput);
+        assert!(
+            f.message.contains("is not a Sigstore trusted_root.json"),
+            "{}",
+            f.message
+        );
+    }
 }

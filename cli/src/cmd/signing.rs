@@ -82,7 +82,7 @@ pub async fn verify_before_promote(
 ) -> Result<(), Failure> {
     let policy = load_policy(&[key.to_path_buf()])?;
     let verified = signature::verify_artifact(registry, repo, digest, &policy).await?;
-    tracing::info!(%digest, signer = %verified.key_fingerprint, format = %verified.format, "verified before promote");
+    tracing::info!(%digest, signer = %verified.signer, format = %verified.format, "verified before promote");
     Ok(())
 }
 

@@ -199,6 +199,9 @@ pub struct CheckedBundle {
     signatures: Vec<Vec<u8>>,
     /// The key hint the signer left, if any (base64 sha256 of its DER public key).
     pub hint: Option<String>,
+    /// Whether the bundle carries a signing certificate (a keyless signature, for
+    /// `keyless` to verify) rather than a key hint.
+    pub keyless: bool,
 }
 
 impl CheckedBundle {
@@ -285,6 +288,11 @@ pub fn check(
                 .map_err(|e| malformed(format!("signature is not base64: {e}")))?,
         );
     }
+    let keyless = bundle.verification_material.certificate.is_some()
+        || bundle
+            .verification_material
+            .x509_certificate_chain
+            .is_some();
     let hint = bundle
         .verification_material
         .public_key
@@ -294,6 +302,7 @@ pub fn check(
         pae: pae(&envelope.payload_type, &payload),
         signatures,
         hint,
+        keyless,
     })
 }
 

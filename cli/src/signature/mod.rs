@@ -1,13 +1,19 @@
 //! Cosign-compatible signatures: key pairs (`keys`), the classic `.sig` tag scheme
 //! (`classic`), Sigstore bundles attached as OCI 1.1 referrers (`bundle`), where both live
-//! in a registry (`store`) and the trust policy that decides whether a digest is trusted
-//! (`policy`). Signing and verifying never need a cosign binary.
+//! in a registry (`store`), keyless (Sigstore) verification (`keyless`, with `identity` for who
+//! may sign, `trust_root` for which Sigstore deployment vouches, `crypto` for the primitives)
+//! and the trust policy that decides whether a digest is trusted (`policy`). Signing and
+//! verifying never need a cosign binary.
 
 pub mod bundle;
 pub mod classic;
+pub mod crypto;
+pub mod identity;
+pub mod keyless;
 pub mod keys;
 pub mod policy;
 pub mod store;
+pub mod trust_root;
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,12 +21,15 @@ use std::str::FromStr;
 use crate::digest::Digest;
 use crate::registry::Registry;
 
+pub use identity::{Claim, Identity, IdentityError, Pattern, SignerIdentity};
+pub use keyless::{KeylessError, KeylessSigner};
 pub use keys::{KeyError, PublicKey, SigningKey};
 pub use policy::{
-    FoundSignature, SignatureStatus, TrustPolicy, VerifiedSignature, VerifyError, examine,
-    verify_artifact,
+    FoundSignature, KeylessTrust, SignatureStatus, Signer, TrustPolicy, VerifiedSignature,
+    VerifyError, examine, verify_artifact,
 };
 pub use store::{CopiedSignatures, StoreError, copy_signatures};
+pub use trust_root::{TrustRoot, TrustRootError};
 
 /// The two ways cosign stores a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
