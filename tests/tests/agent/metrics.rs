@@ -43,7 +43,12 @@ fn metrics_count_reconciles_objects_and_digests_and_probes_answer() {
         &[&agent],
         || {
             let (_, m) = http(&addr, "GET", "/metrics", &[], b"");
+            // The info is set when the status is recorded, the counter when the reconcile
+            // returns: wait for both, or a scrape between the two fails the test.
             m.contains(&format!("berth_source_info{{{shop},digest=\"{d1}\""))
+                && m.contains(&format!(
+                    "berth_reconciles_total{{{shop},result=\"success\""
+                ))
                 && m.contains(&format!(
                     "berth_reconciles_total{{{missing},result=\"failure\""
                 ))
