@@ -66,8 +66,9 @@ pub fn immutable_fields(status: &kube::core::Status) -> Vec<String> {
     causes.into_iter().map(|(field, _)| field).collect()
 }
 
+/// `field is immutable`, and the variants some kinds use (`… is immutable when …`).
 fn is_immutable_text(s: &str) -> bool {
-    s.contains("field is immutable") || s.contains("is immutable")
+    s.contains("is immutable")
 }
 
 /// Marks where a dumped value was cut out.
